@@ -13,7 +13,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from ._exceptions import BackendError, DbtBusError, DecodeError, ProducerLost, WaitError, WaitTimeout
+from ._exceptions import BackendError, DbtBusError, DecodeError, NodeNotRun, ProducerLost, WaitError, WaitTimeout
 from ._state import ALL, Outcome, RunState
 from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
@@ -141,15 +141,22 @@ class _RunReader:
         self.caught_up = False
         self.idle_since: float | None = anyio.current_time()
         self.scope = anyio.CancelScope()
+        self.read_scope: anyio.CancelScope | None = None
+        self.recheck: dict[str, None] = {}
 
     # ------------------------------------------------------------------------------------------ waiters
 
     def add(self, waiter: _Waiter) -> None:
         if self.caught_up:
             outcome = self.state.outcome(waiter.unique_id, include_tests=waiter.include_tests)
-            if outcome is not None:
+            if outcome is not None and not _run_level(outcome):
                 waiter.resolve(outcome)
                 return
+            if outcome is not None:
+                # "The run ended" / "the producer is lost" can be overtaken by a retry's new attempt already
+                # in the log: answer only after one more read.
+                self.recheck[waiter.unique_id] = None
+                self._interrupt_read()
         self.waiters.setdefault(waiter.unique_id, set()).add(waiter)
         self.count += 1
         self.idle_since = None
@@ -166,8 +173,14 @@ class _RunReader:
         self.count -= 1
         if self.count == 0:
             self.idle_since = anyio.current_time()
+            if self.read_scope is not None:  # do not sit in a long blocking read past the linger
+                self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.bus.linger)
 
-    def dispatch(self, changed: set[str] | None) -> None:
+    def _interrupt_read(self) -> None:
+        if self.read_scope is not None:
+            self.read_scope.cancel()
+
+    def dispatch(self, changed: dict[str, None] | None) -> None:
         uids = list(self.waiters) if changed is ALL else [uid for uid in changed if uid in self.waiters]
         for uid in uids:
             bucket = self.waiters[uid]
@@ -184,7 +197,11 @@ class _RunReader:
         for bucket in self.waiters.values():
             for waiter in bucket:
                 waiter.resolve(
-                    WaitError(f"the reader of run {self.run_id!r} failed: {error}", run_id=self.run_id, unique_id=waiter.unique_id)
+                    WaitError(
+                        f"the reader of run {self.run_id!r} failed: {error}",
+                        run_id=self.run_id,
+                        unique_id=waiter.unique_id,
+                    )
                 )
         self.waiters.clear()
         self.count = 0
@@ -206,39 +223,48 @@ class _RunReader:
 
     async def _loop(self) -> None:
         bus = self.bus
-        changed: set[str] | None = set()
+        # Node ids whose outcome may have changed, in log order (an ordered set), or ALL.
+        changed: dict[str, None] | None = {}
         backoff = 0.0
         while True:
-            timeout = 0.0 if not self.caught_up else min(bus.read_block, self.liveness.interval)
+            timeout = 0.0 if not self.caught_up or self.recheck else min(bus.read_block, self.liveness.interval)
+            if self.count == 0 and self.idle_since is not None:
+                timeout = min(timeout, max(self.idle_since + bus.linger - anyio.current_time(), 0.0))
+            entries: list[Entry] = []
             try:
-                entries = await bus.backend.read(self.run_id, self.cursor, limit=bus.read_batch, timeout=timeout)
+                with anyio.CancelScope() as self.read_scope:
+                    entries = await bus.backend.read(self.run_id, self.cursor, limit=bus.read_batch, timeout=timeout)
+                self.read_scope = None
                 backoff = 0.0
             except BackendError as exc:
+                self.read_scope = None
                 backoff = min(max(backoff * 2, 0.05), 5.0)
                 logger.warning("dbtbus: reading run %r failed (%s); retrying in %.2f s", self.run_id, exc, backoff)
                 await anyio.sleep(backoff)
                 continue
             if entries:
                 batch_changed = self._fold(entries)
-                changed = ALL if changed is ALL or batch_changed is ALL else changed | batch_changed
+                changed = ALL if changed is ALL or batch_changed is ALL else {**changed, **batch_changed}
             if len(entries) < bus.read_batch:
                 if not self.caught_up:
                     self.caught_up = True
                     changed = ALL
+                if self.recheck and changed is not ALL:
+                    changed.update(self.recheck)
+                self.recheck = {}
                 if changed is ALL or changed:
                     self.dispatch(changed)
-                changed = set()
+                changed = {}
                 try:
                     if await self.liveness.check():
                         self.dispatch(ALL)
                 except BackendError as exc:
                     logger.warning("dbtbus: checking the lease of run %r failed: %s", self.run_id, exc)
-            if self.count == 0 and self.idle_since is not None:
-                if anyio.current_time() - self.idle_since >= bus.linger:
-                    return
+            if self.count == 0 and self.idle_since is not None and anyio.current_time() - self.idle_since >= bus.linger:
+                return
 
-    def _fold(self, entries: Sequence[Entry]) -> set[str] | None:
-        changed: set[str] | None = set()
+    def _fold(self, entries: Sequence[Entry]) -> dict[str, None] | None:
+        changed: dict[str, None] | None = {}
         for entry in entries:
             self.cursor = entry.cursor
             record = self.bus._decode_entry(self.run_id, entry)
@@ -248,7 +274,7 @@ class _RunReader:
             if result is ALL or changed is ALL:
                 changed = ALL
             else:
-                changed |= result
+                changed.update(dict.fromkeys(result))
         return changed
 
 
@@ -329,7 +355,7 @@ class Bus:
         cursors = [""] * len(batch)
         for run_id, items in by_run.items():
             appended = await self.backend.append(run_id, [item for _, item in items])
-            for (index, _), cursor in zip(items, appended):
+            for (index, _), cursor in zip(items, appended, strict=True):
                 cursors[index] = cursor
         return cursors
 
@@ -439,15 +465,16 @@ class Bus:
                     if not collector.done:  # the deadline passed
                         break
                 while collector.done:
-                    waiter = collector.done.popleft()
+                    done = collector.done.popleft()
                     remaining -= 1
-                    yield _to_node_outcome(waiter.unique_id, waiter.outcome)
+                    yield _to_node_outcome(done.unique_id, done.outcome)
             for waiter in waiters:
                 if waiter.outcome is None:
                     reader.discard(waiter)
                     remaining -= 1
                     yield NodeOutcome(
-                        waiter.unique_id, error=WaitTimeout(run_id=run_id, unique_id=waiter.unique_id, timeout=_deadline(timeout))
+                        waiter.unique_id,
+                        error=WaitTimeout(run_id=run_id, unique_id=waiter.unique_id, timeout=_deadline(timeout)),
                     )
         finally:
             for waiter in waiters:
@@ -532,7 +559,9 @@ class Bus:
         try:
             record = decode(entry.data)
         except DecodeError as exc:
-            logger.warning("dbtbus: skipping an undecodable entry %s of run %r: %s", entry.cursor or "(node key)", run_id, exc)
+            logger.warning(
+                "dbtbus: skipping an undecodable entry %s of run %r: %s", entry.cursor or "(node key)", run_id, exc
+            )
             return None
         if record.run_id != run_id:
             logger.warning("dbtbus: skipping a record of run %r found in run %r", record.run_id, run_id)
@@ -549,6 +578,11 @@ class Bus:
 
     async def delete_run(self, run_id: str) -> None:
         await self.backend.delete_run(run_id)
+
+
+def _run_level(outcome: Outcome) -> bool:
+    """True for outcomes that come from the run's state rather than from a record of the node itself."""
+    return isinstance(outcome, ProducerLost) or (isinstance(outcome, NodeNotRun) and outcome.record is None)
 
 
 def _deadline(timeout: float | None) -> float:

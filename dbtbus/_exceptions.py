@@ -112,7 +112,9 @@ class UpstreamFailed(WaitError):
         record: NodeResult | None = None,
     ) -> None:
         status = f" with status {cause_record.status.value!r}" if cause_record is not None else ""
-        super().__init__(f"{unique_id} will not run: upstream {cause} failed{status}", run_id=run_id, unique_id=unique_id)
+        super().__init__(
+            f"{unique_id} will not run: upstream {cause} failed{status}", run_id=run_id, unique_id=unique_id
+        )
         self.cause = cause
         self.cause_record = cause_record
         self.record = record
@@ -150,7 +152,9 @@ class NodeNotRun(WaitError):
             reason = f": {record.message}"
         elif ending is not None and getattr(ending, "error", None):
             reason = f": the run crashed: {getattr(ending, 'error', '')}"
-        super().__init__(f"run {run_id!r} ended without running {unique_id}{reason}", run_id=run_id, unique_id=unique_id)
+        super().__init__(
+            f"run {run_id!r} ended without running {unique_id}{reason}", run_id=run_id, unique_id=unique_id
+        )
         self.record = record
         self.ending = ending
 
@@ -159,7 +163,9 @@ class NodeNotInRun(WaitError):
     """The run has started and the node is not in its selected graph: it will never get a result."""
 
     def __init__(self, *, run_id: str, unique_id: str) -> None:
-        super().__init__(f"{unique_id} is not in the graph selected by run {run_id!r}", run_id=run_id, unique_id=unique_id)
+        super().__init__(
+            f"{unique_id} is not in the graph selected by run {run_id!r}", run_id=run_id, unique_id=unique_id
+        )
 
 
 class WaitTimeout(WaitError, TimeoutError):

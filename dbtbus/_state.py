@@ -60,25 +60,23 @@ class RunState:
     def finished(self) -> bool:
         return self.ending is not None
 
-    def apply(self, record: Record) -> set[str] | None:
-        """Fold one record in. Return the node ids whose outcome may have changed, or ``ALL``."""
+    def apply(self, record: Record) -> list[str] | None:
+        """Fold one record in. Return the node ids whose outcome may have changed (in order), or ``ALL``."""
         if isinstance(record, NodeResult):
             return self._apply_result(record)
         if isinstance(record, NodeStarted):
             self.running[record.unique_id] = record
-            return set()
+            return []
         if isinstance(record, Heartbeat):
             self.last_heartbeat = record
             self.lost = False
-            return set()
+            return []
         if isinstance(record, RunStarted):
             self._apply_started(record)
             return ALL
-        if isinstance(record, (RunFinished, RunCrashed)):
-            self.ending = record
-            self.running.clear()
-            return ALL
-        return set()
+        self.ending = record  # RunFinished or RunCrashed
+        self.running.clear()
+        return ALL
 
     def mark_lost(self) -> bool:
         """The producer's lease expired. Return True if that changes anything (the run was in progress)."""
@@ -101,18 +99,18 @@ class RunState:
         for result in list(self.results.values()):
             self._propagate(result)
 
-    def _apply_result(self, record: NodeResult) -> set[str] | None:
+    def _apply_result(self, record: NodeResult) -> list[str]:
         uid = record.unique_id
         self.results[uid] = record
         self.running.pop(uid, None)
-        changed = {uid}
-        changed.update(self._propagate(record))
+        changed = [uid]
+        changed.extend(self._propagate(record))
         # A test's result can decide the outcome of ``include_tests`` waiters on the nodes it tests.
         graph = self.graph
         if graph is not None:
             node = graph.get(uid)
             if node is not None and node.resource_type in TEST_TYPES:
-                changed.update(node.parents)
+                changed.extend(node.parents)
         return changed
 
     def _propagate(self, record: NodeResult) -> list[str]:

@@ -18,7 +18,7 @@ def _run_blocking(func: Any, *args: Any) -> Any:
     try:
         return anyio.run(func, *args)
     except RuntimeError as exc:
-        if "running" in str(exc).lower() and "loop" in str(exc).lower():
+        if "already running" in str(exc).lower():
             raise DbtBusError(
                 "dbtbus.wait_sync() cannot run inside an event loop; use 'await bus.wait(...)' there"
             ) from exc

@@ -8,6 +8,7 @@ from whichever thread publishes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,10 +42,8 @@ def capture_scheduler() -> Callable[[Callable[[], Any]], None]:
             if threading.get_ident() == trio_thread:
                 callback()
                 return
-            try:
+            with contextlib.suppress(trio.RunFinishedError):  # the loop is gone: nobody left to wake
                 token.run_sync_soon(callback)
-            except trio.RunFinishedError:
-                pass
 
         return schedule_trio
     raise RuntimeError(f"unsupported async library: {library}")

@@ -24,10 +24,10 @@ newer major version, a foreign object or malformed bytes raise :class:`dbtbus.De
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Final, Union
+from typing import Any, Final
 
 import orjson
 
@@ -227,7 +227,7 @@ class RunCrashed:
     exit_code: int | None = None
 
 
-Record = Union[RunStarted, NodeStarted, NodeResult, Heartbeat, RunFinished, RunCrashed]
+Record = RunStarted | NodeStarted | NodeResult | Heartbeat | RunFinished | RunCrashed
 
 # ---------------------------------------------------------------------------------------------- encoding
 
@@ -338,9 +338,32 @@ def _to_dict(record: Record) -> dict[str, Any]:
     raise TypeError(f"not a dbtbus record: {type(record).__name__}")
 
 
+def _json_safe(value: Any) -> Any:
+    """Coerce what JSON cannot hold (Decimals, 2**70, sets from an adapter) into strings, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
 def encode(record: Record) -> bytes:
-    """Serialise one record to its wire form (compact JSON bytes)."""
-    return orjson.dumps(_to_dict(record))
+    """Serialise one record to its wire form (compact JSON bytes).
+
+    Free-form values (``adapter_response``) that JSON cannot hold are stored as strings rather than failing:
+    a producer must never lose a node's result over an adapter's exotic field.
+    """
+    obj = _to_dict(record)
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return orjson.dumps(_json_safe(obj))
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -472,7 +495,11 @@ def _decode_graph(f: _Fields) -> dict[str, GraphNode] | None:
 def _decode_producer(f: _Fields) -> ProducerInfo:
     p = _Fields(f.mapping("producer"), "run_started.producer", f.data)
     return ProducerInfo(
-        id=p.text("id"), host=p.text("host"), pid=p.integer("pid", 0), dbtbus_version=p.text("dbtbus_version"), kind=p.text("kind")
+        id=p.text("id"),
+        host=p.text("host"),
+        pid=p.integer("pid", 0),
+        dbtbus_version=p.text("dbtbus_version"),
+        kind=p.text("kind"),
     )
 
 
@@ -576,7 +603,7 @@ def _run_crashed(f: _Fields) -> RunCrashed:
     )
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[_Fields], Record]] = {
     "run_started": _run_started,
     "node_started": _node_started,
     "node_result": _node_result,
@@ -612,10 +639,10 @@ def decode(data: bytes | bytearray | memoryview | str) -> Record:
         raise DecodeError(f"not a dbtbus record: invalid schema version {version}", raw)
     kind = obj.get("type")
     decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
-    if decoder is None:
+    if decoder is None or not isinstance(kind, str):
         raise DecodeError(f"not a dbtbus record: unknown record type {kind!r}", raw)
     try:
-        return decoder(_Fields(obj, kind, raw))  # type: ignore[no-any-return]
+        return decoder(_Fields(obj, kind, raw))
     except DecodeError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. a timestamp out of range

@@ -47,7 +47,9 @@ def _load_builtin(scheme: str) -> type[Backend]:
     except ImportError as exc:
         extra = _EXTRA_FOR.get(scheme)
         hint = f": pip install 'dbtbus[{extra}]'" if extra else ""
-        raise ConfigurationError(f"the {scheme}:// backend needs a package that is not installed ({exc}){hint}") from exc
+        raise ConfigurationError(
+            f"the {scheme}:// backend needs a package that is not installed ({exc}){hint}"
+        ) from exc
     backend: type[Backend] = getattr(module, attr)
     return backend
 
@@ -58,9 +60,7 @@ def backend_class(scheme: str) -> type[Backend]:
         return _load_builtin(scheme)
     entry_point = _entry_point_targets().get(scheme)
     if entry_point is None:
-        raise UnknownBackend(
-            f"no dbtbus backend for URL scheme {scheme!r} (known: {', '.join(registered_schemes())})"
-        )
+        raise UnknownBackend(f"no dbtbus backend for URL scheme {scheme!r} (known: {', '.join(registered_schemes())})")
     loaded = entry_point.load()
     if not (isinstance(loaded, type) and issubclass(loaded, Backend)):
         raise ConfigurationError(f"entry point {entry_point.value!r} for {scheme!r} is not a dbtbus Backend subclass")

@@ -98,7 +98,9 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def read(self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0) -> list[Entry]:
+    async def read(
+        self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0
+    ) -> list[Entry]:
         """Return up to ``limit`` entries of ``run_id``'s log that come after cursor ``after``, oldest first.
 
         This is the one method the whole bus is built on, so its contract is exact:

@@ -202,7 +202,9 @@ class MemoryBackend(Backend):
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
         return self.store.append(run_id, items)
 
-    async def read(self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0) -> list[Entry]:
+    async def read(
+        self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0
+    ) -> list[Entry]:
         start = _parse_cursor(after)
         entries = self.store.read_now(run_id, start, limit)
         if entries or timeout == 0:
