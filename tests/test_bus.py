@@ -21,8 +21,9 @@ from dbtbus import (
     UpstreamFailed,
     WaitTimeout,
 )
-from dbtbus.backends.base import Append, Backend, Entry, Lease
+from dbtbus.backends.base import Append, Backend, Lease
 from dbtbus.backends.memory import MemoryBackend, get_store
+from dbtbus.backends.mock import MockBackend, MockCall
 from dbtbus.events import Heartbeat, NodeStarted, NodeStatus, RunCrashed, RunFinished
 
 from ._records import DIAMOND, RUN, result, started
@@ -323,27 +324,8 @@ async def test_closing_the_bus_fails_pending_waiters_instead_of_hanging(memory_u
 # ------------------------------------------------------------------------------------------------ many
 
 
-class CountingBackend(MemoryBackend):
-    """A memory backend that counts calls: proves waiters share one reader."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(get_store(name))
-        self.reads = 0
-        self.node_lookups = 0
-
-    async def read(
-        self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0
-    ) -> list[Entry]:
-        self.reads += 1
-        return await super().read(run_id, after, limit=limit, timeout=timeout)
-
-    async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
-        self.node_lookups += 1
-        return await super().get_node(run_id, unique_id)
-
-
 async def test_ten_thousand_waiters_share_one_reader(memory_url: str) -> None:
-    backend = CountingBackend(memory_url.removeprefix("memory://"))
+    backend = MockBackend(memory_url.removeprefix("memory://"))
     nodes = [f"model.m{i}" for i in range(100)]
     got: list[str] = []
     async with dbtbus.connect(backend, read_block=5) as bus:
@@ -359,8 +341,8 @@ async def test_ten_thousand_waiters_share_one_reader(memory_url: str) -> None:
             await bus.publish(started({uid: [] for uid in nodes}))
             await bus.publish([result(uid) for uid in nodes])
     assert len(got) == 10_000
-    assert backend.node_lookups <= 16  # the bounded probe, then everyone joins the reader
-    assert backend.reads <= 10
+    assert backend.calls["get_node"] <= 16  # the bounded probe, then everyone joins the reader
+    assert backend.calls["read"] <= 10
     assert len(bus._readers) == 0
 
 
@@ -574,36 +556,23 @@ def test_missing_optional_backend_says_which_extra(monkeypatch: pytest.MonkeyPat
 # ------------------------------------------------------------------------------------------------ failures
 
 
-class BrokenReads(MemoryBackend):
-    def __init__(self, name: str, failures: int) -> None:
-        super().__init__(get_store(name))
-        self.failures = failures
-
-    async def read(
-        self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0
-    ) -> list[Entry]:
-        if self.failures:
-            self.failures -= 1
-            raise dbtbus.BackendUnavailable("connection refused")
-        return await super().read(run_id, after, limit=limit, timeout=timeout)
-
-
 async def test_the_reader_retries_a_failing_backend_from_its_cursor(memory_url: str) -> None:
-    backend = BrokenReads(memory_url.removeprefix("memory://"), failures=3)
+    def refuse_three_reads(call: MockCall) -> None:
+        if call.method == "read" and call.number <= 3:
+            raise dbtbus.BackendUnavailable("connection refused")
+
+    backend = MockBackend(hook=refuse_three_reads)
     async with dbtbus.connect(backend) as bus:
         await bus.publish([started(DIAMOND), result("seed.s", "error")])
         assert isinstance(await outcome_of(bus, "seed.s", timeout=5), NodeFailed)
 
 
-class ExplodingBackend(MemoryBackend):
-    async def read(
-        self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0
-    ) -> list[Entry]:
-        raise RuntimeError("a bug")
-
-
 async def test_a_crashing_reader_fails_its_waiters_instead_of_hanging(memory_url: str) -> None:
-    async with dbtbus.connect(ExplodingBackend(get_store(memory_url.removeprefix("memory://")))) as bus:
+    def a_bug(call: MockCall) -> None:
+        if call.method == "read":
+            raise RuntimeError("a bug")
+
+    async with dbtbus.connect(MockBackend(hook=a_bug)) as bus:
         with pytest.raises(dbtbus.WaitError, match="reader of run 'run-1' failed"):
             await bus.wait(RUN, "model.a", timeout=5)
 
@@ -622,3 +591,18 @@ async def test_no_tasks_leak(memory_url: str) -> None:
 
 def _unused(_: Sequence[Lease | Backend]) -> None:  # keep imports honest for type checkers
     pass
+
+
+async def test_mock_backend_hooks_can_slow_calls_down() -> None:
+    async def slow_appends(call: MockCall) -> None:
+        if call.method == "append":
+            await anyio.sleep(0.05)
+
+    backend = MockBackend(hook=slow_appends)
+    async with dbtbus.connect(backend) as bus:
+        start = anyio.current_time()
+        await bus.publish(result("model.a"))
+        assert anyio.current_time() - start >= 0.05
+        assert (await bus.wait(RUN, "model.a", timeout=1)).ok
+    assert backend.calls["append"] == 1
+    assert backend.calls["open"] == backend.calls["aclose"] == 1

@@ -184,7 +184,7 @@ class MemoryBackend(Backend):
     ``memory://`` is the process-wide default store, ``memory://name`` (or ``memory:///name``) a named one.
     """
 
-    schemes = ("memory",)
+    schemes: tuple[str, ...] = ("memory",)
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
