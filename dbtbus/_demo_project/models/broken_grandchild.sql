@@ -1,0 +1,1 @@
+select id, doubled + 1 as plus_one from {{ ref('broken_child') }}

@@ -1,0 +1,288 @@
+"""The ``dbtbus`` command line: run dbt with live progress, watch or wait for a run from anywhere, replay
+logs, list and delete runs, and a bundled demo.
+
+Importing this package is cheap: arguments are parsed first and each subcommand imports what it needs.
+User errors end as one line on stderr (``dbtbus: error: ...``) and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+#: ``dbtbus wait`` exit codes (``watch`` uses the same numbers where they apply).
+EXIT_OK = 0
+EXIT_USAGE = 1
+EXIT_FAILED = 2
+EXIT_UPSTREAM_FAILED = 3
+EXIT_PRODUCER_LOST = 4
+EXIT_NOT_RUN = 5
+EXIT_NOT_IN_RUN = 6
+EXIT_TIMEOUT = 7
+EXIT_UNREACHABLE = 8
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success: the node succeeded (success, pass, warn, no-op, reused)",
+    EXIT_USAGE: "usage or configuration error (bad option, bad URL, unreadable file...)",
+    EXIT_FAILED: "the node failed (error, fail, runtime error, partial success)",
+    EXIT_UPSTREAM_FAILED: "an upstream node failed, so dbt skips this one",
+    EXIT_PRODUCER_LOST: "the producer stopped heartbeating before the node finished",
+    EXIT_NOT_RUN: "the run ended (finished or crashed) without running the node",
+    EXIT_NOT_IN_RUN: "the node is not in the run's selected graph",
+    EXIT_TIMEOUT: "--timeout elapsed before the outcome was known",
+    EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
+}
+
+_BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"
+
+
+def _exit_code_epilog() -> str:
+    lines = ["exit codes:"]
+    lines += [f"  {code}  {text}" for code, text in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors end as one ``dbtbus: error:`` line plus a hint, with exit code 1."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"dbtbus: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
+    parser = _Parser(
+        prog="dbtbus",
+        description="Stream one dbt invocation's per-node results to any number of waiters.",
+        epilog="Start with 'dbtbus demo'. Docs: docs/cli.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dbtbus {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = commands.add_parser(
+        "run",
+        help="run dbt (in-process) publishing to a bus, with live progress",
+        description="Run dbt in this process, publish every node's result to the bus, show live progress.\n"
+        "The exit code is dbt's (0 success, 1 failures, 2 dbt could not run).",
+        epilog="example:\n"
+        "  dbtbus run --bus redis://localhost:6379/0 --run-id nightly -- build --select tag:daily",
+        formatter_class=fmt,
+    )
+    run.add_argument("--bus", default=None, help="the bus URL (default: $DBTBUS_URL, else memory://)")
+    run.add_argument(
+        "--run-id", default=None, help="the run id consumers wait on (default: a fresh one, printed)"
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress display: rich when on a terminal and rich is installed (auto), plain lines, or none",
+    )
+    run.add_argument(
+        "dbt_args", nargs=argparse.REMAINDER, metavar="-- DBT_ARGS", help="the dbt command and its arguments"
+    )
+
+    watch = commands.add_parser(
+        "watch",
+        help="show the live state of a run, from any machine",
+        description="Follow a run's records and show its progress until it finishes.\n"
+        "Exit code: 0 the run succeeded, 2 it finished with failures, 4 its producer was lost or crashed,\n"
+        "7 --timeout elapsed, 8 the backend is unreachable.",
+        formatter_class=fmt,
+    )
+    watch.add_argument("run_id", metavar="RUN_ID")
+    watch.add_argument("--bus", default=None, help=_BUS_HELP)
+    watch.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
+    watch.add_argument("--once", action="store_true", help="print the run's current state and exit")
+    watch.add_argument(
+        "--progress", choices=("auto", "rich", "plain"), default="auto", help="progress display"
+    )
+
+    wait = commands.add_parser(
+        "wait",
+        help="wait for one node of a run; the exit code says its outcome",
+        description="Block until a node's outcome is known; exit with a code for it (for shell, Make, CI).",
+        epilog=_exit_code_epilog()
+        + "\n\nexample: dbtbus wait nightly model.shop.orders --bus redis://ci:6379/0 --timeout 3600",
+        formatter_class=fmt,
+    )
+    wait.add_argument("run_id", metavar="RUN_ID")
+    wait.add_argument("node", metavar="NODE", help="the node's unique_id, e.g. model.shop.orders")
+    wait.add_argument("--bus", default=None, help=_BUS_HELP)
+    wait.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait (default: forever)")
+    wait.add_argument(
+        "--include-tests", action="store_true", help="also wait for the node's tests; a failing test fails it"
+    )
+    wait.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    wait.add_argument("--quiet", "-q", action="store_true", help="print nothing; only the exit code")
+
+    publish = commands.add_parser(
+        "publish-log",
+        help="publish a dbt JSON log (dbt --log-format json --log-level debug) to a bus",
+        description="Read dbt's JSON log lines (a file, or - for stdin) and publish them as a run.\n"
+        "The log must be at debug level: dbt logs NodeStart/NodeFinished only there.",
+        epilog="example:\n"
+        "  dbt build --log-format json --log-level debug \\\n"
+        "    | dbtbus publish-log - --bus redis://localhost:6379/0 --run-id ci-42",
+        formatter_class=fmt,
+    )
+    publish.add_argument(
+        "log", nargs="?", default="-", metavar="LOG", help="the JSON log file (default: - for stdin)"
+    )
+    publish.add_argument("--bus", default=None, help=_BUS_HELP)
+    publish.add_argument("--run-id", required=True, help="the run id to publish under")
+    publish.add_argument(
+        "--manifest",
+        default=None,
+        metavar="PATH",
+        help="dbt's target/manifest.json: gives waiters the graph, hence upstream failures before dbt skips",
+    )
+
+    runs = commands.add_parser(
+        "runs",
+        help="list the runs a bus stores, with their status",
+        description="List the runs a bus stores: status (started / lost / finished / crashed), counts, age.",
+        formatter_class=fmt,
+    )
+    runs.add_argument("--bus", default=None, help=_BUS_HELP)
+    runs.add_argument("--json", action="store_true", help="one JSON object per run")
+
+    gc = commands.add_parser(
+        "gc",
+        help="delete runs from a bus",
+        description="Delete runs: the ones named, or every ended run older than --older-than.\n"
+        "Runs still in progress (their producer is alive) are never deleted by --older-than.",
+        epilog="examples:\n  dbtbus gc nightly-41 nightly-42 --bus redis://localhost:6379/0\n"
+        "  dbtbus gc --older-than 7d --bus redis://localhost:6379/0 --dry-run",
+        formatter_class=fmt,
+    )
+    gc.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    gc.add_argument("--bus", default=None, help=_BUS_HELP)
+    gc.add_argument(
+        "--older-than", type=_duration, default=None, metavar="AGE", help="e.g. 90s, 30m, 12h, 7d"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the bundled DuckDB project with one concurrent waiter per node",
+        description="Copy the bundled DuckDB 'shop' project to a temporary directory, 'dbt build' it\n"
+        "through the in-memory bus while one waiter per node awaits its outcome concurrently, then print\n"
+        "a summary.\n"
+        "The project has an intentionally failing test (and a warning), so some nodes are 'failed' and\n"
+        "'upstream failed': the exit code is 0 when the demo itself worked. Needs 'dbtbus[duckdb]'.",
+        formatter_class=fmt,
+    )
+    demo.add_argument(
+        "--break", dest="shop_break", action="store_true", help="also make a model error at runtime"
+    )
+    demo.add_argument("--dbt-output", action="store_true", help="show dbt's own log output too")
+    demo.add_argument("--keep", metavar="DIR", default=None, help="copy the project to DIR and keep it")
+    demo.add_argument(
+        "--progress", choices=("auto", "rich", "plain", "none"), default="auto", help="progress display"
+    )
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"not a non-negative number of seconds: {text!r}")
+    return value
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` → seconds."""
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in _UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _UNITS else raw
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (like 90s, 30m, 12h, 7d): {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"not a non-negative duration: {text!r}")
+    return value
+
+
+def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
+    url: str | None = args.bus or os.environ.get("DBTBUS_URL") or default
+    if not url:
+        raise _UsageError("no bus: pass --bus URL (e.g. redis://localhost:6379/0) or set DBTBUS_URL")
+    if url.startswith("memory:") and args.command in ("watch", "wait", "runs", "gc", "publish-log"):
+        sys.stderr.write(
+            "dbtbus: note: a memory:// bus lives inside one process: this command cannot see other processes' "
+            "runs (use redis://...)\n"
+        )
+    return url
+
+
+class _UsageError(Exception):
+    """A mistake in how the command was called: one line, exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dbtbus`` command line; return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, --version, or a usage error already reported
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    from .._exceptions import BackendUnavailable, DbtBusError
+
+    try:
+        if args.command == "demo":
+            from ._demo import demo
+
+            return demo(args)
+        from . import _commands
+
+        handler = {
+            "run": _commands.run,
+            "watch": _commands.watch,
+            "wait": _commands.wait,
+            "publish-log": _commands.publish_log,
+            "runs": _commands.runs,
+            "gc": _commands.gc,
+        }[args.command]
+        return handler(args, _bus_url)
+    except _UsageError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except BackendUnavailable as exc:
+        return _error(f"the bus is unreachable: {exc}", EXIT_UNREACHABLE)
+    except DbtBusError as exc:
+        return _error(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.stderr.write("dbtbus: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `dbtbus runs | head`
+        return EXIT_OK
+    except OSError as exc:  # a file that cannot be read, a project that cannot be copied...
+        return _error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", EXIT_USAGE)
+
+
+def _error(message: str, code: int) -> int:
+    sys.stderr.write(f"dbtbus: error: {message}\n")
+    sys.stderr.flush()
+    return code

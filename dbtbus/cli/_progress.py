@@ -1,0 +1,225 @@
+"""Live progress of a run, from its records: plain lines (not a terminal) or a rich live display."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+from .._state import RunState
+from ..events import Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
+
+if TYPE_CHECKING:
+    from .._exceptions import WaitError
+
+__all__ = ["Progress", "format_bytes", "format_counts", "make_progress"]
+
+
+def format_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    return (
+        ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        or "none"
+    )
+
+
+def describe_error(error: WaitError) -> str:
+    from .._exceptions import NodeFailed, NodeNotInRun, NodeNotRun, ProducerLost, UpstreamFailed, WaitTimeout
+
+    if isinstance(error, NodeFailed):
+        return "failed"
+    if isinstance(error, UpstreamFailed):
+        return f"upstream failed ({error.cause})"
+    if isinstance(error, ProducerLost):
+        return "producer lost"
+    if isinstance(error, NodeNotRun):
+        return "not run"
+    if isinstance(error, NodeNotInRun):
+        return "not in run"
+    if isinstance(error, WaitTimeout):
+        return "timeout"
+    return "error"
+
+
+class Progress:
+    """Folds a run's records into a :class:`RunState` and reports progress as plain lines."""
+
+    def __init__(self, run_id: str, stream: IO[str] | None = None, *, quiet: bool = False) -> None:
+        self.state = RunState(run_id)
+        self.stream = stream if stream is not None else sys.stdout
+        self.quiet = quiet
+        self.began = time.monotonic()
+        self.peak_rss: int | None = None
+
+    # ------------------------------------------------------------------------------------------ numbers
+
+    @property
+    def total(self) -> int | None:
+        graph = self.state.graph
+        return len(graph) if graph is not None else None
+
+    @property
+    def done(self) -> int:
+        return len(self.state.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.state.results.values() if r.status.is_failure)
+
+    @property
+    def elapsed(self) -> float:
+        ending = self.state.ending
+        if ending is not None and ending.elapsed:
+            return ending.elapsed
+        return time.monotonic() - self.began
+
+    def summary(self) -> str:
+        total = self.total
+        return (
+            f"{self.done}/{total if total is not None else '?'} done, {len(self.state.running)} running, "
+            f"{self.failed} failed, {self.elapsed:.1f}s elapsed, peak memory {format_bytes(self.peak_rss)}"
+        )
+
+    # ------------------------------------------------------------------------------------------ records
+
+    def update(self, record: Record) -> None:
+        if isinstance(record, RunStarted) and self.state.started is None:
+            self.began = time.monotonic()
+        self.state.apply(record)
+        if isinstance(record, (Heartbeat, RunFinished, RunCrashed)) and record.peak_rss is not None:
+            self.peak_rss = max(self.peak_rss or 0, record.peak_rss)
+        if not self.quiet:
+            self.render(record)
+
+    def render(self, record: Record) -> None:
+        line = self.line(record)
+        if line is not None:
+            self.print(line)
+
+    def print(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def line(self, record: Record) -> str | None:
+        if isinstance(record, RunStarted):
+            total = self.total
+            nodes = f"{total} nodes" if total is not None else "graph unknown"
+            command = " ".join(record.args) or record.command
+            where = f" on {record.producer.host}" if record.producer.host else ""
+            return f"run {record.run_id} started: dbt {command} ({nodes}){where}"
+        if isinstance(record, NodeResult):
+            total = self.total
+            detail = ""
+            if record.status.is_failure and record.message:
+                detail = f" — {_one_line(record.message)}"
+            elif record.skip_cause:
+                detail = f" (upstream {record.skip_cause} failed)"
+            seconds = f" {record.execution_time:.1f}s" if record.execution_time is not None else ""
+            count = f"[{self.done}/{total if total is not None else '?'}]"
+            return f"{count} {record.status.value} {record.unique_id}{seconds}{detail}"
+        if isinstance(record, RunFinished):
+            verdict = "succeeded" if record.success else f"failed (exit code {record.exit_code})"
+            error = f": {_one_line(record.error)}" if record.error else ""
+            return (
+                f"run {record.run_id} {verdict}{error} in {record.elapsed:.1f}s — "
+                f"{format_counts(dict(record.counts))}; "
+                f"peak memory {format_bytes(self.peak_rss)}"
+            )
+        if isinstance(record, RunCrashed):
+            return f"run {record.run_id} crashed after {record.elapsed:.1f}s: {_one_line(record.error)}"
+        return None
+
+    def lost(self) -> None:
+        self.print(
+            f"run {self.state.run_id}: the producer stopped heartbeating (producer lost) — {self.summary()}"
+        )
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress(Progress):
+    """A rich live display: a status line, the nodes running now, and a line per failure above it."""
+
+    def __init__(self, run_id: str, stream: IO[str] | None = None) -> None:
+        super().__init__(run_id, stream)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=self.stream)
+        self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
+        self.live.start()
+
+    def print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False)
+
+    def render(self, record: Record) -> None:
+        # Only what matters scrolls above the live region: the start, failures, the end.
+        if isinstance(record, NodeResult) and not (record.status.is_failure or record.status.value == "warn"):
+            return
+        if isinstance(record, (NodeStarted, Heartbeat)):
+            return
+        super().render(record)
+
+    def __rich__(self) -> Any:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        total = self.total
+        bar = ProgressBar(total=float(total or 1), completed=float(self.done if total else 0), width=30)
+        head = Text.assemble(
+            (f" {self.done}/{total if total is not None else '?'} ", "bold"),
+            f"done · {len(self.state.running)} running · ",
+            (f"{self.failed} failed", "red" if self.failed else ""),
+            f" · {self.elapsed:.1f}s · peak {format_bytes(self.peak_rss)}",
+        )
+        grid.add_row(bar, head)
+        for uid in list(self.state.running)[:8]:
+            grid.add_row(Text("  running", style="dim"), Text(uid))
+        if len(self.state.running) > 8:
+            grid.add_row(Text(""), Text(f"... and {len(self.state.running) - 8} more", style="dim"))
+        return grid
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def make_progress(run_id: str, mode: str, stream: IO[str] | None = None) -> Progress:
+    """``auto``: rich when ``stream`` is a terminal and rich is installed, else plain lines."""
+    stream = stream if stream is not None else sys.stdout
+    if mode == "none":
+        return Progress(run_id, stream, quiet=True)
+    if mode in ("auto", "rich") and (mode == "rich" or stream.isatty()):
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            if mode == "rich":
+                sys.stderr.write(
+                    "dbtbus: rich is not installed (pip install 'dbtbus[cli]'); showing plain progress\n"
+                )
+        else:
+            return RichProgress(run_id, stream)
+    return Progress(run_id, stream)
