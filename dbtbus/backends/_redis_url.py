@@ -1,0 +1,207 @@
+"""Parse a ``redis://`` / ``rediss://`` / ``unix://`` bus URL into the backend's settings.
+
+Pure Python, no ``redis`` import: the backend's own options (``prefix``, ``maxlen``, ``block_ms``,
+``cluster``, ...) are taken out of the query string, the connection options redis-py understands are typed
+and validated, and anything else raises :class:`dbtbus.ConfigurationError`. Keyword options given to
+``dbtbus.connect`` override the URL's. Passwords never appear in :attr:`RedisSettings.display_url`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+
+from .._exceptions import ConfigurationError
+
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "DEFAULT_PREFIX",
+    "DEFAULT_RETENTION",
+    "RedisSettings",
+    "parse_redis_url",
+    "redact_url",
+    "with_password",
+]
+
+DEFAULT_PREFIX: Final = "dbtbus:"
+#: Approximate cap on one run's stream (``XADD MAXLEN ~``). Generous on purpose: trimming the head of a
+#: run's log drops its ``RunStarted`` record, which late readers need. ~370 B per entry → ≤ ~400 MB.
+DEFAULT_MAXLEN: Final = 1_000_000
+#: How long a finished run is kept when the producer expires it (seconds): 7 days.
+DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+SCHEMES: Final = ("redis", "rediss", "unix")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(f"option {name!r} must be a boolean (true/false), got {value!r}")
+
+
+def _as_int(name: str, value: Any, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"option {name!r} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or number < minimum:
+        raise ConfigurationError(f"option {name!r} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def _as_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"option {name!r} must be a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not number > 0 or number == float("inf"):
+        raise ConfigurationError(f"option {name!r} must be a positive number of seconds, got {value!r}")
+    return number
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"option {name!r} must be a string, got {value!r}")
+    return value
+
+
+def _as_prefix(name: str, value: Any) -> str:
+    prefix = _as_str(name, value)
+    if "{" in prefix or "}" in prefix:
+        raise ConfigurationError(
+            f"the key prefix must not contain braces (they would capture the hash tag): {prefix!r}"
+        )
+    return prefix
+
+
+def _as_cert_reqs(name: str, value: Any) -> str:
+    text = _as_str(name, value).lower()
+    if text not in ("none", "optional", "required"):
+        raise ConfigurationError(f"option {name!r} must be none, optional or required, got {value!r}")
+    return text
+
+
+# Backend options (not passed to redis-py).
+_BACKEND_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
+    "prefix": _as_prefix,
+    "maxlen": lambda n, v: _as_int(n, v, 0),
+    "block_ms": lambda n, v: _as_int(n, v, 1),
+    "cluster": _as_bool,
+    "retries": lambda n, v: _as_int(n, v, 0),
+    "max_blocking": lambda n, v: _as_int(n, v, 1),
+    "retention": _as_float,
+    "coalesce": _as_bool,
+}
+# Connection options, handed to redis-py.
+_CLIENT_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
+    "db": lambda n, v: _as_int(n, v, 0),
+    "username": _as_str,
+    "password": _as_str,
+    "socket_timeout": _as_float,
+    "socket_connect_timeout": _as_float,
+    "max_connections": lambda n, v: _as_int(n, v, 1),
+    "client_name": _as_str,
+    "health_check_interval": _as_float,
+    "ssl_ca_certs": _as_str,
+    "ssl_certfile": _as_str,
+    "ssl_keyfile": _as_str,
+    "ssl_cert_reqs": _as_cert_reqs,
+    "ssl_check_hostname": _as_bool,
+}
+_SSL_OPTIONS: Final = frozenset(name for name in _CLIENT_OPTIONS if name.startswith("ssl_"))
+
+
+@dataclass
+class RedisSettings:
+    """Everything a URL plus keyword options say about a Redis backend."""
+
+    url: str  # the URL for redis-py: scheme, credentials, host, port / socket path, db — no query string
+    display_url: str  # the same without the password, for messages and repr
+    scheme: str
+    prefix: str = DEFAULT_PREFIX
+    maxlen: int = DEFAULT_MAXLEN  # 0: no cap
+    block_ms: int = 1000
+    cluster: bool = False
+    retries: int = 3
+    max_blocking: int = 1000
+    retention: float = DEFAULT_RETENTION
+    coalesce: bool = True  # concurrent appends to one run share a script call
+    socket_timeout: float = 5.0
+    socket_connect_timeout: float = 2.0
+    client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" if user else f":***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
+    """Validate ``url`` and ``options`` (which override the URL's query string) into settings."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        raise ConfigurationError(f"not a valid Redis URL {redact_url(url)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigurationError(f"not a Redis URL (redis://, rediss://, unix://): {redact_url(url)!r}")
+    merged: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in merged:
+            raise ConfigurationError(f"option {name!r} given twice in {redact_url(url)!r}")
+        merged[name] = value
+    merged.update(options)
+    base = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+    if scheme == "unix" and not parts.path:
+        raise ConfigurationError(
+            f"a unix:// URL needs a socket path, e.g. unix:///run/redis.sock: {redact_url(url)!r}"
+        )
+    settings = RedisSettings(url=base, display_url=redact_url(url), scheme=scheme)
+    for name, value in merged.items():
+        if name in _BACKEND_OPTIONS:
+            setattr(settings, name, _BACKEND_OPTIONS[name](name, value))
+        elif name in ("socket_timeout", "socket_connect_timeout"):
+            setattr(settings, name, _as_float(name, value))
+        elif name in _CLIENT_OPTIONS:
+            if name in _SSL_OPTIONS and scheme != "rediss":
+                raise ConfigurationError(f"option {name!r} needs a rediss:// URL, got {redact_url(url)!r}")
+            settings.client[name] = _CLIENT_OPTIONS[name](name, value)
+        else:
+            known = sorted({*_BACKEND_OPTIONS, *_CLIENT_OPTIONS})
+            raise ConfigurationError(f"unknown Redis backend option {name!r} (known: {', '.join(known)})")
+    if settings.cluster and (scheme == "unix" or settings.client.get("db", 0)):
+        raise ConfigurationError("cluster=true needs a redis:// or rediss:// URL on database 0")
+    if settings.cluster and parts.path.strip("/") not in ("", "0"):
+        raise ConfigurationError("cluster=true needs a redis:// or rediss:// URL on database 0")
+    return settings
+
+
+def with_password(url: str, username: str | None, password: str) -> str:
+    """``url`` (no query) with credentials set: used by tests and tools building URLs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    cred = quote(username or "", safe="") + ":" + quote(password, safe="")
+    netloc = f"{cred}@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,339 @@
+"""The behaviour every dbtbus backend must show, whatever stores it.
+
+Use it from a backend's test module::
+
+    class TestMyBackend(BackendContract):
+        @pytest.fixture
+        async def backend(self) -> AsyncIterator[Backend]:
+            backend = MyBackend.from_url("my://...")
+            await backend.open()
+            yield backend            # fresh, isolated storage for each test
+            await backend.aclose()
+
+Every test is an anyio test; the module's ``anyio_backend`` fixture decides which event loops it runs on.
+``blocking_slack`` (seconds) is how late a woken or timed-out read may return (polling backends raise it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from dbtbus import BackendError, InvalidCursor
+from dbtbus.backends.base import Append, Backend, Entry
+
+
+def _data(entries: list[Entry]) -> list[bytes]:
+    return [entry.data for entry in entries]
+
+
+class BackendContract:
+    """Mixin of contract tests; subclasses provide a ``backend`` fixture yielding an opened backend."""
+
+    blocking_slack: float = 0.5
+    #: A cursor of the right shape for this backend that it never handed out (or None to skip the check).
+    foreign_cursors: tuple[str, ...] = ("not-a-cursor", "", "1.5", "abc-def")
+
+    @pytest.fixture
+    def run_id(self) -> str:
+        return f"run-{uuid.uuid4().hex[:10]}"
+
+    @pytest.fixture
+    def new_run(self) -> Callable[[], str]:
+        return lambda: f"run-{uuid.uuid4().hex[:10]}"
+
+    # ------------------------------------------------------------------------------------------ append / read
+
+    @pytest.mark.anyio
+    async def test_append_returns_one_cursor_per_item_in_order(self, backend: Backend, run_id: str) -> None:
+        cursors = await backend.append(run_id, [Append(b"a"), Append(b"b"), Append(b"c")])
+        assert len(cursors) == 3
+        assert len(set(cursors)) == 3
+        entries = await backend.read(run_id, None)
+        assert [e.cursor for e in entries] == cursors
+        assert _data(entries) == [b"a", b"b", b"c"]
+
+    @pytest.mark.anyio
+    async def test_empty_append(self, backend: Backend, run_id: str) -> None:
+        assert await backend.append(run_id, []) == []
+        assert await backend.read(run_id, None) == []
+
+    @pytest.mark.anyio
+    async def test_read_resumes_just_past_each_cursor(self, backend: Backend, run_id: str) -> None:
+        payloads = [f"r{i}".encode() for i in range(10)]
+        cursors = []
+        for chunk in (payloads[:3], payloads[3:4], payloads[4:]):
+            cursors += await backend.append(run_id, [Append(p) for p in chunk])
+        for index, cursor in enumerate(cursors):
+            assert _data(await backend.read(run_id, cursor)) == payloads[index + 1 :]
+
+    @pytest.mark.anyio
+    async def test_read_limit_pages_through_the_log(self, backend: Backend, run_id: str) -> None:
+        payloads = [f"p{i}".encode() for i in range(25)]
+        await backend.append(run_id, [Append(p) for p in payloads])
+        seen: list[bytes] = []
+        cursor = None
+        while True:
+            page = await backend.read(run_id, cursor, limit=7)
+            assert len(page) <= 7
+            if not page:
+                break
+            seen += _data(page)
+            cursor = page[-1].cursor
+        assert seen == payloads
+
+    @pytest.mark.anyio
+    async def test_binary_data_round_trips(self, backend: Backend, run_id: str) -> None:
+        blobs = [bytes(range(256)), b"", b"\x00\r\n*1\r\n", "é✓".encode()]
+        await backend.append(run_id, [Append(b, node=f"n{i}") for i, b in enumerate(blobs)])
+        assert _data(await backend.read(run_id, None)) == blobs
+        assert await backend.get_node(run_id, "n0") == blobs[0]
+
+    @pytest.mark.anyio
+    async def test_unknown_run_reads_empty(self, backend: Backend, run_id: str) -> None:
+        assert await backend.read(run_id, None) == []
+        assert await backend.read(run_id, None, timeout=0.05) == []
+
+    @pytest.mark.anyio
+    async def test_runs_are_separate(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        one, two = new_run(), new_run()
+        await backend.append(one, [Append(b"1", node="n")])
+        await backend.append(two, [Append(b"2", node="n")])
+        assert _data(await backend.read(one, None)) == [b"1"]
+        assert _data(await backend.read(two, None)) == [b"2"]
+        assert await backend.get_node(one, "n") == b"1"
+
+    @pytest.mark.anyio
+    async def test_concurrent_appends_do_not_interleave_within_a_call(
+        self, backend: Backend, run_id: str
+    ) -> None:
+        async def writer(tag: str) -> None:
+            for batch in range(5):
+                await backend.append(run_id, [Append(f"{tag}:{batch}:{i}".encode()) for i in range(20)])
+
+        async with anyio.create_task_group() as tg:
+            for tag in "abcd":
+                tg.start_soon(writer, tag)
+        data = [d.decode() for d in _data(await backend.read(run_id, None, limit=10_000))]
+        assert len(data) == 4 * 5 * 20
+        for start in range(0, len(data), 20):  # every call's 20 items sit together, in order
+            chunk = data[start : start + 20]
+            prefix = chunk[0].rsplit(":", 1)[0]
+            assert chunk == [f"{prefix}:{i}" for i in range(20)]
+
+    @pytest.mark.anyio
+    async def test_invalid_cursor(self, backend: Backend, run_id: str) -> None:
+        await backend.append(run_id, [Append(b"x")])
+        for cursor in self.foreign_cursors:
+            with pytest.raises(InvalidCursor):
+                await backend.read(run_id, cursor)
+        assert issubclass(InvalidCursor, BackendError)
+
+    # ------------------------------------------------------------------------------------------ blocking
+
+    @pytest.mark.anyio
+    async def test_blocking_read_wakes_on_append(self, backend: Backend, run_id: str) -> None:
+        cursor = (await backend.append(run_id, [Append(b"first")]))[0]
+        got: list[Entry] = []
+        woke_after = 0.0
+
+        async def reader() -> None:
+            nonlocal got, woke_after
+            start = anyio.current_time()
+            got = await backend.read(run_id, cursor, timeout=10)
+            woke_after = anyio.current_time() - start
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await anyio.sleep(0.1)
+            await backend.append(run_id, [Append(b"second"), Append(b"third")])
+        assert _data(got)[0] == b"second"
+        assert woke_after < 0.1 + self.blocking_slack
+
+    @pytest.mark.anyio
+    async def test_blocking_read_from_none_on_a_run_not_yet_started(
+        self, backend: Backend, run_id: str
+    ) -> None:
+        got: list[Entry] = []
+
+        async def reader() -> None:
+            nonlocal got
+            got = await backend.read(run_id, None, timeout=None)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                await anyio.sleep(0.1)
+                await backend.append(run_id, [Append(b"hello")])
+        assert _data(got) == [b"hello"]
+
+    @pytest.mark.anyio
+    async def test_blocking_read_honours_timeout(self, backend: Backend, run_id: str) -> None:
+        cursor = (await backend.append(run_id, [Append(b"x")]))[0]
+        for timeout in (0.05, 0.3):
+            start = anyio.current_time()
+            assert await backend.read(run_id, cursor, timeout=timeout) == []
+            elapsed = anyio.current_time() - start
+            assert timeout - 0.01 <= elapsed < timeout + self.blocking_slack
+
+    @pytest.mark.anyio
+    async def test_cancelled_blocked_read_leaves_backend_usable(self, backend: Backend, run_id: str) -> None:
+        cursor = (await backend.append(run_id, [Append(b"x")]))[0]
+        for _ in range(3):
+            with anyio.move_on_after(0.05) as scope:
+                await backend.read(run_id, cursor, timeout=None)
+            assert scope.cancelled_caught
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(backend.read, run_id, cursor)
+            tg.cancel_scope.cancel()
+        await backend.append(run_id, [Append(b"y")])
+        with anyio.fail_after(5):
+            assert _data(await backend.read(run_id, cursor, timeout=None)) == [b"y"]
+
+    @pytest.mark.anyio
+    async def test_many_blocked_readers_on_different_runs(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        runs = [new_run() for _ in range(20)]
+        results: dict[str, list[bytes]] = {}
+
+        async def reader(run: str) -> None:
+            results[run] = _data(await backend.read(run, None, timeout=10))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for run in runs:
+                    tg.start_soon(reader, run)
+                await anyio.sleep(0.1)
+                for run in runs:
+                    await backend.append(run, [Append(run.encode())])
+        assert results == {run: [run.encode()] for run in runs}
+
+    # ------------------------------------------------------------------------------------------ node records
+
+    @pytest.mark.anyio
+    async def test_get_node(self, backend: Backend, run_id: str) -> None:
+        assert await backend.get_node(run_id, "model.a") is None
+        await backend.append(
+            run_id, [Append(b"start"), Append(b"a1", node="model.a"), Append(b"b1", node="model.b")]
+        )
+        assert await backend.get_node(run_id, "model.a") == b"a1"
+        assert await backend.get_node(run_id, "model.b") == b"b1"
+        assert await backend.get_node(run_id, "model.c") is None
+        await backend.append(run_id, [Append(b"a2", node="model.a")])
+        assert await backend.get_node(run_id, "model.a") == b"a2"
+        await backend.append(run_id, [Append(b"a3", node="model.a"), Append(b"a4", node="model.a")])
+        assert await backend.get_node(run_id, "model.a") == b"a4"
+        assert _data(await backend.read(run_id, None)) == [b"start", b"a1", b"b1", b"a2", b"a3", b"a4"]
+
+    # ------------------------------------------------------------------------------------------ leases
+
+    @pytest.mark.anyio
+    async def test_lease_renew_get_release(self, backend: Backend, run_id: str) -> None:
+        assert await backend.get_lease(run_id) is None
+        await backend.renew_lease(run_id, "producer-1", 30)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "producer-1"
+        assert lease.alive
+        assert 25 < lease.remaining <= 30
+        await backend.release_lease(run_id, "someone-else")
+        assert await backend.get_lease(run_id) is not None
+        await backend.renew_lease(run_id, "producer-2", 10)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "producer-2"
+        assert lease.remaining <= 10
+        await backend.release_lease(run_id, "producer-2")
+        assert await backend.get_lease(run_id) is None
+        await backend.release_lease(run_id, "producer-2")  # releasing twice is harmless
+
+    @pytest.mark.anyio
+    async def test_lease_expires(self, backend: Backend, run_id: str) -> None:
+        await backend.renew_lease(run_id, "p", 0.15)
+        assert await backend.get_lease(run_id) is not None
+        await anyio.sleep(0.3)
+        assert await backend.get_lease(run_id) is None
+        await backend.renew_lease(run_id, "p", 0.15)  # renewing after expiry takes it again
+        assert await backend.get_lease(run_id) is not None
+
+    @pytest.mark.anyio
+    async def test_lease_does_not_touch_the_log(self, backend: Backend, run_id: str) -> None:
+        await backend.append(run_id, [Append(b"x")])
+        await backend.renew_lease(run_id, "p", 5)
+        assert _data(await backend.read(run_id, None)) == [b"x"]
+
+    # ------------------------------------------------------------------------------------------ retention
+
+    @pytest.mark.anyio
+    async def test_expire_run(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        doomed, kept = new_run(), new_run()
+        await backend.append(doomed, [Append(b"d", node="n")])
+        await backend.append(kept, [Append(b"k", node="n")])
+        await backend.renew_lease(doomed, "p", 60)
+        await backend.expire_run(doomed, 0.2)
+        assert _data(await backend.read(doomed, None)) == [b"d"]  # still there until the ttl passes
+        await anyio.sleep(0.4)
+        assert await backend.read(doomed, None) == []
+        assert await backend.get_node(doomed, "n") is None
+        assert await backend.get_lease(doomed) is None
+        assert doomed not in await backend.list_runs()
+        assert _data(await backend.read(kept, None)) == [b"k"]
+        assert kept in await backend.list_runs()
+        await backend.expire_run(new_run(), 1)  # an unknown run: nothing to do
+
+    @pytest.mark.anyio
+    async def test_append_cancels_expiry(self, backend: Backend, run_id: str) -> None:
+        await backend.append(run_id, [Append(b"a", node="n")])
+        await backend.expire_run(run_id, 0.2)
+        await backend.append(run_id, [Append(b"b")])
+        await anyio.sleep(0.4)
+        assert _data(await backend.read(run_id, None)) == [b"a", b"b"]
+        assert await backend.get_node(run_id, "n") == b"a"
+        assert run_id in await backend.list_runs()
+
+    @pytest.mark.anyio
+    async def test_delete_run(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        doomed, kept = new_run(), new_run()
+        await backend.append(doomed, [Append(b"d", node="n")])
+        await backend.append(kept, [Append(b"k", node="n")])
+        await backend.renew_lease(doomed, "p", 60)
+        await backend.delete_run(doomed)
+        assert await backend.read(doomed, None) == []
+        assert await backend.get_node(doomed, "n") is None
+        assert await backend.get_lease(doomed) is None
+        assert doomed not in await backend.list_runs()
+        assert kept in await backend.list_runs()
+        await backend.delete_run(doomed)  # again: not an error
+        await backend.delete_run(new_run())  # unknown: not an error
+
+    @pytest.mark.anyio
+    async def test_list_runs(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        runs = {new_run() for _ in range(5)}
+        for run in runs:
+            await backend.append(run, [Append(b"x")])
+        assert runs <= set(await backend.list_runs())
+        assert all(isinstance(run, str) for run in await backend.list_runs())
+
+    @pytest.mark.anyio
+    async def test_odd_run_ids(self, backend: Backend) -> None:
+        suffix = uuid.uuid4().hex[:6]
+        odd = [
+            f"a{{b}}c-{suffix}",
+            f"}}{{-{suffix}",
+            f"50%-{suffix}",
+            f"über run/1 {suffix}",
+            f"x:y:{{z-{suffix}",
+        ]
+        for run in odd:
+            await backend.append(run, [Append(run.encode(), node="n")])
+        for run in odd:
+            assert _data(await backend.read(run, None)) == [run.encode()]
+            assert await backend.get_node(run, "n") == run.encode()
+        assert set(odd) <= set(await backend.list_runs())
+        for run in odd:
+            await backend.delete_run(run)
+        assert not set(odd) & set(await backend.list_runs())

@@ -1,0 +1,671 @@
+"""The Redis Streams backend against real redis-server processes.
+
+A session-wide throw-away server serves the contract suite (or ``$REDIS_URL`` when set); tests that restart
+or reconfigure a server start their own. Without ``redis-server`` (and no ``REDIS_URL``) these tests are
+skipped — except under ``CI``, where they fail: CI must never silently lose its Redis coverage.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import dbtbus
+from dbtbus import BackendError, BackendUnavailable, ConfigurationError
+from dbtbus.backends import backend_from_url
+from dbtbus.backends.base import Append, Backend
+from dbtbus.events import NodeResult, NodeStarted, NodeStatus, RunFinished
+
+from .._records import result, started
+from .contract import BackendContract
+
+try:
+    import redis  # noqa: F401
+except ImportError:  # pragma: no cover - the test extra installs it
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("redis-py is not installed (pip install 'dbtbus[redis]')", allow_module_level=True)
+
+from dbtbus._testing.redis_server import (
+    RedisClusterServers,
+    RedisServer,
+    find_redis_server,
+    make_tls_files,
+    redis_url_from_env,
+)
+from dbtbus.backends.redis import RedisBackend
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py's asyncio client runs on asyncio only
+
+
+def _missing(what: str) -> None:
+    message = f"{what}: install redis-server (or set REDIS_URL) to run the Redis backend tests"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[tuple[str, RedisServer | None]]:
+    """(URL, server or None) of the Redis the contract runs against."""
+    url = redis_url_from_env()
+    if url is not None:
+        yield url, None
+        return
+    if find_redis_server() is None:
+        _missing("redis-server is not on PATH and REDIS_URL is unset")
+    server = RedisServer(extra_args=["--unixsocket", "redis.sock", "--unixsocketperm", "700"])
+    with server:
+        yield server.url, server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_session: tuple[str, RedisServer | None]) -> str:
+    return redis_session[0]
+
+
+@pytest.fixture
+def own_server_available() -> None:
+    if find_redis_server() is None:
+        _missing("this test starts its own redis-server, which is not on PATH")
+
+
+def _prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+async def _open(url: str, **options: Any) -> RedisBackend:
+    backend = backend_from_url(url, **options)
+    assert isinstance(backend, RedisBackend)
+    await backend.open()
+    return backend
+
+
+async def _cleanup(backend: Backend) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            for run_id in await backend.list_runs():
+                await backend.delete_run(run_id)
+        finally:
+            await backend.aclose()
+
+
+async def _raw(url: str) -> Any:
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url.split("?")[0])
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+
+class TestRedisBackendContract(BackendContract):
+    blocking_slack = 0.3
+
+    @pytest.fixture
+    async def backend(self, redis_url: str) -> AsyncIterator[Backend]:
+        backend = await _open(redis_url, prefix=_prefix())
+        try:
+            yield backend
+        finally:
+            await _cleanup(backend)
+
+
+# ---------------------------------------------------------------------------------------------- URLs
+
+
+def test_import_dbtbus_does_not_import_redis() -> None:
+    code = "import sys, dbtbus, dbtbus.backends; assert 'redis' not in sys.modules, 'redis imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_url_options() -> None:
+    backend = RedisBackend.from_url(
+        "redis://user:s3cret@db.example:6380/2?prefix=acme:&maxlen=500&block_ms=250&socket_timeout=3",
+        retries=1,
+    )
+    assert backend.prefix == "acme:"
+    assert backend.maxlen == 500
+    assert backend.block_ms == 250
+    assert backend.settings.socket_timeout == 3
+    assert backend.settings.retries == 1
+    assert backend.default_retention == 7 * 24 * 3600
+    assert "s3cret" not in repr(backend)
+    assert "s3cret" not in backend.settings.display_url
+    assert backend.log_key("r1") == "acme:{r1}:log"
+    assert backend.nodes_key("r1") == "acme:{r1}:nodes"
+    assert backend.lease_key("r1") == "acme:{r1}:lease"
+    # keyword options override the URL's
+    assert RedisBackend.from_url("redis://h?prefix=a:", prefix="b:").prefix == "b:"
+    tls = RedisBackend.from_url(
+        "rediss://h:1/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required&ssl_check_hostname=false"
+    )
+    assert tls.settings.client == {
+        "ssl_ca_certs": "/ca.pem",
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": False,
+    }
+    assert RedisBackend.from_url("redis://h:7000?cluster=true").cluster
+    assert RedisBackend.from_url("unix:///tmp/redis.sock?db=3").settings.client == {"db": 3}
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://h/0?bogus=1", {}),
+        ("redis://h/0", {"bogus": 1}),
+        ("redis://h/0?maxlen=-1", {}),
+        ("redis://h/0?block_ms=0", {}),
+        ("redis://h/0?cluster=maybe", {}),
+        ("redis://h/0?prefix={x}:", {}),
+        ("redis://h/0?ssl_ca_certs=/ca.pem", {}),  # TLS options need rediss://
+        ("redis://h/0?socket_timeout=never", {}),
+        ("redis://h/3?cluster=true", {}),
+        ("redis://h/0?prefix=a&prefix=b", {}),
+        ("unix://", {}),
+    ],
+)
+def test_bad_urls_raise_configuration_error(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url, **options)
+
+
+def test_connect_builds_a_redis_bus() -> None:
+    bus = dbtbus.connect("redis://localhost:6379/0?prefix=x:", read_block=0.5)
+    assert isinstance(bus.backend, RedisBackend)
+    assert bus.read_block == 0.5
+
+
+@pytest.mark.anyio
+async def test_unix_socket(redis_session: tuple[str, RedisServer | None]) -> None:
+    server = redis_session[1]
+    if server is None:
+        pytest.skip("REDIS_URL given: no unix socket known")
+    backend = await _open(f"unix://{server.directory / 'redis.sock'}?db=0&prefix={_prefix()}")
+    try:
+        await backend.append("r", [Append(b"via unix", node="n")])
+        assert await backend.get_node("r", "n") == b"via unix"
+    finally:
+        await _cleanup(backend)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+@pytest.mark.anyio
+async def test_key_layout_hash_tag_retention_and_maxlen(redis_url: str) -> None:
+    prefix = _prefix()
+    backend = await _open(redis_url, prefix=prefix, maxlen=100)
+    raw = await _raw(redis_url)
+    try:
+        run = "run{7}"
+        await backend.append(run, [Append(f"{i}".encode(), node=f"model.m{i}") for i in range(1000)])
+        await backend.renew_lease(run, "p", 60)
+        keys = sorted(k.decode() for k in await raw.keys(f"{prefix}*"))
+        tagged = f"{prefix}{{run%7B7%7D}}"
+        assert keys == sorted([f"{tagged}:log", f"{tagged}:nodes", f"{tagged}:lease", f"{prefix}runs"])
+        assert await raw.type(f"{tagged}:log") == b"stream"
+        assert await raw.hlen(f"{tagged}:nodes") == 1000  # every node record, not trimmed
+        assert 100 <= await raw.xlen(f"{tagged}:log") < 400  # MAXLEN ~ 100
+        # a cursor trimmed away resumes at the oldest entry still stored
+        entries = await backend.read(run, "0-1", limit=5000)
+        assert entries[-1].data == b"999"
+        assert await raw.ttl(f"{tagged}:log") == -1
+        await backend.expire_run(run, 3600)
+        assert 3590 < await raw.ttl(f"{tagged}:log") <= 3600
+        assert 3590 < await raw.ttl(f"{tagged}:nodes") <= 3600
+        assert await raw.ttl(f"{tagged}:lease") <= 60  # the lease keeps its shorter expiry
+        await backend.append(run, [Append(b"more")])
+        assert await raw.ttl(f"{tagged}:log") == -1
+        assert await raw.ttl(f"{tagged}:nodes") == -1
+    finally:
+        await raw.aclose()
+        await _cleanup(backend)
+
+
+@pytest.mark.anyio
+async def test_cli_lists_and_deletes_runs(redis_url: str) -> None:
+    prefix = _prefix()
+    backend = await _open(redis_url, prefix=prefix)
+    try:
+        for run in ("alpha", "beta", "gamma"):
+            await backend.append(run, [Append(b"x")])
+        url = f"{redis_url}?prefix={prefix}"
+
+        def cli(*args: str) -> str:
+            proc = subprocess.run(
+                [sys.executable, "-m", "dbtbus.backends.redis", *args],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return proc.stdout
+
+        assert (await anyio.to_thread.run_sync(cli, "list", url)).split() == ["alpha", "beta", "gamma"]
+        await anyio.to_thread.run_sync(cli, "delete", url, "beta")
+        assert sorted(await backend.list_runs()) == ["alpha", "gamma"]
+        await anyio.to_thread.run_sync(cli, "delete", url, "--all")
+        assert await backend.list_runs() == []
+        assert await backend.read("alpha", None) == []
+    finally:
+        await _cleanup(backend)
+
+
+# ------------------------------------------------------------------------------------ the bus on Redis
+
+
+def _graph(n: int) -> dict[str, list[str]]:
+    spec: dict[str, list[str]] = {"seed.s": []}
+    for i in range(n - 1):
+        spec[f"model.m{i}"] = ["seed.s"] if i < 10 else [f"model.m{i // 10 - 1}"]
+    return spec
+
+
+async def _publish_retrying(bus: dbtbus.Bus, records: list[Any], deadline: float = 30.0) -> None:
+    """What the producer does: retry a batch while the backend is unavailable."""
+    with anyio.fail_after(deadline):
+        while True:
+            try:
+                await bus.publish(records)
+                return
+            except BackendUnavailable:
+                await anyio.sleep(0.1)
+
+
+@pytest.mark.anyio
+async def test_whole_run_with_5000_nodes(redis_url: str) -> None:
+    run = f"big-{uuid.uuid4().hex[:6]}"
+    spec = _graph(5000)
+    uids = list(spec)
+    async with dbtbus.connect(redis_url, prefix=_prefix()) as bus:
+        try:
+            outcomes: dict[str, Any] = {}
+
+            async def waiter() -> None:
+                outcomes.update(await bus.wait_many(run, uids, timeout=60, return_exceptions=True))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await bus.renew_lease(run, "producer", 60)
+                await bus.publish(started(spec, run_id=run))
+                for start in range(0, len(uids), 250):
+                    chunk = uids[start : start + 250]
+                    await bus.publish([NodeStarted(run_id=run, unique_id=uid) for uid in chunk])
+                    await bus.publish([result(uid, run_id=run) for uid in chunk])
+                await bus.publish(RunFinished(run_id=run, success=True))
+            assert len(outcomes) == 5000
+            assert all(
+                isinstance(o, NodeResult) and o.status is NodeStatus.SUCCESS for o in outcomes.values()
+            )
+            # a late waiter: one key lookup
+            late = await bus.wait(run, "model.m4321", timeout=5)
+            assert late.unique_id == "model.m4321"
+            state = await bus.run_state(run)
+            assert state.ending is not None
+        finally:
+            await _cleanup(bus.backend)
+
+
+@pytest.mark.anyio
+async def test_10000_waiters_on_one_run_share_one_blocking_connection(redis_url: str) -> None:
+    run = f"wide-{uuid.uuid4().hex[:6]}"
+    uids = [f"model.m{i}" for i in range(1000)]
+    spec = {uid: [] for uid in uids}
+    async with dbtbus.connect(redis_url, prefix=_prefix()) as bus:
+        backend = bus.backend
+        assert isinstance(backend, RedisBackend)
+        try:
+            await bus.renew_lease(run, "producer", 60)
+            await bus.publish(started(spec, run_id=run))  # waiters join the reader (no late probes)
+            got: list[NodeResult] = []
+
+            async def waiter(uid: str) -> None:
+                got.append(await bus.wait(run, uid, timeout=60))
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for i in range(10_000):
+                        tg.start_soon(waiter, uids[i % len(uids)])
+                    await anyio.sleep(0.5)
+                    for start in range(0, len(uids), 100):
+                        await bus.publish([result(uid, run_id=run) for uid in uids[start : start + 100]])
+            assert len(got) == 10_000
+            pool = backend._blocking.connection_pool
+            assert len(pool._in_use_connections) + len(pool._available_connections) == 1
+        finally:
+            await _cleanup(backend)
+
+
+# ---------------------------------------------------------------------------------------------- failures
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_server_restart_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    run = "restart-run"
+    uids = [f"model.m{i}" for i in range(200)]
+    spec = {uid: [] for uid in uids}
+    with RedisServer(appendonly=True, directory=tmp_path) as server:
+        async with dbtbus.connect(server.url, read_block=0.5, retries=1) as bus:
+            outcomes: dict[str, Any] = {}
+            seen: list[str] = []
+
+            async def waiter(uid: str) -> None:
+                outcomes[uid] = await bus.wait(run, uid, timeout=60)
+
+            async def subscriber() -> None:
+                # Bus.subscribe surfaces backend errors; a consumer resumes from its last cursor.
+                while True:
+                    try:
+                        async for entry in bus.subscribe(run, seen[-1] if seen else None):
+                            seen.append(entry.cursor)
+                        return
+                    except BackendError:
+                        await anyio.sleep(0.1)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    await bus.renew_lease(run, "producer", 60)
+                    await bus.publish(started(spec, run_id=run, heartbeat_interval=30))
+                    for uid in uids:
+                        tg.start_soon(waiter, uid)
+                    tg.start_soon(subscriber)
+                    await anyio.sleep(0.3)
+                    await bus.publish([result(uid, run_id=run) for uid in uids[:100]])
+                    await anyio.sleep(0.3)
+                    assert len(outcomes) == 100
+                    await anyio.to_thread.run_sync(lambda: server.restart(down_for=1.0))
+                    # the first half survived the restart (appendonly)
+                    assert len(await bus.backend.read(run, None, limit=1000)) == 101
+                    await _publish_retrying(bus, [result(uid, run_id=run) for uid in uids[100:]])
+                    await _publish_retrying(bus, [RunFinished(run_id=run, success=True)])
+            assert sorted(outcomes) == sorted(uids)
+            assert all(o.status is NodeStatus.SUCCESS for o in outcomes.values())
+            assert len(seen) == len(set(seen)) == 1 + 200 + 1  # every record once, in order
+            assert seen == sorted(seen, key=lambda c: tuple(map(int, c.split("-"))))
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_readers_ride_out_an_outage(tmp_path: Path) -> None:
+    with RedisServer(appendonly=True, directory=tmp_path) as server:
+        backend = await _open(server.url, retries=1)
+        try:
+            cursor = (await backend.append("r", [Append(b"a")]))[0]
+            got: list[bytes] = []
+
+            async def reader() -> None:  # what the bus's reader does: retry from the same cursor
+                while True:
+                    try:
+                        entries = await backend.read("r", cursor, timeout=0.5)
+                    except BackendError:
+                        await anyio.sleep(0.1)
+                        continue
+                    if entries:
+                        got.extend(e.data for e in entries)
+                        return
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(reader)
+                    await anyio.sleep(0.2)
+                    await anyio.to_thread.run_sync(server.stop)
+                    await anyio.sleep(1.0)
+                    await anyio.to_thread.run_sync(server.start)
+                    await backend.append("r", [Append(b"b")])
+            assert got == [b"b"]
+        finally:
+            await backend.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_unreachable_server_raises_backend_unavailable_promptly(tmp_path: Path) -> None:
+    server = RedisServer(directory=tmp_path)
+    url = server.url  # a free port nobody listens on
+    backend = await _open(url, retries=2, socket_connect_timeout=0.5)
+    try:
+        for call in (
+            lambda: backend.append("r", [Append(b"x")]),
+            lambda: backend.read("r", None, timeout=1),
+            lambda: backend.get_node("r", "n"),
+            lambda: backend.renew_lease("r", "p", 5),
+        ):
+            start = anyio.current_time()
+            with pytest.raises(BackendUnavailable) as info:
+                await call()
+            assert anyio.current_time() - start < 3
+            assert "127.0.0.1" in str(info.value)
+    finally:
+        await backend.aclose()
+
+
+# ---------------------------------------------------------------------------------------------- security
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_acl_user_limited_to_its_prefix(tmp_path: Path) -> None:
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "user default on nopass ~* &* +@all\n"
+        "user tenant on >t-secret resetkeys ~tenant:* resetchannels +@all -@admin -@dangerous\n"
+    )
+    with RedisServer(acl_file=acl, directory=tmp_path) as server:
+        url = f"redis://tenant:t-secret@127.0.0.1:{server.port}/0"
+        async with dbtbus.connect(f"{url}?prefix=tenant:") as bus:
+            assert "t-secret" not in repr(bus.backend)
+            await bus.renew_lease("r1", "p", 5)
+            await bus.publish([started({"model.a": []}, run_id="r1"), result("model.a", run_id="r1")])
+            assert (await bus.wait("r1", "model.a", timeout=5)).status is NodeStatus.SUCCESS
+            assert await bus.list_runs() == ["r1"]
+            await bus.expire_run("r1", 60)
+            await bus.delete_run("r1")
+        other = await _open(f"{url}?prefix=other:")
+        try:
+            with pytest.raises(BackendError, match=r"NOPERM|permission"):
+                await other.append("r1", [Append(b"x")])
+            with pytest.raises(BackendError, match=r"NOPERM|permission"):
+                await other.read("r1", None)
+        finally:
+            await other.aclose()
+        wrong = await _open(f"redis://tenant:wrong@127.0.0.1:{server.port}/0?prefix=tenant:")
+        try:
+            with pytest.raises(BackendError) as info:
+                await wrong.append("r1", [Append(b"x")])
+            assert "wrong" not in str(info.value)
+        finally:
+            await wrong.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_tls(tmp_path: Path) -> None:
+    try:
+        tls = make_tls_files(tmp_path / "tls")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        _missing(f"cannot generate TLS certificates ({exc})")
+        return
+    with RedisServer(tls=tls, directory=tmp_path) as server:
+        url = f"{server.url}?ssl_ca_certs={tls.ca_cert}&ssl_cert_reqs=required&prefix={_prefix()}"
+        assert url.startswith("rediss://")
+        async with dbtbus.connect(url) as bus:
+            await bus.renew_lease("tls-run", "p", 5)
+            await bus.publish(
+                [started({"model.a": []}, run_id="tls-run"), result("model.a", run_id="tls-run")]
+            )
+            assert (await bus.wait("tls-run", "model.a", timeout=5)).status is NodeStatus.SUCCESS
+            await _cleanup(bus.backend)
+        # plain text against the TLS port fails; so does TLS without trusting the CA
+        for bad in (
+            f"redis://127.0.0.1:{server.port}/0",
+            f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=required",
+        ):
+            backend = await _open(bad, retries=0, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                with pytest.raises(BackendError):
+                    await backend.get_node("tls-run", "model.a")
+            finally:
+                await backend.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_cluster_runs_a_whole_run() -> None:
+    run = "cluster-run"
+    spec = {"seed.s": [], "model.a": ["seed.s"], "model.b": ["model.a"], "model.c": []}
+    with RedisClusterServers(3) as cluster:
+        url = f"{cluster.url}?cluster=true&prefix=c:"
+        async with dbtbus.connect(url, read_block=0.5) as bus:
+            backend = bus.backend
+            assert isinstance(backend, RedisBackend)
+            outcomes: dict[str, Any] = {}
+
+            async def waiter(uid: str) -> None:
+                outcomes[uid] = await bus.wait(run, uid, timeout=20)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for uid in spec:
+                        tg.start_soon(waiter, uid)
+                    await anyio.sleep(0.2)
+                    await bus.renew_lease(run, "p", 10)
+                    await bus.publish(started(spec, run_id=run))
+                    for uid in spec:
+                        await bus.publish(result(uid, run_id=run))
+                    await bus.publish(RunFinished(run_id=run, success=True))
+            assert {uid: o.status for uid, o in outcomes.items()} == dict.fromkeys(spec, NodeStatus.SUCCESS)
+            # every key of the run on one slot, whatever the run id
+            slots = {
+                int(cluster.nodes[0].cli("cluster", "keyslot", key).strip()) for key in backend._run_keys(run)
+            }
+            assert len(slots) == 1
+            lease = await backend.get_lease(run)
+            assert lease is not None
+            assert lease.holder == "p"
+            assert math.isfinite(lease.remaining)
+            runs = {f"cl-{i}" for i in range(20)}  # spread over the slots of all three masters
+            for other in runs:
+                await backend.append(other, [Append(b"x", node="n")])
+            assert runs | {run} <= set(await bus.list_runs())
+            await bus.expire_run(run, 0.1)
+            await anyio.sleep(0.3)
+            assert run not in await bus.list_runs()
+            for other in runs:
+                assert _data_of(await backend.read(other, None)) == [b"x"]
+                await bus.delete_run(other)
+            assert not runs & set(await bus.list_runs())
+
+
+def _data_of(entries: list[Any]) -> list[bytes]:
+    return [e.data for e in entries]
+
+
+@pytest.mark.anyio
+async def test_cancelled_blocking_reads_return_their_connections(redis_url: str) -> None:
+    backend = await _open(redis_url, prefix=_prefix(), max_blocking=4)
+    try:
+        cursor = (await backend.append("r", [Append(b"x")]))[0]
+        for _ in range(3):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(functools.partial(backend.read, "r", cursor, timeout=None))
+                await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+        pool = backend._blocking.connection_pool
+        assert not pool._in_use_connections
+        # a fifth concurrent reader waits for a connection instead of failing; all wake on one append
+        results: list[int] = []
+
+        async def reader() -> None:
+            results.append(len(await backend.read("r", cursor, timeout=5)))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(reader)
+                await anyio.sleep(0.1)
+                await backend.append("r", [Append(b"y")])
+        assert results == [1] * 5
+    finally:
+        await _cleanup(backend)
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_commands_queues_for_connections(redis_url: str) -> None:
+    backend = await _open(redis_url, prefix=_prefix(), max_connections=4)
+    try:
+        await backend.append("r", [Append(b"x", node="n")])
+        results: list[bytes | None] = []
+
+        async def probe() -> None:
+            results.append(await backend.get_node("r", "n"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(300):
+                tg.start_soon(probe)
+        assert results == [b"x"] * 300
+        assert len(backend._client.connection_pool._available_connections) <= 4
+    finally:
+        await _cleanup(backend)
+
+
+@pytest.mark.anyio
+async def test_concurrent_appends_coalesce_into_few_round_trips(redis_url: str) -> None:
+    backend = await _open(redis_url, prefix=_prefix())
+    calls: list[int] = []
+    send = backend._append_now
+
+    async def counting(run_id: str, items: Any) -> list[str]:
+        calls.append(len(items))
+        return await send(run_id, items)
+
+    backend._append_now = counting  # type: ignore[method-assign]
+    try:
+        got: dict[int, list[str]] = {}
+
+        async def writer(k: int) -> None:
+            got[k] = await backend.append("r", [Append(f"{k}:{i}".encode(), node=f"n{k}") for i in range(3)])
+
+        async with anyio.create_task_group() as tg:
+            for k in range(200):
+                tg.start_soon(writer, k)
+        assert sum(calls) == 600
+        assert len(calls) < 50  # coalesced
+        entries = await backend.read("r", None, limit=1000)
+        by_cursor = {e.cursor: e.data for e in entries}
+        for k, cursors in got.items():
+            assert [by_cursor[c] for c in cursors] == [f"{k}:{i}".encode() for i in range(3)]
+        data = [e.data.decode() for e in entries]
+        for start in range(0, 600, 3):  # each call's items contiguous and in order
+            owner = data[start].split(":")[0]
+            assert data[start : start + 3] == [f"{owner}:{i}" for i in range(3)]
+        assert await backend.get_node("r", "n7") == b"7:2"
+        assert not backend._groups
+
+        # cancelled appends (queued or leading) leave the queue working
+        for round_ in range(5):
+            async with anyio.create_task_group() as tg:
+                for k in range(20):
+                    tg.start_soon(writer, 1000 + round_ * 100 + k)
+                await anyio.lowlevel.checkpoint()
+                tg.cancel_scope.cancel()
+            assert not backend._groups
+        assert len(await backend.append("r", [Append(b"after")])) == 1
+    finally:
+        await _cleanup(backend)
