@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import deque
@@ -12,6 +13,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import sniffio
 
 from ._exceptions import BackendError, DbtBusError, DecodeError, NodeNotRun, ProducerLost, WaitError, WaitTimeout
 from ._state import ALL, Outcome, RunState
@@ -56,19 +58,53 @@ class NodeOutcome:
 
 
 class _Waiter:
-    """One pending ``wait``; resolved by the run's reader."""
+    """One pending ``wait``; resolved by the run's reader. Kept small: 10,000 of them must stay cheap."""
 
-    __slots__ = ("event", "include_tests", "outcome", "unique_id")
+    __slots__ = ("include_tests", "outcome", "unique_id")
 
     def __init__(self, unique_id: str, include_tests: bool) -> None:
         self.unique_id = unique_id
         self.include_tests = include_tests
         self.outcome: Outcome | None = None
+
+    def resolve(self, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+    async def settled(self) -> None:
+        raise NotImplementedError
+
+
+class _FutureWaiter(_Waiter):
+    """On asyncio a bare future is a third of an ``anyio.Event`` (which wraps an ``asyncio.Event`` and a deque)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, unique_id: str, include_tests: bool, future: asyncio.Future[None]) -> None:
+        super().__init__(unique_id, include_tests)
+        self.future = future
+
+    def resolve(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        if not self.future.done():
+            self.future.set_result(None)
+
+    async def settled(self) -> None:
+        await self.future
+
+
+class _EventWaiter(_Waiter):
+    __slots__ = ("event",)
+
+    def __init__(self, unique_id: str, include_tests: bool) -> None:
+        super().__init__(unique_id, include_tests)
         self.event = anyio.Event()
 
     def resolve(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self.event.set()
+
+    async def settled(self) -> None:
+        await self.event.wait()
 
 
 class _CollectingWaiter(_Waiter):
@@ -77,9 +113,7 @@ class _CollectingWaiter(_Waiter):
     __slots__ = ("collector",)
 
     def __init__(self, unique_id: str, include_tests: bool, collector: _Collector) -> None:
-        self.unique_id = unique_id
-        self.include_tests = include_tests
-        self.outcome = None
+        super().__init__(unique_id, include_tests)
         self.collector = collector
 
     def resolve(self, outcome: Outcome) -> None:
@@ -184,12 +218,18 @@ class _RunReader:
         uids = list(self.waiters) if changed is ALL else [uid for uid in changed if uid in self.waiters]
         for uid in uids:
             bucket = self.waiters[uid]
+            # Decide once per node (and include_tests flag), not once per waiter: 10,000 waiters on one node
+            # must not mean 10,000 evaluations before the first of them runs.
+            decided: dict[bool, Outcome | None] = {}
             for waiter in list(bucket):
-                outcome = self.state.outcome(uid, include_tests=waiter.include_tests)
+                flag = waiter.include_tests
+                if flag not in decided:
+                    decided[flag] = self.state.outcome(uid, include_tests=flag)
+                outcome = decided[flag]
                 if outcome is not None:
                     bucket.remove(waiter)
                     self._one_less()
-                    waiter.resolve(outcome)
+                    waiter.resolve(_own_copy(outcome))
             if not bucket:
                 del self.waiters[uid]
 
@@ -302,6 +342,7 @@ class Bus:
         self._readers: dict[str, _RunReader] = {}
         self._probes: dict[str, int] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._asyncio_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -313,6 +354,7 @@ class Bus:
         if self._task_group is not None or self._closed:
             raise DbtBusError("a Bus can be entered only once")
         await self.backend.open()
+        self._asyncio_loop = asyncio.get_running_loop() if sniffio.current_async_library() == "asyncio" else None
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -387,8 +429,11 @@ class Bus:
         """
         self._require_open()
         outcome: Outcome | None = None
-        with anyio.move_on_after(_deadline(timeout)):
+        if timeout is None:  # no cancel scope to keep alive for each of thousands of waiters
             outcome = await self._outcome(run_id, unique_id, include_tests)
+        else:
+            with anyio.move_on_after(_deadline(timeout)):
+                outcome = await self._outcome(run_id, unique_id, include_tests)
         if outcome is None:
             raise WaitTimeout(run_id=run_id, unique_id=unique_id, timeout=_deadline(timeout))
         if isinstance(outcome, WaitError):
@@ -402,10 +447,15 @@ class Bus:
             if record is not None and record.status.is_success:
                 return record
         reader = self._reader(run_id)
-        waiter = _Waiter(unique_id, include_tests)
+        loop = self._asyncio_loop
+        waiter: _Waiter
+        if loop is not None:
+            waiter = _FutureWaiter(unique_id, include_tests, loop.create_future())
+        else:
+            waiter = _EventWaiter(unique_id, include_tests)
         reader.add(waiter)
         try:
-            await waiter.event.wait()
+            await waiter.settled()
         finally:
             reader.discard(waiter)
         assert waiter.outcome is not None
@@ -521,10 +571,19 @@ class Bus:
         state = RunState(run_id)
         liveness = _Liveness(self.backend, state)
         cursor = from_cursor
+        backoff = 0.0
         while True:
-            entries = await self.backend.read(
-                run_id, cursor, limit=self.read_batch, timeout=min(self.read_block, liveness.interval)
-            )
+            try:
+                entries = await self.backend.read(
+                    run_id, cursor, limit=self.read_batch, timeout=min(self.read_block, liveness.interval)
+                )
+                lost = not entries and await liveness.check()
+                backoff = 0.0
+            except BackendError as exc:  # an outage pauses the subscription; it resumes from the cursor
+                backoff = min(max(backoff * 2, 0.05), 5.0)
+                logger.warning("dbtbus: reading run %r failed (%s); retrying in %.2f s", run_id, exc, backoff)
+                await anyio.sleep(backoff)
+                continue
             for entry in entries:
                 cursor = entry.cursor
                 record = self._decode_entry(run_id, entry)
@@ -534,7 +593,7 @@ class Bus:
                 yield LogEntry(entry.cursor, record)
                 if state.ending is not None and not follow_attempts:
                     return
-            if not entries and await liveness.check():
+            if lost:
                 raise ProducerLost(run_id=run_id, unique_id="")
 
     async def run_state(self, run_id: str) -> RunState:
@@ -578,6 +637,16 @@ class Bus:
 
     async def delete_run(self, run_id: str) -> None:
         await self.backend.delete_run(run_id)
+
+
+def _own_copy(outcome: Outcome) -> Outcome:
+    """Each waiter raises its own exception object: a shared one would collect every task's traceback."""
+    if not isinstance(outcome, WaitError):
+        return outcome  # records are immutable and safely shared
+    copy = outcome.__class__.__new__(outcome.__class__)
+    copy.__dict__.update(outcome.__dict__)
+    copy.args = outcome.args
+    return copy
 
 
 def _run_level(outcome: Outcome) -> bool:

@@ -606,3 +606,43 @@ async def test_mock_backend_hooks_can_slow_calls_down() -> None:
         assert (await bus.wait(RUN, "model.a", timeout=1)).ok
     assert backend.calls["append"] == 1
     assert backend.calls["open"] == backend.calls["aclose"] == 1
+
+
+async def test_waiters_on_one_failed_node_each_get_their_own_exception(bus: Bus) -> None:
+    await bus.publish(started(DIAMOND))
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def waiter() -> None:
+            try:
+                await bus.wait(RUN, "model.x", timeout=5)
+            except NodeFailed as exc:
+                errors.append(exc)
+
+        for _ in range(3):
+            tg.start_soon(waiter)
+        await anyio.sleep(0.05)
+        await bus.publish(result("model.x", "error", message="boom"))
+    assert len({id(e) for e in errors}) == 3
+    assert all(isinstance(e, NodeFailed) and e.record.message == "boom" and str(e) == str(errors[0]) for e in errors)
+
+
+async def test_subscribe_rides_out_a_backend_outage() -> None:
+    def flaky(call: MockCall) -> None:
+        if call.method == "read" and 2 <= call.number <= 4:
+            raise dbtbus.BackendUnavailable("connection reset")
+
+    async with dbtbus.connect(MockBackend(hook=flaky)) as bus:
+        await bus.renew_lease(RUN, "p", 60)
+        await bus.publish([started(DIAMOND), result("seed.s")])
+        got = []
+        async with anyio.create_task_group() as tg:
+
+            async def finish() -> None:
+                await anyio.sleep(0.3)
+                await bus.publish([result("model.a"), RunFinished(run_id=RUN, success=True)])
+
+            tg.start_soon(finish)
+            async for entry in bus.subscribe(RUN):
+                got.append(type(entry.record).__name__)
+    assert got == ["RunStarted", "NodeResult", "NodeResult", "RunFinished"]
