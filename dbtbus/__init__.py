@@ -15,37 +15,88 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._bus import Bus, LogEntry, NodeOutcome, connect
+    from ._bus import Bus as Bus
+    from ._bus import LogEntry as LogEntry
+    from ._bus import NodeOutcome as NodeOutcome
+    from ._bus import connect as connect
     from ._exceptions import (
-        BackendError,
-        BackendUnavailable,
-        ConfigurationError,
-        DbtBusError,
-        DecodeError,
-        InvalidCursor,
-        NodeFailed,
-        NodeNotInRun,
-        NodeNotRun,
-        ProducerLost,
-        UnknownBackend,
-        UpstreamFailed,
-        WaitError,
-        WaitTimeout,
+        BackendError as BackendError,
     )
-    from ._state import RunState
-    from ._sync import wait_many_sync, wait_sync
+    from ._exceptions import (
+        BackendUnavailable as BackendUnavailable,
+    )
+    from ._exceptions import (
+        ConfigurationError as ConfigurationError,
+    )
+    from ._exceptions import (
+        DbtBusError as DbtBusError,
+    )
+    from ._exceptions import (
+        DecodeError as DecodeError,
+    )
+    from ._exceptions import (
+        InvalidCursor as InvalidCursor,
+    )
+    from ._exceptions import (
+        NodeFailed as NodeFailed,
+    )
+    from ._exceptions import (
+        NodeNotInRun as NodeNotInRun,
+    )
+    from ._exceptions import (
+        NodeNotRun as NodeNotRun,
+    )
+    from ._exceptions import (
+        ProducerLost as ProducerLost,
+    )
+    from ._exceptions import (
+        UnknownBackend as UnknownBackend,
+    )
+    from ._exceptions import (
+        UpstreamFailed as UpstreamFailed,
+    )
+    from ._exceptions import (
+        WaitError as WaitError,
+    )
+    from ._exceptions import (
+        WaitTimeout as WaitTimeout,
+    )
+    from ._state import RunState as RunState
+    from ._sync import wait_many_sync as wait_many_sync
+    from ._sync import wait_sync as wait_sync
     from .events import (
-        GraphNode,
-        Heartbeat,
-        NodeResult,
-        NodeStarted,
-        NodeStatus,
-        ProducerInfo,
-        Record,
-        RunCrashed,
-        RunFinished,
-        RunStarted,
+        GraphNode as GraphNode,
     )
+    from .events import (
+        Heartbeat as Heartbeat,
+    )
+    from .events import (
+        NodeResult as NodeResult,
+    )
+    from .events import (
+        NodeStarted as NodeStarted,
+    )
+    from .events import (
+        NodeStatus as NodeStatus,
+    )
+    from .events import (
+        ProducerInfo as ProducerInfo,
+    )
+    from .events import (
+        Record as Record,
+    )
+    from .events import (
+        RunCrashed as RunCrashed,
+    )
+    from .events import (
+        RunFinished as RunFinished,
+    )
+    from .events import (
+        RunStarted as RunStarted,
+    )
+    from .producer import Producer as Producer
+    from .producer import ProducerResult as ProducerResult
+    from .producer import publish_log as publish_log
 
 _LAZY: dict[str, str] = {
     "Bus": "._bus",
@@ -55,9 +106,11 @@ _LAZY: dict[str, str] = {
     "RunState": "._state",
     "wait_sync": "._sync",
     "wait_many_sync": "._sync",
-    **{
-        name: "._exceptions"
-        for name in (
+    "Producer": ".producer",
+    "ProducerResult": ".producer",
+    "publish_log": ".producer",
+    **dict.fromkeys(
+        (
             "BackendError",
             "BackendUnavailable",
             "ConfigurationError",
@@ -72,11 +125,11 @@ _LAZY: dict[str, str] = {
             "UpstreamFailed",
             "WaitError",
             "WaitTimeout",
-        )
-    },
-    **{
-        name: ".events"
-        for name in (
+        ),
+        "._exceptions",
+    ),
+    **dict.fromkeys(
+        (
             "GraphNode",
             "Heartbeat",
             "NodeResult",
@@ -87,8 +140,9 @@ _LAZY: dict[str, str] = {
             "RunCrashed",
             "RunFinished",
             "RunStarted",
-        )
-    },
+        ),
+        ".events",
+    ),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -1,0 +1,370 @@
+"""ONE normaliser for both producers: a dbt event (name + JSON-shaped fields) → dbtbus records.
+
+The dbtRunner callback path extracts the few fields it needs from the protobuf message into the same shape
+a ``--log-format json`` line has (``data`` and ``info``), so the in-process, subprocess and log-replay
+producers share every decision made here: statuses, timestamps, skip causes, run start and run end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from .._exceptions import DecodeError
+from .._version import __version__
+from ..events import (
+    SKIP_CHILDREN_ON,
+    GraphNode,
+    NodeResult,
+    NodeStarted,
+    NodeStatus,
+    ProducerInfo,
+    Record,
+    RunStarted,
+    parse_timestamp,
+)
+from ._graph import GRAPH_EVENT, RESULTS_EVENT
+
+logger = logging.getLogger("dbtbus.producer")
+
+#: The dbt events the producers act on (everything else is dropped by name, first thing).
+NODE_EVENTS: Final = frozenset(
+    {"NodeStart", "NodeFinished", "SkippingDetails", "MarkSkippedChildren", "GenericExceptionOnRun"}
+)
+RUN_EVENTS: Final = frozenset({"MainReportVersion", "CommandCompleted"})
+WANTED: Final = NODE_EVENTS | RUN_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
+TEST_TYPES: Final = frozenset({"test", "unit_test"})
+_STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
+#: What makes dbt skip children for commands not in SKIP_CHILDREN_ON (GraphRunnableTask's default).
+_DEFAULT_SKIP_ON: Final = frozenset({NodeStatus.ERROR, NodeStatus.PARTIAL_SUCCESS})
+NOT_RUN_MESSAGE: Final = "the run ended without dbt reporting this node"
+
+
+def producer_info(kind: str) -> ProducerInfo:
+    return ProducerInfo(
+        id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), dbtbus_version=__version__, kind=kind
+    )
+
+
+def command_of(args: Sequence[str]) -> str:
+    """The dbt sub-command in ``args`` (``build``, ``run``, ``source freshness``…), or ``""``."""
+    words: list[str] = []
+    for arg in args:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return " ".join(words[:2]) if words[:1] == ["source"] else (words[0] if words else "")
+
+
+def skip_children_on(command: str) -> frozenset[NodeStatus]:
+    return SKIP_CHILDREN_ON.get(command, _DEFAULT_SKIP_ON)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return text or None
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    try:
+        return parse_timestamp(str(value))
+    except DecodeError:
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ish value with integral floats as ints (protobuf Structs turn every number into a float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _status(value: Any) -> NodeStatus | None:
+    if not value:
+        return None
+    return _STATUS_BY_VALUE.get(str(value).lower())
+
+
+def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode], frozenset[str]]:
+    nodes = payload.get("nodes") or {}
+    graph = {uid: GraphNode(str(spec[0]), tuple(spec[1])) for uid, spec in nodes.items()}
+    return graph, frozenset(payload.get("continue_on_error") or ())
+
+
+@dataclass
+class RunEnd:
+    """What the normaliser learned about the end of dbt's run (CommandCompleted / DbtbusResults)."""
+
+    completed: bool = False
+    success: bool | None = None
+    elapsed: float | None = None
+    exception: str | None = None
+    results: list[tuple[str, str, str]] | None = None
+
+
+class Normaliser:
+    """Turns dbt events of ONE invocation into dbtbus records, in order. Not thread-safe: one consumer."""
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        producer: ProducerInfo,
+        args: Sequence[str] = (),
+        graph: Mapping[str, GraphNode] | None = None,
+        continue_on_error: Iterable[str] = (),
+        heartbeat_interval: float = 5.0,
+        attempt: int = 1,
+    ) -> None:
+        self.run_id = run_id
+        self.producer = producer
+        self.args = tuple(args)
+        self.command = command_of(self.args)
+        self.graph: dict[str, GraphNode] | None = dict(graph) if graph is not None else None
+        self.continue_on_error = frozenset(continue_on_error)
+        self.heartbeat_interval = heartbeat_interval
+        self.attempt = attempt
+        self.dbt_version: str | None = None
+        self.invocation_id: str | None = None
+        self.started: RunStarted | None = None
+        self.running: dict[str, datetime | None] = {}
+        self.results: dict[str, NodeResult] = {}
+        #: node → the root failing ancestor whose failure dbt propagated to it (MarkSkippedChildren chains).
+        self.skip_root: dict[str, str] = {}
+        self._children: dict[str, list[str]] | None = None
+        self.end = RunEnd()
+        #: False when the graph is the whole project (from a manifest), not dbt's selection.
+        self.selection_known = True
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------------------------------ start
+
+    def start(self) -> list[Record]:
+        """The RunStarted record, once (with whatever graph is known now)."""
+        if self.started is not None:
+            return []
+        self.started = RunStarted(
+            run_id=self.run_id,
+            producer=self.producer,
+            command=self.command,
+            args=self.args,
+            dbt_version=self.dbt_version,
+            invocation_id=self.invocation_id,
+            graph=self.graph,
+            skip_children_on=skip_children_on(self.command),
+            continue_on_error=self.continue_on_error,
+            heartbeat_interval=self.heartbeat_interval,
+            attempt=self.attempt,
+        )
+        return [self.started]
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def feed(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """Fold one dbt event in; return the records it produces (RunStarted first when due)."""
+        if name in NODE_EVENTS:
+            out = self.start()
+            if name == "NodeFinished":
+                out.extend(self._finished(data, info))
+            elif name == "NodeStart":
+                out.extend(self._node_start(data, info))
+            elif name == "MarkSkippedChildren":
+                self._mark_skipped_children(data)
+            elif name == "GenericExceptionOnRun":
+                out.extend(self._generic_exception(data, info))
+            return out
+        if name == "MainReportVersion":
+            version = _text(data.get("version"))
+            self.dbt_version = version.lstrip("=") if version else None
+            self.invocation_id = _text(info.get("invocation_id"))
+            return []
+        if name == GRAPH_EVENT:
+            if self.started is None:
+                self.graph, self.continue_on_error = graph_from_payload(data)
+                self.selection_known = True
+                self._children = None
+                return self.start()
+            return []
+        if name == "CommandCompleted":
+            self.end.completed = True
+            success = data.get("success")
+            self.end.success = bool(success) if success is not None else None
+            self.end.elapsed = _number(data.get("elapsed"))
+            return []
+        if name == RESULTS_EVENT:
+            self.end.completed = True
+            self.end.results = [(str(r[0]), str(r[1]), str(r[2])) for r in data.get("results") or ()]
+            if data.get("success") is not None:
+                self.end.success = bool(data.get("success"))
+            self.end.exception = _text(data.get("exception"))
+            return []
+        return []
+
+    def _node_start(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        started_at = _ts(node_info.get("node_started_at")) or _ts(info.get("ts"))
+        self.running[uid] = started_at
+        return [
+            NodeStarted(
+                run_id=self.run_id,
+                unique_id=uid,
+                resource_type=_text(node_info.get("resource_type")) or "",
+                started_at=started_at,
+                thread=_text(info.get("thread")),
+                attempt=self.attempt,
+            )
+        ]
+
+    def _finished(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        node_info = data.get("node_info") or {}
+        run_result = data.get("run_result") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        status = _status(run_result.get("status")) or _status(node_info.get("node_status"))
+        if status is None:
+            logger.warning("dbtbus: NodeFinished for %s has no known status (%r); recording an error",
+                           uid, run_result.get("status"))
+            status = NodeStatus.ERROR
+        rtype = _text(node_info.get("resource_type")) or ""
+        failures = None
+        if rtype in TEST_TYPES:
+            raw = run_result.get("num_failures")
+            failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        relation = node_info.get("node_relation") or {}
+        started_at = _ts(node_info.get("node_started_at")) or self.running.get(uid)
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=status,
+            resource_type=rtype,
+            started_at=started_at,
+            finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+            execution_time=_number(run_result.get("execution_time")),
+            message=_text(run_result.get("message")),
+            adapter_response=_plain(run_result.get("adapter_response") or {}),
+            failures=failures,
+            thread=_text(run_result.get("thread")) or _text(info.get("thread")),
+            attempt=self.attempt,
+            skip_cause=self.skip_root.get(uid) if status is NodeStatus.SKIPPED else None,
+            relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
+        )
+        return self._terminal(record)
+
+    def _generic_exception(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        node_info = data.get("node_info") or {}
+        uid = _text(data.get("unique_id")) or _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        message = f"Exception on worker thread. {_text(data.get('exc')) or ''}".strip()
+        self.last_error = message
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=NodeStatus.ERROR,
+            resource_type=_text(node_info.get("resource_type")) or "",
+            started_at=_ts(node_info.get("node_started_at")) or self.running.get(uid),
+            finished_at=_ts(info.get("ts")),
+            message=message,
+            thread=_text(info.get("thread")),
+            attempt=self.attempt,
+        )
+        return self._terminal(record)
+
+    def _terminal(self, record: NodeResult) -> list[Record]:
+        self.running.pop(record.unique_id, None)
+        self.results[record.unique_id] = record
+        return [record]
+
+    def _mark_skipped_children(self, data: Mapping[str, Any]) -> None:
+        """dbt decided to skip every descendant of ``unique_id``: remember the root cause for each."""
+        uid = _text(data.get("unique_id"))
+        if uid is None:
+            return
+        root = self.skip_root.get(uid, uid)
+        children = self._children_index()
+        if children is None:
+            return
+        queue = deque(children.get(uid, ()))
+        while queue:
+            child = queue.popleft()
+            if child in self.skip_root:
+                continue  # already doomed by an earlier cascade, and so are its descendants
+            self.skip_root[child] = root
+            queue.extend(children.get(child, ()))
+
+    def _children_index(self) -> dict[str, list[str]] | None:
+        if self._children is None and self.graph is not None:
+            children: dict[str, list[str]] = {}
+            for uid, node in self.graph.items():
+                for parent in node.parents:
+                    children.setdefault(parent, []).append(uid)
+            self._children = children
+        return self._children
+
+    # ------------------------------------------------------------------------------------------ end
+
+    def not_run(self, dbt_results: Iterable[tuple[str, str, str]] | None = None) -> list[Record]:
+        """``not_run`` records for every node of the run without a terminal record (the stream wins).
+
+        ``dbt_results`` are dbt's final ``(unique_id, status, message)`` (e.g. ``--fail-fast`` marks nodes it
+        never started as skipped "Skipping due to fail_fast"): their messages are kept, and their nodes count
+        as part of the run even when the graph is unknown.
+        """
+        out = self.start()
+        messages: dict[str, str] = {}
+        for uid, _status_value, message in dbt_results or ():
+            messages[uid] = message
+        graph = self.graph if self.selection_known else None
+        pending = [uid for uid in (graph or {}) if uid not in self.results]
+        listed = set(pending)
+        pending.extend(uid for uid in messages if uid not in self.results and uid not in listed)
+        for uid in pending:
+            node = (self.graph or {}).get(uid)
+            record = NodeResult(
+                run_id=self.run_id,
+                unique_id=uid,
+                status=NodeStatus.NOT_RUN,
+                resource_type=node.resource_type if node is not None else uid.split(".", 1)[0],
+                message=messages.get(uid) or NOT_RUN_MESSAGE,
+                attempt=self.attempt,
+                skip_cause=self.skip_root.get(uid),
+            )
+            out.extend(self._terminal(record))
+        self.running.clear()
+        return out
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for result in self.results.values():
+            out[result.status.value] = out.get(result.status.value, 0) + 1
+        return out

@@ -1,0 +1,116 @@
+"""The normaliser alone: synthetic dbt events in JSON-log shape (no dbt needed)."""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+import pytest
+
+from dbtbus.events import GraphNode, NodeResult, NodeStarted, NodeStatus, RunStarted
+from dbtbus.producer._graph import GRAPH_EVENT, RESULTS_EVENT
+from dbtbus.producer._normalise import Normaliser, command_of, producer_info
+
+GRAPH = {
+    "model.p.a": GraphNode("model", ()),
+    "test.p.t_a": GraphNode("test", ("model.p.a",)),
+    "model.p.b": GraphNode("model", ("model.p.a", "test.p.t_a")),
+    "model.p.c": GraphNode("model", ("model.p.b",)),
+    "model.p.ok": GraphNode("model", ()),
+}
+
+
+def node_info(uid: str, **extra: object) -> dict[str, object]:
+    return {"unique_id": uid, "resource_type": uid.split(".")[0], "node_started_at": "2026-01-01T10:00:00.5",
+            "node_finished_at": "2026-01-01T10:00:01", **extra}
+
+
+def finished(uid: str, status: str, **rr: object) -> dict[str, object]:
+    return {"node_info": node_info(uid), "run_result": {"status": status, "message": "m", "execution_time": 0.5,
+                                                        "num_failures": 0, "thread": "Thread-1", **rr}}
+
+
+def make(graph: dict[str, GraphNode] | None = GRAPH) -> Normaliser:
+    return Normaliser("r", producer=producer_info("log"), args=("build", "--select", "x"), graph=graph)
+
+
+def test_command_of() -> None:
+    assert command_of(["build", "--select", "a"]) == "build"
+    assert command_of(["source", "freshness"]) == "source freshness"
+    assert command_of(["--debug", "run"]) == ""
+
+
+def test_run_started_comes_first_and_once() -> None:
+    n = make()
+    n.feed("MainReportVersion", {"version": "=1.11.16"}, {"invocation_id": "inv"})
+    out = n.feed("NodeStart", {"node_info": node_info("model.p.a")}, {"thread": "Thread-1 (worker)"})
+    assert isinstance(out[0], RunStarted) and isinstance(out[1], NodeStarted)
+    started = out[0]
+    assert started.dbt_version == "1.11.16" and started.invocation_id == "inv" and started.command == "build"
+    assert NodeStatus.FAIL in started.skip_children_on
+    assert out[1].started_at is not None and out[1].started_at.tzinfo is timezone.utc
+    assert n.feed("NodeStart", {"node_info": node_info("model.p.b")}, {})[0].unique_id == "model.p.b"
+
+
+def test_graph_event_defines_the_graph() -> None:
+    n = make(None)
+    payload = {"nodes": {"model.p.a": ["model", []], "model.p.b": ["model", ["model.p.a"]]}, "continue_on_error": []}
+    (started,) = n.feed(GRAPH_EVENT, payload, {})
+    assert isinstance(started, RunStarted)
+    assert started.graph == {"model.p.a": GraphNode("model", ()), "model.p.b": GraphNode("model", ("model.p.a",))}
+
+
+def test_exact_result_fields() -> None:
+    n = make()
+    data = finished("test.p.t_a", "fail", num_failures=3, adapter_response={"rows_affected": 3.0, "_message": "OK"})
+    data["node_info"]["node_relation"] = {"relation_name": '"db"."s"."t"'}  # type: ignore[index]
+    out = n.feed("NodeFinished", data, {"ts": "2026-01-01T10:00:02Z", "thread": "Thread-1 (worker)"})
+    (result,) = [r for r in out if isinstance(r, NodeResult)]
+    assert result.status is NodeStatus.FAIL and result.failures == 3 and result.resource_type == "test"
+    assert result.adapter_response == {"rows_affected": 3, "_message": "OK"}
+    assert result.started_at is not None and result.started_at.tzinfo is timezone.utc
+    assert result.started_at.isoformat() == "2026-01-01T10:00:00.500000+00:00"
+    assert result.relation_name == '"db"."s"."t"' and result.message == "m" and result.thread == "Thread-1"
+    model = n.feed("NodeFinished", finished("model.p.ok", "success"), {})[0]
+    assert isinstance(model, NodeResult) and model.failures is None
+
+
+def test_skip_cause_is_the_root_through_chains() -> None:
+    n = make()
+    n.feed("NodeFinished", finished("model.p.a", "error"), {})
+    n.feed("MarkSkippedChildren", {"unique_id": "model.p.a", "status": "error"}, {})
+    skipped = finished("test.p.t_a", "skipped")
+    skipped["node_info"]["node_finished_at"] = ""  # type: ignore[index]
+    (t_a,) = n.feed("NodeFinished", skipped, {"ts": "2026-01-01T10:00:03Z"})
+    n.feed("MarkSkippedChildren", {"unique_id": "test.p.t_a", "status": "skipped"}, {})
+    (b,) = n.feed("NodeFinished", finished("model.p.b", "skipped"), {})
+    n.feed("MarkSkippedChildren", {"unique_id": "model.p.b", "status": "skipped"}, {})
+    (c,) = n.feed("NodeFinished", finished("model.p.c", "skipped"), {})
+    assert isinstance(t_a, NodeResult) and isinstance(b, NodeResult) and isinstance(c, NodeResult)
+    assert t_a.skip_cause == b.skip_cause == c.skip_cause == "model.p.a"
+    assert t_a.finished_at is not None and t_a.finished_at.isoformat() == "2026-01-01T10:00:03+00:00"
+
+
+def test_generic_exception_is_terminal_error() -> None:
+    n = make()
+    data = {"unique_id": "model.p.a", "exc": "boom", "node_info": node_info("model.p.a")}
+    (_, result) = n.feed("GenericExceptionOnRun", data, {})
+    assert isinstance(result, NodeResult) and result.status is NodeStatus.ERROR and "boom" in (result.message or "")
+
+
+def test_not_run_for_the_rest_and_the_stream_wins() -> None:
+    n = make()
+    n.feed("NodeFinished", finished("model.p.a", "success"), {})
+    n.feed(RESULTS_EVENT, {"results": [["model.p.a", "skipped", "Skipping due to fail_fast"],
+                                       ["model.p.b", "skipped", "Skipping due to fail_fast"]], "success": False}, {})
+    out = {r.unique_id: r for r in n.not_run(n.end.results) if isinstance(r, NodeResult)}
+    assert set(out) == {"test.p.t_a", "model.p.b", "model.p.c", "model.p.ok"}
+    assert out["model.p.b"].status is NodeStatus.NOT_RUN and out["model.p.b"].message == "Skipping due to fail_fast"
+    assert n.results["model.p.a"].status is NodeStatus.SUCCESS
+    assert n.counts() == {"success": 1, "not_run": 4}
+
+
+def test_unknown_status_becomes_error_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    n = make()
+    r = n.feed("NodeFinished", finished("model.p.a", "weird"), {})[-1]
+    assert isinstance(r, NodeResult) and r.status is NodeStatus.ERROR
+    assert "no known status" in caplog.text
