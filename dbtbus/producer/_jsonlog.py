@@ -9,15 +9,18 @@ too.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import orjson
 
 from .._bus import Bus, connect
-from ..events import GraphNode, Record, RunCrashed, RunFinished
+from ..events import GraphNode, Heartbeat, Record, RunCrashed, RunFinished
 from ._callback import Item
 from ._normalise import WANTED, Normaliser, producer_info
 
@@ -117,13 +120,19 @@ async def apublish_log(
     graph: Mapping[str, GraphNode] | str | Path | None = None,
     args: Iterable[str] = (),
     batch: int = 500,
+    heartbeat_interval: float = 5.0,
 ) -> Any:
-    """Replay an existing dbt JSON log (a pod log, an exported ``dbt.log``) as a dbtbus run.
+    """Replay a dbt JSON log (an exported ``dbt.log``, a pod log being followed) as a dbtbus run.
 
-    ``graph`` is the selected graph when known, or a ``manifest.json`` path (the project's whole graph: it
-    gives skip causes, but since the selection is unknown no ``not_run`` records are made from it), or
-    ``None`` (the graph printed by the subprocess producer's bootstrap is used if the log has it). Ends the
-    run with RunFinished when the log shows dbt completing, RunCrashed when the log stops before that.
+    ``graph`` is the selected graph when known, or a ``manifest.json`` path (the project's whole graph, with
+    ``build``'s test edges added: it gives early upstream failures, but since the selection is unknown no
+    ``not_run`` records are made from it), or ``None`` (the graph printed by the subprocess producer's
+    bootstrap is used if the log has it). ``args`` default to the command line the log itself reports.
+
+    The replay holds the run's liveness lease and heartbeats while it reads, so a log that pauses (a pod
+    still running) does not look like a lost producer. Blocking line sources (files, pipes, ``sys.stdin``)
+    are read on a worker thread, so a quiet source never stalls the heartbeats. Ends the run with
+    RunFinished when the log shows dbt completing, RunCrashed when it stops before that.
     """
     from . import ProducerResult
 
@@ -134,16 +143,23 @@ async def apublish_log(
         selection_known = False
     else:
         graph_map = graph
-    normaliser = Normaliser(run_id, producer=producer_info("log"), args=tuple(args), graph=graph_map)
+    normaliser = Normaliser(
+        run_id, producer=producer_info("log"), args=tuple(args), graph=graph_map, heartbeat_interval=heartbeat_interval
+    )
     normaliser.selection_known = selection_known
+    normaliser.add_test_edges = not selection_known
+    holder = normaliser.producer.id
     items: list[Item] = []
     parser = LineParser(items.append)
     pending: list[Record] = []
+    flushing = anyio.Lock()  # the reader and the heartbeat both flush: one at a time keeps the order
 
     async def flush(bus: Bus) -> None:
-        if pending:
-            await bus.publish(pending)
-            pending.clear()
+        async with flushing:
+            if pending:
+                records = pending.copy()
+                pending.clear()
+                await bus.publish(records)
 
     async def feed_line(bus: Bus, line: bytes | str) -> None:
         parser.feed(line)
@@ -153,30 +169,54 @@ async def apublish_log(
         if len(pending) >= batch:
             await flush(bus)
 
-    async def body(bus: Bus) -> None:
+    async def heartbeats(bus: Bus) -> None:
+        while True:
+            await anyio.sleep(heartbeat_interval)
+            try:
+                await bus.renew_lease(run_id, holder, 1.5 * heartbeat_interval)
+                if normaliser.started is not None:
+                    await flush(bus)  # what is already parsed goes out with the heartbeat, however slow the source
+                    n = normaliser
+                    await bus.publish(Heartbeat(run_id=run_id, running=len(n.running), done=len(n.results)))
+            except Exception as exc:
+                logger.warning("dbtbus: heartbeat of replayed run %r failed: %r", run_id, exc)
+
+    async def read_all(bus: Bus) -> None:
         if isinstance(lines, AsyncIterable):
             async for line in lines:
                 await feed_line(bus, line)
-        else:
+        elif isinstance(lines, (list, tuple)):
             for line in lines:
                 await feed_line(bus, line)
-        end = normaliser.end
-        pending.extend(normaliser.not_run(end.results))
-        if end.completed:
-            ok = bool(end.success)
-            pending.append(
-                RunFinished(
-                    run_id=run_id,
-                    success=ok,
-                    exit_code=0 if ok else (2 if end.exception else 1),
-                    counts=normaliser.counts(),
-                    elapsed=end.elapsed or 0.0,
-                    error=end.exception,
-                )
-            )
         else:
-            pending.append(RunCrashed(run_id=run_id, error="the log ends before dbt completed the command"))
-        await flush(bus)
+            await _read_on_a_thread(lines, lambda line: feed_line(bus, line))
+
+    async def body(bus: Bus) -> None:
+        await bus.renew_lease(run_id, holder, 1.5 * heartbeat_interval)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heartbeats, bus)
+            await read_all(bus)
+            end = normaliser.end
+            pending.extend(normaliser.start())  # a log with no node events still makes a run
+            pending.extend(normaliser.not_run(end.results))
+            if end.completed:
+                ok = bool(end.success)
+                pending.append(
+                    RunFinished(
+                        run_id=run_id,
+                        success=ok,
+                        exit_code=0 if ok else (2 if end.exception else 1),
+                        counts=normaliser.counts(),
+                        elapsed=end.elapsed or 0.0,
+                        error=end.exception,
+                    )
+                )
+            else:
+                pending.append(RunCrashed(run_id=run_id, error="the log ends before dbt completed the command"))
+            tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await flush(bus)
+            await bus.release_lease(run_id, holder)
 
     if isinstance(bus_or_url, Bus):
         await body(bus_or_url)
@@ -197,6 +237,27 @@ async def apublish_log(
     )
 
 
+async def _read_on_a_thread(
+    source: Iterable[bytes | str], handle: Callable[[bytes | str], Awaitable[None]], buffer: int = 1000
+) -> None:
+    """Iterate a blocking source on a worker thread, handing lines to ``handle`` in this loop (bounded buffer)."""
+    send, receive = anyio.create_memory_object_stream[bytes | str](buffer)
+
+    def pump() -> None:
+        with send:
+            for line in source:
+                try:
+                    anyio.from_thread.run(send.send, line)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, RuntimeError):
+                    return  # the reader is gone (cancelled or failed)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(anyio.to_thread.run_sync, pump, abandon_on_cancel=True))
+        with receive:
+            async for line in receive:
+                await handle(line)
+
+
 def publish_log(
     lines: Iterable[bytes | str],
     bus_or_url: str,
@@ -204,6 +265,7 @@ def publish_log(
     run_id: str,
     graph: Mapping[str, GraphNode] | str | Path | None = None,
     args: Iterable[str] = (),
+    heartbeat_interval: float = 5.0,
 ) -> Any:
     """Blocking :func:`apublish_log` (``bus_or_url`` must be a URL: a Bus belongs to its own loop)."""
     if isinstance(bus_or_url, Bus):
@@ -211,4 +273,8 @@ def publish_log(
             raise TypeError("publish_log() needs a URL (or use 'await apublish_log(lines, bus, ...)')")
         bus_or_url = bus_or_url.url
     url = bus_or_url
-    return anyio.run(lambda: apublish_log(lines, url, run_id=run_id, graph=graph, args=args))
+    return anyio.run(
+        lambda: apublish_log(
+            lines, url, run_id=run_id, graph=graph, args=args, heartbeat_interval=heartbeat_interval
+        )
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import uuid
 from collections import deque
@@ -38,7 +39,7 @@ logger = logging.getLogger("dbtbus.producer")
 NODE_EVENTS: Final = frozenset(
     {"NodeStart", "NodeFinished", "SkippingDetails", "MarkSkippedChildren", "GenericExceptionOnRun"}
 )
-RUN_EVENTS: Final = frozenset({"MainReportVersion", "CommandCompleted"})
+RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCompleted"})
 WANTED: Final = NODE_EVENTS | RUN_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
 TEST_TYPES: Final = frozenset({"test", "unit_test"})
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
@@ -117,6 +118,51 @@ def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode]
     return graph, frozenset(payload.get("continue_on_error") or ())
 
 
+def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
+    """``graph`` with the extra edges ``dbt build`` adds from tests to the nodes downstream of what they test.
+
+    dbt's rule (``Linker.add_test_edges``): a test becomes a parent of every non-test node whose ancestors
+    include all the nodes the test depends on — so a failing test skips the tested model's descendants. Used
+    when the graph comes from a ``manifest.json`` (a log replay) rather than from dbt's own graph queue.
+    """
+    tests_of: dict[str, list[str]] = {}
+    for uid, node in graph.items():
+        if node.resource_type in TEST_TYPES:
+            for parent in node.parents:
+                tests_of.setdefault(parent, []).append(uid)
+    ancestors: dict[str, frozenset[str]] = {}
+    for root in graph:
+        # Iterative post-order walk: manifests can be deep enough to overflow recursion.
+        stack = [root]
+        while stack:
+            current = stack[-1]
+            if current in ancestors:
+                stack.pop()
+                continue
+            pending = [p for p in graph[current].parents if p in graph and p not in ancestors]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            found: set[str] = set()
+            for parent in graph[current].parents:
+                if parent in graph:
+                    found.add(parent)
+                    found |= ancestors[parent]
+            ancestors[current] = frozenset(found)
+    out: dict[str, GraphNode] = {}
+    for uid, node in graph.items():
+        upstream = ancestors[uid]
+        extra = set()
+        if node.resource_type not in TEST_TYPES:
+            for ancestor in upstream:
+                for test in tests_of.get(ancestor, ()):
+                    if test not in node.parents and set(graph[test].parents) <= upstream:
+                        extra.add(test)
+        out[uid] = GraphNode(node.resource_type, node.parents + tuple(sorted(extra))) if extra else node
+    return out
+
+
 @dataclass
 class RunEnd:
     """What the normaliser learned about the end of dbt's run (CommandCompleted / DbtbusResults)."""
@@ -161,6 +207,8 @@ class Normaliser:
         self.end = RunEnd()
         #: False when the graph is the whole project (from a manifest), not dbt's selection.
         self.selection_known = True
+        #: True when the graph lacks build's test edges (it came from a manifest): added once the command is known.
+        self.add_test_edges = False
         self.last_error: str | None = None
 
     # ------------------------------------------------------------------------------------------ start
@@ -169,6 +217,9 @@ class Normaliser:
         """The RunStarted record, once (with whatever graph is known now)."""
         if self.started is not None:
             return []
+        if self.add_test_edges and self.graph is not None and self.command == "build":
+            self.graph = add_test_edges(self.graph)
+            self._children = None
         self.started = RunStarted(
             run_id=self.run_id,
             producer=self.producer,
@@ -199,6 +250,10 @@ class Normaliser:
             elif name == "GenericExceptionOnRun":
                 out.extend(self._generic_exception(data, info))
             return out
+        if name == "MainReportArgs":
+            if not self.args and self.started is None:
+                self._learn_args(data)
+            return []
         if name == "MainReportVersion":
             version = _text(data.get("version"))
             self.dbt_version = version.lstrip("=") if version else None
@@ -225,6 +280,21 @@ class Normaliser:
             self.end.exception = _text(data.get("exception"))
             return []
         return []
+
+    def _learn_args(self, data: Mapping[str, Any]) -> None:
+        """A replayed log names its own command line (``invocation_command``): use it when none was given."""
+        args = data.get("args")
+        command_line = args.get("invocation_command") if isinstance(args, Mapping) else None
+        if not isinstance(command_line, str):
+            return
+        try:
+            words = shlex.split(command_line)
+        except ValueError:
+            return
+        if words and os.path.basename(words[0]) in ("dbt", "dbt.exe", "dbtf"):
+            words = words[1:]
+        self.args = tuple(words)
+        self.command = command_of(self.args)
 
     def _node_start(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
         node_info = data.get("node_info") or {}

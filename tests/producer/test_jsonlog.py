@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
+import dbtbus
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
-from dbtbus.producer import publish_log
-from dbtbus.producer._jsonlog import LineParser, read_lines
+from dbtbus.producer import apublish_log, publish_log
+from dbtbus.producer._jsonlog import LineParser, graph_from_manifest, read_lines
+from dbtbus.producer._normalise import add_test_edges
 
 from ._helpers import read_records
 
 
 def line(name: str, data: dict[str, object], level: str = "debug", msg: str = "") -> bytes:
-    return orjson.dumps({"data": data, "info": {"name": name, "level": level, "msg": msg, "ts": "2026-01-01T00:00:00Z",
-                                                "thread": "MainThread", "invocation_id": "i"}}) + b"\n"
+    return (
+        orjson.dumps(
+            {
+                "data": data,
+                "info": {
+                    "name": name,
+                    "level": level,
+                    "msg": msg,
+                    "ts": "2026-01-01T00:00:00Z",
+                    "thread": "MainThread",
+                    "invocation_id": "i",
+                },
+            }
+        )
+        + b"\n"
+    )
 
 
 def test_non_json_lines_go_to_the_logger(caplog: pytest.LogCaptureFixture) -> None:
@@ -48,8 +71,13 @@ def test_publish_log_replays_a_log(memory_url: str) -> None:
         line("MainReportVersion", {"version": "=1.11.16"}),
         line("NodeStart", {"node_info": {"unique_id": "model.p.a", "resource_type": "model"}}),
         b"some adapter print\n",
-        line("NodeFinished", {"node_info": {"unique_id": "model.p.a", "resource_type": "model"},
-                              "run_result": {"status": "success", "message": "OK"}}),
+        line(
+            "NodeFinished",
+            {
+                "node_info": {"unique_id": "model.p.a", "resource_type": "model"},
+                "run_result": {"status": "success", "message": "OK"},
+            },
+        ),
         line("CommandCompleted", {"success": True, "elapsed": 1.5}),
     ]
     result = publish_log(lines, memory_url, run_id="replay")
@@ -66,3 +94,127 @@ def test_a_truncated_log_ends_as_crashed(memory_url: str) -> None:
     result = publish_log(lines, memory_url, run_id="cut")
     assert result.crashed
     assert isinstance(read_records(memory_url, "cut")[-1], RunCrashed)
+
+
+# ------------------------------------------------------------------------------------- replaying a recorded run
+
+DATA = Path(__file__).parent.parent / "cli" / "data"
+SHOP_LOG = DATA / "shop_build.jsonl"
+SHOP_MANIFEST = DATA / "shop_manifest.json"
+FAILING_TEST = "test.shop.assert_customers_have_repeat_orders"
+
+
+def test_a_replay_learns_its_command_from_the_log(memory_url: str) -> None:
+    publish_log(SHOP_LOG.read_bytes().splitlines(), memory_url, run_id="learn")
+    started = next(r for r in read_records(memory_url, "learn") if isinstance(r, RunStarted))
+    assert started.command == "build"
+    assert started.args[:1] == ("build",) and "--project-dir" in started.args
+    assert started.skip_children_on >= {NodeStatus.FAIL, NodeStatus.ERROR}
+
+
+def test_build_test_edges_are_added_to_a_manifest_graph() -> None:
+    graph = add_test_edges(graph_from_manifest(SHOP_MANIFEST))
+    ranking = graph["model.shop.customer_ranking"]
+    # dbt's rule: every test whose dependencies are all upstream of the node becomes its parent.
+    assert FAILING_TEST in ranking.parents
+    assert "test.shop.not_null_customer_ranking_customer_id.86c3d8a1c7" not in ranking.parents  # tests ranking itself
+    assert FAILING_TEST in graph["model.shop.top_customers"].parents
+    assert graph[FAILING_TEST].parents == graph_from_manifest(SHOP_MANIFEST)[FAILING_TEST].parents  # tests unchanged
+
+
+def test_a_replay_with_a_manifest_names_the_failing_test_as_the_cause(memory_url: str) -> None:
+    outcomes: dict[str, object] = {}
+
+    def wait() -> None:
+        for uid in ("model.shop.customer_ranking", "model.shop.top_customers"):
+            try:
+                dbtbus.wait_sync(memory_url, "cause", uid, timeout=30)
+            except dbtbus.WaitError as exc:
+                outcomes[uid] = exc
+
+    publish_log(SHOP_LOG.read_bytes().splitlines(), memory_url, run_id="cause", graph=SHOP_MANIFEST)
+    wait()
+    for uid in ("model.shop.customer_ranking", "model.shop.top_customers"):
+        error = outcomes[uid]
+        assert isinstance(error, dbtbus.UpstreamFailed)
+        assert error.cause == FAILING_TEST
+
+
+def test_a_paused_log_keeps_its_producer_alive(memory_url: str) -> None:
+    """A pod log that goes quiet mid-run: heartbeats continue, waiters do not see ProducerLost."""
+    lines = SHOP_LOG.read_bytes().splitlines()
+    half = len(lines) // 2
+
+    async def paused() -> AsyncIterator[bytes]:
+        for line in lines[:half]:
+            yield line
+        await anyio.sleep(1.5)  # 7 heartbeat intervals of silence
+        for line in lines[half:]:
+            yield line
+
+    async def main() -> object:
+        async with dbtbus.connect(memory_url) as bus, anyio.create_task_group() as tg:
+            tg.start_soon(partial(apublish_log, paused(), bus, run_id="paused", heartbeat_interval=0.2))
+            return await bus.wait("paused", "model.shop.customers_summary", timeout=30)
+
+    record = anyio.run(main)
+    assert isinstance(record, NodeResult) and record.status is NodeStatus.SUCCESS
+
+
+def test_a_blocking_source_is_read_on_a_thread(memory_url: str) -> None:
+    """A pipe (like ``dbt ... | dbtbus publish-log -``) that delivers slowly never stalls the event loop."""
+    lines = SHOP_LOG.read_bytes().splitlines(keepends=True)
+    read_fd, write_fd = os.pipe()
+
+    def writer() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            for i, line in enumerate(lines):
+                pipe.write(line)
+                if i % 200 == 0:
+                    pipe.flush()
+                    time.sleep(0.3)
+
+    async def main() -> object:
+        with os.fdopen(read_fd, "rb") as source:
+            async with dbtbus.connect(memory_url) as bus, anyio.create_task_group() as tg:
+                tg.start_soon(partial(apublish_log, source, bus, run_id="piped", heartbeat_interval=0.2))
+                outcomes = await bus.wait_many(
+                    "piped",
+                    ["model.shop.customers_summary", "model.shop.top_customers"],
+                    timeout=60,
+                    return_exceptions=True,
+                )
+                tg.cancel_scope.cancel()
+        return outcomes
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        outcomes = anyio.run(main)
+    finally:
+        thread.join(30)
+    assert isinstance(outcomes, dict)
+    assert outcomes["model.shop.customers_summary"].status is NodeStatus.SUCCESS  # type: ignore[union-attr]
+    # Without a graph, dbt's skip record cannot name its cause: it reads as not run.
+    assert isinstance(outcomes["model.shop.top_customers"], dbtbus.NodeNotRun)
+
+
+def test_a_blocking_source_keeps_the_loop_responsive(memory_url: str) -> None:
+    read_fd, write_fd = os.pipe()
+    first = SHOP_LOG.read_bytes().splitlines(keepends=True)[:50]
+
+    async def main() -> int:
+        ticks = 0
+        with os.fdopen(read_fd, "rb") as source:
+            async with dbtbus.connect(memory_url) as bus, anyio.create_task_group() as tg:
+                tg.start_soon(partial(apublish_log, source, bus, run_id="quiet", heartbeat_interval=0.2))
+                for _ in range(10):  # the source is silent: the loop must still run other tasks
+                    await anyio.sleep(0.05)
+                    ticks += 1
+                lease = await bus.backend.get_lease("quiet")
+                assert lease is not None and lease.alive
+                with os.fdopen(write_fd, "wb") as pipe:
+                    pipe.writelines(first)
+        return ticks
+
+    assert anyio.run(main) == 10
