@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import anyio
@@ -9,7 +10,8 @@ import dbtbus
 from dbtbus.events import NodeResult, Record, decode
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
-DBT = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "dbt")
+#: The dbt console script of the interpreter running the tests (a venv's bin/ or Scripts/).
+DBT = str(Path(sys.executable).with_name("dbt"))
 
 
 def copy_shop(dest: Path) -> Path:
