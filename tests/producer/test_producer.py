@@ -331,3 +331,13 @@ def test_sigterm_in_process_ends_as_crashed(tmp_path: Path) -> None:
     assert set(results) == set(project.nodes)
     assert any(r.status is NodeStatus.NOT_RUN for r in results.values())
     drop_store(name)
+
+
+def test_memray_tracks_the_producer_when_asked(small_project: Any, memory_url: str, tmp_path: Path) -> None:
+    import memray  # in the test extra on Linux: missing it is a failure, not a skip
+    output = tmp_path / "producer.bin"
+    result = Producer(memory_url, run_id="memray", memray_output=output).invoke(["build", *small_project.dbt_args()])
+    assert result.counts and not result.crashed
+    reader = memray.FileReader(output)
+    assert reader.metadata.peak_memory > 1_000_000  # dbt itself ran under the tracker
+    assert reader.metadata.total_allocations > 0
