@@ -108,6 +108,18 @@ def results_payload(dbt_result: Any) -> list[tuple[str, str, str]]:
     return out
 
 
+def vm_hwm(pid: int | str = "self") -> int | None:
+    """Peak RSS in bytes of a live process since its last exec (Linux ``VmHWM``), or None."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _json_line(name: str, data: Any) -> str:
     return json.dumps({"info": {"name": name, "level": "debug", "msg": ""}, "data": data}) + "\n"
 
@@ -132,6 +144,9 @@ def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the db
         "results": results_payload(res),
         "success": bool(res.success),
         "exception": None if res.exception is None else str(res.exception),
+        # Measured here, in dbt's own process: the parent's wait4 rusage would count the parent's memory
+        # at fork time too.
+        "peak_rss": vm_hwm(),
     }
     emit(RESULTS_EVENT, payload)
     if res.success:

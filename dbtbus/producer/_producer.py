@@ -23,8 +23,8 @@ from .._bus import Bus
 from .._exceptions import DbtBusError
 from ..events import NodeResult
 from . import _rss
-from ._callback import make_callback
-from ._graph import GRAPH_EVENT, install_graph_hook, results_payload
+from ._callback import Item, make_callback
+from ._graph import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
 from ._jsonlog import LineParser, read_lines
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
@@ -362,7 +362,17 @@ class Producer:
             return sampler.peak
 
         publisher = self._publisher("subprocess", args, rss)
-        parser = LineParser(publisher.push)
+        reported_peak: list[int] = []
+
+        def push(item: Item) -> None:
+            name, payload = item
+            if name == RESULTS_EVENT:  # the bootstrap's own VmHWM: exact, and blind to this process's size
+                peak = payload[0].get("peak_rss") if isinstance(payload, tuple) else None
+                if isinstance(peak, int) and peak > 0:
+                    reported_peak.append(peak)
+            publisher.push(item)
+
+        parser = LineParser(push)
         publisher.start_thread(url)
         started = time.perf_counter()
         ending: Ending | None = None
@@ -377,7 +387,9 @@ class Producer:
                 try:
                     assert proc.stdout is not None
                     read_lines(proc.stdout, parser.feed, max_line)
-                    code, peak = self._wait(proc)
+                    rss()  # one last VmHWM sample while the child may still be alive
+                    code, waited_peak = self._wait(proc)
+                    peak = reported_peak[-1] if reported_peak else (sampler.peak or waited_peak)
                 except BaseException:
                     self._stop(proc)
                     raise

@@ -7,18 +7,9 @@ import logging
 import sys
 from typing import Any
 
+from ._graph import vm_hwm
+
 logger = logging.getLogger("dbtbus.producer")
-
-
-def _vm_hwm(pid: int | str = "self") -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _maxrss_bytes(value: int) -> int:
@@ -28,7 +19,7 @@ def _maxrss_bytes(value: int) -> int:
 
 def self_peak() -> int | None:
     """Peak RSS of this process over its whole lifetime (VmHWM, else ru_maxrss, else psutil)."""
-    peak = _vm_hwm()
+    peak = vm_hwm()
     if peak is not None:
         return peak
     try:
@@ -42,14 +33,19 @@ def self_peak() -> int | None:
 
 def pid_peak(pid: int) -> int | None:
     """Peak RSS so far of a running child (VmHWM), or its current RSS through psutil, or None."""
-    peak = _vm_hwm(pid)
+    peak = vm_hwm(pid)
     if peak is not None:
         return peak
     return psutil_rss(pid)
 
 
 def rusage_peak(rusage: Any) -> int | None:
-    """Peak RSS from an ``os.wait4`` / ``getrusage`` result."""
+    """Peak RSS from an ``os.wait4`` / ``getrusage`` result.
+
+    A last resort for a child: Linux counts the parent's resident memory at fork time into the child's
+    ``ru_maxrss`` (a 600 MiB parent makes ``python -c pass`` report 610 MiB), so prefer what the child
+    reports of itself or samples of its ``VmHWM``.
+    """
     try:
         value = int(rusage.ru_maxrss)
     except (AttributeError, TypeError, ValueError):

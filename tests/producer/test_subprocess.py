@@ -146,3 +146,18 @@ def test_killed_subprocess_ends_as_crashed_and_waiters_get_not_run(tmp_path: Pat
     assert isinstance(waited.get(last), NodeNotRun)
     assert waited_at and waited_at[0] - returned < 3.0
     drop_store(name)
+
+
+def test_subprocess_peak_rss_is_dbts_own_not_the_parents(tmp_path: Path, memory_url: str) -> None:
+    """A big parent (an Airflow worker, say) must not inflate dbt's reported peak RSS."""
+    from dbtbus._testing.projects import generate_project
+
+    project = generate_project(tmp_path / "rss", models=3, tests_per_model=0, threads=1)
+    ballast = b"x" * (600 * 2**20)  # resident: every byte written
+    result = Producer(memory_url, run_id="rss").invoke_subprocess(["build", *project.dbt_args()], dbt_executable=DBT)
+    assert len(ballast) == 600 * 2**20
+    assert result.success
+    assert result.peak_rss is not None
+    assert 50 * 2**20 < result.peak_rss < 500 * 2**20  # dbt on DuckDB: ~150-250 MiB, not 600+ MiB
+    finished = read_records(memory_url, "rss")[-1]
+    assert isinstance(finished, RunFinished) and finished.peak_rss == result.peak_rss
