@@ -83,9 +83,16 @@ async def _until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.05)
 
 
+def _connect(url: str, prefix: str, **options: float) -> dbtbus.Bus:
+    """A bus on ``url``; the key prefix only where the backend has keys (not ``memory://``)."""
+    if not url.startswith("memory:"):
+        return dbtbus.connect(url, prefix=prefix, **options)
+    return dbtbus.connect(url, **options)
+
+
 async def _open_pair(url: str, prefix: str) -> tuple[dbtbus.Bus, dbtbus.Bus]:
-    producer = dbtbus.connect(url, prefix=prefix)
-    consumer = dbtbus.connect(url, prefix=prefix, linger=60)
+    producer = _connect(url, prefix)
+    consumer = _connect(url, prefix, linger=60)
     await producer.__aenter__()
     await consumer.__aenter__()
     return producer, consumer
@@ -209,7 +216,7 @@ async def bench_fan_out(url: str, prefix: str, waiters: int, rounds: int) -> tup
 async def bench_throughput(
     url: str, prefix: str, one_by_one: int, batched: int, batch: int
 ) -> dict[str, float]:
-    producer = dbtbus.connect(url, prefix=prefix)
+    producer = _connect(url, prefix)
     await producer.__aenter__()
     backend = producer.backend
     out: dict[str, float] = {}

@@ -1,0 +1,172 @@
+"""Producer callback cost per dbt event, and the whole in-process producer overhead.
+
+1. In a fresh interpreter, a real ``dbt build`` of a small generated project runs once with a recording
+   callback (``dbtRunner(callbacks=[events.append])``): the real ``EventMsg`` objects of a run. The
+   producer's callback (``dbtbus.producer._callback.make_callback`` feeding a real ``Publisher.push``, the
+   publisher not sleeping — its usual state while dbt is busy) is then called on them in a loop: ns per call
+   for the events it keeps (NodeStart, NodeFinished, …) and for those it drops, against a no-op callback.
+   The protobuf → dict extraction, which runs on the publisher thread, is timed as well.
+2. The in-process overhead ratio, ``Producer("memory://").invoke(build)`` ÷ ``dbtRunner().invoke(build)``,
+   with ``bench/producer_overhead.py``'s alternated fresh-interpreter runs.
+
+    python -m bench.callback_cost [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import PY, Options, child_json, emit, log, machine, ratio, run_child, spread, write_json
+
+NAME = "callback_cost"
+CAPTURE_MODELS = 20
+ROUNDS = 200
+
+
+def _time_calls(callback: Any, msgs: list[Any], rounds: int, after: Any = None) -> list[float]:
+    """ns per call, one value per round over all ``msgs``."""
+    per_round: list[float] = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        start = clock()
+        for msg in msgs:
+            callback(msg)
+        per_round.append((clock() - start) / len(msgs))
+        if after is not None:
+            after()
+    return per_round
+
+
+def child_main(rounds: int) -> None:
+    from dbt.cli.main import dbtRunner
+
+    from dbtbus._testing.projects import generate_project
+    from dbtbus.producer._callback import extract, make_callback
+    from dbtbus.producer._normalise import WANTED, Normaliser, producer_info
+    from dbtbus.producer._publisher import Publisher
+
+    tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-cb-"))
+    project = generate_project(tmp / "p", models=CAPTURE_MODELS, tests_per_model=1)
+    args = ["build", *project.dbt_args(), "--quiet"]
+    dbtRunner().invoke(args)  # warm-up: parse once, so the captured run is a usual (partial-parse) one
+    events: list[Any] = []
+    start = time.perf_counter()
+    res = dbtRunner(callbacks=[events.append]).invoke(args)
+    build_wall = time.perf_counter() - start
+    if not res.success:
+        raise SystemExit("capture build failed")
+    wanted = [m for m in events if m.info.name in WANTED]
+    unwanted = [m for m in events if m.info.name not in WANTED]
+    normaliser = Normaliser("bench", producer=producer_info("dbtRunner"), args=tuple(args))
+    publisher = Publisher(normaliser)
+    callback = make_callback(publisher.push)
+
+    def noop(msg: Any) -> None:
+        pass
+
+    clear = publisher._fifo.clear
+    timings = {
+        "noop_all": _time_calls(noop, events, rounds),
+        "callback_wanted": _time_calls(callback, wanted, rounds, clear),
+        "callback_unwanted": _time_calls(callback, unwanted, rounds, clear),
+        "callback_all": _time_calls(callback, events, rounds, clear),
+        "extract_wanted": _time_calls(lambda m: extract(m.info.name, m), wanted, max(rounds // 10, 5)),
+    }
+    counts: dict[str, int] = {}
+    for m in wanted:
+        counts[m.info.name] = counts.get(m.info.name, 0) + 1
+    emit({
+        "events": len(events),
+        "wanted": len(wanted),
+        "unwanted": len(unwanted),
+        "wanted_by_name": counts,
+        "nodes": len(project.nodes),
+        "build_wall": build_wall,
+        "ns_per_call": {k: spread(v) for k, v in timings.items()},
+    })
+
+
+def overhead(quick: bool) -> dict[str, Any]:
+    from bench.producer_overhead import series
+    from dbtbus._testing.projects import generate_project
+
+    models, repeat = (10, 1) if quick else (50, 3)
+    tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-ovh-"))
+    project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=4)
+    walls = series(["bare", "producer"], project.path, 4, repeat)
+    bare, prod = walls["bare"], walls["producer"]
+    subprocess_variants: dict[str, Any] = {}
+    if not quick:  # the subprocess producer and the debug-level JSON log it needs, against the text CLI
+        cli = series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
+        base = statistics.median(cli["cli-text"])
+        subprocess_variants = {
+            v: {**spread(w), "ratio_of_medians": ratio(statistics.median(w), base),
+                "ratio_of_mins": ratio(min(w), min(cli["cli-text"]))}
+            for v, w in cli.items()
+        }
+    return {
+        "models": models,
+        "nodes": len(project.nodes),
+        "repetitions": repeat,
+        "bare": spread(bare),
+        "producer": spread(prod),
+        "ratio_of_medians": ratio(statistics.median(prod), statistics.median(bare)),
+        "ratio_of_mins": ratio(min(prod), min(bare)),
+        "subprocess": subprocess_variants,
+    }
+
+
+def run(opts: Options) -> dict[str, Any]:
+    rounds = 50 if opts.quick else ROUNDS
+    data = child_json(run_child([PY, "-m", "bench.callback_cost", "--child", "--rounds", str(rounds)], timeout=900),
+                      "callback_cost child")
+    ns = data["ns_per_call"]
+    log(f"callback: wanted {ns['callback_wanted']['median']:.0f} ns, unwanted {ns['callback_unwanted']['median']:.0f}"
+        f" ns, no-op {ns['noop_all']['median']:.0f} ns, extract {ns['extract_wanted']['median']:.0f} ns; "
+        f"{data['events']} events for {data['nodes']} nodes")
+    log("callback: in-process producer overhead (bench/producer_overhead.py series)")
+    ovh = overhead(opts.quick)
+    log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
+    per_run_us = (ns["callback_all"]["median"] * data["events"]) / 1000
+    return {
+        "name": NAME,
+        "machine": machine(),
+        "quick": opts.quick,
+        "capture_project_models": CAPTURE_MODELS,
+        "rounds": rounds,
+        "capture": {k: v for k, v in data.items() if k != "ns_per_call"},
+        "ns_per_call": ns,
+        "callback_total_per_run_us": per_run_us,
+        "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
+        "overhead": ovh,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args.rounds)
+        return
+    opts = Options(quick=args.quick)
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, NAME, run(opts)))
+
+
+if __name__ == "__main__":
+    main()

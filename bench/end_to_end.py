@@ -1,0 +1,332 @@
+"""End to end: one bare ``dbt build`` vs the dbtbus producer with a waiter per node vs one dbt per node.
+
+Variants, on the same generated dbt-duckdb project (1 test per model, 4 threads), each repetition in a fresh
+interpreter (dbt keeps global state; every variant starts from the same clean process), alternated:
+
+* ``bare`` (a) — ``dbtRunner().invoke(["build", ...])``;
+* ``producer-memory`` / ``producer-redis`` (b) — ``Producer(url).invoke(build)`` on a worker thread while the
+  main event loop holds one ``bus.wait(run_id, node)`` per node; the clock stops when the last waiter returns;
+* ``pernode-dbtrunner`` / ``pernode-subprocess`` (c) — one dbt invocation per node in dependency order
+  (``dbt seed|run|test --select <node>``), through ``dbtRunner`` in one process or the ``dbt`` CLI, on a
+  stratified sample (the seed, evenly spaced models and their tests) extrapolated to every node.
+
+    python -m bench.end_to_end [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    DBT,
+    PY,
+    Options,
+    child_json,
+    children_peak_rss,
+    emit,
+    log,
+    machine,
+    ratio,
+    run_child,
+    self_peak_rss,
+    spread,
+    write_json,
+)
+
+NAME = "end_to_end"
+BASELINE = "bare"
+PRODUCERS = ("producer-memory", "producer-redis")
+PERNODE = ("pernode-dbtrunner", "pernode-subprocess")
+VARIANTS = (BASELINE, *PRODUCERS, *PERNODE)
+THREADS = 4
+
+
+# ------------------------------------------------------------------------------------------ children
+
+
+def _dbt_args(project: str) -> list[str]:
+    return ["--project-dir", project, "--profiles-dir", project]
+
+
+def child_bare(project: str) -> dict[str, Any]:
+    from dbt.cli.main import dbtRunner  # imported before the clock starts
+
+    start = time.perf_counter()
+    res = dbtRunner().invoke(["build", *_dbt_args(project)])
+    wall = time.perf_counter() - start
+    if res.exception is not None or not res.success:
+        raise SystemExit(f"bare build failed: {res.exception}")
+    return {"wall": wall, "nodes": len(res.result.results)}
+
+
+def child_producer(project: str, url: str, nodes: list[str]) -> dict[str, Any]:
+    import anyio
+    import anyio.to_thread
+    from dbt.cli.main import dbtRunner  # noqa: F401 - imported before the clock starts
+
+    import dbtbus
+    from dbtbus.producer import Producer
+
+    if url.startswith("redis"):
+        import redis.asyncio  # noqa: F401 - imported before the clock starts
+
+    run_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    args = ["build", *_dbt_args(project)]
+    out: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with dbtbus.connect(url) as bus:
+            returned: list[float] = []
+            producer_done: list[float] = []
+
+            async def waiter(uid: str) -> None:
+                await bus.wait(run_id, uid, timeout=900)
+                returned.append(time.perf_counter())
+
+            async def produce() -> None:
+                result = await anyio.to_thread.run_sync(Producer(url, run_id=run_id).invoke, args)
+                producer_done.append(time.perf_counter())
+                if result.crashed or not result.success:
+                    raise SystemExit(f"producer run failed: {result.error}")
+
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for uid in nodes:
+                    tg.start_soon(waiter, uid)
+                tg.start_soon(produce)
+            out["wall"] = max(returned) - start
+            out["producer_returned"] = producer_done[0] - start
+            out["waiters"] = len(returned)
+            await bus.delete_run(run_id)
+
+    anyio.run(main)
+    return out
+
+
+def child_pernode(kind: str, project: str, sample: list[list[str]]) -> dict[str, Any]:
+    """Run each sampled node with its own dbt invocation, in order; return the wall of each."""
+    if kind == "pernode-dbtrunner":
+        from dbt.cli.main import dbtRunner  # imported before the clock starts
+    run_results = Path(project) / "target" / "run_results.json"
+    walls: list[float] = []
+    for uid, command, selector in sample:
+        args = [command, "--select", selector, *_dbt_args(project)]
+        start = time.perf_counter()
+        if kind == "pernode-dbtrunner":
+            res = dbtRunner().invoke(args)
+            ok = res.exception is None and bool(res.success)
+        else:
+            proc = subprocess.run([DBT, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            ok = proc.returncode == 0
+        walls.append(time.perf_counter() - start)
+        done = json.loads(run_results.read_text())["results"]
+        if not ok or [r["unique_id"] for r in done] != [uid]:
+            ran = [r["unique_id"] for r in done]
+            raise SystemExit(f"{kind}: {' '.join(args[:3])} did not run exactly {uid}: {ran}")
+    peak = children_peak_rss() if kind == "pernode-subprocess" else self_peak_rss()
+    return {"walls": walls, "peak_rss_dbt": peak}
+
+
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", required=True)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--nodes-file", default="")
+    opts = parser.parse_args(argv)
+    data = json.loads(Path(opts.nodes_file).read_text()) if opts.nodes_file else {}
+    if opts.child == BASELINE:
+        out = child_bare(opts.project)
+    elif opts.child in PRODUCERS:
+        out = child_producer(opts.project, opts.url, data["nodes"])
+    elif opts.child in PERNODE:
+        out = child_pernode(opts.child, opts.project, data["sample"])
+    else:
+        raise SystemExit(f"unknown variant {opts.child}")
+    out["peak_rss_self"] = self_peak_rss()
+    emit(out)
+
+
+# ------------------------------------------------------------------------------------------ parent
+
+
+def resource_of(uid: str) -> str:
+    return uid.split(".", 1)[0]
+
+
+def command_for(uid: str) -> list[str]:
+    """``[unique_id, dbt command, selector]`` that runs exactly this node."""
+    kind, _, rest = uid.partition(".")
+    name = rest.split(".")[1]
+    command = {"seed": "seed", "model": "run", "test": "test", "snapshot": "snapshot"}[kind]
+    return [uid, command, name]
+
+
+def topological(project: Any) -> list[str]:
+    """Seed, then each model followed by its tests: a dependency order (a model's parents come earlier)."""
+    tests_of: dict[str, list[str]] = {}
+    for test in project.tests:
+        tests_of.setdefault(project.parents[test][0], []).append(test)
+    order = [project.seed]
+    for model in project.models:
+        order += [model, *tests_of.get(model, [])]
+    return order
+
+
+def stratified_sample(project: Any, models: int) -> list[str]:
+    """The seed, ``models`` evenly spaced models and their tests, in dependency order."""
+    n = len(project.models)
+    picks = sorted({round(i * (n - 1) / max(models - 1, 1)) for i in range(min(models, n))})
+    chosen = {project.models[i] for i in picks}
+    chosen.add(project.seed)
+    chosen |= {t for t in project.tests if project.parents[t][0] in chosen}
+    return [uid for uid in topological(project) if uid in chosen]
+
+
+def extrapolate(sample: list[str], walls: list[float], counts: dict[str, int]) -> dict[str, Any]:
+    """Σ over resource types of (mean wall of that type in the sample) × (number of nodes of that type)."""
+    by_type: dict[str, list[float]] = {}
+    for uid, wall in zip(sample, walls, strict=True):
+        by_type.setdefault(resource_of(uid), []).append(wall)
+    means = {kind: statistics.fmean(v) for kind, v in by_type.items()}
+    total = sum(means[kind] * count for kind, count in counts.items())
+    return {"estimate": total, "mean_per_type": means, "sampled_wall": sum(walls), "sampled_nodes": len(walls)}
+
+
+def _run_variant(variant: str, project: Path, url: str, nodes_file: Path) -> dict[str, Any]:
+    cmd = [PY, "-m", "bench.end_to_end", "--child", variant, "--project", str(project), "--url", url,
+           "--nodes-file", str(nodes_file)]
+    child = run_child(cmd, timeout=3600)
+    data = child_json(child, f"end_to_end {variant}")
+    data["process_wall"] = child.wall
+    return data
+
+
+def peak_rss(run: dict[str, Any]) -> int:
+    """The peak RSS of dbt's process: the child's own VmHWM, or the largest dbt CLI child's ru_maxrss.
+
+    Not ``os.wait4``'s ru_maxrss of the child: Linux folds the parent's RSS at fork time into it (the old mm's
+    high-water mark is kept across exec), so a large parent (this suite, an Airflow worker) inflates it.
+    """
+    return int(run.get("peak_rss_dbt") or run["peak_rss_self"])
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for variant, rs in runs.items():
+        summary[variant] = {
+            "wall": spread([r["wall"] for r in rs]),
+            "peak_rss": spread([peak_rss(r) for r in rs]),
+        }
+        if variant in PERNODE:
+            summary[variant]["sampled_wall"] = spread([r["sampled_wall"] for r in rs])
+            summary[variant]["mean_per_type"] = {
+                k: statistics.median(r["mean_per_type"][k] for r in rs) for k in rs[0]["mean_per_type"]
+            }
+    return summary
+
+
+def run(opts: Options) -> dict[str, Any]:
+    from dbtbus._testing.projects import generate_project
+    from dbtbus._testing.redis_server import RedisServer
+
+    sizes = [(20, 1, 3)] if opts.quick else [(50, 3, 10), (200, 2, 10)]  # (models, repetitions, sampled models)
+    sizes = opts.extra.get("e2e_sizes", sizes)
+    server = None
+    url = opts.redis_url
+    if url is None:
+        server = RedisServer().start()
+        url = server.url
+    tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-e2e-"))
+    projects: list[dict[str, Any]] = []
+    try:
+        for models, repeat, sampled in sizes:
+            project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=THREADS)
+            counts: dict[str, int] = {}
+            for uid in project.nodes:
+                counts[resource_of(uid)] = counts.get(resource_of(uid), 0) + 1
+            sample = stratified_sample(project, sampled)
+            nodes_file = tmp / f"p{models}.json"
+            nodes_file.write_text(
+                json.dumps({"nodes": list(project.nodes), "sample": [command_for(u) for u in sample]})
+            )
+            log(f"end_to_end: {models} models ({len(project.nodes)} nodes), warm-up build")
+            _run_variant(BASELINE, project.path, url, nodes_file)  # partial parse, DuckDB file, OS caches
+            runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+            for rep in range(repeat):
+                order = VARIANTS if rep % 2 == 0 else tuple(reversed(VARIANTS))
+                for variant in order:
+                    data = _run_variant(variant, project.path, url if variant == "producer-redis" else
+                                        "memory://bench-e2e", nodes_file)
+                    if variant in PERNODE:
+                        data.update(extrapolate(sample, data["walls"], counts))
+                        data["wall"] = data["estimate"]
+                    runs[variant].append(data)
+                    log(f"  {models} models rep {rep + 1}/{repeat} {variant:>20}: {data['wall']:8.2f} s "
+                        f"(peak RSS {peak_rss(data) / 2**20:.0f} MiB)")
+            summary = summarise(runs)
+            base = summary[BASELINE]["wall"]
+            ratios = {
+                f"{v}/{BASELINE}": {
+                    "of_medians": ratio(summary[v]["wall"]["median"], base["median"]),
+                    "of_mins": ratio(summary[v]["wall"]["min"], base["min"]),
+                    "per_repetition": [
+                        ratio(a["wall"], b["wall"]) for a, b in zip(runs[v], runs[BASELINE], strict=True)
+                    ],
+                }
+                for v in VARIANTS if v != BASELINE
+            }
+            projects.append({
+                "models": models,
+                "nodes": len(project.nodes),
+                "counts": counts,
+                "repetitions": repeat,
+                "sample": sample,
+                "summary": summary,
+                "ratios": ratios,
+                "runs": runs,
+            })
+    finally:
+        if server is not None:
+            server.close()
+    return {
+        "name": NAME,
+        "machine": machine(),
+        "quick": opts.quick,
+        "threads": THREADS,
+        "tests_per_model": 1,
+        "projects": projects,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        child_main(argv)
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    opts = Options(quick=args.quick)
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, NAME, run(opts)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

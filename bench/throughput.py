@@ -1,0 +1,73 @@
+"""Publish throughput, records/s, per backend: one by one and batched, through the bus and the bare backend.
+
+The function is ``bench_throughput`` of ``bench/redis_backend.py``; here it runs on ``memory://`` and on a
+throw-away ``redis-server``, three times each (median, min, max).
+
+    python -m bench.throughput [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Options, log, machine, spread, write_json
+
+NAME = "throughput"
+BATCH = 1000
+RUNS = 3
+
+
+def run(opts: Options) -> dict[str, Any]:
+    from bench.redis_backend import bench_throughput
+    from dbtbus._testing.redis_server import RedisServer
+
+    one_by_one, batched = (2000, 20_000) if opts.quick else (10_000, 100_000)
+    server = None
+    url = opts.redis_url
+    if url is None:
+        server = RedisServer().start()
+        url = server.url
+    backends: dict[str, Any] = {}
+    try:
+        for name, bus_url in (("memory", f"memory://bench-tp-{uuid.uuid4().hex[:6]}"), ("redis", url)):
+            prefix = f"bench{uuid.uuid4().hex[:6]}:"
+            runs = [asyncio.run(bench_throughput(bus_url, prefix, one_by_one, batched, BATCH)) for _ in range(RUNS)]
+            backends[name] = {path: spread([r[path] for r in runs]) for path in runs[0]}
+            for path, s in backends[name].items():
+                log(f"throughput {name}: {path}: {s['median']:,.0f}/s")
+    finally:
+        if server is not None:
+            server.close()
+    return {
+        "name": NAME,
+        "machine": machine(),
+        "quick": opts.quick,
+        "records_one_by_one": one_by_one,
+        "records_batched": batched,
+        "batch": BATCH,
+        "runs": RUNS,
+        "backends": backends,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    opts = Options(quick=args.quick)
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, NAME, run(opts)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Wake-up latency: the producer's ``publish`` call → the waiter's ``bus.wait`` returns, per backend.
+
+Producer and consumer are two ``Bus`` objects (two connections for Redis) on one asyncio loop in one process.
+Scenarios, for ``memory://`` and a throw-away ``redis-server`` on loopback:
+
+* 1 waiter, 10,000 events: register one waiter, let the reader block, publish its node, time the return;
+* 100 and 10,000 concurrent waiters on distinct nodes (one waiter per node): publish the nodes one by one and
+  time each node's waiter from the publish call to its return (100 waiters: 100 rounds, i.e. 10,000 samples;
+  10,000 waiters: the first 10,000 — all — of them);
+* many waiters on ONE node (100 and 10,000): one record wakes them all; first and last return.
+
+The functions are those of ``bench/redis_backend.py`` (which also runs them alone, with its own page section).
+
+    python -m bench.wakeup [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Options, latency_summary, log, machine, write_json
+
+NAME = "wakeup"
+
+
+def _realtime() -> bool:
+    return hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+
+
+async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
+    from bench.redis_backend import bench_fan_out, bench_latency_many_waiters, bench_latency_one_waiter
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}:"
+    events = 1000 if quick else 10_000
+    rounds = 3 if quick else 20
+    out: dict[str, Any] = {"distinct_nodes": {}, "one_node": {}}
+    one, publish_calls, oversleep = await bench_latency_one_waiter(url, prefix, events)
+    out["distinct_nodes"]["1"] = latency_summary(one)
+    out["controls"] = {
+        "publish_call": latency_summary(publish_calls),
+        "sleep_lateness": latency_summary(oversleep),
+    }
+    for waiters in (100, 10_000):
+        # as many samples as the 1-waiter case: 100 waiters are released round after round
+        samples: list[float] = []
+        for _ in range(max(events // waiters, 1)):
+            samples += await bench_latency_many_waiters(url, prefix, waiters, min(waiters, events))
+        out["distinct_nodes"][str(waiters)] = latency_summary(samples)
+    for waiters in (100, 10_000):
+        firsts, lasts = await bench_fan_out(url, prefix, waiters, rounds)
+        out["one_node"][str(waiters)] = {"first": latency_summary(firsts), "last": latency_summary(lasts)}
+    return out
+
+
+def run(opts: Options) -> dict[str, Any]:
+    from dbtbus._testing.redis_server import RedisServer
+
+    server = None
+    url = opts.redis_url
+    if url is None:
+        server = RedisServer().start()
+        url = server.url
+    backends: dict[str, Any] = {}
+    load = list(os.getloadavg())
+    try:
+        for name, bus_url in (("memory", f"memory://bench-wakeup-{uuid.uuid4().hex[:6]}"), ("redis", url)):
+            log(f"wakeup: {name}")
+            backends[name] = asyncio.run(measure_backend(bus_url, opts.quick))
+            for n, s in backends[name]["distinct_nodes"].items():
+                log(f"  {n:>6} waiters: p50 {s['p50_ms']:.3f} p99 {s['p99_ms']:.3f} max {s['max_ms']:.3f} ms")
+    finally:
+        if server is not None:
+            server.close()
+    return {
+        "name": NAME,
+        "machine": machine(),
+        "quick": opts.quick,
+        "load_average_at_start": load,
+        "realtime_priority": _realtime(),
+        "events_one_waiter": 1000 if opts.quick else 10_000,
+        "fan_out_rounds": 3 if opts.quick else 20,
+        "backends": backends,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    opts = Options(quick=args.quick)
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, NAME, run(opts)))
+
+
+if __name__ == "__main__":
+    main()

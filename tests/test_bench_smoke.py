@@ -1,0 +1,73 @@
+"""Smoke test of the benchmark suite: ``python -m bench --quick --only footprint wakeup`` into tmp_path.
+
+Never touches bench/results/ or docs/benchmarks.md (``--results-dir`` / ``--docs``). Needs redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH"),
+]
+
+
+def _finite_positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_quick_footprint_and_wakeup(tmp_path: Path) -> None:
+    results, docs = tmp_path / "results", tmp_path / "benchmarks.md"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "footprint", "wakeup",
+         "--results-dir", str(results), "--docs", str(docs)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in results.iterdir()) == ["footprint.json", "wakeup.json"]
+
+    footprint = json.loads((results / "footprint.json").read_text())
+    assert footprint["waiters"] == 10_000
+    assert {"cpu_model", "cpus", "python", "dbt_core", "redis_server", "load_average"} <= set(footprint["machine"])
+    per = footprint["bytes_per_waiter"]
+    assert set(per) == {"bare", "wait", "wait-timeout", "as_completed"}
+    for scenario, methods in per.items():
+        assert set(methods) == {"tracemalloc", "rss"}
+        # a waiter costs something, and far less than 100 KB
+        assert 0 < methods["tracemalloc"] < 100_000, (scenario, methods)
+        assert -10_000 < methods["rss"] < 100_000, (scenario, methods)
+    assert per["wait"]["tracemalloc"] > per["bare"]["tracemalloc"] * 0.5
+    assert set(footprint["dbtbus_share_bytes_per_waiter"]) == {"wait", "wait-timeout", "as_completed"}
+    imp = footprint["import"]
+    assert 0 < imp["importtime_cumulative_ms"]["median"] < 1000
+    assert imp["heavy_modules_imported"] == []
+
+    wakeup = json.loads((results / "wakeup.json").read_text())
+    assert set(wakeup["backends"]) == {"memory", "redis"}
+    for backend, data in wakeup["backends"].items():
+        assert set(data["distinct_nodes"]) == {"1", "100", "10000"}
+        for n, summary in data["distinct_nodes"].items():
+            assert summary["n"] > 0
+            assert _finite_positive(summary["p50_ms"]) and summary["p50_ms"] < 1000, (backend, n, summary)
+            assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+        assert set(data["one_node"]) == {"100", "10000"}
+        for fan in data["one_node"].values():
+            assert fan["first"]["p50_ms"] <= fan["last"]["p50_ms"]
+        assert set(data["controls"]) == {"publish_call", "sleep_lateness"}
+
+    page = docs.read_text()
+    assert page.startswith("# Benchmarks")
+    assert "## Goals" in page and "## Wake-up latency" in page and "## Memory per waiting consumer" in page
+    assert "AMD" in page or "CPU" in page
