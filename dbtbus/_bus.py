@@ -204,7 +204,10 @@ class _RunReader:
             self._one_less()
 
     def _one_less(self) -> None:
-        self.count -= 1
+        self._fewer(1)
+
+    def _fewer(self, n: int) -> None:
+        self.count -= n
         if self.count == 0:
             self.idle_since = anyio.current_time()
             if self.read_scope is not None:  # do not sit in a long blocking read past the linger
@@ -221,17 +224,23 @@ class _RunReader:
             # Decide once per node (and include_tests flag), not once per waiter: 10,000 waiters on one node
             # must not mean 10,000 evaluations before the first of them runs.
             decided: dict[bool, Outcome | None] = {}
-            for waiter in list(bucket):
+            still: set[_Waiter] = set()
+            for waiter in bucket:
                 flag = waiter.include_tests
                 if flag not in decided:
                     decided[flag] = self.state.outcome(uid, include_tests=flag)
                 outcome = decided[flag]
-                if outcome is not None:
-                    bucket.remove(waiter)
-                    self._one_less()
+                if outcome is None:
+                    still.add(waiter)
+                else:
                     waiter.resolve(_own_copy(outcome))
-            if not bucket:
+            resolved = len(bucket) - len(still)
+            if still:
+                self.waiters[uid] = still
+            else:
                 del self.waiters[uid]
+            if resolved:
+                self._fewer(resolved)
 
     def fail_all(self, error: DbtBusError) -> None:
         for bucket in self.waiters.values():
