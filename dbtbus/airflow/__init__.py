@@ -1,0 +1,45 @@
+"""Apache Airflow 3 integration (``pip install 'dbtbus[airflow]'``); nothing from Airflow is imported until used.
+
+* :class:`DbtBusProducerOperator` — runs ONE dbt invocation on a bus; retries resume;
+* :class:`DbtNodeSensor` — one task per node, deferrable, starts directly in the triggerer;
+* :class:`DbtNodeTrigger` — the trigger that awaits the bus;
+* :func:`render_dbt_task_group` — manifest.json → a task group of one producer and one sensor per node;
+* :func:`dbtbus_run_id` — the run id every task of a DAG run agrees on.
+
+See ``docs/airflow.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._run_id import dbtbus_run_id as dbtbus_run_id
+    from .operators import DbtBusProducerOperator as DbtBusProducerOperator
+    from .render import render_dbt_task_group as render_dbt_task_group
+    from .sensors import DbtNodeSensor as DbtNodeSensor
+    from .triggers import DbtNodeTrigger as DbtNodeTrigger
+
+_LAZY = {
+    "dbtbus_run_id": "._run_id",
+    "DbtBusProducerOperator": ".operators",
+    "DbtNodeSensor": ".sensors",
+    "DbtNodeTrigger": ".triggers",
+    "render_dbt_task_group": ".render",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dbtbus.airflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

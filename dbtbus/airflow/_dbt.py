@@ -1,0 +1,102 @@
+"""dbt command lines for the Airflow integration: resuming a producer, re-running one node."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["node_selector", "rerun_args", "run_dbt", "strip_selection"]
+
+#: Flags (with their values) that choose what a producer runs; a single-node re-run drops them.
+SELECTION_FLAGS = frozenset(
+    {
+        "--select", "-s", "--models", "-m", "--exclude", "--selector", "--resource-type", "--resource-types",
+        "--exclude-resource-type", "--exclude-resource-types", "--log-format", "--log-level", "--fail-fast",
+        "-x", "--no-fail-fast", "--indirect-selection",
+    }
+)
+#: Of those, the ones that take no value.
+_BOOLEAN = frozenset({"--fail-fast", "-x", "--no-fail-fast"})
+COMMANDS = frozenset({"build", "run", "seed", "snapshot", "test"})
+
+
+def strip_selection(args: Sequence[str]) -> tuple[str, list[str]]:
+    """Split a dbt command line into its command and the remaining flags minus the selection flags."""
+    command = ""
+    rest: list[str] = []
+    skipping = False
+    for arg in args:
+        if skipping and not arg.startswith("-"):
+            continue
+        skipping = False
+        flag = arg.split("=", 1)[0]
+        if flag in SELECTION_FLAGS:
+            skipping = flag not in _BOOLEAN and "=" not in arg
+            continue
+        if not command and arg in COMMANDS and not rest:
+            command = arg
+            continue
+        rest.append(arg)
+    return command, rest
+
+
+def node_selector(unique_id: str) -> str:
+    """A dbt selector for exactly one node: ``resource_type:<type>,package:<package>,<name>`` (an intersection).
+
+    The name alone matches the leaf of a node's FQN in every resource type (a seed and a model may share
+    it); the intersection with the type and the package makes it one node. Generic tests drop the hash.
+    """
+    parts = unique_id.split(".")
+    if len(parts) < 3:
+        return unique_id
+    resource_type, package = parts[0], parts[1]
+    name = ".".join(parts[2:])
+    if resource_type == "test" and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return f"resource_type:{resource_type},package:{package},{name}"
+
+
+def rerun_args(producer_args: Sequence[str], unique_id: str, *, include_tests: bool) -> list[str]:
+    """The command that re-runs one node with the producer's flags (``build`` with its tests, else by type)."""
+    _, rest = strip_selection(producer_args)
+    resource_type = unique_id.split(".", 1)[0]
+    command = "build"
+    if not include_tests:
+        command = {"model": "run", "seed": "seed", "snapshot": "snapshot", "test": "test"}.get(resource_type, "build")
+    return [command, "--select", node_selector(unique_id), *rest]
+
+
+def exclude_args(args: Sequence[str], names: Iterable[str]) -> list[str]:
+    """``args`` plus ``--exclude <names...>`` (merged into an existing ``--exclude``)."""
+    names = list(names)
+    if not names:
+        return list(args)
+    return [*args, "--exclude", *names]
+
+
+def run_dbt(args: Sequence[str], *, dbt_executable: str | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> tuple[bool, str]:
+    """Run dbt (in this process via dbtRunner, or a subprocess); return (success, a short summary)."""
+    if dbt_executable is not None:
+        proc = subprocess.run(
+            [dbt_executable, *args], capture_output=True, text=True, check=False,
+            env=None if env is None else {**os.environ, **env}, cwd=cwd,
+        )
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+        return proc.returncode == 0, tail
+    from dbt.cli.main import dbtRunner
+
+    from ..producer._producer import _DBT_LOCK
+
+    with _DBT_LOCK:
+        res: Any = dbtRunner().invoke(list(args))
+    lines = []
+    for result in getattr(res, "result", None) or []:
+        node = getattr(result, "node", None)
+        uid = getattr(node, "unique_id", "?")
+        lines.append(f"{uid}: {getattr(result, 'status', '?')} {getattr(result, 'message', '') or ''}")
+    if res.exception is not None:
+        lines.append(f"{type(res.exception).__name__}: {res.exception}")
+    return bool(res.success), "\n".join(lines)

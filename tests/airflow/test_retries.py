@@ -1,0 +1,114 @@
+"""Retries under ``dag.test()``: a producer retry resumes, a sensor retry re-runs its node."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._dags import run_dag, shop_dag, states
+from .conftest import BIN, copy_shop, shop_args
+
+FLAKY_SQL = """{% if env_var('DBTBUS_FLAKY', '0') == '1' %}
+select * from this_table_does_not_exist
+{% else %}
+select customer_id from {{ ref('stg_customers') }}
+{% endif %}
+"""
+
+
+@pytest.fixture(scope="module")
+def flaky_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = copy_shop(tmp_path_factory.mktemp("flaky-template"))
+    (path / "models" / "flaky.sql").write_text(FLAKY_SQL)
+    subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
+                   check=True, capture_output=True, cwd=path)
+    return path
+
+
+@pytest.fixture
+def flaky(flaky_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import shutil
+
+    path = tmp_path / "flaky"
+    shutil.copytree(flaky_template, path)
+    monkeypatch.setenv("DBTBUS_DUCKDB_PATH", str(path / "shop.duckdb"))
+    monkeypatch.setenv("DBTBUS_FLAKY", "1")
+    return path
+
+
+@pytest.fixture(params=["redis", "xcom"])
+def bus_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "xcom://?poll=0.05"
+
+
+def _heal(context: Any) -> None:
+    os.environ["DBTBUS_FLAKY"] = "0"  # the transient failure is gone by the next try
+
+
+SELECT = ("seed.shop.customers", "model.shop.stg_customers", "model.shop.flaky", "model.shop.stg_orders")
+ARGS_EXTRA = ("--select", "customers", "stg_customers", "flaky", "orders", "stg_orders")
+
+
+def _producer_summary(dag_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id,
+                                                      XComModel.task_id == "dbt.dbt_producer",
+                                                      XComModel.key == "return_value")).first()
+        assert row is not None
+        return XComModel.deserialize_value(row)
+
+
+def test_sensor_retry_reruns_its_node(flaky: Path, bus_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    dag = shop_dag(flaky, bus_url, dbt_args=shop_args(flaky, *ARGS_EXTRA), select=SELECT,
+                   producer_kwargs={"fail_on_dbt_failure": False},
+                   sensor_kwargs={"retries": 1, "retry_delay": timedelta(0), "on_retry_callback": _heal})
+    dr = run_dag(dag)
+    got = states(dr)
+    assert got["dbt.flaky"] == "success", got
+    assert got["dbt.stg_customers"] == "success"
+    out = capfd.readouterr().out
+    assert "re-running dbt build --select resource_type:model,package:shop,flaky" in out
+
+
+def test_producer_retry_resumes(flaky: Path, bus_url: str) -> None:
+    dag = shop_dag(flaky, bus_url, dbt_args=shop_args(flaky, *ARGS_EXTRA), select=SELECT,
+                   producer_kwargs={"retries": 1, "retry_delay": timedelta(0), "on_retry_callback": _heal})
+    dr = run_dag(dag)
+    got = states(dr)
+    assert got["dbt.dbt_producer"] == "success", got
+    assert {got[f"dbt.{n}"] for n in ("flaky", "stg_customers", "stg_orders", "customers_seed")} == {"success"}
+    summary = _producer_summary(dag.dag_id)
+    assert summary["attempt"] == 2
+    # attempt 2 built only what had not succeeded: the flaky model (everything else was excluded)
+    assert summary["counts"] == {"success": 1}, summary
+
+
+def test_resume_rebuilds_models_whose_tests_failed() -> None:
+    from dbtbus._state import RunState
+    from dbtbus.airflow.operators import resumable
+    from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
+
+    graph = {
+        "model.p.a": GraphNode("model"),
+        "model.p.b": GraphNode("model", ("model.p.a",)),
+        "test.p.t_a": GraphNode("test", ("model.p.a",)),
+        "test.p.t_b": GraphNode("test", ("model.p.b",)),
+    }
+    state = RunState("r")
+    state.apply(RunStarted(run_id="r", producer=ProducerInfo(id="x"), graph=graph))
+    for uid, status in (("model.p.a", NodeStatus.SUCCESS), ("test.p.t_a", NodeStatus.PASS),
+                        ("model.p.b", NodeStatus.SUCCESS), ("test.p.t_b", NodeStatus.FAIL)):
+        state.apply(NodeResult(run_id="r", unique_id=uid, status=status))
+    assert resumable(state) == ["model.p.a", "test.p.t_a"]
