@@ -49,6 +49,8 @@ class RunState:
         self.lost = False
         self._children: dict[str, list[str]] | None = None
         self._tests_of: dict[str, list[str]] | None = None
+        #: Every test any attempt selected → what it tests: a retry that leaves a test out must not forget it.
+        self._test_parents: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------------------------------ folding
 
@@ -86,9 +88,18 @@ class RunState:
         return True
 
     def _apply_started(self, record: RunStarted) -> None:
-        # A later attempt resumes the run: successes stand, everything else is up for grabs again.
+        # A later attempt resumes the run: successes stand, and so do failures of nodes it does not run again
+        # (a test left out of a retry still failed); what it runs again is up for grabs.
         if self.started is not None:
-            self.results = {uid: r for uid, r in self.results.items() if r.status.is_success}
+            rerun = record.graph
+            self.results = {
+                uid: r
+                for uid, r in self.results.items()
+                if r.status.is_success or (rerun is not None and uid not in rerun)
+            }
+        for uid, node in (record.graph or {}).items():
+            if node.resource_type in TEST_TYPES:
+                self._test_parents[uid] = node.parents
         self.started = record
         self.ending = None
         self.lost = False
@@ -161,13 +172,12 @@ class RunState:
         return self._children
 
     def tests_of(self, unique_id: str) -> list[str]:
-        """The selected tests attached to a node (tests among its children)."""
+        """The tests attached to a node (tests among its children) in any attempt of the run."""
         if self._tests_of is None:
             tests: dict[str, list[str]] = {}
-            for uid, node in (self.graph or {}).items():
-                if node.resource_type in TEST_TYPES:
-                    for parent in node.parents:
-                        tests.setdefault(parent, []).append(uid)
+            for uid, parents in self._test_parents.items():
+                for parent in parents:
+                    tests.setdefault(parent, []).append(uid)
             self._tests_of = tests
         return self._tests_of.get(unique_id, [])
 
@@ -215,16 +225,21 @@ class RunState:
         return NodeNotRun(run_id=self.run_id, unique_id=result.unique_id, record=result, ending=self.ending)
 
     def _with_tests(self, result: NodeResult) -> Outcome | None:
+        uid = result.unique_id
         pending = False
-        for test in self.tests_of(result.unique_id):
+        for test in self.tests_of(uid):
             test_outcome = self.outcome(test)
             if test_outcome is None:
                 pending = True
             elif isinstance(test_outcome, NodeFailed):
-                return NodeFailed(test_outcome.record, unique_id=result.unique_id)
-            elif isinstance(test_outcome, UpstreamFailed):
-                # A test doomed by another parent's failure says nothing about this node.
-                continue
+                return NodeFailed(test_outcome.record, unique_id=uid)
+            elif isinstance(test_outcome, ProducerLost):
+                return ProducerLost(run_id=self.run_id, unique_id=uid, detail=f"before its test {test} finished")
+            elif isinstance(test_outcome, NodeNotRun):
+                # The node is fine but its gate was never decided: not a success to hand out.
+                return NodeNotRun(run_id=self.run_id, unique_id=uid, record=test_outcome.record, ending=self.ending)
+            # UpstreamFailed: a test doomed by another parent's failure says nothing about this node.
+            # NodeNotInRun: a test this attempt does not select, with no result from an earlier one.
         return None if pending else result
 
     # ------------------------------------------------------------------------------------------ progress
