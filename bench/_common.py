@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -210,7 +210,10 @@ class ChildResult:
 
 
 def run_child(
-    cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
     timeout: float = 1800,
 ) -> ChildResult:
     """Run a child to completion and reap it with ``os.wait4``; ``peak_rss`` is that rusage's ru_maxrss.
@@ -283,3 +286,19 @@ def _default(value: Any) -> Any:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def standalone_main(
+    name: str, run: Callable[[Options], Mapping[str, Any]], doc: str | None, argv: Sequence[str]
+) -> None:
+    """The command line every benchmark module shares: ``python -m bench.<name> [--quick] [--results-dir D]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(list(argv))
+    opts = Options(quick=args.quick)
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, name, run(opts)))

@@ -43,7 +43,7 @@ from bench._common import (
     run_child,
     self_peak_rss,
     spread,
-    write_json,
+    standalone_main,
 )
 
 NAME = "end_to_end"
@@ -317,14 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     if "--child" in argv:
         child_main(argv)
         return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    opts = Options(quick=args.quick)
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    print(write_json(opts.results_dir, NAME, run(opts)))
+    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ The functions are those of ``bench/redis_backend.py`` (which also runs them alon
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Options, latency_summary, log, machine, write_json
+from bench._common import Options, latency_summary, log, machine, standalone_main
 
 NAME = "wakeup"
 
@@ -93,14 +92,7 @@ def run(opts: Options) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    opts = Options(quick=args.quick)
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    print(write_json(opts.results_dir, NAME, run(opts)))
+    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
