@@ -341,3 +341,52 @@ def test_memray_tracks_the_producer_when_asked(small_project: Any, memory_url: s
     reader = memray.FileReader(output)
     assert reader.metadata.peak_memory > 1_000_000  # dbt itself ran under the tracker
     assert reader.metadata.total_allocations > 0
+
+
+def test_keyboard_interrupt_in_process_ends_as_crashed_and_propagates(tmp_path: Path) -> None:
+    from dbtbus._testing.projects import generate_project
+    from dbtbus.events import RunCrashed, decode
+
+    project = generate_project(tmp_path / "int", models=20, tests_per_model=0, threads=1)
+    name, run_id = "producer-int", "int"
+
+    def interrupter() -> None:
+        store = get_store(name)
+        for _ in range(3000):
+            if any(isinstance(decode(e.data), NodeStarted) for e in store.read_now(run_id, 0, 100_000)):
+                break
+            threading.Event().wait(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupter)
+    thread.start()
+    with pytest.raises(KeyboardInterrupt):
+        Producer(f"memory://{name}", run_id=run_id).invoke(["build", *project.dbt_args()])
+    thread.join(10)
+    records = read_records(f"memory://{name}", run_id)
+    assert isinstance(records[-1], RunCrashed) and "KeyboardInterrupt" in records[-1].error
+    results = node_results(records)
+    assert set(results) == set(project.nodes)  # every node has a terminal record: no waiter left hanging
+    assert any(r.status is NodeStatus.NOT_RUN for r in results.values())
+    drop_store(name)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_retention_expires_the_run_after_it_ends(small_project: Any, anyio_backend: str) -> None:
+    from dbtbus.backends.mock import MockBackend, MockCall
+
+    expiries: list[tuple[str | None, float]] = []
+
+    def record_expiry(call: MockCall) -> None:
+        if call.method == "expire_run":
+            expiries.append((call.run_id, call.args[0]))
+
+    async with dbtbus.connect(MockBackend(hook=record_expiry)) as bus:
+        result = await Producer(bus, run_id="kept-a-while", retention=3600).ainvoke(
+            ["build", *small_project.dbt_args()]
+        )
+        assert isinstance(result, ProducerResult) and not result.crashed
+        assert expiries == [("kept-a-while", 3600)]
+        state = await bus.run_state("kept-a-while")
+        assert isinstance(state.ending, RunFinished)  # expiry is set after the run's last record
