@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -304,3 +305,15 @@ def generate_project(
     for uid in failing_uids:
         skipped |= project.descendants(uid)
     return replace(project, skipped=frozenset(skipped))
+
+
+#: The shop example as the package ships it (the demo's copy; a test keeps it identical to examples/shop).
+SHOP_PROJECT = Path(__file__).resolve().parent.parent / "_demo_project"
+
+
+def copy_shop(dest: Path) -> Path:
+    """Copy the shop example project into ``dest`` (without build output) and return ``dest``."""
+    shutil.copytree(
+        SHOP_PROJECT, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*")
+    )
+    return dest

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from dbtbus._testing.projects import copy_shop
+
 HAVE_AIRFLOW = importlib.util.find_spec("airflow") is not None or os.environ.get("DBTBUS_REQUIRE_AIRFLOW") == "1"
 if not HAVE_AIRFLOW:
     collect_ignore_glob = ["*.py"]  # Airflow lives in the airflow session's virtualenv only
@@ -46,7 +48,6 @@ if HAVE_AIRFLOW:
     import airflow  # noqa: F401  (a hard ImportError here when DBTBUS_REQUIRE_AIRFLOW=1)
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOP = ROOT / "examples" / "shop"
 BIN = Path(sys.executable).parent
 
 
@@ -73,17 +74,6 @@ def redis_url() -> Iterator[str]:
         pytest.skip("redis-server is not on PATH and REDIS_URL is unset")
     with RedisServer() as server:
         yield server.url
-
-
-def copy_shop(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dbt_project.yml", "profiles.yml", "models", "seeds", "snapshots", "tests"):
-        src = SHOP / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-        else:
-            shutil.copy(src, dest / name)
-    return dest
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,16 @@
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import anyio
 
 import dbtbus
+from dbtbus._testing.projects import copy_shop as copy_shop  # the test modules import it from here
 from dbtbus.events import NodeResult, Record, decode
 
-SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 #: The dbt console script of the interpreter running the tests (a venv's bin/ or Scripts/).
 DBT = str(Path(sys.executable).with_name("dbt"))
-
-
-def copy_shop(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dbt_project.yml", "profiles.yml", "models", "seeds", "snapshots", "tests"):
-        src = SHOP / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, dirs_exist_ok=True)
-        else:
-            shutil.copy(src, dest / name)
-    return dest
 
 
 def shop_args(path: Path, *extra: str) -> list[str]:
