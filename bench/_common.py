@@ -302,3 +302,15 @@ def standalone_main(
     if args.results_dir:
         opts.results_dir = args.results_dir
     print(write_json(opts.results_dir, name, run(opts)))
+
+
+def replace_doc_section(path: Path, heading: str, body: str) -> None:
+    """Put ``body`` (which starts with ``heading``) in place of that section of a Markdown page, or append it."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text)

@@ -32,6 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as ``python bench/<script>.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import replace_doc_section
+
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 SECTION = "## Airflow"
@@ -208,14 +213,7 @@ def write_section(path: Path, table: str, opts: argparse.Namespace) -> None:
         "  rule is changed to `all_done` for `dag.test()`, like dbtbus's `sensors_after_producer=True`.\n"
         "- 2-CPU VM shared with other jobs: expect ±30 % run-to-run noise (medians shown).\n"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text)
+    replace_doc_section(path, SECTION, body)
 
 
 if __name__ == "__main__":

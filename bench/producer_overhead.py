@@ -20,6 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as ``python bench/<script>.py``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import replace_doc_section
+
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 PY = sys.executable
@@ -149,14 +154,7 @@ def write_section(path: Path, table: str, opts: argparse.Namespace) -> None:
         "  log flags shown, and the subprocess producer end to end, ÷ plain `dbt build`.\n\n"
         f"{table}\n"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## Producer overhead")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text)
+    replace_doc_section(path, "## Producer overhead", body)
 
 
 if __name__ == "__main__":
