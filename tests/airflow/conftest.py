@@ -82,7 +82,9 @@ def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = copy_shop(tmp_path_factory.mktemp("shop-template"))
     subprocess.run(
         [str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
-        check=True, capture_output=True, cwd=path,
+        check=True,
+        capture_output=True,
+        cwd=path,
         env={**os.environ, "DBTBUS_DUCKDB_PATH": str(path / "shop.duckdb")},
     )
     return path
@@ -99,3 +101,12 @@ def shop(shop_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def shop_args(path: Path, *extra: str) -> list[str]:
     return ["build", "--project-dir", str(path), "--profiles-dir", str(path), *extra]
+
+
+@pytest.fixture(params=["redis", "xcom"])
+def bus_url(request: pytest.FixtureRequest) -> str:
+    """Each DAG test runs on both buses: a throw-away Redis and Airflow's own XCom."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return "xcom://?poll=0.05"

@@ -11,14 +11,6 @@ from ._dags import run_dag, shop_dag, states
 from .conftest import shop_args
 
 
-@pytest.fixture(params=["redis", "xcom"])
-def bus_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return "xcom://?poll=0.05"
-
-
 def test_clean_run(shop: Path, bus_url: str) -> None:
     # Without the failing singular test the default project is green.
     dag = shop_dag(shop, bus_url, dbt_args=shop_args(shop, "--exclude", "assert_customers_have_repeat_orders"))

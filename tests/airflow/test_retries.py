@@ -41,14 +41,6 @@ def flaky(flaky_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return path
 
 
-@pytest.fixture(params=["redis", "xcom"])
-def bus_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        return url
-    return "xcom://?poll=0.05"
-
-
 def _heal(context: Any) -> None:
     os.environ["DBTBUS_FLAKY"] = "0"  # the transient failure is gone by the next try
 

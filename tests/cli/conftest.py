@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -11,6 +10,7 @@ import anyio
 import pytest
 
 from dbtbus._testing.fake_runs import EventFactory, FakeRun
+from dbtbus._testing.projects import copy_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -108,6 +108,4 @@ def private_redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def shop_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "shop"
-    shutil.copytree(ROOT / "dbtbus" / "_demo_project", target)
-    return target
+    return copy_shop(tmp_path / "shop")
