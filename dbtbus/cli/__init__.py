@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress display: rich when on a terminal and rich is installed (auto), plain lines, or none",
     )
     run.add_argument(
+        "--memray", metavar="FILE", default=None,
+        help="profile dbt's memory with memray into FILE (memray must be installed; FILE must not exist)",
+    )
+    run.add_argument(
         "dbt_args", nargs=argparse.REMAINDER, metavar="-- DBT_ARGS", help="the dbt command and its arguments"
     )
 

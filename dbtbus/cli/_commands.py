@@ -74,6 +74,11 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
         from ..producer import Producer
     except ImportError as exc:
         raise _UsageError(f"the producer is not available ({exc}); pip install 'dbtbus[dbt]'") from None
+    memray_output = getattr(args, "memray", None)
+    if memray_output is not None:  # refuse before the run exists, not as a crashed run
+        from ..producer._memray import require_in_process
+
+        require_in_process(memray_output)
 
     sys.stderr.write(f"dbtbus: run id {run_id} on {_redact(url)}\n")
     sys.stderr.flush()
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
     async def main() -> int:
         progress = make_progress(run_id, args.progress)
         async with connect(url) as bus:
-            producer = Producer(bus, run_id=run_id)
+            producer = Producer(bus, run_id=run_id, memray_output=memray_output)
             seen_end = anyio.Event()
 
             async def follow() -> None:
