@@ -267,6 +267,7 @@ class Publisher:
                 error=ending.error or "crashed",
                 elapsed=ending.elapsed,
                 peak_rss=ending.peak_rss,
+                peak_rss_scope=ending.extra.get("peak_rss_scope"),
                 exit_code=ending.exit_code,
             )
         else:
@@ -277,6 +278,7 @@ class Publisher:
                 counts=normaliser.counts(),
                 elapsed=ending.elapsed,
                 peak_rss=ending.peak_rss,
+                peak_rss_scope=ending.extra.get("peak_rss_scope"),
                 error=ending.error,
             )
         self._pending.append(end)

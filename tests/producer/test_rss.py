@@ -65,6 +65,7 @@ def test_second_invocation_reports_its_own_peak(tmp_path: Path, memory_url: str)
     records = read_records(memory_url, "small")
     end = records[-1]
     assert isinstance(end, RunFinished) and end.peak_rss == second.peak_rss
+    assert end.peak_rss_scope == second.peak_rss_scope  # the record says what the figure covers
 
 
 def test_subprocess_peak_is_the_childs_own(tmp_path: Path, memory_url: str) -> None:
@@ -76,6 +77,8 @@ def test_subprocess_peak_is_the_childs_own(tmp_path: Path, memory_url: str) -> N
     result = Producer(memory_url, run_id="sub").invoke_subprocess(["build", *project.dbt_args()], dbt_executable=DBT)
     assert result.success and result.peak_rss_scope == _rss.INVOCATION
     assert result.peak_rss is not None and 50 * MiB < result.peak_rss < 1024 * MiB
+    end = read_records(memory_url, "sub")[-1]
+    assert isinstance(end, RunFinished) and end.peak_rss_scope == _rss.INVOCATION
 
 
 pytestmark = pytest.mark.dbt
