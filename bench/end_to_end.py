@@ -107,6 +107,8 @@ def child_producer_only(project: str, url: str) -> dict[str, Any]:
 
     if url.startswith("redis"):
         import redis.asyncio  # noqa: F401 - imported before the clock starts
+
+        import dbtbus.backends.redis  # noqa: F401 - the backend module the bus imports when it connects
     imports_rss = (vm_rss() or 0) - before_imports  # what a bare build does not load: dbtbus, anyio, redis-py
     run_id = f"e2e-{uuid.uuid4().hex[:8]}"
     clock = Clock()
