@@ -73,6 +73,7 @@ def plot(results_dir: Path = RESULTS_DIR, out: Path = PLOT_PATH) -> Path | None:
         ratio_ax.set_title("end to end ÷ bare dbt build")
         ratio_ax.set_xlabel("models")
         ratio_ax.set_xscale("log")
+        ratio_ax.minorticks_off()
         ratio_ax.set_xticks(models, [str(m) for m in models])
         ratio_ax.legend(fontsize=8)
         for variant, label, colour in (("produceronly-memory", "memory://", "tab:blue"),
@@ -109,6 +110,7 @@ def plot(results_dir: Path = RESULTS_DIR, out: Path = PLOT_PATH) -> Path | None:
         reg_ax.set_title(f"registering {scale['waiters']:,} waiters (s)")
         reg_ax.set_xlabel("models")
         reg_ax.set_xscale("log")
+        reg_ax.minorticks_off()
         reg_ax.set_xticks([s["models"] for s in sizes], [str(s["models"]) for s in sizes])
         reg_ax.legend(fontsize=7)
     fig.tight_layout()
