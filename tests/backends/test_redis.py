@@ -25,9 +25,9 @@ from dbtbus import BackendError, BackendUnavailable, ConfigurationError
 from dbtbus.backends import backend_from_url
 from dbtbus.backends.base import Append, Backend
 from dbtbus.events import NodeResult, NodeStarted, NodeStatus, RunFinished
+from dbtbus.testing.backend_contract import BackendContract
 
 from .._records import result, started
-from .contract import BackendContract
 
 try:
     import redis  # noqa: F401
@@ -144,7 +144,8 @@ def test_url_options() -> None:
     assert backend.block_ms == 250
     assert backend.settings.socket_timeout == 3
     assert backend.settings.retries == 1
-    assert backend.default_retention == 7 * 24 * 3600
+    assert backend.max_record_bytes == 8 * 1024 * 1024
+    assert RedisBackend.from_url("redis://h?max_record_bytes=1000").max_record_bytes == 1000
     assert "s3cret" not in repr(backend)
     assert "s3cret" not in backend.settings.display_url
     assert backend.log_key("r1") == "acme:{r1}:log"
@@ -170,6 +171,9 @@ def test_url_options() -> None:
         ("redis://h/0?bogus=1", {}),
         ("redis://h/0", {"bogus": 1}),
         ("redis://h/0?maxlen=-1", {}),
+        ("redis://h/0?retention=60", {}),  # removed: the producer takes retention, not the URL
+        ("redis://h/0?coalesce=true", {}),  # removed with the write coalescer
+        ("redis://h/0?max_record_bytes=0", {}),
         ("redis://h/0?block_ms=0", {}),
         ("redis://h/0?cluster=maybe", {}),
         ("redis://h/0?prefix={x}:", {}),
@@ -235,34 +239,6 @@ async def test_key_layout_hash_tag_retention_and_maxlen(redis_url: str) -> None:
         assert await raw.ttl(f"{tagged}:nodes") == -1
     finally:
         await raw.aclose()
-        await _cleanup(backend)
-
-
-@pytest.mark.anyio
-async def test_cli_lists_and_deletes_runs(redis_url: str) -> None:
-    prefix = _prefix()
-    backend = await _open(redis_url, prefix=prefix)
-    try:
-        for run in ("alpha", "beta", "gamma"):
-            await backend.append(run, [Append(b"x")])
-        url = f"{redis_url}?prefix={prefix}"
-
-        def cli(*args: str) -> str:
-            proc = subprocess.run(
-                [sys.executable, "-m", "dbtbus.backends.redis", *args],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return proc.stdout
-
-        assert (await anyio.to_thread.run_sync(cli, "list", url)).split() == ["alpha", "beta", "gamma"]
-        await anyio.to_thread.run_sync(cli, "delete", url, "beta")
-        assert sorted(await backend.list_runs()) == ["alpha", "gamma"]
-        await anyio.to_thread.run_sync(cli, "delete", url, "--all")
-        assert await backend.list_runs() == []
-        assert await backend.read("alpha", None) == []
-    finally:
         await _cleanup(backend)
 
 
@@ -621,51 +597,5 @@ async def test_a_burst_of_commands_queues_for_connections(redis_url: str) -> Non
                 tg.start_soon(probe)
         assert results == [b"x"] * 300
         assert len(backend._client.connection_pool._available_connections) <= 4
-    finally:
-        await _cleanup(backend)
-
-
-@pytest.mark.anyio
-async def test_concurrent_appends_coalesce_into_few_round_trips(redis_url: str) -> None:
-    backend = await _open(redis_url, prefix=_prefix())
-    calls: list[int] = []
-    send = backend._append_now
-
-    async def counting(run_id: str, items: Any) -> list[str]:
-        calls.append(len(items))
-        return await send(run_id, items)
-
-    backend._append_now = counting  # type: ignore[method-assign]
-    try:
-        got: dict[int, list[str]] = {}
-
-        async def writer(k: int) -> None:
-            got[k] = await backend.append("r", [Append(f"{k}:{i}".encode(), node=f"n{k}") for i in range(3)])
-
-        async with anyio.create_task_group() as tg:
-            for k in range(200):
-                tg.start_soon(writer, k)
-        assert sum(calls) == 600
-        assert len(calls) < 50  # coalesced
-        entries = await backend.read("r", None, limit=1000)
-        by_cursor = {e.cursor: e.data for e in entries}
-        for k, cursors in got.items():
-            assert [by_cursor[c] for c in cursors] == [f"{k}:{i}".encode() for i in range(3)]
-        data = [e.data.decode() for e in entries]
-        for start in range(0, 600, 3):  # each call's items contiguous and in order
-            owner = data[start].split(":")[0]
-            assert data[start : start + 3] == [f"{owner}:{i}" for i in range(3)]
-        assert await backend.get_node("r", "n7") == b"7:2"
-        assert not backend._groups
-
-        # cancelled appends (queued or leading) leave the queue working
-        for round_ in range(5):
-            async with anyio.create_task_group() as tg:
-                for k in range(20):
-                    tg.start_soon(writer, 1000 + round_ * 100 + k)
-                await anyio.lowlevel.checkpoint()
-                tg.cancel_scope.cancel()
-            assert not backend._groups
-        assert len(await backend.append("r", [Append(b"after")])) == 1
     finally:
         await _cleanup(backend)
