@@ -82,7 +82,7 @@ from .._exceptions import (
 from ._redis_url import RedisSettings, parse_redis_url
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
-__all__ = ["RedisBackend"]
+__all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
 
 logger = logging.getLogger("dbtbus.backends.redis")
 
@@ -97,6 +97,39 @@ _SKIP_MEMORY: Final = 4096
 #: Error-reply codes that say "not now" rather than "never": a failover, a restart, memory pressure.
 _TRANSIENT_CODES: Final = frozenset({"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY"})
 _AUTH_CODES: Final = frozenset({"WRONGPASS", "NOAUTH"})
+#: How Redis 7.0 words an ACL denial of a command a script calls (an ERR reply, no NOPERM code).
+_SCRIPT_NOPERM: Final = "user executing the script can't run this command"
+
+
+#: Every command the backend sends: what an ACL user needs (``-@all`` plus these, keys ``~<prefix>*``).
+#: Scripts count too — Redis checks the commands a script calls against the user's ACL.
+ACL_COMMANDS: Final = (
+    "client|setname", "evalsha", "eval", "xread", "hget",  # sent by the client
+    "xadd", "hset", "hmget", "persist", "zadd", "zrem", "zrange", "zremrangebyscore",  # called by scripts
+    "get", "set", "del", "pexpire", "pttl",
+)  # fmt: skip
+#: Redis Cluster adds the commands redis-py uses to learn the slot map.
+ACL_CLUSTER_COMMANDS: Final = ("cluster|slots", "cluster|shards", "command", "readonly")
+
+
+def acl_rule(prefix: str = "dbtbus:", *, cluster: bool = False) -> str:
+    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``."""
+    commands = (*ACL_COMMANDS, *(ACL_CLUSTER_COMMANDS if cluster else ()))
+    return f"resetkeys ~{prefix}* resetchannels -@all " + " ".join(f"+{command}" for command in commands)
+
+
+class _Retry(Retry):
+    """redis-py's retry minus wrong credentials (ConnectionError subclasses that no retry fixes)."""
+
+    async def call_with_retry(
+        self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+    ) -> Any:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, (rexc.AuthenticationError, rexc.AuthorizationError)):
+                return False
+            return bool(is_retryable(error)) if is_retryable is not None else True
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 @dataclass(frozen=True)
@@ -360,7 +393,7 @@ class RedisBackend(Backend):
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": s.socket_connect_timeout,
             "decode_responses": False,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), s.retries),
+            "retry": _Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), s.retries),
             "max_connections": max_connections,
         }
         if s.scheme != "unix":
@@ -414,7 +447,7 @@ class RedisBackend(Backend):
             code = _error_code(exc)
             if code in _AUTH_CODES:
                 raise AuthenticationFailed(f"{where} refused the credentials ({what}): {_describe(exc)}") from exc
-            if code == "NOPERM":
+            if code == "NOPERM" or _SCRIPT_NOPERM in str(exc):
                 raise PermissionDenied(f"{where} denied {what} to this user (ACL): {_describe(exc)}") from exc
             if code in _TRANSIENT_CODES:
                 raise BackendUnavailable(f"{where} is not serving writes now ({what}): {_describe(exc)}") from exc
