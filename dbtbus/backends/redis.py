@@ -95,7 +95,9 @@ _HSET_CHUNK: Final = 1000
 #: Read positions remembered as "only skipped entries follow up to X" (per backend, least recent dropped).
 _SKIP_MEMORY: Final = 4096
 #: Error-reply codes that say "not now" rather than "never": a failover, a restart, memory pressure.
-_TRANSIENT_CODES: Final = frozenset({"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY"})
+_TRANSIENT_CODES: Final = frozenset(
+    {"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS"}
+)
 _AUTH_CODES: Final = frozenset({"WRONGPASS", "NOAUTH"})
 #: How Redis 7.0 words an ACL denial of a command a script calls (an ERR reply, no NOPERM code).
 _SCRIPT_NOPERM: Final = "user executing the script can't run this command"

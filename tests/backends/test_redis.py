@@ -759,3 +759,17 @@ async def test_closing_releases_every_connection(redis_url: str) -> None:
             gc.collect()
     finally:
         await raw.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_a_master_without_enough_replicas_is_transient(tmp_path: Path) -> None:
+    """min-replicas-to-write refuses writes it cannot replicate: retried, never final."""
+    with RedisServer(directory=tmp_path, extra_args=["--min-replicas-to-write", "1"]) as server:
+        backend = await _open(server.url, retries=0)
+        try:
+            with pytest.raises(BackendUnavailable, match=r"NOREPLICAS|enough good replicas"):
+                await backend.append("r", [Append(b"x")])
+            assert await backend.get_node("r", "n") is None  # reads are served
+        finally:
+            await backend.aclose()
