@@ -54,6 +54,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
 import time
 from collections import OrderedDict
@@ -327,6 +328,24 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """True when ``exc`` was raised inside redis-py (or the asyncio streams it drives), not in dbtbus."""
+    tb = exc.__traceback__
+    inside = False
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.startswith(_REDIS_PY):
+            inside = True
+        elif name.startswith(_HERE):
+            inside = False
+        tb = tb.tb_next
+    return inside
+
+
+_REDIS_PY: Final = os.path.dirname(rexc.__file__) + os.sep
+_HERE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _error_code(exc: BaseException) -> str:
     """The error reply's code (``NOPERM``, ``WRONGTYPE``, ...), also when a script relays it."""
     text = str(exc)
@@ -456,6 +475,12 @@ class RedisBackend(Backend):
             raise BackendRejected(f"{where} rejected {what}: {_describe(exc)}") from exc
         except rexc.RedisError as exc:
             raise BackendError(f"{where} failed ({what}): {_describe(exc)}") from exc
+        except (AttributeError, TypeError) as exc:
+            if not _raised_in_redis_py(exc):
+                raise
+            # redis-py 8.1 leaks these from a write on a connection closed under it (its issue #4287): a
+            # broken connection, as transient as a ConnectionError. Seen during cluster failovers.
+            raise BackendUnavailable(f"{where} dropped a connection ({what}): {_describe(exc)}") from exc
 
     async def _eval(self, client: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

@@ -773,3 +773,22 @@ async def test_a_master_without_enough_replicas_is_transient(tmp_path: Path) -> 
             assert await backend.get_node("r", "n") is None  # reads are served
         finally:
             await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_connection_closed_under_redis_py_is_transient(redis_url: str) -> None:
+    """redis-py 8.1 raises AttributeError writing to a connection closed under it (its issue #4287)."""
+    backend = await _open(redis_url, prefix=_prefix())
+    try:
+        await backend.get_node("r", "n")
+        connection = backend._client.connection_pool._available_connections[0]
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            connection._writer = None  # what a concurrent disconnect leaves behind
+            connection._writer.writelines([])  # type: ignore[attr-defined]
+
+        connection.send_packed_command = broken
+        with pytest.raises(BackendUnavailable, match="dropped a connection"):
+            await backend.get_node("r", "n")
+    finally:
+        await backend.aclose()

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 import dbtbus
-from dbtbus.events import NodeResult, Record, RunCrashed, RunFinished, RunStarted, decode
+from dbtbus.events import NodeResult, Record, RunCrashed, RunFinished, RunStarted
 
 
 async def outcome_kind(bus: dbtbus.Bus, run_id: str, uid: str, *, timeout: float = 120, **options: Any) -> str:
@@ -18,21 +18,10 @@ async def outcome_kind(bus: dbtbus.Bus, run_id: str, uid: str, *, timeout: float
     A BackendError reaches the waiter as its exception's class name.
     """
     try:
-        if hasattr(bus, "outcome"):
-            outcome = await bus.outcome(run_id, uid, timeout=timeout, **options)
-            return str(outcome.kind.value)
-        await bus.wait(run_id, uid, timeout=timeout, **options)  # TEMPORARY until the core API lands
-        return "success"
+        outcome = await bus.outcome(run_id, uid, timeout=timeout, **options)
     except dbtbus.BackendError as exc:
         return type(exc).__name__
-    except dbtbus.WaitError as exc:
-        return _LEGACY_KINDS.get(type(exc).__name__, type(exc).__name__)
-
-
-_LEGACY_KINDS = {
-    "NodeFailed": "failed", "UpstreamFailed": "upstream_failed", "NodeNotInRun": "not_in_run",
-    "NodeNotRun": "not_run", "ProducerLost": "producer_lost", "WaitTimeout": "timeout",
-}  # fmt: skip
+    return str(outcome.kind.value)
 
 
 async def waiters(
@@ -54,10 +43,7 @@ async def waiters(
 async def log_records(url: str, run_id: str) -> list[Record]:
     """Every record of the run's log, decoded (what any later reader would see)."""
     async with dbtbus.connect(url) as bus:
-        if hasattr(bus, "history"):
-            return [entry.record async for entry in bus.history(run_id)]
-        entries = await bus.backend.read(run_id, None, limit=1_000_000, timeout=0)  # TEMPORARY
-        return [decode(entry.data) for entry in entries]
+        return [entry.record async for entry in bus.history(run_id)]
 
 
 def census(records: Sequence[Record]) -> dict[str, Any]:
