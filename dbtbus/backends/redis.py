@@ -93,6 +93,8 @@ _FIELD: Final = b"d"
 _DEFAULT_MAX_CONNECTIONS: Final = 64
 #: HSET fields flushed per call inside the append script (Lua's unpack() has a stack limit).
 _HSET_CHUNK: Final = 1000
+#: Seconds aclose() waits for a client's connections to close.
+_CLOSE_TIMEOUT: Final = 5.0
 #: Read positions remembered as "only skipped entries follow up to X" (per backend, least recent dropped).
 _SKIP_MEMORY: Final = 4096
 #: Error-reply codes that say "not now" rather than "never": a failover, a restart, memory pressure.
@@ -442,8 +444,12 @@ class RedisBackend(Backend):
         clients, self._client, self._blocking = (self._client, self._blocking), None, None
         for client in clients:
             if client is not None:
-                with contextlib.suppress(Exception):  # closing a broken connection must not raise
+                # Closing a broken connection must not raise, nor hang on a peer that died (a cluster node
+                # killed mid-failover): give up on it after a bound and let the OS reclaim the socket.
+                with contextlib.suppress(Exception), anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
                     await client.aclose()
+                if scope.cancelled_caught:
+                    logger.warning("dbtbus: closing %r took over %s s; abandoned", self, _CLOSE_TIMEOUT)
 
     def _require(self) -> Any:
         if self._client is None:

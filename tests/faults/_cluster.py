@@ -49,7 +49,7 @@ class ReplicatedCluster:
 
     def master_of(self, key: str) -> RedisServer:
         """The server that is master of ``key``'s slot now."""
-        slot = int(self.servers[0].cli("cluster", "keyslot", key).strip())
+        slot = int(self.alive()[0].cli("cluster", "keyslot", key).strip())
         for line in self.alive()[0].cli("cluster", "nodes").splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2]:

@@ -239,7 +239,7 @@ async def test_cluster_master_killed_mid_run_loses_nothing_and_no_waiter_is_wron
     """Row 14: 3 masters / 3 replicas; the master of the run's slot is SIGKILLed while dbt runs."""
     project = slow_project(tmp_path / "p", chains=2, length=8, sleep=0.5)
     run = run_id("failover")
-    with ReplicatedCluster(tmp_path / "cluster") as cluster:
+    with ReplicatedCluster(tmp_path / "cluster") as cluster, anyio.fail_after(300):
         url = f"{cluster.url}?cluster=true"
         producer = start_producer(url, run, project, heartbeat=5.0)
         async with dbtbus.connect(url) as bus:
