@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -236,11 +236,11 @@ class MemoryBackend(Backend):
         parts = urlsplit(url)
         if parts.scheme != "memory":
             raise ConfigurationError(f"not a memory:// URL: {url!r}")
-        merged: dict[str, Any] = dict(parse_qsl(parts.query))
-        merged.update(options)
+        # The query string is not read (it never was): options come as keyword arguments only.
+        merged = dict(options)
         limit = merged.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
         if merged:
-            raise ConfigurationError(f"memory:// takes only the option max_record_bytes, got {sorted(merged)}")
+            raise ConfigurationError(f"memory:// takes no options but max_record_bytes, got {sorted(merged)}")
         try:
             max_record_bytes = int(limit)
         except (TypeError, ValueError):

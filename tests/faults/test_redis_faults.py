@@ -201,7 +201,7 @@ async def test_oversized_entries_already_stored_are_skipped_on_read(
 
 
 def test_thirty_wait_syncs_leave_no_connection_open_and_no_resource_warning(redis_server: RedisServer) -> None:
-    """Row 4: closing a Bus (and every sync twin) releases every connection its pools opened."""
+    """Row 4: closing a Bus (and every sync twin: dbtbus.wait, formerly wait_sync) releases its connections."""
     run = run_id("close")
 
     async def publish() -> None:
@@ -217,7 +217,7 @@ def test_thirty_wait_syncs_leave_no_connection_open_and_no_resource_warning(redi
         warnings.simplefilter("always", ResourceWarning)
         import dbtbus, redis
         for _ in range(30):
-            dbtbus.wait_sync({redis_server.url!r}, {run!r}, "model.a", timeout=30)
+            dbtbus.wait({redis_server.url!r}, {run!r}, "model.a", timeout=30)
         client = redis.Redis.from_url({redis_server.url!r})
         open_now = sum(1 for c in client.client_list() if c.get("name") == "dbtbus")
         client.close()
