@@ -19,7 +19,7 @@ from dbtbus.producer import Producer, publish_log
 from dbtbus.producer._normalise import NOT_RUN_MESSAGE
 from dbtbus.producer._producer import SUBPROCESS_LOG_ARGS, _bootstrap_source, _python_of
 
-from ._helpers import DBT, comparable, copy_shop, node_results, read_records, shop_args
+from ._helpers import DBT, announced, comparable, copy_shop, node_results, read_records, shop_args, started_of
 
 pytestmark = pytest.mark.dbt
 
@@ -59,9 +59,10 @@ def test_both_producers_publish_identical_node_results(both: tuple[Any, Any]) ->
 
 def test_subprocess_run_lifecycle(both: tuple[Any, Any]) -> None:
     records = read_records(URL, "subproc")
-    started = records[0]
+    assert announced(records).graph is None
+    started = started_of(records)
     assert isinstance(started, RunStarted) and started.producer.kind == "subprocess"
-    assert started.graph == read_records(URL, "inproc")[0].graph
+    assert started.graph == started_of(read_records(URL, "inproc")).graph
     assert started.dbt_version and started.invocation_id
     end = records[-1]
     assert isinstance(end, RunFinished) and not end.success and end.exit_code == 1
