@@ -52,7 +52,7 @@ class RecordFitter:
     def _shrink(self, record: Record, size: int) -> Record | None:
         for _ in range(4):  # each pass frees at least the excess from the longest fields; a few suffice
             excess = size - self.max_size
-            changes = _cuts(record, excess)
+            changes = _cuts(record, excess, self.max_size)
             if not changes:
                 break
             record = dataclasses.replace(record, **changes)  # type: ignore[arg-type]
@@ -66,7 +66,7 @@ class RecordFitter:
         return None
 
 
-def _cuts(record: Record, excess: int) -> dict[str, object]:
+def _cuts(record: Record, excess: int, max_size: int) -> dict[str, object]:
     """New values for the longest text fields, together about ``excess`` (+ markers) bytes shorter."""
     fields: dict[str, str] = {}
     if isinstance(record, NodeResult):
@@ -79,7 +79,7 @@ def _cuts(record: Record, excess: int) -> dict[str, object]:
     changes: dict[str, object] = {}
     if isinstance(record, NodeResult) and record.adapter_response:
         response = encode_size(record.adapter_response)
-        if response > excess // 2 or not fields:
+        if response > max_size // 4 or not fields:
             # Free-form and adapter-specific: kept whole or replaced by a note, never cut mid-structure.
             changes["adapter_response"] = {"_dbtbus_truncated": f"adapter response of {response} bytes left out"}
             excess -= response
@@ -90,7 +90,7 @@ def _cuts(record: Record, excess: int) -> dict[str, object]:
     for name, text in by_length:
         if excess <= 0:
             break
-        encoded = len(text.encode("utf-8")) or 1
+        encoded = encode_size(text) or 1
         ratio = len(text) / encoded
         cut = int((excess + 200) * ratio) + 1
         changes[name] = truncate_text(text, len(text) - cut)

@@ -185,10 +185,12 @@ class Producer:
         grace: float = 2.0,
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         announce_timeout: float = 5.0,
+        batch_size: int = 1000,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
         self.max_record_size = max_record_size
+        self.batch_size = batch_size
         self.announce_timeout = announce_timeout
         self.bus = bus
         self.run_id = run_id
@@ -233,6 +235,7 @@ class Producer:
             retention=self.retention,
             rss=rss,
             max_record_size=self.max_record_size,
+            batch_size=self.batch_size,
         )
 
     def _result(self, publisher: Publisher, ending: Ending, dbt_result: Any = None) -> ProducerResult:

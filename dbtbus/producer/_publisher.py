@@ -421,6 +421,8 @@ class Publisher:
                 await bus.publish(beat)
             except Exception as exc:
                 self._failed(exc, "publishing a heartbeat")
+            else:
+                self.published += 1
 
     async def _close(self, bus: Bus) -> None:
         self._drain()
