@@ -256,7 +256,9 @@ class Normaliser:
         if self._refined:
             return []
         self._refined = True
-        if self.add_test_edges and self.graph is not None and self.command == "build":
+        # An info-level log does not name its command (MainReportArgs is debug-level): build's test edges
+        # then too — harmless for the other commands, whose skip rules ignore test failures.
+        if self.add_test_edges and self.graph is not None and self.command in ("build", ""):
             self.graph = add_test_edges(self.graph)
             self._children = None
         announced = self.started
@@ -488,15 +490,16 @@ class Normaliser:
         known = self.skip_root.get(uid)
         if known is not None or self.graph is None or uid not in self.graph:
             return known
-        propagating = skip_children_on(self.retry_of or self.command)
+        # dbt did skip it, so a parent failed or was skipped itself: whatever the command's rule (an
+        # info-level log does not even name the command), the cause is among those parents.
         for parent in self.graph[uid].parents:
             result = self.results.get(parent)
             if result is None or parent in self.continue_on_error:
                 continue
             if result.status is NodeStatus.SKIPPED:
-                if result.skip_cause is not None and NodeStatus.SKIPPED in propagating:
+                if result.skip_cause is not None:
                     return result.skip_cause
-            elif result.status in propagating:
+            elif result.status.is_failure:
                 return parent
         return None
 
