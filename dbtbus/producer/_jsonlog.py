@@ -21,6 +21,7 @@ import anyio.to_thread
 import orjson
 
 from .._bus import Bus, connect
+from .._graph import graph_from_manifest
 from ..events import GraphNode
 from ._callback import Item
 from ._dbt_hook import dbt_exit_code
@@ -110,26 +111,6 @@ def read_lines(stream: Any, feed: Callable[[bytes], None], max_line: int = 1 << 
             skipping = True
             continue
         feed(chunk)
-
-
-def graph_from_manifest(manifest: Mapping[str, Any] | str | Path) -> dict[str, GraphNode]:
-    """The project's whole graph from a ``manifest.json`` (every executable node; ``depends_on`` edges)."""
-    if isinstance(manifest, (str, Path)):
-        manifest = orjson.loads(Path(manifest).read_bytes())
-    assert isinstance(manifest, Mapping)
-    executable = {"model", "seed", "snapshot", "test", "unit_test", "analysis", "function"}
-    graph: dict[str, GraphNode] = {}
-    tables = [manifest.get("nodes") or {}, manifest.get("unit_tests") or {}, manifest.get("functions") or {}]
-    for table in tables:
-        for uid, node in table.items():
-            rtype = node.get("resource_type") or uid.split(".", 1)[0]
-            if rtype not in executable or rtype == "analysis":
-                continue
-            parents = (node.get("depends_on") or {}).get("nodes") or []
-            graph[uid] = GraphNode(rtype, tuple(parents))
-    for uid, node in list(graph.items()):
-        graph[uid] = GraphNode(node.resource_type, tuple(sorted(p for p in node.parents if p in graph)))
-    return graph
 
 
 #: Why a replay without dbt's completion in it ends as crashed.
@@ -244,6 +225,7 @@ async def apublish_log(
 
 
 def _manifest_graph(path: str | Path) -> tuple[dict[str, GraphNode], frozenset[str]]:
+    """The whole project's graph (test edges are added once the command is known) and its ephemeral models."""
     manifest = orjson.loads(Path(path).read_bytes())
     ephemeral = frozenset(
         uid for uid, node in (manifest.get("nodes") or {}).items()

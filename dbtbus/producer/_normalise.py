@@ -12,13 +12,13 @@ import os
 import shlex
 import socket
 import uuid
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
 from .._exceptions import DecodeError
+from .._graph import add_test_edges, children_index, descendants, is_test
 from .._version import __version__
 from ..events import (
     SKIP_CHILDREN_ON,
@@ -51,7 +51,6 @@ LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "M
 WANTED: Final = NODE_EVENTS | RUN_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
 #: What a JSON log line parser hands over.
 LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
-TEST_TYPES: Final = frozenset({"test", "unit_test"})
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
 #: What makes dbt skip children for commands not in SKIP_CHILDREN_ON (GraphRunnableTask's default).
 _DEFAULT_SKIP_ON: Final = frozenset({NodeStatus.ERROR, NodeStatus.PARTIAL_SUCCESS})
@@ -130,51 +129,6 @@ def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode]
 
 #: The message of an ephemeral model's result in an info-level log, where dbt reports nothing for it.
 EPHEMERAL_MESSAGE: Final = "ephemeral: compiled into a child that succeeded (dbt logs no result for it at info level)"
-
-
-def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
-    """``graph`` with the extra edges ``dbt build`` adds from tests to the nodes downstream of what they test.
-
-    dbt's rule (``Linker.add_test_edges``): a test becomes a parent of every non-test node whose ancestors
-    include all the nodes the test depends on — so a failing test skips the tested model's descendants. Used
-    when the graph comes from a ``manifest.json`` (a log replay) rather than from dbt's own graph queue.
-    """
-    tests_of: dict[str, list[str]] = {}
-    for uid, node in graph.items():
-        if node.resource_type in TEST_TYPES:
-            for parent in node.parents:
-                tests_of.setdefault(parent, []).append(uid)
-    ancestors: dict[str, frozenset[str]] = {}
-    for root in graph:
-        # Iterative post-order walk: manifests can be deep enough to overflow recursion.
-        stack = [root]
-        while stack:
-            current = stack[-1]
-            if current in ancestors:
-                stack.pop()
-                continue
-            pending = [p for p in graph[current].parents if p in graph and p not in ancestors]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
-            found: set[str] = set()
-            for parent in graph[current].parents:
-                if parent in graph:
-                    found.add(parent)
-                    found |= ancestors[parent]
-            ancestors[current] = frozenset(found)
-    out: dict[str, GraphNode] = {}
-    for uid, node in graph.items():
-        upstream = ancestors[uid]
-        extra = set()
-        if node.resource_type not in TEST_TYPES:
-            for ancestor in upstream:
-                for test in tests_of.get(ancestor, ()):
-                    if test not in node.parents and set(graph[test].parents) <= upstream:
-                        extra.add(test)
-        out[uid] = GraphNode(node.resource_type, node.parents + tuple(sorted(extra))) if extra else node
-    return out
 
 
 @dataclass
@@ -392,7 +346,7 @@ class Normaliser:
             status = NodeStatus.ERROR
         rtype = _text(node_info.get("resource_type")) or ""
         failures = None
-        if rtype in TEST_TYPES:
+        if is_test(rtype):
             raw = run_result.get("num_failures")
             failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
         relation = node_info.get("node_relation") or {}
@@ -457,7 +411,7 @@ class Normaliser:
             status = NodeStatus.ERROR
         rtype = _text(node_info.get("resource_type")) or _text(data.get("resource_type")) or ""
         failures = None
-        if rtype in TEST_TYPES:
+        if is_test(rtype):
             raw = data.get("num_failures")
             failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
         message = _text(data.get("result_message"))
@@ -540,21 +494,12 @@ class Normaliser:
         children = self._children_index()
         if children is None:
             return
-        queue = deque(children.get(uid, ()))
-        while queue:
-            child = queue.popleft()
-            if child in self.skip_root:
-                continue  # already doomed by an earlier cascade, and so are its descendants
-            self.skip_root[child] = root
-            queue.extend(children.get(child, ()))
+        for child in descendants(children, uid):
+            self.skip_root.setdefault(child, root)  # an earlier cascade's root stands
 
     def _children_index(self) -> dict[str, list[str]] | None:
         if self._children is None and self.graph is not None:
-            children: dict[str, list[str]] = {}
-            for uid, node in self.graph.items():
-                for parent in node.parents:
-                    children.setdefault(parent, []).append(uid)
-            self._children = children
+            self._children = children_index(self.graph)
         return self._children
 
     # ------------------------------------------------------------------------------------------ end

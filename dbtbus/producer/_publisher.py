@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 
 from .._bus import Bus, connect
+from .._exceptions import BackendRejected, RecordTooLarge
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
@@ -51,16 +52,12 @@ _RENEW_BACKOFF_MAX = 0.5
 
 
 def is_rejected(exc: BaseException) -> bool:
-    """A permanent backend error (``BackendRejected`` and its subclasses): never worth a retry."""
-    try:
-        from .._exceptions import BackendRejected  # type: ignore[attr-defined]
-    except ImportError:  # the core's class is not there yet: recognise it by name
-        return any(cls.__name__ == "BackendRejected" for cls in type(exc).__mro__)
+    """A permanent backend error (authentication, ACL, a claimed run, too large): never worth a retry."""
     return isinstance(exc, BackendRejected)
 
 
 def _is_too_large(exc: BaseException) -> bool:
-    return any(cls.__name__ == "RecordTooLarge" for cls in type(exc).__mro__)
+    return isinstance(exc, RecordTooLarge)
 
 
 @dataclass
@@ -416,7 +413,9 @@ class Publisher:
                 except Exception:
                     peak = None
             n = self.normaliser
-            beat = Heartbeat(run_id=self.run_id, running=len(n.running), done=len(n.results), peak_rss=peak)
+            beat = Heartbeat(
+                run_id=self.run_id, running=len(n.running), done=len(n.results), peak_rss=peak, attempt=n.attempt
+            )
             try:
                 await bus.publish(beat)
             except Exception as exc:
@@ -465,6 +464,7 @@ class Publisher:
                 elapsed=ending.elapsed,
                 peak_rss=ending.peak_rss,
                 exit_code=ending.exit_code,
+                attempt=normaliser.attempt,
             )
         exit_code = ending.exit_code
         if exit_code is None:
@@ -477,6 +477,7 @@ class Publisher:
             elapsed=ending.elapsed,
             peak_rss=ending.peak_rss,
             error=ending.error,
+            attempt=normaliser.attempt,
         )
 
     async def _release(self, bus: Bus) -> None:

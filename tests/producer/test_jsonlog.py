@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 import dbtbus
+from dbtbus._graph import add_test_edges, graph_from_manifest
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
 from dbtbus.producer import apublish_log, publish_log
-from dbtbus.producer._jsonlog import LineParser, graph_from_manifest, read_lines
-from dbtbus.producer._normalise import add_test_edges
+from dbtbus.producer._jsonlog import LineParser, read_lines
 
 from ._helpers import read_records, started_of
 

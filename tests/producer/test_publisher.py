@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 import dbtbus
-from dbtbus import BackendError
+from dbtbus import BackendRejected
 from dbtbus.backends.mock import MockBackend, MockCall
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted, decode, encode
 from dbtbus.producer import Producer
@@ -23,14 +23,6 @@ from dbtbus.producer._limits import TRUNCATION_MARKER, RecordFitter
 from ._helpers import node_results, read_records
 
 pytestmark = pytest.mark.dbt
-
-try:  # the core's permanent-error classes (dbtbus/_exceptions.py); recognised by name until they land
-    from dbtbus import BackendRejected  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - before the core lands
-
-    class BackendRejected(BackendError):  # type: ignore[no-redef]
-        pass
-
 
 def _project(tmp_path: Path, **kwargs: Any) -> Any:
     from dbtbus._testing.projects import generate_project
