@@ -30,7 +30,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -74,8 +74,6 @@ class Ending:
     #: Seconds to wait for nodes still running when dbt returned (in process, ``--fail-fast`` returns without
     #: joining its worker threads: nodes in flight finish, and fire NodeFinished, a moment later).
     grace: float = 0.0
-    #: dbt never ran (the announcement was rejected, the input had no dbt events): nothing to end.
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Publisher:
@@ -403,7 +401,8 @@ class Publisher:
             retry = 0 if renewed else min(retry + 1, 8)
             if anyio.current_time() < next_beat or self.rejected is not None:
                 continue
-            next_beat = anyio.current_time() + self.heartbeat_interval
+            # Fixed rate (a late beat does not push the later ones back), never a burst after a stall.
+            next_beat = max(next_beat + self.heartbeat_interval, anyio.current_time())
             if self._closed or not renewed:
                 continue
             peak = None
