@@ -128,7 +128,7 @@ def test_a_replay_with_a_manifest_names_the_failing_test_as_the_cause(memory_url
     def wait() -> None:
         for uid in ("model.shop.customer_ranking", "model.shop.top_customers"):
             try:
-                dbtbus.wait_sync(memory_url, "cause", uid, timeout=30)
+                dbtbus.wait(memory_url, "cause", uid, timeout=30)
             except dbtbus.WaitError as exc:
                 outcomes[uid] = exc
 

@@ -43,7 +43,7 @@ def _run_with_waiters(path: Path, run_id: str, args: Sequence[str], watch: Seque
     waited: dict[str, Any] = {}
 
     def waiter() -> None:
-        waited.update(dbtbus.wait_many_sync(SHOP_URL, run_id, watch, timeout=120, return_exceptions=True))
+        waited.update(dbtbus.wait_many(SHOP_URL, run_id, watch, timeout=120, return_exceptions=True))
 
     thread = threading.Thread(target=waiter)
     thread.start()

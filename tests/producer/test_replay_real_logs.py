@@ -102,7 +102,7 @@ def test_an_info_level_log_replays_to_dbts_own_results(info_log: DbtLog) -> None
     assert not result.crashed and not result.success and result.exit_code == 1
     assert started_of(records).graph  # the manifest's, with build's test edges
     for uid, cause in (("model.shop.broken_grandchild", BROKEN), ("model.shop.top_customers", FAILING_TEST)):
-        outcome = dbtbus.wait_many_sync(URL, "info", [uid], timeout=10, return_exceptions=True)[uid]
+        outcome = dbtbus.wait_many(URL, "info", [uid], timeout=10, return_exceptions=True)[uid]
         assert isinstance(outcome, dbtbus.UpstreamFailed) and outcome.cause == cause
 
 

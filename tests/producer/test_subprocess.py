@@ -115,7 +115,7 @@ def test_killed_subprocess_ends_as_crashed_and_waiters_get_not_run(tmp_path: Pat
 
     def waiter() -> None:
         try:
-            dbtbus.wait_sync(url, run_id, last, timeout=120)
+            dbtbus.wait(url, run_id, last, timeout=120)
         except dbtbus.WaitError as exc:
             waited[last] = exc
         waited_at.append(time.monotonic())
