@@ -241,7 +241,8 @@ class Normaliser:
     def feed(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
         """Fold one dbt event in; return the records it produces (RunStarted first when due)."""
         if name in NODE_EVENTS:
-            self.saw_debug_events = True
+            if name != "GenericExceptionOnRun":  # error-level: in info logs too
+                self.saw_debug_events = True
             out = self.refine()
             if name == "NodeFinished":
                 out.extend(self._finished(data, info))
