@@ -73,6 +73,27 @@ def test_subprocess_run_lifecycle(both: tuple[Any, Any]) -> None:
         assert r.started_at is not None and r.started_at.tzinfo is not None
 
 
+def test_the_subprocess_at_dbts_default_info_level(shop: Path, both: tuple[Any, Any]) -> None:
+    """No debug stream: the result lines give the same statuses, failures and skip causes as in process."""
+    (shop / "sub-info").mkdir()
+    os.environ["DBTBUS_DUCKDB_PATH"] = str(shop / "sub-info" / "shop.duckdb")
+    try:
+        result = Producer(URL, run_id="sub-info").invoke_subprocess(
+            shop_args(shop, "--vars", "{shop_break: true}"), dbt_executable=DBT, log_args=("--log-format", "json")
+        )
+    finally:
+        os.environ.pop("DBTBUS_DUCKDB_PATH", None)
+    info, inproc = (node_results(read_records(URL, run)) for run in ("sub-info", "inproc"))
+
+    def key(r: Any) -> tuple[object, ...]:
+        # A skipped test has no failure count; NodeFinished's protobuf says 0, SkippingDetails nothing.
+        failures = None if r.status.value == "skipped" else r.failures
+        return (r.unique_id, r.status.value, r.skip_cause, failures, r.resource_type)
+
+    assert {key(r) for r in info.values()} == {key(r) for r in inproc.values()}
+    assert result.exit_code == 1 and not result.crashed and result.counts == both[0].counts
+
+
 def test_fail_fast_through_the_subprocess(shop: Path) -> None:
     result = _invoke(shop, "sub-ff", True, "--fail-fast")
     results = node_results(read_records(URL, "sub-ff"))
