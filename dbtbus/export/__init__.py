@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._run_results import RUN_RESULTS_SCHEMA, run_results, write_run_results
+from ._run_results import RUN_RESULTS_SCHEMA, is_ephemeral, run_results, write_run_results
 
 if TYPE_CHECKING:
     from .._bus import Bus
@@ -23,6 +23,7 @@ __all__ = [
     "RUN_RESULTS_SCHEMA",
     "export_run_results",
     "export_run_results_sync",
+    "is_ephemeral",
     "run_results",
     "write_run_results",
 ]

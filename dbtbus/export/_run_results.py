@@ -55,9 +55,13 @@ def _timing(record: NodeResult) -> list[dict[str, Any]]:
 
 def _result(record: NodeResult) -> dict[str, Any]:
     status = _STATUS.get(record.status, record.status.value)
-    compiled: bool | None = True if record.compiled_code is not None else None
+    # As dbt writes them: a seed is neither compiled nor named by relation in run_results; whatever dbt ran
+    # besides was compiled; what it skipped was not.
+    seed = record.resource_type == "seed"
+    compiled: bool | None = None if seed else True
+    failures = record.failures
     if record.status in (NodeStatus.SKIPPED, NodeStatus.NOT_RUN):
-        compiled = False
+        compiled, failures = False, None  # a test that never ran counted nothing
     return {
         "status": status,
         "timing": _timing(record),
@@ -65,11 +69,11 @@ def _result(record: NodeResult) -> dict[str, Any]:
         "execution_time": record.execution_time or 0,
         "adapter_response": _adapter_response(record.adapter_response),
         "message": record.message,
-        "failures": record.failures,
+        "failures": failures,
         "unique_id": record.unique_id,
         "compiled": compiled,
         "compiled_code": record.compiled_code,
-        "relation_name": record.relation_name,
+        "relation_name": None if seed else record.relation_name,
         "batch_results": None,
     }
 

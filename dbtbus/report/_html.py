@@ -282,7 +282,7 @@ def render_html(view: RunView) -> str:
             crit={
                 "nodes": crit.nodes,
                 "total": _seconds(crit.total),
-                "span": _seconds(view.elapsed) if view.elapsed else "",
+                "span": _seconds(view.span),
                 "rows": crit_rows,
             },
             slow=slow,

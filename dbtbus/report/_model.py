@@ -177,7 +177,9 @@ class RunView:
 
     def critical_path(self) -> CriticalPath:
         graph = self.state.graph
-        durations = self.durations()
+        # What did not run (skipped, not run) waited for nothing: it cannot lengthen the run.
+        ran = {uid for uid, r in self.state.results.items() if r.status.value not in ("skipped", "not_run")}
+        durations = {uid: seconds for uid, seconds in self.durations().items() if uid in ran}
         if graph is not None:
             parents: Mapping[str, tuple[str, ...]] = {uid: node.parents for uid, node in graph.items()}
         else:  # a bare log replay: no edges, so the longest single node

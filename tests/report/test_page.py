@@ -9,7 +9,7 @@ import orjson
 
 from dbtbus.report import RunView, render
 
-from .conftest import CRITICAL, FAIL_MESSAGE, GRAPH, RUN_ID, SCHEDULE, at, crashed_run, finished_run, live_run
+from ._runs import CRITICAL, FAIL_MESSAGE, GRAPH, RUN_ID, SCHEDULE, at, crashed_run, finished_run, live_run
 
 
 class _Page(HTMLParser):
@@ -139,7 +139,7 @@ def test_messages_are_escaped_and_cannot_end_the_script() -> None:
 
 
 def test_retry_attempts_are_listed() -> None:
-    from .conftest import result, started
+    from ._runs import result, started
 
     retry_graph = {uid: node for uid, node in GRAPH.items() if uid not in ("seed.p.raw", "model.p.a", "model.p.x")}
     records = [*finished_run(), started(attempt=2, graph=retry_graph), result("model.p.b", attempt=2)]
