@@ -90,9 +90,10 @@ def demo(args: argparse.Namespace) -> int:
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     out = sys.stdout
     with _project(args.keep) as project:
+        from ._commands import dbt_output_args, use_colour
+
         dbt_args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
-        if not args.dbt_output:
-            dbt_args += ["--quiet", "--no-use-colors"]
+        dbt_args += dbt_output_args(dbt_args, show=args.dbt_output, colour=use_colour())
         if args.shop_break:
             dbt_args += ["--vars", "{shop_break: true}"]
         out.write(f"dbtbus demo: dbt {' '.join(dbt_args[:1])} of the bundled DuckDB project in {project}\n")
@@ -179,6 +180,9 @@ def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Pr
         + ", ".join(f"{n} {label}" for label, n in sorted(tally.items(), key=lambda kv: -kv[1]))
         + "\n"
     )
+    note = count_note(state.results.values())
+    if note:
+        out.write(note + "\n")
     if isinstance(ending, RunFinished):
         verdict = "succeeded" if ending.success else f"reported failures (dbt exit code {ending.exit_code})"
         out.write(
@@ -192,6 +196,22 @@ def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Pr
     else:
         sys.stderr.write("dbtbus: error: the demo's run never finished\n")
     return EXIT_USAGE
+
+
+def count_note(results: Any) -> str:
+    """Why dbtbus's node count differs from dbt's "N of M" (ephemeral models), or ''."""
+    from ..export import is_ephemeral
+
+    records = list(results)
+    ephemeral = sorted(r.unique_id for r in records if is_ephemeral(r))
+    if not ephemeral:
+        return ""
+    counted = len(records) - len(ephemeral)
+    names = ", ".join(ephemeral[:3]) + (" ..." if len(ephemeral) > 3 else "")
+    return (
+        f"dbt counts {counted} of these: it compiles the {len(ephemeral)} ephemeral model(s) ({names}) into their "
+        "children and leaves them out of its 'N of M' and of run_results.json."
+    )
 
 
 def _shorten(text: str, limit: int = 64) -> str:

@@ -154,6 +154,19 @@ class Progress:
         pass
 
 
+class JsonProgress(Progress):
+    """Every record as one JSON object per line (NDJSON: the wire form, for ``jq`` or another dbtbus)."""
+
+    def render(self, record: Record) -> None:
+        from ..events import encode
+
+        self.stream.write(encode(record).decode() + "\n")
+        self.stream.flush()
+
+    def lost(self) -> None:
+        sys.stderr.write(f"dbtbus: run {self.state.run_id}: the producer stopped heartbeating (producer lost)\n")
+
+
 class RichProgress(Progress):
     """A rich live display: a status line, the nodes running now, and a line per failure above it."""
 
@@ -162,6 +175,7 @@ class RichProgress(Progress):
         from rich.console import Console
         from rich.live import Live
 
+        self.threads_seen: set[str] = set()
         self.console = Console(file=self.stream)
         self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
         self.live.start()
@@ -192,14 +206,39 @@ class RichProgress(Progress):
             f" · {self.elapsed:.1f}s · peak {format_bytes(self.peak_rss)}",
         )
         grid.add_row(bar, head)
-        for uid in list(self.state.running)[:8]:
-            grid.add_row(Text("  running", style="dim"), Text(uid))
-        if len(self.state.running) > 8:
-            grid.add_row(Text(""), Text(f"... and {len(self.state.running) - 8} more", style="dim"))
+        for thread, uid, seconds in self.running_by_thread():
+            label = Text(f"  {thread}", style="dim")
+            if uid is None:
+                grid.add_row(label, Text("idle", style="dim"))
+            else:
+                grid.add_row(label, Text.assemble(uid, (f"  {seconds:.1f}s" if seconds is not None else "", "cyan")))
         return grid
+
+    def running_by_thread(self, limit: int = 16) -> list[tuple[str, str | None, float | None]]:
+        """(thread, the node it runs or None when idle, for how many seconds), threads in order."""
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc)
+        rows: dict[str, tuple[str | None, float | None]] = dict.fromkeys(self.threads_seen, (None, None))
+        for uid, began in self.state.running.items():
+            seconds = (now - began.started_at).total_seconds() if began.started_at is not None else None
+            rows[began.thread or "?"] = (uid, seconds)
+        ordered = sorted(rows.items(), key=lambda kv: _thread_order(kv[0]))[:limit]
+        return [(thread, uid, seconds) for thread, (uid, seconds) in ordered]
+
+    def update(self, record: Record) -> None:
+        thread = getattr(record, "thread", None)
+        if isinstance(thread, str):
+            self.threads_seen.add(thread)
+        super().update(record)
 
     def close(self) -> None:
         self.live.stop()
+
+
+def _thread_order(name: str) -> tuple[int, str]:
+    digits = "".join(c if c.isdigit() else " " for c in name).split()
+    return (int(digits[0]) if digits else 1 << 30, name)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -208,8 +247,11 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def make_progress(run_id: str, mode: str, stream: IO[str] | None = None) -> Progress:
-    """``auto``: rich when ``stream`` is a terminal and rich is installed, else plain lines."""
+    """``auto``: rich when ``stream`` is a terminal and rich is installed, else plain lines (no ANSI codes on a
+    pipe; rich itself honours ``NO_COLOR``). ``json``: NDJSON records. ``none``: nothing."""
     stream = stream if stream is not None else sys.stdout
+    if mode == "json":
+        return JsonProgress(run_id, stream)
     if mode == "none":
         return Progress(run_id, stream, quiet=True)
     if mode in ("auto", "rich") and (mode == "rich" or stream.isatty()):

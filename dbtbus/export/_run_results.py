@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from .._state import RunState
-from ..events import NodeResult, NodeStatus
+from ..events import NodeResult, NodeStatus, RunCrashed
 
 __all__ = ["RUN_RESULTS_SCHEMA", "is_ephemeral", "run_results", "write_run_results"]
 
@@ -89,6 +89,38 @@ def _finish_key(record: NodeResult) -> tuple[int, float, str]:
     return (0 if finished is not None else 1, finished.timestamp() if finished is not None else 0.0, record.unique_id)
 
 
+def _never_run(state: RunState) -> list[dict[str, Any]]:
+    """Selected nodes without a record in a run that is over (crashed, or its producer lost before it could
+    say): they did not run, which dbt's schema says as ``skipped``. A live run's pending nodes are left out."""
+    if state.ending is None and not state.lost:
+        return []
+    if isinstance(state.ending, RunCrashed):
+        why = f"not run: the run crashed ({state.ending.error})"
+    elif state.lost:
+        why = "not run: the producer stopped heartbeating (producer lost)"
+    else:
+        why = "not run: the run ended without running it"
+    out = []
+    for uid in sorted(state.pending()):
+        out.append(
+            {
+                "status": "skipped",
+                "timing": [],
+                "thread_id": "",
+                "execution_time": 0,
+                "adapter_response": {},
+                "message": why,
+                "failures": None,
+                "unique_id": uid,
+                "compiled": False,
+                "compiled_code": None,
+                "relation_name": None,
+                "batch_results": None,
+            }
+        )
+    return out
+
+
 def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, Any]:
     """``run_results.json`` for the run as the state knows it, at any moment — during the run, after a crash
     or a fail-fast: every node with a terminal result (but ephemeral models, as dbt), in the order the nodes
@@ -106,6 +138,7 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     else:
         elapsed = 0.0
     ordered = sorted(state.results.values(), key=_finish_key)
+    never = _never_run(state)
     args: dict[str, Any] = {}
     if started is not None:
         args = {"which": started.command, "invocation_command": " ".join(("dbt", *started.args))}
@@ -118,7 +151,7 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
             "invocation_started_at": _ts(started.started_at) if started is not None else None,
             "env": {},
         },
-        "results": [_result(r) for r in ordered if not is_ephemeral(r)],
+        "results": [*(_result(r) for r in ordered if not is_ephemeral(r)), *never],
         "elapsed_time": elapsed,
         "args": args,
     }

@@ -55,9 +55,24 @@ def test_crashed_run_lists_what_never_ran_as_skipped() -> None:
     b = next(r for r in data["results"] if r["unique_id"] == "model.p.b")
     assert (b["status"], b["message"], b["thread_id"], b["execution_time"]) == (
         "skipped", "the run ended before this node ran", "", 0)
-    assert data["results"][-1]["unique_id"] == "model.p.b"  # never finished: last
+    ids = [r["unique_id"] for r in data["results"]]
+    assert ids[:4] == ["seed.p.raw", "model.p.x", "model.p.a", "model.p.b"]  # finished in this order; b never did
     assert isinstance(records[-1], RunCrashed)
     assert data["elapsed_time"] == 5.0
+    # The producer died before it could say so: the nodes without a record did not run either.
+    for rest in data["results"][4:]:
+        assert rest["status"] == "skipped"
+        assert rest["message"] == "not run: the run crashed (terminated by signal SIGTERM)"
+    assert sorted(ids[4:]) == ["model.p.c", "model.p.d", "test.p.t_b"]
+
+
+def test_live_run_leaves_pending_nodes_out_but_a_lost_one_lists_them() -> None:
+    state = state_of(live_run())
+    assert len(run_results(state, now=at(6))["results"]) == 3
+    state.mark_lost()
+    results = run_results(state, now=at(60))["results"]
+    assert len(results) == 7
+    assert results[-1]["message"] == "not run: the producer stopped heartbeating (producer lost)"
 
 
 def test_a_retry_lists_each_nodes_latest_result() -> None:
