@@ -119,7 +119,7 @@ class RunView:
 
     # ------------------------------------------------------------------------------------------ time
 
-    @property
+    @cached_property
     def origin(self) -> datetime | None:
         """Time zero of the timeline: the current attempt's start (or the earliest node start)."""
         first = self.state.started.started_at if self.state.started is not None else None
@@ -150,7 +150,7 @@ class RunView:
         moments += [r.finished_at for r in self.state.results.values() if r.finished_at is not None]
         return max(moments) if moments else None
 
-    @property
+    @cached_property
     def span(self) -> float:
         end = self.seconds(self.end_time)
         latest = max((b.end for b in self.bars), default=0.0)
@@ -175,7 +175,8 @@ class RunView:
                 out[uid] = record.execution_time
         return out
 
-    def critical_path(self) -> CriticalPath:
+    @cached_property
+    def _critical(self) -> CriticalPath:
         graph = self.state.graph
         # What did not run (skipped, not run) waited for nothing: it cannot lengthen the run.
         ran = {uid for uid, r in self.state.results.items() if r.status.value not in ("skipped", "not_run")}
@@ -185,6 +186,10 @@ class RunView:
         else:  # a bare log replay: no edges, so the longest single node
             parents = dict.fromkeys(durations, ())
         return critical_path(parents, durations)
+
+    def critical_path(self) -> CriticalPath:
+        """The chain of dependent nodes that set the run's wall time (see :func:`~dbtbus.report.critical_path`)."""
+        return self._critical
 
     @cached_property
     def bars(self) -> list[Bar]:
@@ -248,6 +253,10 @@ class RunView:
         return max(configured or 0, len(self.threads()))
 
     def utilisation(self) -> Utilisation:
+        return self._utilisation
+
+    @cached_property
+    def _utilisation(self) -> Utilisation:
         intervals = [Interval(b.thread, b.start, b.end) for b in self.bars if b.outcome != "skipped"]
         return utilisation(intervals, threads=self.pool_size(), span=self.span)
 
