@@ -15,21 +15,9 @@ __all__ = ["DbtBusProducerOperator"]
 
 
 def resumable(state: Any) -> list[str]:
-    """The nodes a retry may leave out: succeeded, and none of the tests attached to them failed.
-
-    A model whose test failed is built again with its tests: a sensor waiting for it with
-    ``include_tests=True`` must see the new attempt's test result, not the model's old success alone.
-    """
-    from .._state import TEST_TYPES
-
-    graph = state.graph or {}
-    redo: set[str] = set()
-    for uid, result in state.results.items():
-        node = graph.get(uid)
-        is_test = node.resource_type in TEST_TYPES if node is not None else uid.startswith("test.")
-        if not result.ok and is_test:
-            redo.update(node.parents if node is not None else ())
-    return sorted(uid for uid, result in state.results.items() if result.ok and uid not in redo)
+    """The nodes a retry may leave out: :meth:`dbtbus.RunState.resume_excludes` (one rule for every resume)."""
+    result: list[str] = state.resume_excludes()
+    return result
 
 
 class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]

@@ -157,7 +157,10 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         async def look() -> Any:
             async with connect(self._url(context)) as bus:
                 state = await bus.run_state(self._run_id(context))
-                return state.outcome(self.unique_id, include_tests=self.include_tests)
+                found = state.outcome(self.unique_id, include_tests=self.include_tests)
+                if not found.terminal:
+                    return None
+                return found.record if found.ok else found.error()
 
         outcome = anyio.run(look)
         if outcome is None:
@@ -208,14 +211,13 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         import anyio
 
         from .._bus import connect
-        from ..events import NodeResult
 
         async def look() -> list[str] | None:
             async with connect(url) as bus:
                 state = await bus.run_state(run_id)
             if state.started is None or (state.ending is None and not state.lost):
                 return None  # the producer has not finished (or is retrying): wait for it
-            if isinstance(state.outcome(self.unique_id, include_tests=self.include_tests), NodeResult):
+            if state.outcome(self.unique_id, include_tests=self.include_tests).ok:
                 return None  # already good: the wait answers at once
             return list(state.started.args)
 

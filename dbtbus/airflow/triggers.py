@@ -93,33 +93,11 @@ def outcome_payload(run_id: str, unique_id: str, outcome: NodeResult | BaseExcep
 async def quick_success(bus: Any, run_id: str, unique_id: str, include_tests: bool) -> NodeResult | None:
     """The node's result when it and (``include_tests``) every test attached to it already succeeded.
 
-    A sensor usually starts after its node finished (its upstream sensors went first): answer with a few
-    key lookups — the run's first record for the graph, the node's and its tests' durable records — instead
-    of replaying the run's log, which costs one call per record on a polling backend such as XCom.
-    Anything else (pending, failed, doomed) returns ``None`` and the caller waits on the bus as usual.
+    A few key lookups through :meth:`dbtbus.Bus.probe` instead of replaying the run's log; anything else
+    (pending, failed, doomed) returns ``None`` and the caller waits on the bus as usual.
     """
-    from ..events import RunStarted, decode
-
-    data = await bus.backend.get_node(run_id, unique_id)
-    if data is None:
-        return None
-    record = decode(data)
-    if not isinstance(record, NodeResult) or not record.ok:
-        return None
-    if not include_tests:
-        return record
-    first = await bus.backend.read(run_id, None, limit=1, timeout=0)
-    started = decode(first[0].data) if first else None
-    if not isinstance(started, RunStarted) or started.graph is None:
-        return None
-    tests = [uid for uid, node in started.graph.items()
-             if node.resource_type in ("test", "unit_test") and unique_id in node.parents]
-    for test in tests:
-        test_data = await bus.backend.get_node(run_id, test)
-        test_record = decode(test_data) if test_data is not None else None
-        if not isinstance(test_record, NodeResult) or not test_record.ok:
-            return None
-    return record
+    probed = await bus.probe(run_id, unique_id, include_tests=include_tests)
+    return probed.record if probed is not None else None
 
 
 class _Shared:
@@ -309,8 +287,8 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
                     state = await bus.run_state(run_id)
                     if state.ending is not None or state.lost:
                         current = state.outcome(self.unique_id, include_tests=self.include_tests)
-                        if not isinstance(current, NodeResult):
-                            rerun = str(current) if current is not None else "no result"
+                        if not current.ok:
+                            rerun = current.message
                 if rerun is None:
                     outcome = await quick_success(bus, run_id, self.unique_id, self.include_tests)
                 if rerun is None and outcome is None:

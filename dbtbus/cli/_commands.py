@@ -19,6 +19,7 @@ from .._exceptions import (
     NodeNotInRun,
     NodeNotRun,
     ProducerLost,
+    RunLost,
     UpstreamFailed,
     WaitError,
     WaitTimeout,
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                         progress.update(record)
                         if isinstance(record, (RunFinished, RunCrashed)):
                             seen_end.set()
-                except ProducerLost:
+                except RunLost:
                     pass
 
             with progress:
@@ -217,7 +218,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                     try:
                         async for entry in bus.subscribe(args.run_id):
                             progress.update(entry.record)
-                    except ProducerLost:
+                    except RunLost:
                         progress.lost()
                         return EXIT_PRODUCER_LOST
             if scope.cancelled_caught:
