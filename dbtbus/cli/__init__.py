@@ -25,6 +25,7 @@ EXIT_NOT_RUN = 5
 EXIT_NOT_IN_RUN = 6
 EXIT_TIMEOUT = 7
 EXIT_UNREACHABLE = 8
+EXIT_REJECTED = 9
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -37,6 +38,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOT_IN_RUN: "the node is not in the run's selected graph",
     EXIT_TIMEOUT: "--timeout elapsed before the outcome was known",
     EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
+    EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
 }
 
 _BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"
@@ -313,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from .._exceptions import BackendUnavailable, DbtBusError
+    from .._exceptions import BackendRejected, BackendUnavailable, DbtBusError
 
     try:
         if args.command == "demo":
@@ -335,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, _bus_url)
     except _UsageError as exc:
         return _error(str(exc), EXIT_USAGE)
+    except BackendRejected as exc:  # permanent: never retried
+        return _error(f"the bus refused: {type(exc).__name__}: {exc}", EXIT_REJECTED)
     except BackendUnavailable as exc:
         return _error(f"the bus is unreachable: {exc}", EXIT_UNREACHABLE)
     except DbtBusError as exc:

@@ -14,18 +14,10 @@ from typing import Any
 import anyio
 
 from .._bus import Bus, connect
-from .._exceptions import (
-    NodeFailed,
-    NodeNotInRun,
-    NodeNotRun,
-    ProducerLost,
-    RunLost,
-    UpstreamFailed,
-    WaitError,
-    WaitTimeout,
-)
+from .._exceptions import RunLost
+from .._outcome import Outcome, OutcomeKind, RunStatus
 from .._state import RunState
-from ..events import NodeResult, RunCrashed, RunFinished, RunStarted
+from ..events import RunCrashed, RunFinished, RunStarted
 from . import (
     EXIT_FAILED,
     EXIT_NOT_IN_RUN,
@@ -34,7 +26,6 @@ from . import (
     EXIT_PRODUCER_LOST,
     EXIT_TIMEOUT,
     EXIT_UPSTREAM_FAILED,
-    EXIT_USAGE,
     _UsageError,
 )
 from ._progress import format_counts, make_progress
@@ -94,17 +85,21 @@ def use_colour(stream: Any = None) -> bool:
 BUS_CHECK_TIMEOUT = 5.0
 
 
-async def check_bus(bus: Bus, run_id: str) -> RunState:
-    """Read the run once before dbt starts: an unreachable bus fails here, in seconds, not after the build.
-
-    Returns what the bus holds for the run (empty for a fresh run id).
-    """
+async def check_bus(bus: Bus, run_id: str) -> None:
+    """One key lookup, not retried: an unreachable bus fails here (exit code 8) in seconds — before dbt starts,
+    before a wait begins. Once reading, the bus retries through outages by itself."""
     from .._exceptions import BackendUnavailable
 
     with anyio.move_on_after(BUS_CHECK_TIMEOUT) as scope:
-        return await bus.run_state(run_id)
-    assert scope.cancelled_caught
-    raise BackendUnavailable(f"no answer within {BUS_CHECK_TIMEOUT:g} s")
+        await bus.probe(run_id, "dbtbus.reachability-check")
+    if scope.cancelled_caught:
+        raise BackendUnavailable(f"no answer within {BUS_CHECK_TIMEOUT:g} s")
+
+
+async def read_run(bus: Bus, run_id: str) -> RunState:
+    """The run as the bus holds it now (checked reachable first)."""
+    await check_bus(bus, run_id)
+    return await bus.run_state(run_id)
 
 
 def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
@@ -126,10 +121,12 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     async def main() -> int:
         async with connect(url) as bus:
-            previous = await check_bus(bus, run_id)
+            previous = await read_run(bus, run_id) if args.resume is not None else None
             attempt = 1
             command = dbt_args
-            if args.resume is not None:
+            if previous is None:
+                await check_bus(bus, run_id)
+            else:
                 from ._resume import resume_plan
 
                 plan = resume_plan(previous, dbt_args)
@@ -187,14 +184,6 @@ def _redact(url: str) -> str:
     return url
 
 
-async def reachable(bus: Bus, run_id: str) -> None:
-    """Fail fast (BackendUnavailable → exit code 8) when the backend cannot be reached at all.
-
-    Once waiting, the bus retries through outages by itself; this only checks the start.
-    """
-    await bus.backend.get_lease(run_id)
-
-
 # ---------------------------------------------------------------------------------------------- watch
 
 
@@ -204,7 +193,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     async def main() -> int:
         async with connect(url) as bus:
-            await reachable(bus, args.run_id)
+            await check_bus(bus, args.run_id)
             if args.once:
                 state = await bus.run_state(args.run_id)
                 if args.json:
@@ -233,27 +222,34 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
     return code
 
 
+#: ``watch``'s exit code for a run that ended, or was lost, or (``--once``) is still running or unknown.
+_RUN_EXIT: dict[RunStatus, int] = {
+    RunStatus.CRASHED: EXIT_PRODUCER_LOST,
+    RunStatus.LOST: EXIT_PRODUCER_LOST,
+    RunStatus.PENDING: EXIT_NOT_RUN,
+    RunStatus.RUNNING: EXIT_OK,  # --once on a run in progress
+}
+#: How ``runs`` and ``watch --once`` name a run's status.
+_STATUS_LABEL: dict[RunStatus, str] = {
+    RunStatus.PENDING: "empty",
+    RunStatus.RUNNING: "started",
+    RunStatus.FINISHED: "finished",
+    RunStatus.CRASHED: "crashed",
+    RunStatus.LOST: "lost",
+}
+
+
 def _run_exit_code(state: RunState) -> int:
     ending = state.ending
-    if isinstance(ending, RunFinished):
+    if state.status is RunStatus.FINISHED and isinstance(ending, RunFinished):
         return EXIT_OK if ending.success else EXIT_FAILED
-    if isinstance(ending, RunCrashed) or state.lost:
-        return EXIT_PRODUCER_LOST
-    if state.started is None:
-        return EXIT_NOT_RUN
-    return EXIT_OK  # --once on a run in progress
+    return _RUN_EXIT.get(state.status, EXIT_PRODUCER_LOST)
 
 
 def status_of(state: RunState) -> str:
-    if state.started is None:
-        return "empty" if not state.results else "unknown"
-    if isinstance(state.ending, RunCrashed):
-        return "crashed"
-    if isinstance(state.ending, RunFinished):
-        return "finished"
-    if state.lost:
-        return "lost"
-    return "started"
+    if state.status is RunStatus.PENDING and state.results:
+        return "unknown"
+    return _STATUS_LABEL[state.status]
 
 
 def print_state(state: RunState) -> None:
@@ -318,7 +314,7 @@ def report(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     async def main() -> RunState:
         async with connect(url) as bus:
-            return await check_bus(bus, args.run_id)
+            return await read_run(bus, args.run_id)
 
     state = anyio.run(main)
     if state.started is None and not state.results:
@@ -341,7 +337,7 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     async def main() -> RunState:
         async with connect(url) as bus:
-            return await check_bus(bus, args.run_id)
+            return await read_run(bus, args.run_id)
 
     state = anyio.run(main)
     if state.started is None and not state.results:
@@ -360,41 +356,28 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
 # ---------------------------------------------------------------------------------------------- wait
 
-_OUTCOME_CODES: list[tuple[type[WaitError], int, str]] = [
-    (NodeFailed, EXIT_FAILED, "failed"),
-    (UpstreamFailed, EXIT_UPSTREAM_FAILED, "upstream_failed"),
-    (ProducerLost, EXIT_PRODUCER_LOST, "producer_lost"),
-    (NodeNotRun, EXIT_NOT_RUN, "not_run"),
-    (NodeNotInRun, EXIT_NOT_IN_RUN, "not_in_run"),
-    (WaitTimeout, EXIT_TIMEOUT, "timeout"),
-]
-
-
-def classify(error: WaitError) -> tuple[int, str]:
-    for kind, code, name in _OUTCOME_CODES:
-        if isinstance(error, kind):
-            return code, name
-    return EXIT_USAGE, "error"
+#: The exit code of each outcome of ``dbtbus wait``.
+EXIT_BY_KIND: dict[OutcomeKind, int] = {
+    OutcomeKind.SUCCESS: EXIT_OK,
+    OutcomeKind.FAILED: EXIT_FAILED,
+    OutcomeKind.UPSTREAM_FAILED: EXIT_UPSTREAM_FAILED,
+    OutcomeKind.PRODUCER_LOST: EXIT_PRODUCER_LOST,
+    OutcomeKind.NOT_RUN: EXIT_NOT_RUN,
+    OutcomeKind.NOT_IN_RUN: EXIT_NOT_IN_RUN,
+    OutcomeKind.TIMEOUT: EXIT_TIMEOUT,
+}
 
 
 def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
     url = bus_url(args)
 
-    async def main() -> NodeResult | WaitError:
+    async def main() -> Outcome:
         async with connect(url) as bus:
-            await reachable(bus, args.run_id)
-            try:
-                return await bus.wait(
-                    args.run_id, args.node, timeout=args.timeout, include_tests=args.include_tests
-                )
-            except WaitError as exc:
-                return exc
+            await check_bus(bus, args.run_id)
+            return await bus.outcome(args.run_id, args.node, timeout=args.timeout, include_tests=args.include_tests)
 
     outcome = anyio.run(main)
-    if isinstance(outcome, NodeResult):
-        code, name = EXIT_OK, "success"
-    else:
-        code, name = classify(outcome)
+    code = EXIT_BY_KIND[outcome.kind]
     if args.quiet:
         return code
     if args.json:
@@ -403,28 +386,24 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
         payload: dict[str, Any] = {
             "run_id": args.run_id,
             "node": args.node,
-            "outcome": name,
+            "outcome": outcome.kind.value,
             "exit_code": code,
         }
-        if isinstance(outcome, NodeResult):
-            from ..events import encode
+        if not outcome.ok:
+            payload["message"] = outcome.message
+        if outcome.cause is not None:
+            payload["cause"] = outcome.cause
+        if outcome.record is not None:
+            from ..events import to_dict
 
-            payload["record"] = orjson.loads(encode(outcome))
-        else:
-            payload["message"] = str(outcome)
-            if isinstance(outcome, UpstreamFailed):
-                payload["cause"] = outcome.cause
-            record = getattr(outcome, "record", None)
-            if isinstance(record, NodeResult):
-                from ..events import encode
-
-                payload["record"] = orjson.loads(encode(record))
+            payload["record"] = to_dict(outcome.record)
         sys.stdout.write(orjson.dumps(payload).decode() + "\n")
-    elif isinstance(outcome, NodeResult):
-        seconds = f" in {outcome.execution_time:.1f}s" if outcome.execution_time is not None else ""
-        sys.stdout.write(f"{outcome.status.value}: {args.node}{seconds}\n")
+    elif outcome.ok and outcome.record is not None:
+        record = outcome.record
+        seconds = f" in {record.execution_time:.1f}s" if record.execution_time is not None else ""
+        sys.stdout.write(f"{record.status.value}: {args.node}{seconds}\n")
     else:
-        sys.stdout.write(f"{name.replace('_', ' ')}: {outcome}\n")
+        sys.stdout.write(f"{outcome.kind.value.replace('_', ' ')}: {outcome.message}\n")
     sys.stdout.flush()
     return code
 

@@ -22,25 +22,33 @@ from typing import Any
 
 import anyio
 
-from .._exceptions import WaitError
+from .._outcome import Outcome
 from ..events import NodeResult, RunCrashed, RunFinished, RunStarted
 from . import EXIT_OK, EXIT_USAGE, _UsageError
-from ._progress import Progress, describe_error, make_progress
+from ._progress import Progress, describe, make_progress
 
 DEMO_URL = "memory://dbtbus-demo"
 PROJECT = Path(__file__).resolve().parent.parent / "_demo_project"
 
 
 @dataclass
-class Outcome:
-    unique_id: str
-    result: NodeResult | None
-    error: WaitError | None
-    known_at: float  # seconds after the demo started waiting
+class Learnt:
+    """What one waiter learnt, and when (seconds after the demo started waiting)."""
+
+    outcome: Outcome
+    known_at: float
+
+    @property
+    def unique_id(self) -> str:
+        return self.outcome.unique_id
+
+    @property
+    def result(self) -> NodeResult | None:
+        return self.outcome.record
 
     @property
     def label(self) -> str:
-        return "ok" if self.error is None else describe_error(self.error)
+        return describe(self.outcome)
 
 
 def _check_dbt() -> None:
@@ -108,11 +116,11 @@ def demo(args: argparse.Namespace) -> int:
 
 async def _demo(
     producer_class: Any, run_id: str, dbt_args: list[str], progress: Progress
-) -> tuple[dict[str, Outcome], dict[str, Any]]:
+) -> tuple[dict[str, Learnt], dict[str, Any]]:
     from .._bus import connect
 
     produced: dict[str, Any] = {}
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, Learnt] = {}
     began = time.monotonic()
 
     def produce() -> None:
@@ -124,12 +132,8 @@ async def _demo(
     async with connect(DEMO_URL) as bus:
 
         async def waiter(unique_id: str) -> None:
-            try:
-                result = await bus.wait(run_id, unique_id)
-            except WaitError as exc:
-                outcomes[unique_id] = Outcome(unique_id, None, exc, time.monotonic() - began)
-            else:
-                outcomes[unique_id] = Outcome(unique_id, result, None, time.monotonic() - began)
+            outcome = await bus.outcome(run_id, unique_id)
+            outcomes[unique_id] = Learnt(outcome, time.monotonic() - began)
 
         async with anyio.create_task_group() as tg:
 
@@ -151,7 +155,7 @@ async def _demo(
     return outcomes, produced
 
 
-def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Progress) -> int:
+def _report(outcomes: dict[str, Learnt], produced: dict[str, Any], progress: Progress) -> int:
     out = sys.stdout
     error = produced.get("error")
     if error is not None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
 from ..events import Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
-
-if TYPE_CHECKING:
-    from .._exceptions import WaitError
 
 __all__ = ["Progress", "format_bytes", "format_counts", "make_progress"]
 
@@ -33,22 +31,23 @@ def format_counts(counts: dict[str, int]) -> str:
     )
 
 
-def describe_error(error: WaitError) -> str:
-    from .._exceptions import NodeFailed, NodeNotInRun, NodeNotRun, ProducerLost, UpstreamFailed, WaitTimeout
+#: A few words for each outcome kind (the demo's table, progress lines).
+OUTCOME_LABELS: dict[OutcomeKind, str] = {
+    OutcomeKind.SUCCESS: "ok",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.UPSTREAM_FAILED: "upstream failed",
+    OutcomeKind.PRODUCER_LOST: "producer lost",
+    OutcomeKind.NOT_RUN: "not run",
+    OutcomeKind.NOT_IN_RUN: "not in run",
+    OutcomeKind.TIMEOUT: "timeout",
+    OutcomeKind.PENDING: "pending",
+}
 
-    if isinstance(error, NodeFailed):
-        return "failed"
-    if isinstance(error, UpstreamFailed):
-        return f"upstream failed ({error.cause})"
-    if isinstance(error, ProducerLost):
-        return "producer lost"
-    if isinstance(error, NodeNotRun):
-        return "not run"
-    if isinstance(error, NodeNotInRun):
-        return "not in run"
-    if isinstance(error, WaitTimeout):
-        return "timeout"
-    return "error"
+
+def describe(outcome: Outcome) -> str:
+    """``ok``, ``failed``, ``upstream failed (model.x.a)``..."""
+    label = OUTCOME_LABELS[outcome.kind]
+    return f"{label} ({outcome.cause})" if outcome.cause is not None else label
 
 
 class Progress:

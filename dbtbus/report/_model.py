@@ -94,7 +94,7 @@ class RunView:
     @classmethod
     def from_state(cls, state: RunState, *, now: datetime | None = None) -> RunView:
         """A view of a :class:`~dbtbus.RunState` (e.g. ``await bus.run_state(run_id)``, lease checked)."""
-        beats = list(getattr(state, "heartbeats", None) or ())
+        beats = list(state.heartbeats)
         return cls(state.run_id, state, beats, generated_at=now or datetime.now(timezone.utc))
 
     @classmethod
