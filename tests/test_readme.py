@@ -138,4 +138,5 @@ def test_block_runs_as_written(block: Block, scratch: dict[str, object]) -> None
         script.write_text(block.body, encoding="utf-8")
         cmd = ["bash", "-euo", "pipefail", str(script)]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"{block.where} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{block.where} failed ({proc.returncode}):\n{output}"

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["EXIT_CODES", "build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "main", "resume"]
 
 #: ``dbtbus wait`` exit codes (``watch`` uses the same numbers where they apply).
 EXIT_OK = 0
@@ -296,6 +297,19 @@ def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
             "runs (use redis://...)\n"
         )
     return url
+
+
+def resume(bus_url: str, run_id: str, dbt_args: Sequence[str] = (), **producer_options: Any) -> Any:
+    """``dbtbus run --resume`` from Python: the run's next attempt, without the nodes that already succeeded.
+
+    Reads the run from the bus, leaves out what :meth:`dbtbus.RunState.resume_excludes` names (the rule the
+    Airflow producer's retries use), runs dbt in this process (``dbt_args`` default to the previous
+    attempt's) and returns the :class:`~dbtbus.ProducerResult`. Raises :class:`~dbtbus.ConfigurationError`
+    for a run the bus does not know or one still in progress.
+    """
+    from ._resume import resume as _resume
+
+    return _resume(bus_url, run_id, dbt_args, **producer_options)
 
 
 class _UsageError(Exception):

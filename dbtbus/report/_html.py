@@ -140,7 +140,7 @@ def _utilisation_chart(view: RunView) -> tuple[dict[str, Any], dict[str, Any]]:
     pool = max(1, util.threads)
 
     def y(busy: int) -> float:
-        return bottom - (bottom - top) * busy / pool
+        return float(bottom - (bottom - top) * busy / pool)
 
     parts = [f"M{left:.1f},{bottom:.1f}"]
     previous = 0
