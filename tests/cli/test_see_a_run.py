@@ -135,3 +135,26 @@ def test_no_color_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
         assert progress.console.no_color is True
     finally:
         progress.close()
+
+
+def test_help_points_to_a_guide_that_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    from dbtbus.cli import guide_path
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    path = guide_path()
+    assert path is not None and Path(path).is_file()  # a checkout's docs/cli.md, or the wheel's packaged copy
+    assert f"The full guide: {path}" in " ".join(out.split())
+    assert "dbtbus report" in Path(path).read_text() and "--resume" in Path(path).read_text()
+
+
+def test_reports_and_exports_stay_out_of_import_dbtbus() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dbtbus; print(sorted(m for m in sys.modules if m.split('.')[0] in ('jinja2', 'markupsafe')"
+        " or m.startswith(('dbtbus.report', 'dbtbus.export', 'dbtbus.cli'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
