@@ -60,8 +60,9 @@ def test_the_demo_projects_run_as_seen_in_chromium(shop_build: ShopBuild, tmp_pa
     assert "test.shop.assert_customers_have_repeat_orders" in failures
     assert "Got 3 results, configured to fail if != 0" in failures
     assert "model.shop.customer_ranking" in failures  # what the failure took down
-    for thread in ("Thread-1 (worker)", "Thread-2 (worker)"):
-        assert f">{thread}</text>" in dom
+    # One lane per dbt thread (the profile has 4; thread numbers grow with every dbt run in this process).
+    lanes = re.findall(r'<rect class="lane[^"]*"[^>]*>(?:</rect>)?<text[^>]*>([^<]+)</text>', dom)
+    assert 2 <= len(lanes) <= 4 and all(name.endswith("(worker)") for name in lanes)
     colours = _visible_colours(screenshot(page, tmp_path / "shop.png"))
     assert len(colours) > 20
     assert colours.get(OK_GREEN, 0) > 500 and colours.get(FAIL_RED, 0) > 20
