@@ -95,8 +95,9 @@ def test_quick_scale_and_page(tmp_path: Path) -> None:
             for when in ("early", "late"):
                 w = data[when]
                 assert _finite_positive(w["register_wall"]["median"]) and _finite_positive(w["register_cpu"]["median"])
-                # one reader per run: the log is read about once, whatever the number of waiters
-                assert w["log_length"] <= w["records_read"]["median"] <= 2 * w["log_length"], (backend, when, w)
+                # one reader per run: the log is read about once, whatever the number of waiters (the last
+                # waiters may return before the reader gets to RunFinished)
+                assert w["log_length"] - 1 <= w["records_read"]["median"] <= 2 * w["log_length"], (backend, when, w)
                 assert w["records_read_per_waiter"]["median"] < 1
     page = docs.read_text()
     assert "## The bus at project scale" in page and "10,000 waiters registered on Redis" in page

@@ -10,7 +10,6 @@ See ``docs/producer.md``. Nothing here imports dbt, protobuf or psutil until a r
 from __future__ import annotations
 
 from ._jsonlog import apublish_log, publish_log
-from ._memray import MemrayUnavailable
 from ._producer import Producer, ProducerResult
 
-__all__ = ["MemrayUnavailable", "Producer", "ProducerResult", "apublish_log", "publish_log"]
+__all__ = ["Producer", "ProducerResult", "apublish_log", "publish_log"]

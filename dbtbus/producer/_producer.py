@@ -157,7 +157,8 @@ class Producer:
     returns from ``--fail-fast`` or an interrupt without joining its worker threads).
     ``memray_output``: profile dbt with memray into this file — in this process for ``invoke``/``ainvoke``,
     under ``memray run`` in dbt's own interpreter for ``invoke_subprocess`` (memray must be installed there).
-    A profile that cannot be taken raises :class:`MemrayUnavailable` before dbt starts.
+    A profile that cannot be taken raises ``MemrayUnavailable`` (a :class:`~dbtbus.ConfigurationError`) before
+    dbt starts.
 
     ``ProducerResult.peak_rss`` (and the run's end record) is this invocation's peak RSS: in process the
     kernel's high-water mark is reset when dbt starts (Linux), else it is the process's lifetime peak and

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from dbtbus import ConfigurationError
 from dbtbus.cli import main as cli_main
 from dbtbus.events import RunFinished
-from dbtbus.producer import MemrayUnavailable, Producer
+from dbtbus.producer import Producer
+from dbtbus.producer._memray import MemrayUnavailable
 
 from ._helpers import DBT, read_records
 
@@ -70,6 +72,7 @@ def test_missing_memray_in_process_is_an_error_before_the_run(
 
 
 def test_existing_output_is_an_error(project: Any, memory_url: str, tmp_path: Path) -> None:
+    assert issubclass(MemrayUnavailable, ConfigurationError)  # what callers of the public API catch
     out = tmp_path / "exists.bin"
     out.write_bytes(b"")
     with pytest.raises(MemrayUnavailable, match="already exists"):
