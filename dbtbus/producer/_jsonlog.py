@@ -25,7 +25,7 @@ from .._graph import graph_from_manifest
 from ..events import GraphNode
 from ._callback import Item
 from ._dbt_hook import dbt_exit_code
-from ._limits import DEFAULT_MAX_RECORD_SIZE
+from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ._normalise import INFO_NODE_EVENTS, LOG_WANTED, Normaliser, producer_info
 from ._publisher import Ending, Publisher
 

@@ -34,7 +34,7 @@ from ._dbt_hook import (
     results_payload,
 )
 from ._jsonlog import LineParser, read_lines
-from ._limits import DEFAULT_MAX_RECORD_SIZE
+from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
 
