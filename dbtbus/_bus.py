@@ -21,8 +21,8 @@ import anyio
 import anyio.abc
 import sniffio
 
-from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost, WaitError
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._outcome import Outcome, OutcomeKind
 from ._reader import CollectingWaiter, Collector, EventWaiter, FutureWaiter, LogTail, RunReader, Waiter, decode_entry
 from ._state import RunState

@@ -37,11 +37,11 @@ import anyio
 
 from .._bus import Bus, connect
 from .._exceptions import BackendRejected, RecordTooLarge
+from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
 from ._dbt_hook import dbt_exit_code
-from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from ._normalise import Normaliser
 
 logger = logging.getLogger("dbtbus.producer")
