@@ -14,15 +14,11 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .._exceptions import ConfigurationError
+from .._exceptions import MemrayUnavailable
 
 __all__ = ["MemrayUnavailable", "check_output_path", "memray_command", "require_in_process", "tracking"]
 
 Pathish = str | os.PathLike[str]
-
-
-class MemrayUnavailable(ConfigurationError):
-    """A memray profile was asked for but cannot be taken (memray missing, no Python dbt, output exists)."""
 
 
 def check_output_path(path: Pathish) -> Path:

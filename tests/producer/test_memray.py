@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from dbtbus import ConfigurationError
+from dbtbus import ConfigurationError, MemrayUnavailable
 from dbtbus.cli import main as cli_main
 from dbtbus.events import RunFinished
 from dbtbus.producer import Producer
-from dbtbus.producer._memray import MemrayUnavailable
 
 from ._helpers import DBT, read_records
 
