@@ -24,7 +24,7 @@ asyncio_default_fixture_loop_scope = function
 
 def _docs_block(marker: str) -> str:
     text = DOCS.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {re.escape(marker)} [^>]*-->\s*```python\n(.*?)```", text, re.S)
+    match = re.search(rf"<!-- {re.escape(marker)} [^>]*-->\s*(?:<!--[^>]*-->\s*)*```python\n(.*?)```", text, re.S)
     assert match is not None, f"no python block after <!-- {marker} ... --> in docs/testing.md"
     return match.group(1)
 
