@@ -427,12 +427,17 @@ def publish_log(args: argparse.Namespace, bus_url: BusUrl) -> int:
     if args.manifest is not None and not os.path.isfile(args.manifest):
         raise _UsageError(f"no such manifest: {args.manifest}")
     if args.log == "-":
-        publish(sys.stdin.buffer, url, run_id=args.run_id, graph=args.manifest)
+        result = publish(sys.stdin.buffer, url, run_id=args.run_id, graph=args.manifest)
     else:
         if not os.path.isfile(args.log):
             raise _UsageError(f"no such log file: {args.log}")
         with open(args.log, "rb") as lines:
-            publish(lines, url, run_id=args.run_id, graph=args.manifest)
+            result = publish(lines, url, run_id=args.run_id, graph=args.manifest)
+    if getattr(result, "crashed", False):
+        # No dbt events at all, or a log that stops before dbt completed: the run ends crashed on the bus, and
+        # the command says so instead of claiming a replay.
+        sys.stderr.write(f"dbtbus: error: run {args.run_id}: {getattr(result, 'error', None) or 'crashed'}\n")
+        return EXIT_FAILED
     sys.stderr.write(f"dbtbus: published run {args.run_id} to {_redact(url)}\n")
     return EXIT_OK
 
