@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = Options(quick=args.quick, results_dir=args.results_dir, extra={"large": args.large})
         server = None
         if {"wakeup", "throughput", "scale", "end_to_end"} & set(names):
-            from dbtbus._testing.redis_server import RedisServer
+            from dbtbus.testing.redis_server import RedisServer
 
             server = RedisServer().start()  # one throw-away redis-server for the whole suite
             opts.redis_url = server.url

@@ -336,7 +336,7 @@ def _overhead(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) ->
 
 
 def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp / f"p{size.models}", models=size.models, tests_per_model=1, threads=THREADS)
     counts: dict[str, int] = {}
@@ -383,7 +383,7 @@ def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     sizes = list(QUICK if opts.quick else SIZES)
     if opts.extra.get("large"):

@@ -40,8 +40,8 @@ BATCH = 100
 
 
 def _project_graph(models: int, tmp: Path) -> tuple[dict[str, Any], list[str]]:
-    from dbtbus._testing.projects import generate_project
     from dbtbus.events import GraphNode
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=4)
     graph = {uid: GraphNode(uid.split(".", 1)[0], tuple(project.parents.get(uid, ()))) for uid in project.nodes}
@@ -192,7 +192,7 @@ async def measure(url: str, models: int, graph: dict[str, Any], nodes: list[str]
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     reps = 1 if opts.quick else 3
     server = None

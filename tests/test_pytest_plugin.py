@@ -250,7 +250,7 @@ def test_redis_fixture_with_an_explicit_url(pytester: pytest.Pytester, dbtbus_re
 
 @pytest.mark.redis
 def test_redis_fixture_starts_a_throwaway_server(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbtbus._testing.redis_server import find_redis_server
+    from dbtbus.testing.redis_server import find_redis_server
 
     if find_redis_server() is None:
         pytest.skip("no redis-server on PATH")

@@ -95,8 +95,8 @@ def test_unmarked_blocks_are_runnable_or_output(block: Block) -> None:
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A scratch root with examples/shop, a throw-away redis-server, and the environment the blocks run in."""
-    from dbtbus._testing.projects import copy_shop
-    from dbtbus._testing.redis_server import RedisServer, find_redis_server
+    from dbtbus.testing.projects import copy_shop
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
     if find_redis_server() is None:
         if os.environ.get("CI"):

@@ -28,7 +28,7 @@ MiB = 2**20
 
 @pytest.fixture
 def project(tmp_path: Path) -> Any:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     return generate_project(tmp_path / "p", models=3, tests_per_model=1, failing=["m002"], threads=1)
 

@@ -43,7 +43,7 @@ def test_reset_hwm_forgets_an_earlier_peak() -> None:
 
 def test_second_invocation_reports_its_own_peak(tmp_path: Path, memory_url: str) -> None:
     """Two invocations in one process, the first allocating 400 MiB more: the second's peak is its own."""
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp_path / "p", models=2, tests_per_model=0, threads=1)
     (project.path / "models" / "big.sql").write_text(BIG_MODEL)
@@ -69,7 +69,7 @@ def test_second_invocation_reports_its_own_peak(tmp_path: Path, memory_url: str)
 
 
 def test_subprocess_peak_is_the_childs_own(tmp_path: Path, memory_url: str) -> None:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     from ._helpers import DBT
 
