@@ -24,7 +24,7 @@ from dbtbus.producer import Producer
 seen = []
 
 def hook(call):
-    if call.method in ("append", "renew_lease"):
+    if call.method in ("append", "acquire_lease", "renew_lease"):
         records = [type(decode(i.data)).__name__ for i in call.args[0]] if call.method == "append" else []
         seen.append({"method": call.method, "dbt_imported": "dbt.cli.main" in sys.modules, "records": records})
 
@@ -45,7 +45,7 @@ def test_run_started_and_the_lease_precede_importing_dbt(tmp_path: Path) -> None
     proc = subprocess.run([python, "-c", SCRIPT, "build", *project.dbt_args()], capture_output=True,
                           text=True, check=True, timeout=300)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    first_lease = next(c for c in seen if c["method"] == "renew_lease")
+    first_lease = next(c for c in seen if c["method"] in ("acquire_lease", "renew_lease"))
     first_append = next(c for c in seen if c["method"] == "append")
     assert not first_lease["dbt_imported"] and not first_append["dbt_imported"]
     assert first_append["records"] == ["RunStarted"]
