@@ -199,6 +199,8 @@ class _Run:
     rows: list[list[tuple[str | None, bytes]]] = field(default_factory=list)
     nodes: dict[str, bytes] = field(default_factory=dict)
     head_seen: bool = False
+    #: One fetch of missing rows at a time: concurrent readers of the run (its reader, probes) share it.
+    syncing: anyio.Lock = field(default_factory=anyio.Lock)
 
 
 class XComBackend(Backend):
@@ -327,17 +329,21 @@ class XComBackend(Backend):
         run = self._run(run_id)
         if rows < len(run.rows):  # deleted or expired behind our back: start over
             self._runs[run_id] = run = _Run(head_seen=True)
-        for n in range(len(run.rows) + 1, rows + 1):
-            value = await self._call(self.api.get, self.carrier, _key(run_id, "row", f"{n:09d}"))
-            if not isinstance(value, list):
-                raise BackendError(f"XCom row {n} of run {run_id!r} is missing or not a dbtbus row")
-            items: list[tuple[str | None, bytes]] = []
-            for item in value:
-                node, data = item[0], _unpack(item[1])
-                items.append((node, data))
-                if node is not None:
-                    run.nodes[node] = data
-            run.rows.append(items)
+        if rows == len(run.rows):
+            return run
+        async with run.syncing:
+            while len(run.rows) < rows:
+                n = len(run.rows) + 1
+                value = await self._call(self.api.get, self.carrier, _key(run_id, "row", f"{n:09d}"))
+                if not isinstance(value, list):
+                    raise BackendError(f"XCom row {n} of run {run_id!r} is missing or not a dbtbus row")
+                items: list[tuple[str | None, bytes]] = []
+                for item in value:
+                    node, data = item[0], _unpack(item[1])
+                    items.append((node, data))
+                    if node is not None:
+                        run.nodes[node] = data
+                run.rows.append(items)
         return run
 
     # ------------------------------------------------------------------------------------------ Backend
@@ -365,10 +371,12 @@ class XComBackend(Backend):
             # Appending cancels a pending expiry (the contract): the head is rewritten without one.
             await self._call(self.api.set, self.carrier, _key(run_id, "head"), {"rows": n, "expires": None})
             run.head_seen = True
-            run.rows.append([(item.node, item.data) for item in items])
-            for item in items:
-                if item.node is not None:
-                    run.nodes[item.node] = item.data
+            async with run.syncing:
+                if len(run.rows) == n - 1:  # a concurrent reader may have fetched the row already
+                    run.rows.append([(item.node, item.data) for item in items])
+                    for item in items:
+                        if item.node is not None:
+                            run.nodes[item.node] = item.data
             self._touched.add(run_id)
             return [f"{n}.{i}" for i in range(len(items))]
 

@@ -221,6 +221,9 @@ class Deployment:
             self._token = str(self._http("GET", "/auth/token", auth=False)["access_token"])
         return self._token
 
+    def create_pool(self, name: str, slots: int) -> None:
+        self._http("POST", "/api/v2/pools", {"name": name, "slots": slots, "include_deferred": False})
+
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

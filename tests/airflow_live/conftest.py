@@ -27,19 +27,19 @@ HERE = Path(__file__).resolve().parent
 
 # The gated model: it reads the CSV named by the ``gate`` var, so it fails while that file is missing.
 GATED = "m005"
-SLOW_PY = '''import time
+# The slow model keeps dbt (and so the producer task) running while its flag file exists (at most 90 s).
+SLOW_PY = '''import os
+import time
+
+FLAG = {flag!r}
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    time.sleep(float(dbt.config.get("slow_seconds") or 0))
+    deadline = time.monotonic() + 90
+    while os.path.exists(FLAG) and time.monotonic() < deadline:
+        time.sleep(0.2)
     return session.sql("select 1 as id, 1 as value")
-'''
-SLOW_YML = '''version: 2
-models:
-  - name: slow
-    config:
-      slow_seconds: "{{ var('slow', 0) }}"
 '''
 
 
@@ -58,8 +58,7 @@ def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_project(path, models=12, tests_per_model=1, threads=4)
     gated = path / "models" / f"{GATED}.sql"
     gated.write_text(gated.read_text().rstrip() + "\nwhere exists (select 1 from read_csv_auto('{{ var(\"gate\") }}'))\n")
-    (path / "models" / "slow.py").write_text(SLOW_PY)
-    (path / "models" / "slow.yml").write_text(SLOW_YML)
+    (path / "models" / "slow.py").write_text(SLOW_PY.format(flag=str(path / "slow.flag")))
     proc = subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
                           capture_output=True, text=True, cwd=path, check=False,
                           env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
@@ -95,5 +94,6 @@ def airflow(live_project: Path, live_redis: str, tmp_path_factory: pytest.TempPa
     home = tmp_path_factory.mktemp("airflow-home").resolve()
     env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_REDIS": live_redis}
     with deployment(home, BIN, env) as af:
+        af.create_pool("dbt_rerun", 1)
         shutil.copy(HERE / "live_dags.py", af.dags / "dbtbus_live_dags.py")
         yield af

@@ -63,7 +63,7 @@ def _backend(api: StandInXCom, **kwargs: Any) -> XComBackend:
 
 
 class TestXComBackend(BackendContract):
-    blocking_slack = 0.5
+    blocking_slack = 1.0  # a polling backend whose calls go through worker threads
     foreign_cursors = ("not-a-cursor", "", "1.5", "abc-def", "0.0", "9.0")
 
     @pytest.fixture
@@ -130,3 +130,39 @@ async def test_the_lease_does_not_wait_behind_record_writes() -> None:
         lease = await backend.get_lease("r")
         assert lease is not None and lease.holder == "me"
         api.gate.set()
+
+
+@pytest.mark.anyio
+async def test_concurrent_readers_of_one_run_see_every_entry_once() -> None:
+    api = StandInXCom()
+    writer, reader = _backend(api), _backend(api)
+    await writer.open()
+    await reader.open()
+    expected = [f"e{i}".encode() for i in range(60)]
+
+    async def write() -> None:
+        for i in range(0, 60, 3):
+            await writer.append("r", [Append(d, node=d.decode()) for d in expected[i:i + 3]])
+            await anyio.sleep(0.001)
+
+    async def probe() -> None:
+        for _ in range(100):
+            await reader.get_node("r", "e0")
+            await anyio.sleep(0)
+
+    got: list[bytes] = []
+
+    async def follow() -> None:
+        cursor = None
+        while len(got) < len(expected):
+            entries = await reader.read("r", cursor, timeout=1)
+            got.extend(e.data for e in entries)
+            cursor = entries[-1].cursor if entries else cursor
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write)
+        for _ in range(5):
+            tg.start_soon(probe)
+        tg.start_soon(follow)
+    assert got == expected
+    assert await reader.get_node("r", "e59") == b"e59"
