@@ -69,6 +69,9 @@ AIRFLOW_STATE: Mapping[OutcomeKind, str] = {
     OutcomeKind.PENDING: "failed",
 }
 
+#: Seconds between logging the outcome and ending the task (see ``DbtNodeTrigger.run``).
+LOG_FLUSH_PAUSE = 0.2
+
 #: Producer task-instance states after which it will never publish again in this DAG run.
 PRODUCER_DONE = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
 
@@ -243,7 +246,10 @@ class TaskStates:
     def _ask(self) -> dict[str, str | None]:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-        states = RuntimeTaskInstance.get_task_states(dag_id=self.ref.dag_id, run_ids=[self.ref.run_id])
+        from ..backends.xcom import TaskSdkXComApi
+
+        with TaskSdkXComApi.comms_lock():
+            states = RuntimeTaskInstance.get_task_states(dag_id=self.ref.dag_id, run_ids=[self.ref.run_id])
         found = states.get(self.ref.run_id) or {}
         return {str(k): (None if v is None else str(getattr(v, "value", v))) for k, v in found.items()}
 
@@ -525,7 +531,11 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
             self.log.exception("dbtbus: waiting for %s failed", self.unique_id)
             decision = Outcome(kind=OutcomeKind.PRODUCER_LOST, run_id=self.run_id or "", unique_id=self.unique_id,
                                detail=f"the bus could not be read: {type(exc).__name__}: {exc}")
-        yield self.event(decision)
+        event = self.event(decision)
+        # The outcome's log line travels to the task's log file on another channel than the event; once the
+        # event ends the task, the triggerer closes that file. A moment's pause keeps the line in it.
+        await anyio.sleep(LOG_FLUSH_PAUSE)
+        yield event
 
     def event(self, decision: Outcome | Rerun) -> TriggerEvent:
         """The event that ends the task (or sends it to a worker, for a re-run or a no-retry failure)."""

@@ -27,7 +27,8 @@ instance has run (``get_task_states``) and reads the head only then.
 
 **Liveness never waits behind records.** Appends are serialised among themselves (one writer's rows in
 order); the lease is written on its own, so a heartbeat waits at most for the one API call in flight on the
-task's comms channel, never for a queue of record writes.
+task's comms channel (one call at a time per process, as the Task SDK's comms need), never for a queue of
+record writes — and a batch of records is one call, not one per record.
 
 Reads go through the Airflow Task SDK (the supervisor's comms channel), so the backend works wherever that
 channel exists: inside a running task (the producer writes, a sensor reads) and inside the triggerer (a
@@ -46,6 +47,7 @@ Appends assume one writer per run at a time (the producer), as Airflow's task re
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +60,7 @@ import anyio.to_thread
 from .._exceptions import BackendError, ConfigurationError, InvalidCursor
 from .base import Append, Backend, Entry, Lease
 
-__all__ = ["XComApi", "XComBackend", "is_bare_xcom_url", "resolve_xcom_url", "xcom_url"]
+__all__ = ["Carrier", "TaskSdkXComApi", "XComApi", "XComBackend", "is_bare_xcom_url", "resolve_xcom_url", "xcom_url"]
 
 _T = TypeVar("_T")
 _KEY_SAFE = "._-+@=,~"
@@ -124,9 +126,19 @@ class XComApi(Protocol):
 
 
 class TaskSdkXComApi:
-    """The Airflow 3 Task SDK: ``XCom.get_one`` / ``set`` / ``delete`` over the supervisor's comms channel."""
+    """The Airflow 3 Task SDK: ``XCom.get_one`` / ``set`` / ``delete`` over the supervisor's comms channel.
+
+    One call at a time per process (``dag.test()``'s in-process comms swap a module global on every call):
+    a lock held for one API call, never for a batch, so a heartbeat waits for at most the call in flight.
+    """
 
     _DONE = frozenset({"success", "running", "failed", "up_for_retry", "skipped", "upstream_failed"})
+    _lock = threading.Lock()
+
+    @classmethod
+    def comms_lock(cls) -> threading.Lock:
+        """The lock every Task SDK call of this process takes (shared with dbtbus's other SDK calls)."""
+        return cls._lock
 
     def __init__(self) -> None:
         try:
@@ -148,31 +160,36 @@ class TaskSdkXComApi:
         return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "TriggerCommsDecoder"
 
     def get(self, carrier: Carrier, key: str) -> Any:
-        return self._xcom.get_one(key=key, map_index=carrier.map_index, **self._where(carrier))
+        with self._lock:
+            return self._xcom.get_one(key=key, map_index=carrier.map_index, **self._where(carrier))
 
     def get_quiet(self, carrier: Carrier, key: str) -> Any:
         if self._in_triggerer():  # no quiet read there: only asked once the carrier has created the key
             return self.get(carrier, key)
-        values = self._xcom.get_all(key=key, **self._where(carrier))  # an empty slice, not a logged 404
+        with self._lock:
+            values = self._xcom.get_all(key=key, **self._where(carrier))  # an empty slice, not a logged 404
         if not values:
             return None
         return values[0] if carrier.map_index < 0 or len(values) <= carrier.map_index else values[carrier.map_index]
 
     def set(self, carrier: Carrier, key: str, value: Any) -> None:
-        self._xcom.set(key, value, map_index=carrier.map_index, **self._where(carrier))
+        with self._lock:
+            self._xcom.set(key, value, map_index=carrier.map_index, **self._where(carrier))
 
     def delete(self, carrier: Carrier, key: str) -> None:
-        self._xcom.delete(key=key, map_index=carrier.map_index, **self._where(carrier))
+        with self._lock:
+            self._xcom.delete(key=key, map_index=carrier.map_index, **self._where(carrier))
 
     def carrier_started(self, carrier: Carrier) -> bool:
         if not self._in_triggerer():
             return True  # a task process reads quietly
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-        states = RuntimeTaskInstance.get_task_states(
-            dag_id=carrier.dag_id, task_ids=[carrier.task_id], run_ids=[carrier.run_id],
-            map_index=carrier.map_index if carrier.map_index >= 0 else None,
-        )
+        with self._lock:
+            states = RuntimeTaskInstance.get_task_states(
+                dag_id=carrier.dag_id, task_ids=[carrier.task_id], run_ids=[carrier.run_id],
+                map_index=carrier.map_index if carrier.map_index >= 0 else None,
+            )
         found = states.get(carrier.run_id, {})
         return any(str(state) in self._DONE for state in found.values())
 
