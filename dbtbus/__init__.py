@@ -1,161 +1,118 @@
 """dbtbus: one dbt invocation, a live stream of per-node results, any number of consumers.
 
 Importing ``dbtbus`` is cheap: every name below is loaded on first use (PEP 562), so nothing from dbt,
-redis, airflow, rich or psutil — nor orjson — is imported until you need it.
+redis, airflow, rich or psutil — nor orjson or anyio — is imported until you need it.
+
+Naming rule for twins: a blocking call has the plain name and its coroutine twin an ``a`` prefix
+(``Producer.invoke`` / ``ainvoke``, ``publish_log`` / ``apublish_log``); the module-level ``wait`` and
+``wait_many`` are the blocking twins of the :class:`Bus` coroutines of the same name, as ``httpx.get`` is of
+``AsyncClient.get``.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from ._version import __version__
 
-# Not ``typing.TYPE_CHECKING``: importing typing alone would cost more than the rest of this module.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
-    from ._bus import Bus as Bus
-    from ._bus import LogEntry as LogEntry
-    from ._bus import NodeOutcome as NodeOutcome
-    from ._bus import connect as connect
-    from ._exceptions import (
-        BackendError as BackendError,
-    )
-    from ._exceptions import (
-        BackendUnavailable as BackendUnavailable,
-    )
-    from ._exceptions import (
-        ConfigurationError as ConfigurationError,
-    )
-    from ._exceptions import (
-        DbtBusError as DbtBusError,
-    )
-    from ._exceptions import (
-        DecodeError as DecodeError,
-    )
-    from ._exceptions import (
-        InvalidCursor as InvalidCursor,
-    )
-    from ._exceptions import (
-        NodeFailed as NodeFailed,
-    )
-    from ._exceptions import (
-        NodeNotInRun as NodeNotInRun,
-    )
-    from ._exceptions import (
-        NodeNotRun as NodeNotRun,
-    )
-    from ._exceptions import (
-        ProducerLost as ProducerLost,
-    )
-    from ._exceptions import (
-        UnknownBackend as UnknownBackend,
-    )
-    from ._exceptions import (
-        UpstreamFailed as UpstreamFailed,
-    )
-    from ._exceptions import (
-        WaitError as WaitError,
-    )
-    from ._exceptions import (
-        WaitTimeout as WaitTimeout,
-    )
-    from ._state import RunState as RunState
-    from ._sync import wait_many_sync as wait_many_sync
-    from ._sync import wait_sync as wait_sync
-    from .events import (
-        GraphNode as GraphNode,
-    )
-    from .events import (
-        Heartbeat as Heartbeat,
-    )
-    from .events import (
-        NodeResult as NodeResult,
-    )
-    from .events import (
-        NodeStarted as NodeStarted,
-    )
-    from .events import (
-        NodeStatus as NodeStatus,
-    )
-    from .events import (
-        ProducerInfo as ProducerInfo,
-    )
-    from .events import (
-        Record as Record,
-    )
-    from .events import (
-        RunCrashed as RunCrashed,
-    )
-    from .events import (
-        RunFinished as RunFinished,
-    )
-    from .events import (
-        RunStarted as RunStarted,
-    )
-    from .producer import Producer as Producer
-    from .producer import ProducerResult as ProducerResult
-    from .producer import publish_log as publish_log
-
-_LAZY: dict[str, str] = {
+#: The one list of public names: name → the private module that defines it. ``__all__``, the lazy loader
+#: and ``tests/test_public_api.py`` read it; the block below only tells type checkers the same thing.
+_EXPORTS: dict[str, str] = {
+    # the bus
     "Bus": "._bus",
     "LogEntry": "._bus",
     "NodeOutcome": "._bus",
     "connect": "._bus",
-    "RunState": "._state",
+    "wait": "._sync",
+    "wait_many": "._sync",
     "wait_sync": "._sync",
     "wait_many_sync": "._sync",
+    # what runs mean
+    "Outcome": "._outcome",
+    "OutcomeKind": "._outcome",
+    "RunStatus": "._outcome",
+    "RunState": "._state",
+    # the producer
     "Producer": ".producer",
     "ProducerResult": ".producer",
     "publish_log": ".producer",
-    **dict.fromkeys(
-        (
-            "BackendError",
-            "BackendUnavailable",
-            "ConfigurationError",
-            "DbtBusError",
-            "DecodeError",
-            "InvalidCursor",
-            "NodeFailed",
-            "NodeNotInRun",
-            "NodeNotRun",
-            "ProducerLost",
-            "UnknownBackend",
-            "UpstreamFailed",
-            "WaitError",
-            "WaitTimeout",
-        ),
-        "._exceptions",
-    ),
-    **dict.fromkeys(
-        (
-            "GraphNode",
-            "Heartbeat",
-            "NodeResult",
-            "NodeStarted",
-            "NodeStatus",
-            "ProducerInfo",
-            "Record",
-            "RunCrashed",
-            "RunFinished",
-            "RunStarted",
-        ),
-        ".events",
-    ),
+    "apublish_log": ".producer",
+    # records
+    "GraphNode": ".events",
+    "Heartbeat": ".events",
+    "NodeResult": ".events",
+    "NodeStarted": ".events",
+    "NodeStatus": ".events",
+    "ProducerInfo": ".events",
+    "Record": ".events",
+    "RunCrashed": ".events",
+    "RunFinished": ".events",
+    "RunStarted": ".events",
+    # errors
+    "AuthenticationFailed": "._exceptions",
+    "BackendError": "._exceptions",
+    "BackendRejected": "._exceptions",
+    "BackendUnavailable": "._exceptions",
+    "ConfigurationError": "._exceptions",
+    "DbtBusError": "._exceptions",
+    "DecodeError": "._exceptions",
+    "InvalidCursor": "._exceptions",
+    "NodeFailed": "._exceptions",
+    "NodeNotInRun": "._exceptions",
+    "NodeNotRun": "._exceptions",
+    "PermissionDenied": "._exceptions",
+    "ProducerLost": "._exceptions",
+    "RecordTooLarge": "._exceptions",
+    "RunClaimed": "._exceptions",
+    "RunError": "._exceptions",
+    "RunLost": "._exceptions",
+    "UnknownBackend": "._exceptions",
+    "UpstreamFailed": "._exceptions",
+    "WaitError": "._exceptions",
+    "WaitTimeout": "._exceptions",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+# Not ``typing.TYPE_CHECKING``: importing typing alone would cost more than the rest of this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # each module's ``__all__`` holds exactly its names above (tests/test_public_api.py)
+    from typing import Any
+
+    from ._bus import *  # noqa: F403
+    from ._exceptions import *  # noqa: F403
+    from ._outcome import *  # noqa: F403
+    from ._state import *  # noqa: F403
+    from ._sync import *  # noqa: F403
+    from .events import (  # noqa: F401 - events.__all__ also holds encode/decode and constants, public there only
+        GraphNode,
+        Heartbeat,
+        NodeResult,
+        NodeStarted,
+        NodeStatus,
+        ProducerInfo,
+        Record,
+        RunCrashed,
+        RunFinished,
+        RunStarted,
+    )
+    from .producer import *  # noqa: F403
 
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
+    module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'dbtbus' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module_name, __name__), name)
+    if isinstance(value, type) or callable(value):
+        # Shown (and pickled) as ``dbtbus.Name``, its public home, as httpx does.
+        try:  # noqa: SIM105 - contextlib would cost `import dbtbus` a module
+            value.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover - builtins and the like
+            pass
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,12 +1,15 @@
-"""The bus: publishing, waiting, subscribing — one implementation above every backend."""
+"""The bus: publishing, waiting, subscribing — one implementation above every backend.
+
+The bus delivers what :class:`~dbtbus.RunState` decides. Reading lives in ``_reader.py`` (one read loop,
+the liveness rule, one reader per run serving every waiter); the rules live in ``_state.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -15,11 +18,13 @@ import anyio
 import anyio.abc
 import sniffio
 
-from ._exceptions import BackendError, DbtBusError, DecodeError, NodeNotRun, ProducerLost, WaitError, WaitTimeout
-from ._state import ALL, Outcome, RunState
+from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost, WaitError
+from ._outcome import Outcome, OutcomeKind
+from ._reader import CollectingWaiter, Collector, EventWaiter, FutureWaiter, LogTail, RunReader, Waiter, decode_entry
+from ._state import RunState
 from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
-from .events import NodeResult, Record, decode, encode
+from .events import NodeResult, Record, RunStarted, encode
 
 __all__ = ["Bus", "LogEntry", "NodeOutcome", "connect"]
 
@@ -27,6 +32,11 @@ logger = logging.getLogger("dbtbus")
 
 #: Concurrent direct node-key lookups per run before new waiters just join the run's reader.
 _MAX_PROBES: Final = 16
+#: The node key under which the latest ``RunStarted`` is also kept, so a probe finds the graph in one lookup
+#: (unique ids never start with "@").
+RUN_KEY: Final = "@run"
+#: Records (encoded) above this many bytes are refused when published and skipped when read.
+DEFAULT_MAX_RECORD_SIZE: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +49,16 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
-    """One node's outcome as ``as_completed`` yields it: exactly one of ``result`` and ``error`` is set."""
+    """One node's outcome as ``as_completed`` yields it: exactly one of ``result`` and ``error`` is set.
+
+    ``outcome`` is the decided :class:`~dbtbus.Outcome` (``None`` only when the error is not about the node,
+    e.g. the backend rejected the read).
+    """
 
     unique_id: str
     result: NodeResult | None = None
-    error: WaitError | None = None
+    error: DbtBusError | None = None
+    outcome: Outcome | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,276 +70,6 @@ class NodeOutcome:
             raise self.error
         assert self.result is not None
         return self.result
-
-
-class _Waiter:
-    """One pending ``wait``; resolved by the run's reader. Kept small: 10,000 of them must stay cheap."""
-
-    __slots__ = ("include_tests", "outcome", "unique_id")
-
-    def __init__(self, unique_id: str, include_tests: bool) -> None:
-        self.unique_id = unique_id
-        self.include_tests = include_tests
-        self.outcome: Outcome | None = None
-
-    def resolve(self, outcome: Outcome) -> None:
-        raise NotImplementedError
-
-    async def settled(self) -> None:
-        raise NotImplementedError
-
-
-class _FutureWaiter(_Waiter):
-    """On asyncio a bare future is a third of an ``anyio.Event`` (which wraps an ``asyncio.Event`` and a deque)."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, unique_id: str, include_tests: bool, future: asyncio.Future[None]) -> None:
-        super().__init__(unique_id, include_tests)
-        self.future = future
-
-    def resolve(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        if not self.future.done():
-            self.future.set_result(None)
-
-    async def settled(self) -> None:
-        await self.future
-
-
-class _EventWaiter(_Waiter):
-    __slots__ = ("event",)
-
-    def __init__(self, unique_id: str, include_tests: bool) -> None:
-        super().__init__(unique_id, include_tests)
-        self.event = anyio.Event()
-
-    def resolve(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.event.set()
-
-    async def settled(self) -> None:
-        await self.event.wait()
-
-
-class _CollectingWaiter(_Waiter):
-    """A waiter of ``as_completed``: many of them feed one collector instead of owning an event each."""
-
-    __slots__ = ("collector",)
-
-    def __init__(self, unique_id: str, include_tests: bool, collector: _Collector) -> None:
-        super().__init__(unique_id, include_tests)
-        self.collector = collector
-
-    def resolve(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.collector.done.append(self)
-        self.collector.event.set()
-
-
-class _Collector:
-    __slots__ = ("done", "event")
-
-    def __init__(self) -> None:
-        self.done: deque[_Waiter] = deque()
-        self.event = anyio.Event()
-
-
-class _Liveness:
-    """Decides when a run's producer is lost, from the backend's lease. Shared by readers and subscribers."""
-
-    def __init__(self, backend: Backend, state: RunState) -> None:
-        self.backend = backend
-        self.state = state
-        self.next_check = 0.0
-
-    @property
-    def interval(self) -> float:
-        started = self.state.started
-        # Half the heartbeat: a producer whose lease (1.5 × heartbeat) lapsed is noticed within 2 × heartbeat.
-        return max(started.heartbeat_interval / 2, 0.01) if started is not None else math.inf
-
-    def watching(self) -> bool:
-        return self.state.started is not None and self.state.ending is None and not self.state.lost
-
-    async def check(self) -> bool:
-        """Check the lease if it is time; return True when this check found the producer lost."""
-        if not self.watching():
-            return False
-        now = anyio.current_time()
-        if now < self.next_check:
-            return False
-        self.next_check = now + self.interval
-        lease = await self.backend.get_lease(self.state.run_id)
-        if lease is not None and lease.alive:
-            return False
-        return self.state.mark_lost()
-
-
-class _RunReader:
-    """The one reader of a run in this bus: reads its log once and resolves every waiter on it."""
-
-    def __init__(self, bus: Bus, run_id: str) -> None:
-        self.bus = bus
-        self.run_id = run_id
-        self.state = RunState(run_id)
-        self.liveness = _Liveness(bus.backend, self.state)
-        self.waiters: dict[str, set[_Waiter]] = {}
-        self.count = 0
-        self.cursor: str | None = None
-        self.caught_up = False
-        self.idle_since: float | None = anyio.current_time()
-        self.scope = anyio.CancelScope()
-        self.read_scope: anyio.CancelScope | None = None
-        self.recheck: dict[str, None] = {}
-
-    # ------------------------------------------------------------------------------------------ waiters
-
-    def add(self, waiter: _Waiter) -> None:
-        if self.caught_up:
-            outcome = self.state.outcome(waiter.unique_id, include_tests=waiter.include_tests)
-            if outcome is not None and not _run_level(outcome):
-                waiter.resolve(outcome)
-                return
-            if outcome is not None:
-                # "The run ended" / "the producer is lost" can be overtaken by a retry's new attempt already
-                # in the log: answer only after one more read.
-                self.recheck[waiter.unique_id] = None
-                self._interrupt_read()
-        self.waiters.setdefault(waiter.unique_id, set()).add(waiter)
-        self.count += 1
-        self.idle_since = None
-
-    def discard(self, waiter: _Waiter) -> None:
-        bucket = self.waiters.get(waiter.unique_id)
-        if bucket is not None and waiter in bucket:
-            bucket.remove(waiter)
-            if not bucket:
-                del self.waiters[waiter.unique_id]
-            self._one_less()
-
-    def _one_less(self) -> None:
-        self._fewer(1)
-
-    def _fewer(self, n: int) -> None:
-        self.count -= n
-        if self.count == 0:
-            self.idle_since = anyio.current_time()
-            if self.read_scope is not None:  # do not sit in a long blocking read past the linger
-                self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.bus.linger)
-
-    def _interrupt_read(self) -> None:
-        if self.read_scope is not None:
-            self.read_scope.cancel()
-
-    def dispatch(self, changed: dict[str, None] | None) -> None:
-        uids = list(self.waiters) if changed is ALL else [uid for uid in changed if uid in self.waiters]
-        for uid in uids:
-            bucket = self.waiters[uid]
-            # Decide once per node (and include_tests flag), not once per waiter: 10,000 waiters on one node
-            # must not mean 10,000 evaluations before the first of them runs.
-            decided: dict[bool, Outcome | None] = {}
-            still: set[_Waiter] = set()
-            for waiter in bucket:
-                flag = waiter.include_tests
-                if flag not in decided:
-                    decided[flag] = self.state.outcome(uid, include_tests=flag)
-                outcome = decided[flag]
-                if outcome is None:
-                    still.add(waiter)
-                else:
-                    waiter.resolve(_own_copy(outcome))
-            resolved = len(bucket) - len(still)
-            if still:
-                self.waiters[uid] = still
-            else:
-                del self.waiters[uid]
-            if resolved:
-                self._fewer(resolved)
-
-    def fail_all(self, error: DbtBusError) -> None:
-        for bucket in self.waiters.values():
-            for waiter in bucket:
-                waiter.resolve(
-                    WaitError(
-                        f"the reader of run {self.run_id!r} failed: {error}",
-                        run_id=self.run_id,
-                        unique_id=waiter.unique_id,
-                    )
-                )
-        self.waiters.clear()
-        self.count = 0
-
-    # ------------------------------------------------------------------------------------------ reading
-
-    async def run(self) -> None:
-        try:
-            with self.scope:
-                await self._loop()
-        except Exception as exc:  # a bug or a broken backend must never leave waiters hanging
-            logger.exception("dbtbus: the reader of run %r failed", self.run_id)
-            self.fail_all(DbtBusError(repr(exc)))
-        finally:
-            if self.bus._readers.get(self.run_id) is self:
-                del self.bus._readers[self.run_id]
-            if self.waiters:  # closed under waiters' feet (bus shutting down)
-                self.fail_all(DbtBusError("the bus was closed"))
-
-    async def _loop(self) -> None:
-        bus = self.bus
-        # Node ids whose outcome may have changed, in log order (an ordered set), or ALL.
-        changed: dict[str, None] | None = {}
-        backoff = 0.0
-        while True:
-            timeout = 0.0 if not self.caught_up or self.recheck else min(bus.read_block, self.liveness.interval)
-            if self.count == 0 and self.idle_since is not None:
-                timeout = min(timeout, max(self.idle_since + bus.linger - anyio.current_time(), 0.0))
-            entries: list[Entry] = []
-            try:
-                with anyio.CancelScope() as self.read_scope:
-                    entries = await bus.backend.read(self.run_id, self.cursor, limit=bus.read_batch, timeout=timeout)
-                self.read_scope = None
-                backoff = 0.0
-            except BackendError as exc:
-                self.read_scope = None
-                backoff = min(max(backoff * 2, 0.05), 5.0)
-                logger.warning("dbtbus: reading run %r failed (%s); retrying in %.2f s", self.run_id, exc, backoff)
-                await anyio.sleep(backoff)
-                continue
-            if entries:
-                batch_changed = self._fold(entries)
-                changed = ALL if changed is ALL or batch_changed is ALL else {**changed, **batch_changed}
-            if len(entries) < bus.read_batch:
-                if not self.caught_up:
-                    self.caught_up = True
-                    changed = ALL
-                if self.recheck and changed is not ALL:
-                    changed.update(self.recheck)
-                self.recheck = {}
-                if changed is ALL or changed:
-                    self.dispatch(changed)
-                changed = {}
-                try:
-                    if await self.liveness.check():
-                        self.dispatch(ALL)
-                except BackendError as exc:
-                    logger.warning("dbtbus: checking the lease of run %r failed: %s", self.run_id, exc)
-            if self.count == 0 and self.idle_since is not None and anyio.current_time() - self.idle_since >= bus.linger:
-                return
-
-    def _fold(self, entries: Sequence[Entry]) -> dict[str, None] | None:
-        changed: dict[str, None] | None = {}
-        for entry in entries:
-            self.cursor = entry.cursor
-            record = self.bus._decode_entry(self.run_id, entry)
-            if record is None:
-                continue
-            result = self.state.apply(record)
-            if result is ALL or changed is ALL:
-                changed = ALL
-            else:
-                changed.update(dict.fromkeys(result))
-        return changed
 
 
 class Bus:
@@ -341,14 +86,18 @@ class Bus:
         read_block: float = 1.0,
         read_batch: int = 1000,
         linger: float = 5.0,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         url: str | None = None,
     ) -> None:
+        if max_record_size < 1024:
+            raise ValueError(f"max_record_size must be at least 1024 bytes, got {max_record_size!r}")
         self.backend = backend
         self.url = url
         self.read_block = read_block
         self.read_batch = read_batch
         self.linger = linger
-        self._readers: dict[str, _RunReader] = {}
+        self.max_record_size = max_record_size
+        self._readers: dict[str, RunReader] = {}
         self._probes: dict[str, int] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._asyncio_loop: asyncio.AbstractEventLoop | None = None
@@ -395,14 +144,25 @@ class Bus:
     async def publish(self, records: Record | Iterable[Record]) -> list[str]:
         """Append records to their runs' logs (a node's terminal record also under its node key).
 
-        Records of one call may belong to several runs; each run's records keep their order. Returns the
-        cursors, in the order given.
+        Records of one call may belong to several runs; each run's records are appended in one call to the
+        backend, in order (a reader sees all of them or none, where the backend can). Returns the cursors,
+        in the order given. A record over ``max_record_size`` bytes raises :class:`~dbtbus.RecordTooLarge`
+        before anything of the call is stored.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
         by_run: dict[str, list[tuple[int, Append]]] = {}
         for index, record in enumerate(batch):
+            data = encode(record)
+            if len(data) > self.max_record_size:
+                what = getattr(record, "unique_id", type(record).__name__)
+                raise RecordTooLarge(
+                    f"a record of run {record.run_id!r} ({what}) is {len(data)} bytes, over the "
+                    f"{self.max_record_size}-byte limit"
+                )
             node = record.unique_id if isinstance(record, NodeResult) else None
-            by_run.setdefault(record.run_id, []).append((index, Append(encode(record), node)))
+            if isinstance(record, RunStarted):
+                node = RUN_KEY
+            by_run.setdefault(record.run_id, []).append((index, Append(data, node)))
         cursors = [""] * len(batch)
         for run_id, items in by_run.items():
             appended = await self.backend.append(run_id, [item for _, item in items])
@@ -419,7 +179,13 @@ class Bus:
     # ------------------------------------------------------------------------------------------ waiting
 
     async def wait(
-        self, run_id: str, unique_id: str, *, timeout: float | None = None, include_tests: bool = False
+        self,
+        run_id: str,
+        unique_id: str,
+        *,
+        timeout: float | None = None,
+        include_tests: bool = False,
+        min_attempt: int | None = None,
     ) -> NodeResult:
         """Wait for a node of a run and return its result, or raise why it will never have a usable one.
 
@@ -432,48 +198,104 @@ class Bus:
         * :class:`~dbtbus.NodeNotInRun` — the run started and its selected graph lacks the node;
         * :class:`~dbtbus.NodeNotRun` — the run ended without running it;
         * :class:`~dbtbus.ProducerLost` — the producer's lease expired before the run finished;
-        * :class:`~dbtbus.WaitTimeout` — ``timeout`` seconds passed first (``None``: wait forever).
+        * :class:`~dbtbus.WaitTimeout` — ``timeout`` seconds passed first (``None``: wait forever; ``0``:
+          answer only what is known now);
+        * :class:`~dbtbus.BackendRejected` — the backend refused (permissions, authentication): at once.
 
-        A waiter may arrive before the run starts (it waits) or after the node finished (it returns at once).
+        ``min_attempt=N`` answers only from attempt ``N`` of the run on (a retry's waiter never gets an
+        earlier attempt's answer). A waiter may arrive before the run starts (it waits) or after the node
+        finished (it returns at once).
+        """
+        return (
+            await self.outcome(
+                run_id, unique_id, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
+            )
+        ).unwrap()
+
+    async def outcome(
+        self,
+        run_id: str,
+        unique_id: str,
+        *,
+        timeout: float | None = None,
+        include_tests: bool = False,
+        min_attempt: int | None = None,
+    ) -> Outcome:
+        """Like :meth:`wait`, but return the :class:`~dbtbus.Outcome` as data instead of raising it.
+
+        A timeout gives an outcome of kind ``TIMEOUT``. Only errors that are not about the node (the bus is
+        closed, the backend rejected the read) are raised.
         """
         self._require_open()
-        outcome: Outcome | None = None
+        deadline = _deadline(timeout)
+        result: Outcome | DbtBusError | None = None
         if timeout is None:  # no cancel scope to keep alive for each of thousands of waiters
-            outcome = await self._outcome(run_id, unique_id, include_tests)
+            result = await self._settle(run_id, unique_id, include_tests, min_attempt)
         else:
-            with anyio.move_on_after(_deadline(timeout)):
-                outcome = await self._outcome(run_id, unique_id, include_tests)
-        if outcome is None:
-            raise WaitTimeout(run_id=run_id, unique_id=unique_id, timeout=_deadline(timeout))
-        if isinstance(outcome, WaitError):
-            raise outcome
-        return outcome
+            with anyio.move_on_after(deadline):
+                result = await self._settle(run_id, unique_id, include_tests, min_attempt, answer_now=deadline == 0)
+        if result is None:
+            return Outcome(OutcomeKind.TIMEOUT, run_id, unique_id, timeout=deadline)
+        if isinstance(result, DbtBusError):
+            raise result
+        return result
 
-    async def _outcome(self, run_id: str, unique_id: str, include_tests: bool) -> Outcome:
-        if run_id not in self._readers and not include_tests and self._probes.get(run_id, 0) < _MAX_PROBES:
-            # A late waiter usually wants a node that already succeeded: one key lookup, no log replay.
-            record = await self._probe(run_id, unique_id)
-            if record is not None and record.status.is_success:
-                return record
+    async def _settle(
+        self, run_id: str, unique_id: str, include_tests: bool, min_attempt: int | None, answer_now: bool = False
+    ) -> Outcome | DbtBusError | None:
+        if run_id not in self._readers and min_attempt is None and self._probes.get(run_id, 0) < _MAX_PROBES:
+            # A late waiter usually wants a node that already succeeded: a few key lookups, no log replay.
+            probed = await self._probe_quietly(run_id, unique_id, include_tests)
+            if probed is not None:
+                return probed
+        if answer_now:
+            # timeout=0: what the log says now, without waiting for anything more to be appended.
+            with anyio.CancelScope(shield=True):
+                state = await self.run_state(run_id)
+            outcome = state.outcome(unique_id, include_tests=include_tests, min_attempt=min_attempt)
+            return outcome if outcome.terminal else None
         reader = self._reader(run_id)
         loop = self._asyncio_loop
-        waiter: _Waiter
+        waiter: Waiter
         if loop is not None:
-            waiter = _FutureWaiter(unique_id, include_tests, loop.create_future())
+            waiter = FutureWaiter(unique_id, include_tests, min_attempt, loop.create_future())
         else:
-            waiter = _EventWaiter(unique_id, include_tests)
+            waiter = EventWaiter(unique_id, include_tests, min_attempt)
         reader.add(waiter)
         try:
             await waiter.settled()
         finally:
             reader.discard(waiter)
-        assert waiter.outcome is not None
         return waiter.outcome
 
-    async def _probe(self, run_id: str, unique_id: str) -> NodeResult | None:
+    async def probe(self, run_id: str, unique_id: str, *, include_tests: bool = False) -> Outcome | None:
+        """Is the node already done? A few key lookups on any backend, no log replay.
+
+        Returns a ``SUCCESS`` outcome when the node's stored record (and, with ``include_tests``, every test
+        of it in the run's latest graph) succeeded — a success stands whatever attempt comes next — and
+        ``None`` for anything else (pending, failed, unknown): ask :meth:`outcome` for the full answer.
+        """
+        self._require_open()
+        record = await self._node_record(run_id, unique_id)
+        if record is None or not record.ok:
+            return None
+        if include_tests:
+            started = await self._stored(run_id, RUN_KEY)
+            if not isinstance(started, RunStarted) or started.graph is None:
+                return None
+            tests = [uid for uid, node in started.graph.items() if unique_id in node.parents and _is_test(node)]
+            for test in tests:
+                test_record = await self._node_record(run_id, test)
+                if test_record is None or not test_record.ok:
+                    return None
+        return Outcome(OutcomeKind.SUCCESS, run_id, unique_id, record=record, attempt=record.attempt)
+
+    async def _probe_quietly(self, run_id: str, unique_id: str, include_tests: bool) -> Outcome | None:
         self._probes[run_id] = self._probes.get(run_id, 0) + 1
         try:
-            data = await self.backend.get_node(run_id, unique_id)
+            return await self.probe(run_id, unique_id, include_tests=include_tests)
+        except BackendRejected:
+            raise
         except BackendError as exc:
             logger.warning("dbtbus: looking up %s in run %r failed: %s", unique_id, run_id, exc)
             return None
@@ -481,17 +303,25 @@ class Bus:
             self._probes[run_id] -= 1
             if not self._probes[run_id]:
                 del self._probes[run_id]
-        if data is None:
-            return None
-        record = self._decode_entry(run_id, Entry("", data))
+
+    async def _stored(self, run_id: str, key: str) -> Record | None:
+        data = await self.backend.get_node(run_id, key)
+        return None if data is None else decode_entry(run_id, Entry("", data), self.max_record_size)
+
+    async def _node_record(self, run_id: str, unique_id: str) -> NodeResult | None:
+        record = await self._stored(run_id, unique_id)
         return record if isinstance(record, NodeResult) and record.unique_id == unique_id else None
 
-    def _reader(self, run_id: str) -> _RunReader:
+    def _reader(self, run_id: str) -> RunReader:
         reader = self._readers.get(run_id)
         if reader is None:
-            reader = self._readers[run_id] = _RunReader(self, run_id)
+            reader = self._readers[run_id] = RunReader(self, run_id)
             self._require_open().start_soon(reader.run, name=f"dbtbus reader {run_id}")
         return reader
+
+    def _forget_reader(self, reader: RunReader) -> None:
+        if self._readers.get(reader.run_id) is reader:
+            del self._readers[reader.run_id]
 
     async def as_completed(
         self,
@@ -500,6 +330,7 @@ class Bus:
         *,
         timeout: float | None = None,
         include_tests: bool = False,
+        min_attempt: int | None = None,
     ) -> AsyncIterator[NodeOutcome]:
         """Yield one :class:`NodeOutcome` per node, in the order the outcomes become known.
 
@@ -508,10 +339,11 @@ class Bus:
         """
         self._require_open()
         wanted = list(dict.fromkeys(unique_ids))
-        deadline = anyio.current_time() + _deadline(timeout)
+        limit = _deadline(timeout)
+        deadline = anyio.current_time() + limit
         reader = self._reader(run_id)
-        collector = _Collector()
-        waiters = [_CollectingWaiter(uid, include_tests, collector) for uid in wanted]
+        collector = Collector()
+        waiters = [CollectingWaiter(uid, include_tests, min_attempt, collector) for uid in wanted]
         remaining = len(waiters)
         try:
             for waiter in waiters:
@@ -531,9 +363,8 @@ class Bus:
                 if waiter.outcome is None:
                     reader.discard(waiter)
                     remaining -= 1
-                    yield NodeOutcome(
-                        waiter.unique_id,
-                        error=WaitTimeout(run_id=run_id, unique_id=waiter.unique_id, timeout=_deadline(timeout)),
+                    yield _to_node_outcome(
+                        waiter.unique_id, Outcome(OutcomeKind.TIMEOUT, run_id, waiter.unique_id, timeout=limit)
                     )
         finally:
             for waiter in waiters:
@@ -547,6 +378,7 @@ class Bus:
         *,
         timeout: float | None = None,
         include_tests: bool = False,
+        min_attempt: int | None = None,
         return_exceptions: bool = False,
     ) -> dict[str, NodeResult | WaitError]:
         """Wait for several nodes of a run; return ``{unique_id: result}``.
@@ -555,10 +387,12 @@ class Bus:
         every node maps to its result or its error.
         """
         results: dict[str, NodeResult | WaitError] = {}
-        iterator = self.as_completed(run_id, unique_ids, timeout=timeout, include_tests=include_tests)
+        iterator = self.as_completed(
+            run_id, unique_ids, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
+        )
         try:
             async for item in iterator:
-                if item.error is not None and not return_exceptions:
+                if item.error is not None and (not return_exceptions or not isinstance(item.error, WaitError)):
                     raise item.error
                 results[item.unique_id] = item.result if item.result is not None else item.error  # type: ignore[assignment]
         finally:
@@ -567,74 +401,48 @@ class Bus:
 
     # ------------------------------------------------------------------------------------------ reading
 
+    def _tail(self, run_id: str, cursor: str | None = None) -> LogTail:
+        return LogTail(self.backend, run_id, batch=self.read_batch, max_record_size=self.max_record_size, cursor=cursor)
+
+    async def history(self, run_id: str, from_cursor: str | None = None) -> AsyncIterator[LogEntry]:
+        """Yield every record the run's log holds now (after ``from_cursor``), in order, then stop."""
+        self._require_open()
+        tail = self._tail(run_id, from_cursor)
+        while True:
+            batch = await tail.read(0)
+            for cursor, record in batch.records:
+                yield LogEntry(cursor, record)
+            if not batch.more:
+                return
+
     async def subscribe(
         self, run_id: str, from_cursor: str | None = None, *, follow_attempts: bool = False
     ) -> AsyncIterator[LogEntry]:
-        """Yield every record of a run, in order, from the start (or just after ``from_cursor``).
+        """Yield every record of a run, in order, from the start (or just after ``from_cursor``), live.
 
         Ends after the run's finished or crashed record (with ``follow_attempts=True`` it keeps following,
-        for a producer that retries the run). Raises :class:`~dbtbus.ProducerLost` when the producer's lease
+        for a producer that retries the run). Raises :class:`~dbtbus.RunLost` when the producer's lease
         expires mid-run. Undecodable entries are logged and skipped; they stay in the backend.
         """
         self._require_open()
-        state = RunState(run_id)
-        liveness = _Liveness(self.backend, state)
-        cursor = from_cursor
-        backoff = 0.0
+        tail = self._tail(run_id, from_cursor)
         while True:
-            try:
-                entries = await self.backend.read(
-                    run_id, cursor, limit=self.read_batch, timeout=min(self.read_block, liveness.interval)
-                )
-                lost = not entries and await liveness.check()
-                backoff = 0.0
-            except BackendError as exc:  # an outage pauses the subscription; it resumes from the cursor
-                backoff = min(max(backoff * 2, 0.05), 5.0)
-                logger.warning("dbtbus: reading run %r failed (%s); retrying in %.2f s", run_id, exc, backoff)
-                await anyio.sleep(backoff)
-                continue
-            for entry in entries:
-                cursor = entry.cursor
-                record = self._decode_entry(run_id, entry)
-                if record is None:
-                    continue
-                state.apply(record)
-                yield LogEntry(entry.cursor, record)
-                if state.ending is not None and not follow_attempts:
+            batch = await tail.read(min(self.read_block, tail.liveness.interval))
+            for cursor, record in batch.records:
+                yield LogEntry(cursor, record)
+                if record is tail.state.ending and not follow_attempts:
                     return
-            if lost:
-                raise ProducerLost(run_id=run_id, unique_id="")
+            if not batch.records and not batch.more and await tail.check_liveness():
+                raise RunLost(run_id=run_id)
 
     async def run_state(self, run_id: str) -> RunState:
-        """Read a run's whole log once and return what it says (a snapshot, for status displays)."""
+        """Read a run's whole log once and return what it says (a snapshot; the lease is checked)."""
         self._require_open()
-        state = RunState(run_id)
-        cursor: str | None = None
-        while True:
-            entries = await self.backend.read(run_id, cursor, limit=self.read_batch, timeout=0)
-            for entry in entries:
-                cursor = entry.cursor
-                record = self._decode_entry(run_id, entry)
-                if record is not None:
-                    state.apply(record)
-            if len(entries) < self.read_batch:
-                break
-        if await _Liveness(self.backend, state).check():
-            pass  # state.lost is now set
-        return state
-
-    def _decode_entry(self, run_id: str, entry: Entry) -> Record | None:
-        try:
-            record = decode(entry.data)
-        except DecodeError as exc:
-            logger.warning(
-                "dbtbus: skipping an undecodable entry %s of run %r: %s", entry.cursor or "(node key)", run_id, exc
-            )
-            return None
-        if record.run_id != run_id:
-            logger.warning("dbtbus: skipping a record of run %r found in run %r", record.run_id, run_id)
-            return None
-        return record
+        tail = self._tail(run_id)
+        while (await tail.read(0)).more:
+            pass
+        await tail.check_liveness()
+        return tail.state
 
     # ------------------------------------------------------------------------------------------ retention
 
@@ -648,19 +456,10 @@ class Bus:
         await self.backend.delete_run(run_id)
 
 
-def _own_copy(outcome: Outcome) -> Outcome:
-    """Each waiter raises its own exception object: a shared one would collect every task's traceback."""
-    if not isinstance(outcome, WaitError):
-        return outcome  # records are immutable and safely shared
-    copy = outcome.__class__.__new__(outcome.__class__)
-    copy.__dict__.update(outcome.__dict__)
-    copy.args = outcome.args
-    return copy
+def _is_test(node: Any) -> bool:
+    from ._graph import is_test
 
-
-def _run_level(outcome: Outcome) -> bool:
-    """True for outcomes that come from the run's state rather than from a record of the node itself."""
-    return isinstance(outcome, ProducerLost) or (isinstance(outcome, NodeNotRun) and outcome.record is None)
+    return is_test(node)
 
 
 def _deadline(timeout: float | None) -> float:
@@ -671,11 +470,13 @@ def _deadline(timeout: float | None) -> float:
     return float(timeout)
 
 
-def _to_node_outcome(unique_id: str, outcome: Outcome | None) -> NodeOutcome:
-    if isinstance(outcome, WaitError):
+def _to_node_outcome(unique_id: str, outcome: Outcome | DbtBusError | None) -> NodeOutcome:
+    if isinstance(outcome, DbtBusError):
         return NodeOutcome(unique_id, error=outcome)
     assert outcome is not None
-    return NodeOutcome(unique_id, result=outcome)
+    if outcome.ok:
+        return NodeOutcome(unique_id, result=outcome.record, outcome=outcome)
+    return NodeOutcome(unique_id, error=outcome.error(), outcome=outcome)
 
 
 def connect(url: str | Backend = "memory://", **options: Any) -> Bus:
@@ -683,10 +484,12 @@ def connect(url: str | Backend = "memory://", **options: Any) -> Bus:
 
     ``url`` is ``memory://[name]``, ``redis://…``, ``rediss://…``, ``unix://…``, ``xcom://`` or the scheme of
     a backend registered under the ``dbtbus.backends`` entry-point group (or a ready Backend instance).
-    Options for the bus itself (``read_block``, ``read_batch``, ``linger``) are taken out; the rest go to
-    the backend.
+    Options for the bus itself (``read_block``, ``read_batch``, ``linger``, ``max_record_size``) are taken
+    out; the rest go to the backend.
     """
-    bus_options = {key: options.pop(key) for key in ("read_block", "read_batch", "linger") if key in options}
+    bus_options = {
+        key: options.pop(key) for key in ("read_block", "read_batch", "linger", "max_record_size") if key in options
+    }
     if isinstance(url, Backend):
         if options:
             raise TypeError(f"unexpected options for a ready backend: {sorted(options)}")

@@ -1,19 +1,48 @@
 """The exceptions dbtbus raises.
 
-Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` catches all of them. The wait
-outcomes (:class:`NodeFailed`, :class:`UpstreamFailed`, ...) derive from :class:`WaitError` and carry the
-``run_id`` and ``unique_id`` that was awaited.
+Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` catches all of them::
+
+    DbtBusError
+    ├── ConfigurationError (ValueError)      a URL, option or argument dbtbus cannot work with
+    │   └── UnknownBackend                    no backend registered for the URL's scheme
+    ├── DecodeError (ValueError)              bytes that are not a record this version understands
+    ├── BackendError                          the storage failed
+    │   ├── BackendUnavailable                transient: unreachable, timed out (retried)
+    │   ├── BackendRejected                   permanent: never retried, handed to waiters at once
+    │   │   ├── AuthenticationFailed          wrong password, unknown user
+    │   │   ├── PermissionDenied              an ACL forbids a command or key
+    │   │   ├── RunClaimed                    another producer holds this run and attempt
+    │   │   └── RecordTooLarge                a record over the configured size limit
+    │   └── InvalidCursor (ValueError)        a cursor the backend did not hand out
+    ├── RunError                              about a whole run, not one node
+    │   └── RunLost                           the run's producer stopped heartbeating (``subscribe``)
+    └── WaitError                             a node's outcome that is not a usable result
+        ├── NodeFailed                        kind FAILED
+        ├── UpstreamFailed                    kind UPSTREAM_FAILED
+        ├── NodeNotInRun                      kind NOT_IN_RUN
+        ├── NodeNotRun                        kind NOT_RUN
+        ├── ProducerLost                      kind PRODUCER_LOST
+        └── WaitTimeout (TimeoutError)        kind TIMEOUT
+
+Every :class:`WaitError` is made from an :class:`dbtbus.Outcome` (kept on ``.outcome``) and its class
+carries the same :class:`dbtbus.OutcomeKind` on ``.kind``: handle outcomes with a table keyed by kind.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._outcome import OutcomeKind
 
 if TYPE_CHECKING:
-    from .events import NodeResult, RunCrashed, RunFinished
+    from ._outcome import Outcome
+    from .events import NodeResult
 
 __all__ = [
+    "AuthenticationFailed",
     "BackendError",
+    "BackendRejected",
     "BackendUnavailable",
     "ConfigurationError",
     "DbtBusError",
@@ -22,7 +51,12 @@ __all__ = [
     "NodeFailed",
     "NodeNotInRun",
     "NodeNotRun",
+    "PermissionDenied",
     "ProducerLost",
+    "RecordTooLarge",
+    "RunClaimed",
+    "RunError",
+    "RunLost",
     "UnknownBackend",
     "UpstreamFailed",
     "WaitError",
@@ -62,17 +96,79 @@ class BackendUnavailable(BackendError):
     """The backend's server cannot be reached (after the backend's own retries)."""
 
 
+class BackendRejected(BackendError):
+    """The backend refused the request in a way retrying cannot fix (permissions, types, limits, fencing).
+
+    Never retried by the bus, the producer or the CLI; waiters receive it at once.
+    """
+
+
+class AuthenticationFailed(BackendRejected):
+    """The backend rejected the credentials (wrong password, unknown or disabled user)."""
+
+
+class PermissionDenied(BackendRejected):
+    """The backend's access control forbids a command or key this run needs (e.g. Redis ``NOPERM``)."""
+
+
+class RunClaimed(BackendRejected):
+    """Another live producer holds this run and attempt: a second producer may not publish into it."""
+
+
+class RecordTooLarge(BackendRejected):
+    """A record is over the configured maximum size even after its free-text fields were truncated."""
+
+
 class InvalidCursor(BackendError, ValueError):
     """A cursor that the backend did not hand out."""
 
 
-class WaitError(DbtBusError):
-    """Base class of every outcome of ``wait`` that is not a usable node result."""
+class RunError(DbtBusError):
+    """An error about a whole run rather than one node."""
 
-    def __init__(self, message: str, *, run_id: str, unique_id: str) -> None:
+    def __init__(self, message: str, *, run_id: str) -> None:
         super().__init__(message)
         self.run_id = run_id
-        self.unique_id = unique_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(type(self), str(self), run_id=self.run_id), ())
+
+
+class RunLost(RunError):
+    """The run's producer stopped heartbeating before the run ended (raised by ``Bus.subscribe``)."""
+
+    def __init__(self, *, run_id: str) -> None:
+        super().__init__(f"the producer of run {run_id!r} stopped heartbeating before the run ended", run_id=run_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(RunLost, run_id=self.run_id), ())
+
+
+class WaitError(DbtBusError):
+    """Base class of every outcome of ``wait`` that is not a usable node result.
+
+    ``outcome`` is the :class:`dbtbus.Outcome` it was made from; ``run_id`` and ``unique_id`` name what was
+    awaited.
+    """
+
+    kind: ClassVar[OutcomeKind]
+
+    def __init__(self, outcome: Outcome, message: str | None = None) -> None:
+        super().__init__(message if message is not None else self.describe(outcome))
+        self.outcome = outcome
+        self.run_id = outcome.run_id
+        self.unique_id = outcome.unique_id
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome) -> WaitError:
+        return cls(outcome)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (across processes) rebuild from the outcome
+        return (type(self).from_outcome, (self.outcome,))
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        return f"waiting for {outcome.unique_id} in run {outcome.run_id!r} failed"
 
 
 class NodeFailed(WaitError):
@@ -81,16 +177,21 @@ class NodeFailed(WaitError):
     ``record`` is the failing node's result: the awaited node itself, or the failing test.
     """
 
-    def __init__(self, record: NodeResult, *, unique_id: str | None = None) -> None:
-        awaited = unique_id or record.unique_id
+    kind = OutcomeKind.FAILED
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        assert outcome.record is not None
+        self.record: NodeResult = outcome.record
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        record = outcome.record
+        assert record is not None
+        awaited = outcome.unique_id
         what = record.unique_id if awaited == record.unique_id else f"{record.unique_id} (a test of {awaited})"
         detail = f": {record.message}" if record.message else ""
-        super().__init__(
-            f"{what} finished with status {record.status.value!r}{detail}",
-            run_id=record.run_id,
-            unique_id=awaited,
-        )
-        self.record = record
+        return f"{what} finished with status {record.status.value!r}{detail}"
 
 
 class UpstreamFailed(WaitError):
@@ -99,36 +200,36 @@ class UpstreamFailed(WaitError):
     Raised as soon as the failing ancestor's result is published, not when dbt gets round to skipping the
     node. ``cause`` is the unique_id of the ancestor whose failure started the cascade (never an
     intermediate skipped node); ``cause_record`` is its result when the bus has seen it; ``record`` is this
-    node's own ``skipped`` result when dbt has already published it.
+    node's own ``skipped`` / ``not_run`` result when dbt has already published it.
     """
 
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        unique_id: str,
-        cause: str,
-        cause_record: NodeResult | None = None,
-        record: NodeResult | None = None,
-    ) -> None:
+    kind = OutcomeKind.UPSTREAM_FAILED
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.cause: str = outcome.cause or ""
+        self.cause_record = outcome.cause_record
+        self.record = outcome.record
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        cause_record = outcome.cause_record
         status = f" with status {cause_record.status.value!r}" if cause_record is not None else ""
-        super().__init__(
-            f"{unique_id} will not run: upstream {cause} failed{status}", run_id=run_id, unique_id=unique_id
-        )
-        self.cause = cause
-        self.cause_record = cause_record
-        self.record = record
+        message = f": {cause_record.message}" if cause_record is not None and cause_record.message else ""
+        return f"{outcome.unique_id} will not run: upstream {outcome.cause} failed{status}{message}"
 
 
 class ProducerLost(WaitError):
-    """The producer's liveness lease expired before the run finished: it died, hung or lost its backend."""
+    """The producer's liveness lease expired before the node finished: it died, hung or lost its backend."""
 
-    def __init__(self, *, run_id: str, unique_id: str, detail: str = "") -> None:
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"the producer of run {run_id!r} stopped heartbeating before {unique_id} finished{extra}",
-            run_id=run_id,
-            unique_id=unique_id,
+    kind = OutcomeKind.PRODUCER_LOST
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        extra = f" ({outcome.detail})" if outcome.detail else ""
+        return (
+            f"the producer of run {outcome.run_id!r} stopped heartbeating before {outcome.unique_id} "
+            f"finished{extra}"
         )
 
 
@@ -139,40 +240,56 @@ class NodeNotRun(WaitError):
     finished or crashed record when the bus saw it.
     """
 
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        unique_id: str,
-        record: NodeResult | None = None,
-        ending: RunFinished | RunCrashed | None = None,
-    ) -> None:
+    kind = OutcomeKind.NOT_RUN
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.record = outcome.record
+        self.ending = outcome.ending
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        from .events import RunCrashed
+
+        record, ending = outcome.record, outcome.ending
         reason = ""
         if record is not None and record.message:
             reason = f": {record.message}"
-        elif ending is not None and getattr(ending, "error", None):
-            reason = f": the run crashed: {getattr(ending, 'error', '')}"
-        super().__init__(
-            f"run {run_id!r} ended without running {unique_id}{reason}", run_id=run_id, unique_id=unique_id
-        )
-        self.record = record
-        self.ending = ending
+        elif isinstance(ending, RunCrashed):
+            reason = f": the run crashed: {ending.error}"
+        elif ending is not None and ending.error:
+            reason = f": dbt returned with an error: {ending.error}"
+        elif outcome.detail:
+            reason = f": {outcome.detail}"
+        return f"run {outcome.run_id!r} ended without running {outcome.unique_id}{reason}"
 
 
 class NodeNotInRun(WaitError):
     """The run has started and the node is not in its selected graph: it will never get a result."""
 
-    def __init__(self, *, run_id: str, unique_id: str) -> None:
-        super().__init__(
-            f"{unique_id} is not in the graph selected by run {run_id!r}", run_id=run_id, unique_id=unique_id
-        )
+    kind = OutcomeKind.NOT_IN_RUN
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        return f"{outcome.unique_id} is not in the graph selected by run {outcome.run_id!r}"
 
 
 class WaitTimeout(WaitError, TimeoutError):
     """The timeout passed to ``wait`` elapsed before the node's outcome was known."""
 
-    def __init__(self, *, run_id: str, unique_id: str, timeout: float) -> None:
-        super().__init__(
-            f"no outcome for {unique_id} in run {run_id!r} within {timeout:g} s", run_id=run_id, unique_id=unique_id
-        )
-        self.timeout = timeout
+    kind = OutcomeKind.TIMEOUT
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.timeout: float = outcome.timeout if outcome.timeout is not None else 0.0
+
+    @staticmethod
+    def describe(outcome: Outcome) -> str:
+        timeout = outcome.timeout if outcome.timeout is not None else 0.0
+        return f"no outcome for {outcome.unique_id} in run {outcome.run_id!r} within {timeout:g} s"
+
+
+#: The exception class of each outcome kind that is an error.
+WAIT_ERRORS: dict[OutcomeKind, type[WaitError]] = {
+    cls.kind: cls for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, WaitTimeout)
+}

@@ -1,18 +1,36 @@
-"""What a run's log means: the one place every wait semantic is decided.
+"""What a run's log means: the one place every rule about a run is decided.
 
-:class:`RunState` folds a run's records, in log order, into the facts a waiter needs — the selected graph,
-each node's terminal result, which nodes an ancestor's failure has doomed, whether the run has ended or
-its producer was lost — and answers "what is the outcome for this node?" It does no I/O, so the bus, the
-CLI's ``watch``, the Airflow trigger and the tests all share it, whatever the backend.
+:class:`RunState` folds a run's records, in log order, into the facts a consumer needs — the selected graph,
+each node's terminal result across attempts, which nodes an ancestor's failure has doomed, whether the run
+has ended or its producer was lost — and answers every question about it as data: a node's
+:class:`~dbtbus.Outcome`, whether a node needs re-running, what a resumed attempt must leave out, the
+run's status. It does no I/O, so the bus, the CLI, the Airflow trigger, the report and the tests share it,
+whatever the backend.
+
+The rules, each written once below:
+
+* **Outcome of a node** (:meth:`RunState.outcome`): its own success-like result → ``SUCCESS``; its own
+  failing result → ``FAILED``; doomed by a propagating ancestor failure (by the command's skip rule and the
+  ancestor's ``on_error``) → ``UPSTREAM_FAILED`` — from the moment the ancestor's failure is folded in,
+  and whatever dbt later publishes for the node (``skipped`` or ``not_run``), so a live waiter and a late
+  one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended without it →
+  ``NOT_RUN``; the producer lost → ``PRODUCER_LOST``; otherwise ``PENDING``.
+* **Tests** (``include_tests=True``): a success stands only once every test attached to the node (in any
+  attempt) passed; a failing test makes the node ``FAILED``; a test that will never be decided makes it
+  ``NOT_RUN`` rather than a success nobody checked.
+* **Attempts**: a ``RunStarted`` with a higher ``attempt`` starts a retry. Successes stand; failures of
+  nodes the retry does not select stand; what it selects again is pending again. While the retry's graph
+  is not known yet (the producer announces the attempt before dbt has planned it), only successes
+  stand. A second ``RunStarted`` of the same attempt refines it (the graph arrives). Records of an older
+  attempt arriving after a newer one started are stale and ignored.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Final
 
-from ._exceptions import NodeFailed, NodeNotInRun, NodeNotRun, ProducerLost, UpstreamFailed, WaitError
+from ._graph import children_index, is_test
+from ._outcome import Outcome, OutcomeKind, RunStatus
 from .events import (
     GraphNode,
     Heartbeat,
@@ -25,13 +43,7 @@ from .events import (
     RunStarted,
 )
 
-__all__ = ["ALL", "Outcome", "RunState"]
-
-#: An ``apply`` result meaning "every waiter of the run may be affected".
-ALL: Final = None
-
-Outcome = NodeResult | WaitError
-TEST_TYPES: Final = frozenset({"test", "unit_test"})
+__all__ = ["RunState"]
 
 
 class RunState:
@@ -42,43 +54,79 @@ class RunState:
         self.started: RunStarted | None = None
         self.ending: RunFinished | RunCrashed | None = None
         self.last_heartbeat: Heartbeat | None = None
+        #: Every heartbeat of the current attempt, in order (memory over time, for reports).
+        self.heartbeats: list[Heartbeat] = []
+        #: Each node's terminal result: this attempt's, or an earlier attempt's that stands.
         self.results: dict[str, NodeResult] = {}
         self.running: dict[str, NodeStarted] = {}
         #: node → the ancestor whose propagating failure dooms it (the root of the cascade).
         self.doomed: dict[str, str] = {}
         self.lost = False
+        #: Results as they stood when the current attempt started (re-filtered once its graph is known).
+        self._before_attempt: dict[str, NodeResult] = {}
         self._children: dict[str, list[str]] | None = None
         self._tests_of: dict[str, list[str]] | None = None
         #: Every test any attempt selected → what it tests: a retry that leaves a test out must not forget it.
         self._test_parents: dict[str, tuple[str, ...]] = {}
 
-    # ------------------------------------------------------------------------------------------ folding
+    # ------------------------------------------------------------------------------------------ facts
 
     @property
     def graph(self) -> Mapping[str, GraphNode] | None:
         return self.started.graph if self.started is not None else None
 
     @property
+    def attempt(self) -> int:
+        """The current attempt's number (0 before any ``RunStarted``)."""
+        return self.started.attempt if self.started is not None else 0
+
+    @property
     def finished(self) -> bool:
         return self.ending is not None
 
+    @property
+    def status(self) -> RunStatus:
+        if self.started is None:
+            return RunStatus.PENDING
+        if isinstance(self.ending, RunCrashed):
+            return RunStatus.CRASHED
+        if self.ending is not None:
+            return RunStatus.FINISHED
+        return RunStatus.LOST if self.lost else RunStatus.RUNNING
+
+    @property
+    def over(self) -> bool:
+        """The current attempt will publish nothing more: it ended, or its producer is lost."""
+        return self.started is not None and (self.ending is not None or self.lost)
+
+    # ------------------------------------------------------------------------------------------ folding
+
     def apply(self, record: Record) -> list[str] | None:
-        """Fold one record in. Return the node ids whose outcome may have changed (in order), or ``ALL``."""
+        """Fold one record in. Return the node ids whose outcome may have changed (in order), or ``None``
+        when every node of the run may be affected (the run started, ended or changed attempt)."""
         if isinstance(record, NodeResult):
+            if self._stale(record.attempt):
+                return []
             return self._apply_result(record)
         if isinstance(record, NodeStarted):
-            self.running[record.unique_id] = record
+            if not self._stale(record.attempt):
+                self.running[record.unique_id] = record
             return []
         if isinstance(record, Heartbeat):
+            if self._stale(record.attempt):
+                return []
             self.last_heartbeat = record
+            self.heartbeats.append(record)
             self.lost = False
             return []
         if isinstance(record, RunStarted):
             self._apply_started(record)
-            return ALL
-        self.ending = record  # RunFinished or RunCrashed
+            return None
+        if self._stale(record.attempt):  # RunFinished / RunCrashed of an older attempt
+            return []
+        self.ending = record
         self.running.clear()
-        return ALL
+        return None
 
     def mark_lost(self) -> bool:
         """The producer's lease expired. Return True if that changes anything (the run was in progress)."""
@@ -87,28 +135,46 @@ class RunState:
         self.lost = True
         return True
 
+    def _stale(self, attempt: int | None) -> bool:
+        return attempt is not None and self.started is not None and attempt < self.started.attempt
+
     def _apply_started(self, record: RunStarted) -> None:
-        # A later attempt resumes the run: successes stand, and so do failures of nodes it does not run again
-        # (a test left out of a retry still failed); what it runs again is up for grabs.
-        if self.started is not None:
-            rerun = record.graph
-            self.results = {
-                uid: r
-                for uid, r in self.results.items()
-                if r.status.is_success or (rerun is not None and uid not in rerun)
-            }
-        for uid, node in (record.graph or {}).items():
-            if node.resource_type in TEST_TYPES:
-                self._test_parents[uid] = node.parents
+        previous = self.started
+        if previous is not None and record.attempt == previous.attempt:
+            if previous.graph is not None and record.graph is None:
+                return  # a refinement that knows less than what we have
+        elif previous is not None and record.attempt < previous.attempt:
+            return  # a stale attempt's announcement
+        else:
+            # A new attempt: remember how things stood, start afresh on what it will run.
+            self._before_attempt = dict(self.results)
+            self.ending = None
+            self.lost = False
+            self.running.clear()
+            self.heartbeats = []
+            self.last_heartbeat = None
         self.started = record
-        self.ending = None
-        self.lost = False
-        self.doomed.clear()
-        self.running.clear()
         self._children = None
         self._tests_of = None
+        for uid, node in (record.graph or {}).items():
+            if is_test(node):
+                self._test_parents[uid] = node.parents
+        if previous is not None:
+            self._carry_over(record)
+        self.doomed.clear()
         for result in list(self.results.values()):
             self._propagate(result)
+
+    def _carry_over(self, record: RunStarted) -> None:
+        """Which earlier results stand in this attempt (see the module's rule on attempts)."""
+        rerun = record.graph
+        current = {uid: r for uid, r in self.results.items() if r.attempt >= record.attempt}
+        kept = {
+            uid: r
+            for uid, r in self._before_attempt.items()
+            if r.attempt < record.attempt and (r.status.is_success or (rerun is not None and uid not in rerun))
+        }
+        self.results = {**kept, **current}
 
     def _apply_result(self, record: NodeResult) -> list[str]:
         uid = record.unique_id
@@ -117,11 +183,9 @@ class RunState:
         changed = [uid]
         changed.extend(self._propagate(record))
         # A test's result can decide the outcome of ``include_tests`` waiters on the nodes it tests.
-        graph = self.graph
-        if graph is not None:
-            node = graph.get(uid)
-            if node is not None and node.resource_type in TEST_TYPES:
-                changed.extend(node.parents)
+        parents = self._test_parents.get(uid)
+        if parents:
+            changed.extend(parents)
         return changed
 
     def _propagate(self, record: NodeResult) -> list[str]:
@@ -135,14 +199,16 @@ class RunState:
         root = self.root_cause(record)
         doomed = []
         children = self._children_index()
-        queue = deque(children.get(uid, ()))
+        queue = list(children.get(uid, ()))
         seen: set[str] = set()
         while queue:
-            child = queue.popleft()
+            child = queue.pop()
             if child in seen:
                 continue
             seen.add(child)
-            if child not in self.doomed and child not in self.results:
+            result = self.results.get(child)
+            # A child that ran keeps its own result; one dbt skipped or never ran is doomed by this failure.
+            if child not in self.doomed and (result is None or result.status in _NOT_RAN):
                 self.doomed[child] = root
                 doomed.append(child)
             queue.extend(children.get(child, ()))
@@ -153,7 +219,7 @@ class RunState:
         uid = record.unique_id
         seen = {uid}
         current: NodeResult | None = record
-        while current is not None and current.status is NodeStatus.SKIPPED:
+        while current is not None and current.status in _NOT_RAN:
             cause = current.skip_cause or self.doomed.get(current.unique_id)
             if cause is None or cause in seen:
                 break
@@ -164,11 +230,7 @@ class RunState:
 
     def _children_index(self) -> dict[str, list[str]]:
         if self._children is None:
-            children: dict[str, list[str]] = {}
-            for uid, node in (self.graph or {}).items():
-                for parent in node.parents:
-                    children.setdefault(parent, []).append(uid)
-            self._children = children
+            self._children = children_index(self.graph or {})
         return self._children
 
     def tests_of(self, unique_id: str) -> list[str]:
@@ -183,64 +245,100 @@ class RunState:
 
     # ------------------------------------------------------------------------------------------ deciding
 
-    def outcome(self, unique_id: str, *, include_tests: bool = False) -> Outcome | None:
-        """The outcome of waiting for ``unique_id``: its result, the error to raise, or ``None`` (pending)."""
+    def outcome(self, unique_id: str, *, include_tests: bool = False, min_attempt: int | None = None) -> Outcome:
+        """The outcome of waiting for ``unique_id`` (kind ``PENDING`` while it is not known).
+
+        ``min_attempt`` answers only from that attempt on: before it starts, every node is pending.
+        """
+        if min_attempt is not None and self.attempt < min_attempt:
+            return self._make(OutcomeKind.PENDING, unique_id)
         result = self.results.get(unique_id)
         if result is not None:
             settled = self._settle(result)
-            if include_tests and isinstance(settled, NodeResult):
+            if include_tests and settled.kind is OutcomeKind.SUCCESS:
                 return self._with_tests(settled)
             return settled
         cause = self.doomed.get(unique_id)
         if cause is not None:
-            return UpstreamFailed(
-                run_id=self.run_id, unique_id=unique_id, cause=cause, cause_record=self.results.get(cause)
-            )
+            return self._make(OutcomeKind.UPSTREAM_FAILED, unique_id, cause=cause, cause_record=self.results.get(cause))
         graph = self.graph
         if graph is not None and unique_id not in graph:
-            return NodeNotInRun(run_id=self.run_id, unique_id=unique_id)
+            return self._make(OutcomeKind.NOT_IN_RUN, unique_id)
         if self.ending is not None:
-            return NodeNotRun(run_id=self.run_id, unique_id=unique_id, ending=self.ending)
+            return self._make(OutcomeKind.NOT_RUN, unique_id, ending=self.ending)
         if self.lost:
-            return ProducerLost(run_id=self.run_id, unique_id=unique_id)
-        return None
+            return self._make(OutcomeKind.PRODUCER_LOST, unique_id)
+        return self._make(OutcomeKind.PENDING, unique_id)
+
+    def _make(self, kind: OutcomeKind, unique_id: str, **fields: object) -> Outcome:
+        record = fields.get("record")
+        attempt = record.attempt if isinstance(record, NodeResult) else max(self.attempt, 1)
+        return Outcome(kind, self.run_id, unique_id, attempt=attempt, **fields)  # type: ignore[arg-type]
 
     def _settle(self, result: NodeResult) -> Outcome:
+        uid = result.unique_id
         status = result.status
         if status.is_success:
-            return result
+            return self._make(OutcomeKind.SUCCESS, uid, record=result)
         if status.is_failure:
-            return NodeFailed(result)
-        if status is NodeStatus.SKIPPED:
-            cause = result.skip_cause or self.doomed.get(result.unique_id)
+            return self._make(OutcomeKind.FAILED, uid, record=result)
+        if status in _NOT_RAN:
+            cause = (result.skip_cause if status is NodeStatus.SKIPPED else None) or self.doomed.get(uid)
             if cause is not None:
                 root = self.root_cause(result)
-                return UpstreamFailed(
-                    run_id=self.run_id,
-                    unique_id=result.unique_id,
-                    cause=root,
-                    cause_record=self.results.get(root),
-                    record=result,
-                )
-        return NodeNotRun(run_id=self.run_id, unique_id=result.unique_id, record=result, ending=self.ending)
+                if root != uid:
+                    return self._make(
+                        OutcomeKind.UPSTREAM_FAILED,
+                        uid,
+                        record=result,
+                        cause=root,
+                        cause_record=self.results.get(root),
+                    )
+        return self._make(OutcomeKind.NOT_RUN, uid, record=result, ending=self.ending)
 
-    def _with_tests(self, result: NodeResult) -> Outcome | None:
-        uid = result.unique_id
+    def _with_tests(self, success: Outcome) -> Outcome:
+        uid = success.unique_id
         pending = False
         for test in self.tests_of(uid):
-            test_outcome = self.outcome(test)
-            if test_outcome is None:
+            verdict = self.outcome(test)
+            kind = verdict.kind
+            if kind is OutcomeKind.PENDING:
                 pending = True
-            elif isinstance(test_outcome, NodeFailed):
-                return NodeFailed(test_outcome.record, unique_id=uid)
-            elif isinstance(test_outcome, ProducerLost):
-                return ProducerLost(run_id=self.run_id, unique_id=uid, detail=f"before its test {test} finished")
-            elif isinstance(test_outcome, NodeNotRun):
+            elif kind is OutcomeKind.FAILED:
+                return self._make(OutcomeKind.FAILED, uid, record=verdict.record)
+            elif kind is OutcomeKind.PRODUCER_LOST:
+                return self._make(OutcomeKind.PRODUCER_LOST, uid, detail=f"before its test {test} finished")
+            elif kind is OutcomeKind.NOT_RUN:
                 # The node is fine but its gate was never decided: not a success to hand out.
-                return NodeNotRun(run_id=self.run_id, unique_id=uid, record=test_outcome.record, ending=self.ending)
-            # UpstreamFailed: a test doomed by another parent's failure says nothing about this node.
-            # NodeNotInRun: a test this attempt does not select, with no result from an earlier one.
-        return None if pending else result
+                return self._make(OutcomeKind.NOT_RUN, uid, record=verdict.record, ending=self.ending)
+            # UPSTREAM_FAILED: a test doomed by another parent's failure says nothing about this node.
+            # NOT_IN_RUN: a test this attempt does not select, with no result from an earlier one.
+        return self._make(OutcomeKind.PENDING, uid) if pending else success
+
+    def needs_rerun(self, unique_id: str, *, include_tests: bool = False) -> bool:
+        """True when the run is over (ended or lost) without a success for the node.
+
+        This is the run's side of "should whoever owns this node re-run it?": nothing more will come from
+        this attempt. Whether the producer itself will try again is the orchestrator's knowledge, not the
+        log's — a caller must also know that no new attempt is coming.
+        """
+        if not self.over:
+            return False
+        return self.outcome(unique_id, include_tests=include_tests).kind is not OutcomeKind.SUCCESS
+
+    def resume_excludes(self) -> list[str]:
+        """The nodes a resumed attempt leaves out: they succeeded and none of their tests failed.
+
+        A model whose test failed is built again with its tests, so a waiter with ``include_tests=True``
+        sees the new attempt's test result, not the model's old success alone.
+        """
+        graph = self.graph or {}
+        redo: set[str] = set()
+        for uid, result in self.results.items():
+            node = graph.get(uid)
+            if not result.ok and is_test(node, uid):
+                redo.update(node.parents if node is not None else self._test_parents.get(uid, ()))
+        return sorted(uid for uid, result in self.results.items() if result.ok and uid not in redo)
 
     # ------------------------------------------------------------------------------------------ progress
 
@@ -254,3 +352,7 @@ class RunState:
     def pending(self) -> Iterable[str]:
         """Selected nodes without a terminal result yet (empty when the graph is unknown)."""
         return (uid for uid in (self.graph or {}) if uid not in self.results)
+
+
+#: Statuses of a node that did not run (dbt skipped it, or the run ended first).
+_NOT_RAN = frozenset({NodeStatus.SKIPPED, NodeStatus.NOT_RUN})

@@ -1,7 +1,12 @@
-"""Blocking twins of the bus's waits, for code without an event loop (classic Airflow operators, scripts)."""
+"""Blocking twins of the bus's waits, for code without an event loop (classic Airflow operators, scripts).
+
+``dbtbus.wait`` and ``dbtbus.wait_many`` block; :meth:`dbtbus.Bus.wait` and :meth:`dbtbus.Bus.wait_many` are
+their coroutines. Each call opens a bus, waits, and closes it again — every connection it opened included.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,7 +16,7 @@ from ._bus import connect
 from ._exceptions import DbtBusError, WaitError
 from .events import NodeResult
 
-__all__ = ["wait_many_sync", "wait_sync"]
+__all__ = ["wait", "wait_many", "wait_many_sync", "wait_sync"]
 
 
 def _run_blocking(func: Any, *args: Any) -> Any:
@@ -20,37 +25,41 @@ def _run_blocking(func: Any, *args: Any) -> Any:
     except RuntimeError as exc:
         if "already running" in str(exc).lower():
             raise DbtBusError(
-                "dbtbus.wait_sync() cannot run inside an event loop; use 'await bus.wait(...)' there"
+                "dbtbus.wait() blocks and cannot run inside an event loop; use 'await bus.wait(...)' there"
             ) from exc
         raise
 
 
-def wait_sync(
+def wait(
     url: str,
     run_id: str,
     unique_id: str,
     *,
     timeout: float | None = None,
     include_tests: bool = False,
+    min_attempt: int | None = None,
     **options: Any,
 ) -> NodeResult:
     """Block until a node's outcome is known; same results and errors as :meth:`dbtbus.Bus.wait`."""
 
     async def main() -> NodeResult:
         async with connect(url, **options) as bus:
-            return await bus.wait(run_id, unique_id, timeout=timeout, include_tests=include_tests)
+            return await bus.wait(
+                run_id, unique_id, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
+            )
 
     result: NodeResult = _run_blocking(main)
     return result
 
 
-def wait_many_sync(
+def wait_many(
     url: str,
     run_id: str,
     unique_ids: Iterable[str],
     *,
     timeout: float | None = None,
     include_tests: bool = False,
+    min_attempt: int | None = None,
     return_exceptions: bool = False,
     **options: Any,
 ) -> dict[str, NodeResult | WaitError]:
@@ -60,8 +69,27 @@ def wait_many_sync(
     async def main() -> dict[str, NodeResult | WaitError]:
         async with connect(url, **options) as bus:
             return await bus.wait_many(
-                run_id, wanted, timeout=timeout, include_tests=include_tests, return_exceptions=return_exceptions
+                run_id,
+                wanted,
+                timeout=timeout,
+                include_tests=include_tests,
+                min_attempt=min_attempt,
+                return_exceptions=return_exceptions,
             )
 
     result: dict[str, NodeResult | WaitError] = _run_blocking(main)
     return result
+
+
+def wait_sync(url: str, run_id: str, unique_id: str, **kwargs: Any) -> NodeResult:
+    """Deprecated name of :func:`dbtbus.wait` (blocking calls have the plain name)."""
+    warnings.warn("dbtbus.wait_sync is deprecated: use dbtbus.wait", DeprecationWarning, stacklevel=2)
+    return wait(url, run_id, unique_id, **kwargs)
+
+
+def wait_many_sync(
+    url: str, run_id: str, unique_ids: Iterable[str], **kwargs: Any
+) -> dict[str, NodeResult | WaitError]:
+    """Deprecated name of :func:`dbtbus.wait_many` (blocking calls have the plain name)."""
+    warnings.warn("dbtbus.wait_many_sync is deprecated: use dbtbus.wait_many", DeprecationWarning, stacklevel=2)
+    return wait_many(url, run_id, unique_ids, **kwargs)

@@ -36,6 +36,7 @@ from ._exceptions import DecodeError
 __all__ = [
     "COMPILED_CODE_LIMIT",
     "FAILURE_STATUSES",
+    "HEARTBEAT_RANGE",
     "SCHEMA_VERSION",
     "SKIP_CHILDREN_ON",
     "SUCCESS_STATUSES",
@@ -51,9 +52,14 @@ __all__ = [
     "RunStarted",
     "decode",
     "encode",
+    "from_dict",
+    "to_dict",
 ]
 
 SCHEMA_VERSION: Final = 1
+#: The heartbeat intervals (seconds) a decoded ``RunStarted`` may announce: a foreign or broken record must
+#: neither switch loss detection off (1e308) nor make every reader poll the lease in a hot loop (<= 0).
+HEARTBEAT_RANGE: Final = (0.05, 600.0)
 #: Compiled code above this many characters is truncated (and ``compiled_code_truncated`` set): a record
 #: travels through Redis and XCom, and a waiter should never pull megabytes of SQL it did not ask for.
 COMPILED_CODE_LIMIT: Final = 64 * 1024
@@ -199,6 +205,8 @@ class Heartbeat:
     running: int = 0
     done: int = 0
     peak_rss: int | None = None
+    #: The attempt this heartbeat belongs to (``None`` in records of producers before 0.2: the current one).
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +221,8 @@ class RunFinished:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     error: str | None = None
+    #: The attempt that ended (``None`` in records of producers before 0.2: the current one).
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +235,8 @@ class RunCrashed:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     exit_code: int | None = None
+    #: The attempt that crashed (``None`` in records of producers before 0.2: the current one).
+    attempt: int | None = None
 
 
 Record = RunStarted | NodeStarted | NodeResult | Heartbeat | RunFinished | RunCrashed
@@ -310,6 +322,7 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "running": record.running,
             "done": record.done,
             "peak_rss": record.peak_rss,
+            "attempt": record.attempt,
         }
     if isinstance(record, RunFinished):
         return {
@@ -323,6 +336,7 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "peak_rss": record.peak_rss,
             "finished_at": _ts(record.finished_at),
             "error": record.error,
+            "attempt": record.attempt,
         }
     if isinstance(record, RunCrashed):
         return {
@@ -334,6 +348,7 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "peak_rss": record.peak_rss,
             "finished_at": _ts(record.finished_at),
             "exit_code": record.exit_code,
+            "attempt": record.attempt,
         }
     raise TypeError(f"not a dbtbus record: {type(record).__name__}")
 
@@ -351,6 +366,11 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    """The record as a JSON-able mapping (its wire form before serialisation); :func:`from_dict` inverts it."""
+    return _json_safe(_to_dict(record))  # type: ignore[no-any-return]
 
 
 def encode(record: Record) -> bytes:
@@ -374,7 +394,7 @@ class _Fields:
 
     __slots__ = ("data", "obj", "type")
 
-    def __init__(self, obj: dict[str, Any], type_: str, data: bytes) -> None:
+    def __init__(self, obj: dict[str, Any], type_: str, data: bytes | None) -> None:
         self.obj = obj
         self.type = type_
         self.data = data
@@ -520,6 +540,13 @@ def _decode_counts(f: _Fields) -> dict[str, int]:
     return counts
 
 
+def _clamped_heartbeat(value: float) -> float:
+    low, high = HEARTBEAT_RANGE
+    if value != value:  # NaN
+        return 5.0
+    return min(max(value, low), high)
+
+
 def _run_started(f: _Fields) -> RunStarted:
     return RunStarted(
         run_id=f.req_str("run_id"),
@@ -532,7 +559,7 @@ def _run_started(f: _Fields) -> RunStarted:
         graph=_decode_graph(f),
         skip_children_on=_decode_statuses(f, "skip_children_on"),
         continue_on_error=frozenset(f.str_list("continue_on_error")),
-        heartbeat_interval=f.number("heartbeat_interval", 5.0),
+        heartbeat_interval=_clamped_heartbeat(f.number("heartbeat_interval", 5.0)),
         attempt=f.integer("attempt", 1),
     )
 
@@ -576,6 +603,7 @@ def _heartbeat(f: _Fields) -> Heartbeat:
         running=f.integer("running", 0),
         done=f.integer("done", 0),
         peak_rss=f.opt_int("peak_rss"),
+        attempt=f.opt_int("attempt"),
     )
 
 
@@ -589,6 +617,7 @@ def _run_finished(f: _Fields) -> RunFinished:
         peak_rss=f.opt_int("peak_rss"),
         finished_at=f.dt("finished_at") or utcnow(),
         error=f.opt_str("error"),
+        attempt=f.opt_int("attempt"),
     )
 
 
@@ -600,6 +629,7 @@ def _run_crashed(f: _Fields) -> RunCrashed:
         peak_rss=f.opt_int("peak_rss"),
         finished_at=f.dt("finished_at") or utcnow(),
         exit_code=f.opt_int("exit_code"),
+        attempt=f.opt_int("attempt"),
     )
 
 
@@ -625,6 +655,15 @@ def decode(data: bytes | bytearray | memoryview | str) -> Record:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not a dbtbus record: invalid JSON ({exc})", raw) from None
+    return _from_obj(obj, raw)
+
+
+def from_dict(obj: Any) -> Record:
+    """Build a record from its mapping form (:func:`to_dict`); raises :class:`dbtbus.DecodeError` like ``decode``."""
+    return _from_obj(obj, None)
+
+
+def _from_obj(obj: Any, raw: bytes | None) -> Record:
     if not isinstance(obj, dict):
         raise DecodeError(f"not a dbtbus record: a JSON {type(obj).__name__}, not an object", raw)
     version = obj.get("v")

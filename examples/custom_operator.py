@@ -1,7 +1,7 @@
-"""A custom operator that waits for one dbt node with ``dbtbus.wait_sync`` — a sketch to adapt.
+"""A custom operator that waits for one dbt node with ``dbtbus.wait`` — a sketch to adapt.
 
 Classic (non-deferrable) Airflow operators, Dagster ops, Prefect tasks and cron scripts have no event loop;
-``wait_sync`` blocks until the node's outcome is known and maps it to the orchestrator's own verdicts:
+``dbtbus.wait`` blocks until the node's outcome is known and maps it to the orchestrator's own verdicts:
 
 =======================  =========================================================
 outcome                  what the operator does
@@ -70,7 +70,7 @@ class WaitForDbtNodeOperator:
 
     def execute(self, context: Any = None) -> dict[str, Any]:
         try:
-            result = dbtbus.wait_sync(
+            result = dbtbus.wait(
                 self.bus_url,
                 self.run_id,
                 self.unique_id,

@@ -266,3 +266,22 @@ def test_values_json_cannot_hold_are_stringified_not_fatal() -> None:
         "cost": "1.5",
         "nested": {"when": T0.isoformat(), "set": "{1}"},
     }
+
+
+@pytest.mark.parametrize(("announced", "clamped"), [(1e308, 600.0), (0.0, 0.05), (-3.0, 0.05), (float("nan"), 5.0)])
+def test_a_decoded_heartbeat_interval_is_clamped(announced: float, clamped: float) -> None:
+    from dbtbus.events import HEARTBEAT_RANGE, ProducerInfo, RunStarted, from_dict, to_dict
+
+    obj = to_dict(RunStarted(run_id="r", producer=ProducerInfo(id="p")))
+    obj["heartbeat_interval"] = announced  # JSON cannot carry a NaN; a mapping handed to from_dict can
+    record = from_dict(obj) if announced != announced else decode(orjson.dumps(obj))
+    assert isinstance(record, RunStarted) and record.heartbeat_interval == clamped
+    assert HEARTBEAT_RANGE[0] <= record.heartbeat_interval <= HEARTBEAT_RANGE[1]
+
+
+def test_to_dict_and_from_dict_round_trip_every_record_type() -> None:
+    from dbtbus.events import Heartbeat, RunCrashed, RunFinished, from_dict, to_dict
+
+    for record in (Heartbeat(run_id="r", attempt=2), RunFinished(run_id="r", success=True, attempt=3),
+                   RunCrashed(run_id="r", error="boom", attempt=None)):
+        assert from_dict(to_dict(record)) == record

@@ -333,11 +333,7 @@ async def decide(bus: Any, spec: WaitSpec) -> Outcome | Rerun:
             if await _done_for_good(spec, state):
                 return await _rerun_after_upstream(state, current, spec, current.message)
             min_attempt = current.attempt + 1  # the producer will try again: wait for that attempt
-    if min_attempt is None:
-        probed = await bus.probe(run_id, uid, include_tests=spec.include_tests)
-        if probed is not None and probed.terminal:
-            return probed
-    while True:
+    while True:  # bus.outcome answers a node that is already done from a probe (a few key lookups)
         outcome, producer_state = await _wait_or_producer_done(bus, spec, min_attempt)
         if outcome is not None:
             return outcome

@@ -19,6 +19,7 @@ from .._exceptions import (
     NodeNotInRun,
     NodeNotRun,
     ProducerLost,
+    RunLost,
     UpstreamFailed,
     WaitError,
     WaitTimeout,
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                         progress.update(entry.record)
                         if isinstance(entry.record, (RunFinished, RunCrashed)):
                             seen_end.set()
-                except ProducerLost:
+                except RunLost:
                     pass
 
             with progress:
@@ -149,7 +150,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                     try:
                         async for entry in bus.subscribe(args.run_id):
                             progress.update(entry.record)
-                    except ProducerLost:
+                    except RunLost:
                         progress.lost()
                         return EXIT_PRODUCER_LOST
             if scope.cancelled_caught:

@@ -1,0 +1,155 @@
+"""The rules of dbt's node graph, once: what a test is, children, descendants, manifest → graph.
+
+Pure functions over ``{unique_id: GraphNode}`` mappings, with no I/O beyond reading a manifest file when
+given a path. Every walk is iterative: a 10,000-deep chain of models must not overflow the stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from .events import GraphNode
+
+__all__ = [
+    "TEST_RESOURCE_TYPES",
+    "add_test_edges",
+    "children_index",
+    "descendants",
+    "graph_from_manifest",
+    "is_test",
+    "topological_order",
+]
+
+#: Resource types whose result gates the nodes they test rather than being a node of their own.
+TEST_RESOURCE_TYPES: Final = frozenset({"test", "unit_test"})
+
+#: Manifest sections whose entries are nodes dbt can select and run.
+_RUNNABLE_SECTIONS: Final = ("nodes", "unit_tests", "functions")
+_EXECUTABLE: Final = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function"})
+
+
+def is_test(node: GraphNode | str | None, unique_id: str = "") -> bool:
+    """True for a test or unit test: a ``GraphNode``, a resource type, or (no node) a ``test.`` unique id."""
+    if isinstance(node, GraphNode):
+        return node.resource_type in TEST_RESOURCE_TYPES
+    if isinstance(node, str):
+        return node in TEST_RESOURCE_TYPES
+    return unique_id.startswith(("test.", "unit_test."))
+
+
+def children_index(graph: Mapping[str, GraphNode]) -> dict[str, list[str]]:
+    """parent → its children in ``graph`` (in the graph's order)."""
+    children: dict[str, list[str]] = {}
+    for uid, node in graph.items():
+        for parent in node.parents:
+            children.setdefault(parent, []).append(uid)
+    return children
+
+
+def descendants(children: Mapping[str, Iterable[str]], unique_id: str) -> list[str]:
+    """Every node reachable from ``unique_id`` through ``children`` (an index), breadth first, each once."""
+    seen: set[str] = {unique_id}
+    order: list[str] = []
+    queue = deque(children.get(unique_id, ()))
+    while queue:
+        child = queue.popleft()
+        if child in seen:
+            continue
+        seen.add(child)
+        order.append(child)
+        queue.extend(children.get(child, ()))
+    return order
+
+
+def topological_order(graph: Mapping[str, GraphNode]) -> list[str]:
+    """The graph's nodes, parents before children (Kahn's algorithm; parents outside the graph are ignored).
+
+    Nodes on a cycle (which dbt forbids) come last, in graph order, rather than being dropped.
+    """
+    indegree = {uid: sum(1 for p in node.parents if p in graph) for uid, node in graph.items()}
+    children = children_index(graph)
+    queue = deque(uid for uid, degree in indegree.items() if degree == 0)
+    order: list[str] = []
+    while queue:
+        uid = queue.popleft()
+        order.append(uid)
+        for child in children.get(uid, ()):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                queue.append(child)
+    if len(order) < len(graph):
+        placed = set(order)
+        order.extend(uid for uid in graph if uid not in placed)
+    return order
+
+
+def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
+    """``graph`` with the extra edges ``dbt build`` adds from tests to the nodes downstream of what they test.
+
+    dbt's rule (``Linker.add_test_edges``): a test becomes a parent of every non-test node whose ancestors
+    include all the nodes the test depends on — so a failing test skips the tested model's descendants. Used
+    when the graph comes from a ``manifest.json`` (a log replay, a rendered DAG) rather than from dbt's own
+    graph queue. Computed as the intersection of the test's parents' descendants, so its cost is the size of
+    the edges it adds, not the square of the graph.
+    """
+    tests = [uid for uid, node in graph.items() if node.resource_type in TEST_RESOURCE_TYPES]
+    if not tests:
+        return dict(graph)
+    children = children_index(graph)
+    below: dict[str, frozenset[str]] = {}
+    extra: dict[str, set[str]] = {}
+    for test in tests:
+        parents = [p for p in graph[test].parents if p in graph]
+        if not parents:
+            continue
+        gated: frozenset[str] | None = None
+        for parent in parents:
+            if parent not in below:
+                below[parent] = frozenset(descendants(children, parent))
+            gated = below[parent] if gated is None else gated & below[parent]
+        for uid in gated or ():
+            node = graph[uid]
+            if node.resource_type not in TEST_RESOURCE_TYPES and test not in node.parents:
+                extra.setdefault(uid, set()).add(test)
+    return {
+        uid: GraphNode(node.resource_type, node.parents + tuple(sorted(extra[uid]))) if uid in extra else node
+        for uid, node in graph.items()
+    }
+
+
+def graph_from_manifest(
+    manifest: Mapping[str, Any] | str | os.PathLike[str], *, test_edges: bool = False
+) -> dict[str, GraphNode]:
+    """The project's whole graph from a dbt ``manifest.json`` (a parsed mapping or a path).
+
+    Every executable node (models, seeds, snapshots, tests, unit tests, functions; not analyses), with
+    ``depends_on`` edges restricted to nodes of the graph (sources and exposures are not nodes dbt runs).
+    With ``test_edges`` the edges ``dbt build`` adds are included (:func:`add_test_edges`).
+    """
+    if not isinstance(manifest, Mapping):
+        import orjson
+
+        with open(manifest, "rb") as fh:
+            manifest = orjson.loads(fh.read())
+        if not isinstance(manifest, Mapping):
+            raise ValueError("a manifest.json holds a JSON object")
+    graph: dict[str, GraphNode] = {}
+    for section in _RUNNABLE_SECTIONS:
+        entries = manifest.get(section) or {}
+        if not isinstance(entries, Mapping):
+            continue
+        for uid, node in entries.items():
+            if not isinstance(node, Mapping):
+                continue
+            resource_type = str(node.get("resource_type") or uid.split(".", 1)[0])
+            if resource_type not in _EXECUTABLE:
+                continue
+            depends = node.get("depends_on") or {}
+            parents = depends.get("nodes") if isinstance(depends, Mapping) else None
+            graph[uid] = GraphNode(resource_type, tuple(p for p in (parents or ()) if isinstance(p, str)))
+    for uid, node in list(graph.items()):
+        graph[uid] = GraphNode(node.resource_type, tuple(sorted(p for p in node.parents if p in graph)))
+    return add_test_edges(graph) if test_edges else graph

@@ -1,0 +1,450 @@
+"""Reading a run's log: one read loop, the liveness rule, and the per-run reader that resolves waiters.
+
+:class:`LogTail` is the only code that calls ``Backend.read``: it keeps the cursor, retries transient
+failures with backoff, hands permanent ones (:class:`~dbtbus.BackendRejected`) up at once, skips entries
+it cannot use while still advancing past them, and folds every record into a :class:`~dbtbus.RunState`.
+``Bus.run_state``, ``Bus.history``, ``Bus.subscribe`` and :class:`RunReader` (which serves every waiter of
+a run in one bus) are thin loops over it.
+
+**Liveness.** A run's producer is lost when its lease is absent AND this reader, connected all along, has
+seen no sign of life (a live lease, a record of the current attempt) for one more heartbeat after the lease
+could have expired. A reader that could not reach the backend restarts that clock when it reconnects: it
+never concludes loss from a lease that lapsed during its own outage. With the producer's lease of
+1.5 x heartbeat and checks every half heartbeat, a dead producer is noticed within 3 x heartbeat of its
+last renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from ._exceptions import BackendError, BackendRejected, DbtBusError, DecodeError
+from ._outcome import Outcome, OutcomeKind
+from ._state import RunState
+from .backends.base import Backend, Entry
+from .events import Record, decode
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+
+__all__ = ["EVERYTHING", "Batch", "LogTail", "RunReader"]
+
+logger = logging.getLogger("dbtbus")
+
+
+class _Everything:
+    """The sentinel for "every node of the run may be affected" (the run started, ended, changed attempt)."""
+
+    _instance: _Everything | None = None
+
+    def __new__(cls) -> _Everything:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "EVERYTHING"
+
+
+EVERYTHING: Final = _Everything()
+Changed = dict[str, None] | _Everything
+
+#: Longest pause between retries of a backend that keeps failing.
+_MAX_BACKOFF: Final = 5.0
+
+
+def decode_entry(run_id: str, entry: Entry, max_size: int) -> Record | None:
+    """The record in ``entry``, or None (logged) for one that is oversized, undecodable or of another run."""
+    where = entry.cursor or "(node key)"
+    if len(entry.data) > max_size:
+        logger.warning(
+            "dbtbus: skipping entry %s of run %r: %d bytes is over the %d-byte record limit",
+            where,
+            run_id,
+            len(entry.data),
+            max_size,
+        )
+        return None
+    try:
+        record = decode(entry.data)
+    except DecodeError as exc:
+        logger.warning("dbtbus: skipping an undecodable entry %s of run %r: %s", where, run_id, exc)
+        return None
+    if record.run_id != run_id:
+        logger.warning("dbtbus: skipping a record of run %r found in run %r", record.run_id, run_id)
+        return None
+    return record
+
+
+class Liveness:
+    """Decides when a run's producer is lost (see the module docstring for the rule)."""
+
+    def __init__(self, backend: Backend, state: RunState) -> None:
+        self.backend = backend
+        self.state = state
+        self.next_check = 0.0
+        #: When this reader last saw the producer alive, or last (re)connected to the backend.
+        self.alive_at = anyio.current_time()
+        self._outage = False
+
+    @property
+    def heartbeat(self) -> float:
+        started = self.state.started
+        return started.heartbeat_interval if started is not None else math.inf
+
+    @property
+    def interval(self) -> float:
+        return self.heartbeat / 2
+
+    def watching(self) -> bool:
+        return self.state.started is not None and self.state.ending is None and not self.state.lost
+
+    def sign_of_life(self) -> None:
+        self.alive_at = anyio.current_time()
+
+    def outage(self) -> None:
+        """This reader could not reach the backend: what it has not seen says nothing about the producer."""
+        self._outage = True
+
+    def reconnected(self) -> None:
+        if self._outage:
+            self._outage = False
+            self.sign_of_life()
+
+    async def check(self) -> bool:
+        """Check the lease if it is time; return True when this check found the producer lost."""
+        if not self.watching():
+            return False
+        now = anyio.current_time()
+        if now < self.next_check:
+            return False
+        self.next_check = now + self.interval
+        try:
+            lease = await self.backend.get_lease(self.state.run_id)
+        except BackendRejected:
+            raise
+        except BackendError:
+            self.outage()
+            raise
+        self.reconnected()
+        if lease is not None and lease.alive:
+            self.sign_of_life()
+            return False
+        # The lease is 1.5 heartbeats long: absent now, yet seen (or reconnected) within the last 2.5 heartbeats,
+        # it may just be late — a starved producer, a slow network. One more heartbeat of grace.
+        if anyio.current_time() - self.alive_at < 2.5 * self.heartbeat:
+            return False
+        return self.state.mark_lost()
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one read of a log brought: the decoded records (already folded in) and what they changed."""
+
+    records: list[tuple[str, Record]] = field(default_factory=list)
+    #: Node ids whose outcome may have changed, in log order (an ordered set), or EVERYTHING.
+    changed: Changed = field(default_factory=dict)
+    #: The backend returned a full batch (or failed): read again before concluding the log is exhausted.
+    more: bool = False
+
+
+class LogTail:
+    """A cursor on one run's log that folds what it reads into a :class:`RunState`."""
+
+    def __init__(
+        self, backend: Backend, run_id: str, *, batch: int, max_record_size: int, cursor: str | None = None
+    ) -> None:
+        self.backend = backend
+        self.run_id = run_id
+        self.batch = batch
+        self.max_record_size = max_record_size
+        self.cursor = cursor
+        self.state = RunState(run_id)
+        self.liveness = Liveness(backend, self.state)
+        self._backoff = 0.0
+
+    async def read(self, timeout: float) -> Batch:
+        """Read once and fold what came in.
+
+        Transient backend errors are logged and paused on here, with a growing backoff, and come back as an
+        empty batch with ``more`` set (the caller's loop reads again before concluding anything);
+        :class:`~dbtbus.BackendRejected` propagates at once.
+        """
+        try:
+            entries = await self.backend.read(self.run_id, self.cursor, limit=self.batch, timeout=timeout)
+        except BackendRejected:
+            raise
+        except BackendError as exc:
+            self.liveness.outage()
+            self._backoff = min(max(self._backoff * 2, 0.05), _MAX_BACKOFF)
+            logger.warning("dbtbus: reading run %r failed (%s); retrying in %.2f s", self.run_id, exc, self._backoff)
+            await anyio.sleep(self._backoff)
+            return Batch(more=True)
+        self._backoff = 0.0
+        self.liveness.reconnected()
+        batch = Batch(more=len(entries) >= self.batch)
+        changed: Changed = batch.changed
+        state = self.state
+        for entry in entries:
+            self.cursor = entry.cursor  # advance past every entry, used or not
+            record = decode_entry(self.run_id, entry, self.max_record_size)
+            if record is None:
+                continue
+            result = state.apply(record)
+            if result is None or isinstance(changed, _Everything):
+                changed = EVERYTHING
+            else:
+                changed.update(dict.fromkeys(result))
+            batch.records.append((entry.cursor, record))
+        batch.changed = changed
+        if batch.records:
+            self.liveness.sign_of_life()
+        return batch
+
+    async def check_liveness(self) -> bool:
+        """True when the producer was found lost now; transient errors of the check are logged, not raised."""
+        try:
+            return await self.liveness.check()
+        except BackendRejected:
+            raise
+        except BackendError as exc:
+            logger.warning("dbtbus: checking the lease of run %r failed: %s", self.run_id, exc)
+            return False
+
+
+def merge(a: Changed, b: Changed) -> Changed:
+    if isinstance(a, _Everything) or isinstance(b, _Everything):
+        return EVERYTHING
+    return {**a, **b} if a else b
+
+
+# ---------------------------------------------------------------------------------------------- waiters
+
+
+class Waiter:
+    """One pending wait; resolved by the run's reader. Kept small: 10,000 of them must stay cheap."""
+
+    __slots__ = ("include_tests", "min_attempt", "outcome", "unique_id")
+
+    def __init__(self, unique_id: str, include_tests: bool, min_attempt: int | None) -> None:
+        self.unique_id = unique_id
+        self.include_tests = include_tests
+        self.min_attempt = min_attempt
+        self.outcome: Outcome | DbtBusError | None = None
+
+    def resolve(self, outcome: Outcome | DbtBusError) -> None:
+        raise NotImplementedError
+
+    async def settled(self) -> None:
+        raise NotImplementedError
+
+
+class FutureWaiter(Waiter):
+    """On asyncio a bare future is a third of an ``anyio.Event`` (which wraps an ``asyncio.Event`` and a deque)."""
+
+    __slots__ = ("future",)
+
+    def __init__(
+        self, unique_id: str, include_tests: bool, min_attempt: int | None, future: asyncio.Future[None]
+    ) -> None:
+        super().__init__(unique_id, include_tests, min_attempt)
+        self.future = future
+
+    def resolve(self, outcome: Outcome | DbtBusError) -> None:
+        self.outcome = outcome
+        if not self.future.done():
+            self.future.set_result(None)
+
+    async def settled(self) -> None:
+        await self.future
+
+
+class EventWaiter(Waiter):
+    __slots__ = ("event",)
+
+    def __init__(self, unique_id: str, include_tests: bool, min_attempt: int | None) -> None:
+        super().__init__(unique_id, include_tests, min_attempt)
+        self.event = anyio.Event()
+
+    def resolve(self, outcome: Outcome | DbtBusError) -> None:
+        self.outcome = outcome
+        self.event.set()
+
+    async def settled(self) -> None:
+        await self.event.wait()
+
+
+class Collector:
+    """Where the waiters of one ``as_completed`` report, instead of owning an event each."""
+
+    __slots__ = ("done", "event")
+
+    def __init__(self) -> None:
+        self.done: deque[Waiter] = deque()
+        self.event = anyio.Event()
+
+
+class CollectingWaiter(Waiter):
+    __slots__ = ("collector",)
+
+    def __init__(self, unique_id: str, include_tests: bool, min_attempt: int | None, collector: Collector) -> None:
+        super().__init__(unique_id, include_tests, min_attempt)
+        self.collector = collector
+
+    def resolve(self, outcome: Outcome | DbtBusError) -> None:
+        self.outcome = outcome
+        self.collector.done.append(self)
+        self.collector.event.set()
+
+
+def _run_level(outcome: Outcome) -> bool:
+    """True for outcomes that come from the run's state rather than from a record of the node itself."""
+    return outcome.kind is OutcomeKind.PRODUCER_LOST or (outcome.kind is OutcomeKind.NOT_RUN and outcome.record is None)
+
+
+class RunReader:
+    """The one reader of a run in a bus: reads its log once and resolves every waiter on it."""
+
+    def __init__(self, bus: Bus, run_id: str) -> None:
+        self.bus = bus
+        self.run_id = run_id
+        self.tail = LogTail(bus.backend, run_id, batch=bus.read_batch, max_record_size=bus.max_record_size)
+        self.state = self.tail.state
+        self.waiters: dict[str, set[Waiter]] = {}
+        self.count = 0
+        self.caught_up = False
+        self.idle_since: float | None = anyio.current_time()
+        self.scope = anyio.CancelScope()
+        self.read_scope: anyio.CancelScope | None = None
+        self.recheck: dict[str, None] = {}
+        self.failed: DbtBusError | None = None
+
+    # ------------------------------------------------------------------------------------------ waiters
+
+    def add(self, waiter: Waiter) -> None:
+        if self.failed is not None:
+            waiter.resolve(self.failed)
+            return
+        if self.caught_up:
+            outcome = self._decide(waiter.unique_id, waiter.include_tests, waiter.min_attempt)
+            if outcome.terminal and not _run_level(outcome):
+                waiter.resolve(outcome)
+                return
+            if outcome.terminal:
+                # "The run ended" / "the producer is lost" can be overtaken by a retry's new attempt already
+                # in the log: answer only after one more read.
+                self.recheck[waiter.unique_id] = None
+                self._interrupt_read()
+        self.waiters.setdefault(waiter.unique_id, set()).add(waiter)
+        self.count += 1
+        self.idle_since = None
+
+    def discard(self, waiter: Waiter) -> None:
+        bucket = self.waiters.get(waiter.unique_id)
+        if bucket is not None and waiter in bucket:
+            bucket.remove(waiter)
+            if not bucket:
+                del self.waiters[waiter.unique_id]
+            self._fewer(1)
+
+    def _fewer(self, n: int) -> None:
+        self.count -= n
+        if self.count == 0:
+            self.idle_since = anyio.current_time()
+            if self.read_scope is not None:  # do not sit in a long blocking read past the linger
+                self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.bus.linger)
+
+    def _interrupt_read(self) -> None:
+        if self.read_scope is not None:
+            self.read_scope.cancel()
+
+    def _decide(self, unique_id: str, include_tests: bool, min_attempt: int | None) -> Outcome:
+        return self.state.outcome(unique_id, include_tests=include_tests, min_attempt=min_attempt)
+
+    def dispatch(self, changed: Changed) -> None:
+        if isinstance(changed, _Everything):
+            uids = list(self.waiters)
+        else:
+            uids = [uid for uid in changed if uid in self.waiters]
+        for uid in uids:
+            bucket = self.waiters[uid]
+            # Decide once per node and flags, not once per waiter: 10,000 waiters on one node must not mean
+            # 10,000 evaluations before the first of them runs.
+            decided: dict[tuple[bool, int | None], Outcome] = {}
+            still: set[Waiter] = set()
+            for waiter in bucket:
+                key = (waiter.include_tests, waiter.min_attempt)
+                outcome = decided.get(key)
+                if outcome is None:
+                    outcome = decided[key] = self._decide(uid, *key)
+                if outcome.terminal:
+                    waiter.resolve(outcome)
+                else:
+                    still.add(waiter)
+            resolved = len(bucket) - len(still)
+            if still:
+                self.waiters[uid] = still
+            else:
+                del self.waiters[uid]
+            if resolved:
+                self._fewer(resolved)
+
+    def fail_all(self, error: DbtBusError) -> None:
+        self.failed = error
+        for bucket in self.waiters.values():
+            for waiter in bucket:
+                waiter.resolve(error)
+        self.waiters.clear()
+        self.count = 0
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                await self._loop()
+        except BackendRejected as exc:  # permanent: every waiter learns it now, none waits out its timeout
+            logger.error("dbtbus: the backend rejected reading run %r: %s", self.run_id, exc)
+            self.fail_all(exc)
+        except Exception as exc:  # a bug or a broken backend must never leave waiters hanging
+            logger.exception("dbtbus: the reader of run %r failed", self.run_id)
+            self.fail_all(DbtBusError(f"the reader of run {self.run_id!r} failed: {exc!r}"))
+        finally:
+            self.bus._forget_reader(self)
+            if self.waiters:  # closed under waiters' feet (bus shutting down)
+                self.fail_all(DbtBusError("the bus was closed"))
+
+    async def _loop(self) -> None:
+        bus = self.bus
+        tail = self.tail
+        changed: Changed = {}
+        while True:
+            timeout = 0.0 if not self.caught_up or self.recheck else min(bus.read_block, tail.liveness.interval)
+            if self.count == 0 and self.idle_since is not None:
+                timeout = min(timeout, max(self.idle_since + bus.linger - anyio.current_time(), 0.0))
+            batch = Batch(more=True)
+            with anyio.CancelScope() as self.read_scope:
+                batch = await tail.read(timeout)
+            self.read_scope = None
+            changed = merge(changed, batch.changed)
+            if not batch.more:
+                if not self.caught_up:
+                    self.caught_up = True
+                    changed = EVERYTHING
+                if self.recheck and not isinstance(changed, _Everything):
+                    changed.update(self.recheck)
+                self.recheck = {}
+                if changed is EVERYTHING or changed:
+                    self.dispatch(changed)
+                changed = {}
+                if await tail.check_liveness():
+                    self.dispatch(EVERYTHING)
+            if self.count == 0 and self.idle_since is not None and anyio.current_time() - self.idle_since >= bus.linger:
+                return
