@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from .._exceptions import ConfigurationError
 
-__all__ = ["bus_url_from_connection", "connection_url", "aconnection_url"]
+__all__ = ["aconnection_url", "bus_url_from_connection", "connection_url"]
 
 CONN_TYPE = "dbtbus"
 

@@ -172,7 +172,7 @@ def render_dbt_task_group(
     sensor_kwargs.setdefault("retries", producer_kwargs.get("retries", 0))
     if sensor_kwargs.get("retry_delay") is None and "retry_delay" in producer_kwargs:
         sensor_kwargs["retry_delay"] = producer_kwargs["retry_delay"]
-    bus = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
+    bus: dict[str, Any] = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
     with TaskGroup(group_id=group_id, **task_group_kwargs) as group:
         run_group = group.group_id
         prefix = f"{run_group}." if run_group else ""

@@ -355,9 +355,9 @@ async def decide(bus: Any, spec: WaitSpec) -> Outcome | Rerun:
 
 async def _rerun_after_upstream(state: Any, current: Outcome, spec: WaitSpec, reason: str) -> Outcome | Rerun:
     """Re-run the node — after its upstream sensors' own re-runs succeeded, when an upstream failure doomed it."""
-    if current.kind is OutcomeKind.UPSTREAM_FAILED and spec.upstream_task_ids and spec.producer is not None:
-        if not await _upstream_recovered(spec):
-            return current  # the upstream sensors failed for good too: nothing to re-run on
+    doomed = current.kind is OutcomeKind.UPSTREAM_FAILED and spec.upstream_task_ids and spec.producer is not None
+    if doomed and not await _upstream_recovered(spec):
+        return current  # the upstream sensors failed for good too: nothing to re-run on
     return _rerun(state, spec, reason)
 
 
@@ -537,7 +537,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         """The event that ends the task (or sends it to a worker, for a re-run or a no-retry failure)."""
         if isinstance(decision, Rerun):
             self.log.info("dbtbus: %s will be re-run on a worker: %s", decision.unique_id, decision.reason)
-            return TriggerEvent({"status": "rerun", "run_id": decision.run_id,  # type: ignore[no-untyped-call]
+            return TriggerEvent({"status": "rerun", "run_id": decision.run_id,  # type: ignore[no-untyped-call,unused-ignore]
                                  "unique_id": decision.unique_id, "args": decision.args, "message": decision.reason})
         payload = {"status": "outcome", "outcome": decision.to_dict()}
         state = airflow_state(decision, self.not_run)

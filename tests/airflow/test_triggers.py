@@ -18,7 +18,6 @@ from dbtbus.airflow.triggers import AIRFLOW_STATE, Rerun, TaskStates, airflow_st
 from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunFinished, RunStarted
 
 
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # the triggerer runs asyncio

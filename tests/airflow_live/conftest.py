@@ -57,7 +57,8 @@ def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("live-project").resolve()
     generate_project(path, models=12, tests_per_model=1, threads=4)
     gated = path / "models" / f"{GATED}.sql"
-    gated.write_text(gated.read_text().rstrip() + "\nwhere exists (select 1 from read_csv_auto('{{ var(\"gate\") }}'))\n")
+    gate = "\nwhere exists (select 1 from read_csv_auto('{{ var(\"gate\") }}'))\n"
+    gated.write_text(gated.read_text().rstrip() + gate)
     (path / "models" / "slow.py").write_text(SLOW_PY.format(flag=str(path / "slow.flag")))
     proc = subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
                           capture_output=True, text=True, cwd=path, check=False,

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from dbtbus.backends.base import Append, Backend
@@ -148,7 +149,7 @@ async def test_concurrent_readers_of_one_run_see_every_entry_once() -> None:
     async def probe() -> None:
         for _ in range(100):
             await reader.get_node("r", "e0")
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     got: list[bytes] = []
 
