@@ -6,12 +6,12 @@ import json
 import os
 import re
 import warnings
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from .._graph import graph_from_manifest, topological_order
 from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
 from .sensors import DbtNodeSensor
 
@@ -34,33 +34,6 @@ def _wanted(node: Mapping[str, Any], select: set[str] | None) -> bool:
         return True
     uid = node["unique_id"]
     return uid in select or node.get("name") in select or any(f"tag:{t}" in select for t in node.get("tags", ()))
-
-
-def _parents_of(node: Mapping[str, Any]) -> list[str]:
-    return list(node.get("depends_on", {}).get("nodes", []) or [])
-
-
-def _topological(nodes: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Kahn's order over the manifest's nodes (iterative: a 10,000-deep chain is fine; cycles go last)."""
-    waiting = {uid: sum(1 for p in _parents_of(node) if p in nodes) for uid, node in nodes.items()}
-    children: dict[str, list[str]] = {}
-    for uid, node in nodes.items():
-        for parent in _parents_of(node):
-            if parent in nodes:
-                children.setdefault(parent, []).append(uid)
-    ready = deque(sorted(uid for uid, n in waiting.items() if n == 0))
-    order: list[str] = []
-    while ready:
-        uid = ready.popleft()
-        order.append(uid)
-        for child in children.get(uid, ()):
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    if len(order) < len(nodes):
-        placed = set(order)
-        order.extend(sorted(uid for uid in nodes if uid not in placed))
-    return order
 
 
 def select_nodes(
@@ -86,10 +59,11 @@ def select_nodes(
         and (include_ephemeral or node.get("config", {}).get("materialized") != "ephemeral")
     }
     # In topological order every parent's answer is known before its children ask: no recursion.
+    graph = graph_from_manifest(data)
     nearest: dict[str, frozenset[str]] = {}
-    for uid in _topological(nodes):
+    for uid in topological_order(graph):
         found: set[str] = set()
-        for parent in _parents_of(nodes[uid]):
+        for parent in graph[uid].parents:
             if parent in chosen:
                 found.add(parent)
             else:
