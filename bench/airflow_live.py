@@ -154,7 +154,8 @@ def render(results: dict[str, Any]) -> str:
         rss = [r["triggerer_rss"] for r in mine if r.get("triggerer_rss")]
         green = all(r["state"] == "success" for r in mine)
         rss_text = f"{statistics.median(rss) / 2**20:.0f} MiB" if rss else "–"
-        sensors = "–" if variant == "bare" else f"{max(r['sensor_worker_runs'] for r in mine)} of {mine[0]['tasks'] - 1}"
+        worker_runs = max(r["sensor_worker_runs"] for r in mine)
+        sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['tasks'] - 1}"
         tail = "–" if variant == "bare" else _median([r["tail"] for r in mine if "tail" in r])
         lines.append(
             f"| {variant}{'' if green else ' (not all green)'} | {_median(walls)} | {ratio} | "
@@ -199,7 +200,8 @@ def main() -> None:
     from importlib.metadata import version
 
     results = {"models": args.models, "nodes": len(project.nodes), "repeat": args.repeat, "runs": runs,
-               "airflow": version("apache-airflow"), "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+               "airflow": version("apache-airflow"),
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
                "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
