@@ -147,8 +147,9 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         run_id = self._run_id(context)
         url = self._url(context)
         if self.deferrable:
+            try_number = int(getattr(context["ti"], "try_number", 1) or 1)
             self.defer(
-                trigger=DbtNodeTrigger(**self._trigger_kwargs(run_id, url)),
+                trigger=DbtNodeTrigger(**self._trigger_kwargs(run_id, url), try_number=try_number),
                 method_name="execute_complete",
                 timeout=_delta(self._timeout_seconds()),
             )

@@ -444,6 +444,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         not_run: str = "skip",
         retry_check: bool = True,
         producer_check_interval: float = 2.0,
+        try_number: int | None = None,
         connect_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
@@ -460,6 +461,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         self.not_run = not_run
         self.retry_check = retry_check
         self.producer_check_interval = producer_check_interval
+        self.try_number = try_number
         self.connect_options = dict(connect_options or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -479,6 +481,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
                 "not_run": self.not_run,
                 "retry_check": self.retry_check,
                 "producer_check_interval": self.producer_check_interval,
+                "try_number": self.try_number,
                 "connect_options": self.connect_options,
             },
         )
@@ -505,7 +508,9 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
 
     def spec(self, run_id: str) -> WaitSpec:
         ti = self._ti()
-        try_number = int(getattr(ti, "try_number", 1) or 1) if ti is not None else 1
+        # The task's try: from the triggerer's task instance, or given by a sensor that deferred from a worker
+        # (``dag.test()`` runs inline triggers without one).
+        try_number = self.try_number or (int(getattr(ti, "try_number", 1) or 1) if ti is not None else 1)
         producer = None
         if self.producer_task_id and ti is not None:
             tasks = TaskStates(DagRunRef(ti.dag_id, ti.run_id), self.producer_check_interval)
@@ -523,10 +528,11 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
             url, run_id = await self._resolved()
             async with shared_bus(url, self.connect_options) as bus:
                 decision = await decide(bus, self.spec(run_id))
-        except Exception as exc:  # a backend's or Airflow's own failure: fail the task (retryably), say why
+        except Exception:
+            # The bus (or Airflow) failed us, which says nothing about the node or the producer: no outcome is
+            # made up. Airflow fails the task as a trigger failure (retries apply), this log says why.
             self.log.exception("dbtbus: waiting for %s failed", self.unique_id)
-            decision = Outcome(kind=OutcomeKind.PRODUCER_LOST, run_id=self.run_id or "", unique_id=self.unique_id,
-                               detail=f"the bus could not be read: {type(exc).__name__}: {exc}")
+            raise
         event = self.event(decision)
         # The outcome's log line travels to the task's log file on another channel than the event; once the
         # event ends the task, the triggerer closes that file. A moment's pause keeps the line in it.
