@@ -117,7 +117,7 @@ def one(af: Deployment, variant: str) -> dict[str, Any]:
     producer = next((t for k, t in tasks.items() if "producer" in k), None)
     sensors = [t for k, t in tasks.items() if "producer" not in k and "carrier" not in k]
     assert start is not None and end is not None
-    out: dict[str, Any] = {"variant": variant, "state": state, "dag_wall": end - start, "tasks": len(tasks),
+    out: dict[str, Any] = {"variant": variant, "state": state, "dag_wall": end - start, "sensors": len(sensors),
                            "sensor_worker_runs": sum(1 for t in sensors if t.queued),
                            "triggerer_rss": _triggerer_rss(af)}
     if producer is not None and producer.start is not None and producer.end is not None:
@@ -140,7 +140,8 @@ def render(results: dict[str, Any]) -> str:
         SECTION, "",
         f"`bench/airflow_live.py`: {results['models']} models ({results['nodes']} dbt nodes), Airflow "
         f"{results['airflow']}, LocalExecutor (parallelism 4), PostgreSQL metadata DB, "
-        f"{results['repeat']} run(s) per variant alternating, on {results['machine']}. Median (min–max).", "",
+        f"{results['repeat']} run(s) per variant alternating, on {results['machine']}. Median (min–max). "
+        "The triggerer's RSS is its whole process tree after the run (it grows with the runs before it).", "",
         "| | DAG run wall | ÷ bare | producer task | DAG end − producer end | sensors run on a worker |"
         " triggerer RSS |",
         "|---|---|---|---|---|---|---|",
@@ -155,7 +156,7 @@ def render(results: dict[str, Any]) -> str:
         green = all(r["state"] == "success" for r in mine)
         rss_text = f"{statistics.median(rss) / 2**20:.0f} MiB" if rss else "–"
         worker_runs = max(r["sensor_worker_runs"] for r in mine)
-        sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['tasks'] - 1}"
+        sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['sensors']}"
         tail = "–" if variant == "bare" else _median([r["tail"] for r in mine if "tail" in r])
         lines.append(
             f"| {variant}{'' if green else ' (not all green)'} | {_median(walls)} | {ratio} | "
