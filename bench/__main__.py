@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 from bench._common import DOCS_PATH, RESULTS_DIR, Options, log, write_json
 
 #: In the order they run: the short ones first, the long end-to-end last.
-BENCHMARKS = ("footprint", "callback_cost", "wakeup", "throughput", "end_to_end")
+BENCHMARKS = ("footprint", "callback_cost", "wakeup", "throughput", "report", "end_to_end")
 
 
 def main(argv: list[str] | None = None) -> int:

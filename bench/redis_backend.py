@@ -3,6 +3,7 @@
     .venv/bin/python bench/redis_backend.py                 # throw-away redis-server, full sizes
     .venv/bin/python bench/redis_backend.py --quick         # smaller sizes (a smoke run)
     .venv/bin/python bench/redis_backend.py --url redis://127.0.0.1:6379/0 --write-docs
+    .venv/bin/python bench/redis_backend.py --append-shapes  # one writer batching vs concurrent writers
 
 Wake-up latency is measured from just before the producer's ``publish`` call to the moment the waiter's
 ``bus.wait`` returns, producer and consumer being two separate ``Bus`` objects (separate connections) on
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import platform
 import statistics
@@ -324,6 +326,66 @@ async def bench_memory(url: str, prefix: str, waiters: int) -> dict[str, float]:
     return out
 
 
+APPEND_SHAPES: dict[str, tuple[int, int, int]] = {  # name: (writers, records per writer, records per call)
+    "the producer's shape: 1 writer, batches of 100": (1, 20_000, 100),
+    "1 writer, one record per call": (1, 3000, 1),
+    "8 concurrent writers, one record per call": (8, 500, 1),
+    "64 concurrent writers, one record per call": (64, 60, 1),
+}
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_append_shapes(url: str, prefix: str, rounds: int, server_pid: int | None) -> list[str]:
+    """Wall, client CPU and server CPU per append shape; shapes alternate within each round."""
+    bus = _connect(url, prefix)
+    await bus.__aenter__()
+    backend = bus.backend
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in APPEND_SHAPES}
+
+    async def once(writers: int, per_writer: int, per_call: int) -> None:
+        run_id = f"shape-{uuid.uuid4().hex[:6]}"
+        items = [Append(encode(_result(run_id, f"model.m{i}")), f"model.m{i}") for i in range(writers * per_writer)]
+
+        async def writer(k: int) -> None:
+            mine = items[k * per_writer : (k + 1) * per_writer]
+            for start in range(0, len(mine), per_call):
+                await backend.append(run_id, mine[start : start + per_call])
+
+        await asyncio.gather(*(writer(k) for k in range(writers)))
+        await backend.delete_run(run_id)
+
+    for round_ in range(rounds):
+        names = list(APPEND_SHAPES) if round_ % 2 == 0 else list(reversed(APPEND_SHAPES))
+        for name in names:
+            server0 = _process_cpu(server_pid) if server_pid else math.nan
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            await once(*APPEND_SHAPES[name])
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            server = _process_cpu(server_pid) - server0 if server_pid else math.nan
+            samples[name].append((wall, cpu, server))
+    await _close(bus)
+
+    def cell(values: list[float]) -> str:
+        ms = [v * 1000 for v in values]
+        return f"{statistics.median(ms):.0f} ({min(ms):.0f}–{max(ms):.0f})"
+
+    rows = [
+        "| appends | records/s | wall ms | client CPU ms | server CPU ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (writers, per_writer, _) in APPEND_SHAPES.items():
+        walls, cpus, servers = (list(column) for column in zip(*samples[name], strict=True))
+        rate = writers * per_writer / statistics.median(walls)
+        rows.append(f"| {name} | {rate:,.0f} | {cell(walls)} | {cell(cpus)} | {cell(servers)} |")
+    return rows
+
+
 async def main_async(args: argparse.Namespace, url: str, report: Report) -> dict[str, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}:"
     q = args.quick
@@ -411,8 +473,8 @@ NOTES = [
     "  synchronous loop, then asyncio resumes 10,000 tasks; the first returns only after the whole loop.",
     "- Throughput: one-by-one is one round trip per record (~130–180 µs with redis.asyncio); batching puts",
     "  all of a call's records in one script call. The server spends ~3 µs per record inside the script;",
-    "  the client-side cost is redis-py packing the arguments. Concurrent appends to one run coalesce: while",
-    "  one script call is in flight, the next calls queue and go together (\"8 concurrent publishers\").",
+    "  the client-side cost is redis-py packing the arguments. Concurrent appends are separate script calls",
+    "  (the write coalescer was removed: see docs/backends.md and `--append-shapes`).",
     "- Memory: tracemalloc counts Python heap only (not Redis). One task per waiter costs an asyncio Task,",
     "  its coroutine frames and the bus's cancel scope and event; the bare-task baseline shows the part",
     "  any application pays for a task of its own. `as_completed` / `wait_many` share one task and one",
@@ -473,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--title", help="the docs subsection to replace (default: by scheduling policy)")
+    parser.add_argument(
+        "--append-shapes", action="store_true", help="only the append shapes (wall and CPU, medians of 10 rounds)"
+    )
     args = parser.parse_args(argv)
     url = args.url or redis_url_from_env()
     server: RedisServer | None = None
@@ -480,6 +545,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = RedisServer().start()
         url = server.url
     report = Report()
+    if args.append_shapes:
+        try:
+            pid = server.process.pid if server is not None and server.process is not None else None
+            rows = asyncio.run(bench_append_shapes(url, f"bench{uuid.uuid4().hex[:6]}:", 4 if args.quick else 10, pid))
+        finally:
+            if server is not None:
+                server.close()
+        for line in rows:
+            report.add(line)
+        return 0
     try:
         import hiredis  # noqa: F401
 

@@ -543,6 +543,10 @@ def render(results: dict[str, Any], previous_page: str = "") -> str:
                 lines += fn(results[name])
             except (KeyError, TypeError, ValueError) as exc:
                 lines += [f"## {name}", "", f"(could not render bench/results/{name}.json: {exc!r})", ""]
+    if "report" in results:  # bench/report.py renders its own section
+        from bench.report import section as report_section
+
+        lines += report_section(results["report"])
     airflow = airflow_from_json(results)
     if airflow is None:
         airflow = existing_section(previous_page, AIRFLOW_SECTION)

@@ -48,10 +48,17 @@ def on_error(unique_id: str, error: dbtbus.WaitError) -> str:
 
 
 async def selected_nodes(bus: dbtbus.Bus, run_id: str) -> list[str]:
-    """The run's selected graph, from its first record (waits for the run to start)."""
+    """The run's selected graph (waits for the run to start).
+
+    A producer announces its attempt at once, before dbt knows the graph, then refines that RunStarted
+    with dbt's graph before the first node record: take the first graph, or none once nodes start.
+    """
     async for entry in bus.subscribe(run_id):
-        if isinstance(entry.record, dbtbus.RunStarted):
-            return list(entry.record.graph or ())
+        record = entry.record
+        if isinstance(record, dbtbus.RunStarted) and record.graph is not None:
+            return list(record.graph)
+        if isinstance(record, (dbtbus.NodeStarted, dbtbus.NodeResult, dbtbus.RunFinished, dbtbus.RunCrashed)):
+            return []
     return []
 
 

@@ -17,8 +17,8 @@ from .._exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_MAXLEN",
+    "DEFAULT_MAX_RECORD_BYTES",
     "DEFAULT_PREFIX",
-    "DEFAULT_RETENTION",
     "RedisSettings",
     "parse_redis_url",
     "redact_url",
@@ -29,8 +29,8 @@ DEFAULT_PREFIX: Final = "dbtbus:"
 #: Approximate cap on one run's stream (``XADD MAXLEN ~``). Generous on purpose: trimming the head of a
 #: run's log drops its ``RunStarted`` record, which late readers need. ~370 B per entry → ≤ ~400 MB.
 DEFAULT_MAXLEN: Final = 1_000_000
-#: How long a finished run is kept when the producer expires it (seconds): 7 days.
-DEFAULT_RETENTION: Final = 7 * 24 * 3600.0
+#: The largest record (bytes) an append accepts and a read hands out: a record is one node's result.
+DEFAULT_MAX_RECORD_BYTES: Final = 8 * 1024 * 1024
 SCHEMES: Final = ("redis", "rediss", "unix")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,8 +98,7 @@ _BACKEND_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "cluster": _as_bool,
     "retries": lambda n, v: _as_int(n, v, 0),
     "max_blocking": lambda n, v: _as_int(n, v, 1),
-    "retention": _as_float,
-    "coalesce": _as_bool,
+    "max_record_bytes": lambda n, v: _as_int(n, v, 1),
 }
 # Connection options, handed to redis-py.
 _CLIENT_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
@@ -133,8 +132,7 @@ class RedisSettings:
     cluster: bool = False
     retries: int = 3
     max_blocking: int = 1000
-    retention: float = DEFAULT_RETENTION
-    coalesce: bool = True  # concurrent appends to one run share a script call
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments

@@ -12,7 +12,21 @@ name::
     [project.entry-points."dbtbus.backends"]
     mybackend = "mypackage.backend:MyBackend"
 
-``tests/backends/contract.py`` holds the behaviour every backend must show; run it against yours.
+:mod:`dbtbus.testing.backend_contract` holds the behaviour every backend must show; run it against yours
+(see ``docs/backends.md``).
+
+Two guarantees are opt-in, declared by class attributes, because they need atomic storage:
+
+* :attr:`Backend.idempotent_appends` — :attr:`Append.key` is honoured: an append whose key the run
+  already stored is not stored again, and the cursor of the stored entry is returned. A producer that
+  retries an append after a lost reply then never stores a record twice.
+* :attr:`Backend.fenced_leases` — :meth:`Backend.acquire_lease` and :meth:`Backend.renew_lease` are
+  atomic and fence: one producer per run and attempt; a producer superseded by another holder (the same
+  attempt after its lease lapsed, or a later attempt) gets :class:`dbtbus.RunClaimed` on its next renewal.
+
+The defaults keep a backend that declares neither working: ``acquire_lease`` checks the lease and then
+renews it (two calls, so two producers racing within one round trip can both win), and append keys are
+ignored. The contract suite checks the declared behaviour either way.
 """
 
 from __future__ import annotations
@@ -20,9 +34,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["Append", "Backend", "Entry", "Lease"]
+from .._exceptions import RecordTooLarge, RunClaimed
+
+__all__ = ["Append", "Backend", "Entry", "Lease", "check_record_sizes", "claimed_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +46,15 @@ class Append:
     """One record to append to a run's log.
 
     ``node`` is set for a node's terminal record: the backend then also stores ``data`` as the node's
-    durable record (replacing an earlier one), so a late waiter can fetch it with one lookup.
+    durable record (replacing an earlier one), so a late waiter can fetch it with one lookup. ``key``
+    makes the append idempotent (see :attr:`Backend.idempotent_appends`).
     """
 
     data: bytes
     node: str | None = None
+    #: Idempotency key, unique within the run (the producer uses ``"<holder>:<sequence>"``). A backend with
+    #: :attr:`Backend.idempotent_appends` stores an item whose key the run already holds only once.
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +67,13 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A producer's liveness lease as the backend holds it: who holds it and for how many more seconds."""
+    """A producer's liveness lease as the backend holds it: who holds it, for how many more seconds, and
+    for which attempt of the run (``None`` when it was taken with :meth:`Backend.renew_lease` alone or the
+    backend does not store attempts)."""
 
     holder: str
     remaining: float
+    attempt: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -68,6 +91,14 @@ class Backend(abc.ABC):
 
     #: The URL schemes this backend serves (``connect`` uses the entry-point name; this is informative).
     schemes: tuple[str, ...] = ()
+    #: True when :meth:`append` honours :attr:`Append.key` (a retried append never stores a record twice).
+    idempotent_appends: ClassVar[bool] = False
+    #: True when :meth:`acquire_lease` / :meth:`renew_lease` are atomic and fence superseded holders out.
+    fenced_leases: ClassVar[bool] = False
+    #: The largest ``Append.data`` (bytes) :meth:`append` accepts (``None``: no limit of its own). Larger
+    #: items make the whole call fail with :class:`dbtbus.RecordTooLarge`, storing nothing; a backend may
+    #: also skip stored entries over its limit when reading (with a warning; the cursor still advances).
+    max_record_bytes: int | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -95,6 +126,10 @@ class Backend(abc.ABC):
         back to "never" until :meth:`expire_run` is called again.
 
         Must be safe to call concurrently; items of concurrent calls do not interleave within a call.
+
+        With :attr:`idempotent_appends`, an item whose ``key`` the run already stored (by an earlier call or
+        earlier in this one) is not appended again: its cursor is the stored entry's. An item larger than
+        :attr:`max_record_bytes` fails the whole call with :class:`dbtbus.RecordTooLarge`; nothing is stored.
         """
 
     @abc.abstractmethod
@@ -121,6 +156,10 @@ class Backend(abc.ABC):
         * A cursor this backend cannot have produced raises :class:`dbtbus.InvalidCursor`. A cursor that
           points before entries trimmed by retention resumes at the oldest entry still stored.
 
+        * Entries the backend cannot hand out (foreign writers' junk, entries over its size limit) are
+          skipped with a warning, and the next read resumes past them: a log whose tail is junk must not
+          make the caller's loop spin.
+
         Concurrency: many readers, on the same or different runs, may block at once. The bus runs one
         reader per run, so a backend needs no fan-out of its own.
         """
@@ -129,9 +168,36 @@ class Backend(abc.ABC):
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         """Return the durable terminal record stored for ``unique_id`` in ``run_id``, or ``None``."""
 
+    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+        """Claim ``run_id``'s attempt ``attempt`` for ``holder`` and hold its lease for ``ttl`` seconds.
+
+        Raises :class:`dbtbus.RunClaimed` when another holder's lease is live and it holds the same or a
+        later attempt (or, with :attr:`fenced_leases`, when a later attempt has claimed the run at all, even
+        if its lease has lapsed). A later attempt takes the run over from a live earlier one; the earlier
+        holder's next :meth:`renew_lease` then fails. The same holder acquiring again just renews.
+
+        The default (for backends without :attr:`fenced_leases`) checks :meth:`get_lease` and then calls
+        :meth:`renew_lease`: two calls, so two producers racing within one round trip may both succeed.
+        """
+        lease = await self.get_lease(run_id)
+        if (
+            lease is not None
+            and lease.alive
+            and lease.holder != holder
+            and (lease.attempt is None or lease.attempt >= attempt)
+        ):
+            raise RunClaimed(claimed_message(run_id, holder, attempt, lease.holder, lease.attempt))
+        await self.renew_lease(run_id, holder, ttl)
+
     @abc.abstractmethod
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
-        """Set ``run_id``'s liveness lease to ``holder`` for ``ttl`` seconds from now (creating it if absent)."""
+        """Set ``run_id``'s liveness lease to ``holder`` for ``ttl`` seconds from now (creating it if absent).
+
+        Renewing after the lease lapsed (the backend was unreachable for a while) takes it again. With
+        :attr:`fenced_leases`, once a run was claimed with :meth:`acquire_lease`, only the holder of the
+        latest claim may renew: anyone else gets :class:`dbtbus.RunClaimed` (it has been superseded and
+        must stop publishing). A run never claimed accepts any holder (the unfenced, legacy path).
+        """
 
     @abc.abstractmethod
     async def get_lease(self, run_id: str) -> Lease | None:
@@ -139,7 +205,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def release_lease(self, run_id: str, holder: str) -> None:
-        """Drop the lease if ``holder`` still holds it (a clean shutdown of the producer)."""
+        """Drop the lease if ``holder`` still holds it (a clean shutdown of the producer).
+
+        The claim stays: a stale earlier attempt cannot come back after a later one released its lease.
+        """
 
     @abc.abstractmethod
     async def expire_run(self, run_id: str, ttl: float) -> None:
@@ -152,3 +221,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def list_runs(self) -> list[str]:
         """Return the ids of the runs this backend stores (in no particular order)."""
+
+
+def claimed_message(run_id: str, holder: str, attempt: int | None, owner: str, owner_attempt: int | None) -> str:
+    """The one wording of :class:`dbtbus.RunClaimed` (``attempt=None``: a renewal that was fenced out)."""
+    held = f"attempt {owner_attempt}" if owner_attempt is not None else "the run"
+    if attempt is None:
+        return f"producer {holder!r} was superseded on run {run_id!r}: {owner!r} holds {held}"
+    return f"run {run_id!r} is claimed by producer {owner!r} ({held}): {holder!r} cannot produce attempt {attempt}"
+
+
+def check_record_sizes(run_id: str, items: Sequence[Append], limit: int | None) -> None:
+    """Raise :class:`dbtbus.RecordTooLarge` when an item is over ``limit`` bytes (before anything is stored)."""
+    if limit is None:
+        return
+    for item in items:
+        if len(item.data) > limit:
+            what = f"the record of {item.node}" if item.node else "a record"
+            raise RecordTooLarge(
+                f"{what} in run {run_id!r} is {len(item.data):,} bytes, over the backend's limit of "
+                f"{limit:,} bytes (max_record_bytes); nothing of this append was stored"
+            )

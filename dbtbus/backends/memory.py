@@ -17,9 +17,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .._exceptions import ConfigurationError, InvalidCursor
+from .._exceptions import ConfigurationError, InvalidCursor, RunClaimed
 from .._wakeup import capture_scheduler
-from .base import Append, Backend, Entry, Lease
+from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
+
+#: The default cap on one record (bytes), as for Redis: a record is a node's result, not a data set.
+DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 __all__ = ["MemoryBackend", "MemoryStore", "get_store"]
 
@@ -29,6 +32,8 @@ class _Run:
     log: list[bytes] = field(default_factory=list)
     nodes: dict[str, bytes] = field(default_factory=dict)
     lease: tuple[str, float] | None = None  # holder, monotonic deadline
+    claim: tuple[str, int] | None = None  # the latest acquire_lease: holder, attempt
+    appended: dict[str, str] = field(default_factory=dict)  # idempotency key -> cursor
     expires_at: float | None = None  # monotonic
     # Readers blocked on this run: each is called (from any thread) once new entries exist.
     wakers: set[Callable[[], None]] = field(default_factory=set)
@@ -57,10 +62,17 @@ class MemoryStore:
             run.expires_at = None
             cursors = []
             for item in items:
+                stored = run.appended.get(item.key) if item.key is not None else None
+                if stored is not None:
+                    cursors.append(stored)
+                    continue
                 run.log.append(item.data)
                 if item.node is not None:
                     run.nodes[item.node] = item.data
-                cursors.append(str(len(run.log)))
+                cursor = str(len(run.log))
+                if item.key is not None:
+                    run.appended[item.key] = cursor
+                cursors.append(cursor)
             wakers = list(run.wakers)
             run.wakers.clear()
         for wake in wakers:
@@ -97,13 +109,39 @@ class MemoryStore:
             run = self._live_run(run_id, time.monotonic())
             return None if run is None else run.nodes.get(unique_id)
 
+    def _run_for_lease(self, run_id: str, now: float) -> _Run:
+        run = self._live_run(run_id, now)
+        if run is None:
+            run = self._runs[run_id] = _Run()
+        if run.lease is not None and run.lease[1] <= now:
+            run.lease = None
+        return run
+
+    def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            run = self._run_for_lease(run_id, now)
+            owner, owner_attempt = run.claim if run.claim is not None else (None, None)
+            live = run.lease[0] if run.lease is not None else None
+            if live is not None and live != holder and live != owner:  # an unclaimed (legacy) live lease
+                raise RunClaimed(claimed_message(run_id, holder, attempt, live, None))
+            superseded = owner_attempt is not None and (
+                owner_attempt > attempt or (live == owner and owner_attempt >= attempt)
+            )
+            if owner is not None and owner != holder and superseded:
+                raise RunClaimed(claimed_message(run_id, holder, attempt, owner, owner_attempt))
+            if owner == holder and owner_attempt is not None:
+                attempt = max(attempt, owner_attempt)
+            run.claim = (holder, attempt)
+            run.lease = (holder, now + ttl) if ttl > 0 else None
+
     def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
         with self._lock:
             now = time.monotonic()
-            run = self._live_run(run_id, now)
-            if run is None:
-                run = self._runs[run_id] = _Run()
-            run.lease = (holder, now + ttl)
+            run = self._run_for_lease(run_id, now)
+            if run.claim is not None and run.claim[0] != holder:
+                raise RunClaimed(claimed_message(run_id, holder, None, *run.claim))
+            run.lease = (holder, now + ttl) if ttl > 0 else None
 
     def get_lease(self, run_id: str) -> Lease | None:
         with self._lock:
@@ -114,7 +152,8 @@ class MemoryStore:
             holder, deadline = run.lease
             if deadline <= now:
                 return None
-            return Lease(holder, deadline - now)
+            attempt = run.claim[1] if run.claim is not None and run.claim[0] == holder else None
+            return Lease(holder, deadline - now, attempt)
 
     def release_lease(self, run_id: str, holder: str) -> None:
         with self._lock:
@@ -185,22 +224,38 @@ class MemoryBackend(Backend):
     """
 
     schemes: tuple[str, ...] = ("memory",)
+    idempotent_appends = True
+    fenced_leases = True
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, *, max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES) -> None:
         self.store = store
+        self.max_record_bytes = max_record_bytes
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
-        if options:
-            raise ConfigurationError(f"memory:// takes no options, got {sorted(options)}")
         parts = urlsplit(url)
         if parts.scheme != "memory":
             raise ConfigurationError(f"not a memory:// URL: {url!r}")
+        # The query string is not read (it never was): options come as keyword arguments only.
+        merged = dict(options)
+        limit = merged.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
+        if merged:
+            raise ConfigurationError(f"memory:// takes no options but max_record_bytes, got {sorted(merged)}")
+        try:
+            max_record_bytes = int(limit)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"max_record_bytes must be an integer, got {limit!r}") from None
+        if max_record_bytes < 1:
+            raise ConfigurationError(f"max_record_bytes must be >= 1, got {limit!r}")
         name = (parts.netloc + parts.path).strip("/")
-        return cls(get_store(name))
+        return cls(get_store(name), max_record_bytes=max_record_bytes)
 
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
+        check_record_sizes(run_id, items, self.max_record_bytes)
         return self.store.append(run_id, items)
+
+    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+        self.store.acquire_lease(run_id, holder, ttl, attempt)
 
     async def read(
         self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0

@@ -88,6 +88,10 @@ class MockBackend(MemoryBackend):
         await self._intercept("get_node", run_id, unique_id)
         return await super().get_node(run_id, unique_id)
 
+    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+        await self._intercept("acquire_lease", run_id, holder, ttl, attempt)
+        await super().acquire_lease(run_id, holder, ttl, attempt)
+
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
         await self._intercept("renew_lease", run_id, holder, ttl)
         await super().renew_lease(run_id, holder, ttl)

@@ -2,45 +2,49 @@
 
 Layout of one run (all its keys share the hash tag ``{<run_id>}``, so a run lives on one Redis Cluster slot)::
 
-    <prefix>{<run_id>}:log     STREAM  every record, one entry each, field ``d`` = the encoded record
-    <prefix>{<run_id>}:nodes   HASH    unique_id -> the node's latest terminal record (late waiter: one HGET)
-    <prefix>{<run_id>}:lease   STRING  the producer's liveness lease: holder, with a PX expiry
-    <prefix>runs               ZSET    run index for list_runs: score = expiry (ms since epoch), +inf = kept
+    <prefix>{<run_id>}:log       STREAM  every record, one entry each, field ``d`` = the encoded record
+    <prefix>{<run_id>}:nodes     HASH    unique_id -> the node's latest terminal record (late waiter: one HGET)
+    <prefix>{<run_id>}:lease     STRING  the producer's liveness lease: holder, with a PX expiry
+    <prefix>{<run_id>}:claim     HASH    the latest acquire_lease: holder, attempt (the fence; no expiry)
+    <prefix>{<run_id>}:appended  HASH    idempotency key -> stream id of the entry it stored
+    <prefix>runs                 ZSET    run index for list_runs: score = expiry (ms since epoch), +inf = kept
 
-Node records live in one HASH rather than one key per node: a run has a fixed set of three keys, so
-``expire_run`` and ``delete_run`` touch them without tracking node keys, and Redis spends less memory.
-The run index is the one key outside the run's slot; on a cluster it is written with a separate command.
+A run has a fixed set of keys, so ``expire_run`` and ``delete_run`` touch them without tracking node keys.
+The run index is the one key outside the run's slot: on one server every script updates it in the same
+call; on a cluster the same index statement runs as a second script on the index's own slot.
 
 Every write is one server-side Lua script (one round trip, atomic — readers see a batch all or none): an
-append XADDs each item (``MAXLEN ~ cap``), HSETs the node records of the batch and PERSISTs the run's
-keys. Concurrent appends to one run coalesce (``coalesce=true``, the default): while a script call is in
-flight the next calls queue, then go together in one call (each call's items contiguous, in order).
+append XADDs each item (``MAXLEN ~ cap``) whose idempotency key the run has not stored yet, HSETs the node
+records and keys of the batch and PERSISTs the run's keys. Leases are fenced (``acquire_lease`` claims an
+attempt; a superseded holder's renewal fails with :class:`dbtbus.RunClaimed`).
 
 Reads are ``XREAD [BLOCK ms] COUNT n STREAMS log <cursor>``; cursors are stream IDs. A blocking read takes a
 dedicated connection from its own pool for at most ``block_ms`` per round trip (longer waits loop), so
 blocked readers never starve the commands of the producer and of ``get_node``. The bus runs one reader per
-run, so 10,000 waiters on a run still mean one blocked connection.
+run, so 10,000 waiters on a run still mean one blocked connection. Entries without the ``d`` field, or over
+``max_record_bytes``, are skipped with one warning each; a read never returns early on them, and the next
+read from the same cursor starts past them (no busy loop on a junk tail).
 
 Failures: redis-py retries a command ``retries`` times on connection errors and timeouts (exponential
 backoff with jitter, capped at 1 s); after that the backend raises :class:`dbtbus.BackendUnavailable` —
-promptly, within roughly ``socket_connect_timeout`` plus the backoff when the server is down — and any
-other Redis error as :class:`dbtbus.BackendError`. The bus's reader then retries from the same cursor, so
-readers lose nothing and deliver nothing twice. A write that failed after the server executed it but
-before the reply arrived may be applied twice if the caller retries it (at-least-once appends); the bus
-treats a repeated terminal record of a node as the same outcome.
+promptly, within roughly ``socket_connect_timeout`` plus the backoff when the server is down. A replica
+promoted mid-failover (READONLY, CLUSTERDOWN, TRYAGAIN, LOADING, MASTERDOWN) and OOM are transient too.
+Permanent errors are final and never retried: wrong credentials → :class:`dbtbus.AuthenticationFailed`,
+an ACL denial (NOPERM) → :class:`dbtbus.PermissionDenied`, any other error reply (WRONGTYPE, an unknown
+command on a server too old, ...) → :class:`dbtbus.BackendRejected`. With idempotency keys, a write that
+failed after the server executed it but before the reply arrived is safe to retry: it is stored once.
 
 URL options (query string; keyword options to ``dbtbus.connect`` override them): ``prefix`` (default
 ``dbtbus:``), ``maxlen`` (stream cap, default 1,000,000, 0 = none), ``block_ms`` (longest BLOCK per read
 round trip, default 1000), ``cluster=true`` (Redis Cluster), ``retries`` (default 3), ``max_blocking``
-(blocking-read connections, default 1000), ``retention`` (seconds a finished run is kept, default 7 days —
-exposed as :attr:`RedisBackend.default_retention` for the producer), ``db``, ``username``, ``password``,
-``coalesce`` (default true), ``socket_timeout``, ``socket_connect_timeout`` (default 2 s),
-``max_connections`` (default 64; callers beyond it wait for a free connection), ``client_name``,
-``health_check_interval`` and, for ``rediss://``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
-``ssl_cert_reqs`` (none/optional/required) and ``ssl_check_hostname``.
+(blocking-read connections, default 1000), ``max_record_bytes`` (default 8 MiB), ``db``, ``username``,
+``password``, ``socket_timeout``, ``socket_connect_timeout`` (default 2 s), ``max_connections`` (default
+64; callers beyond it wait for a free connection), ``client_name``, ``health_check_interval`` and, for
+``rediss://``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+(none/optional/required) and ``ssl_check_hostname``.
 
 redis-py's asyncio client is asyncio-only: use this backend under asyncio (anyio on its asyncio backend).
-List and delete runs from a shell with ``python -m dbtbus.backends.redis list|delete URL [RUN_ID...]``.
+List and delete runs with ``dbtbus runs`` and ``dbtbus gc``.
 """
 
 from __future__ import annotations
@@ -48,12 +52,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
+import os
 import re
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -63,11 +70,22 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from .._exceptions import BackendError, BackendUnavailable, ConfigurationError, InvalidCursor
-from ._redis_url import DEFAULT_RETENTION, RedisSettings, parse_redis_url
-from .base import Append, Backend, Entry, Lease
+from .._exceptions import (
+    AuthenticationFailed,
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidCursor,
+    PermissionDenied,
+    RunClaimed,
+)
+from ._redis_url import RedisSettings, parse_redis_url
+from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
-__all__ = ["RedisBackend"]
+__all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
+
+logger = logging.getLogger("dbtbus.backends.redis")
 
 _CURSOR: Final = re.compile(r"\d{1,20}-\d{1,20}")
 _FIELD: Final = b"d"
@@ -75,72 +93,200 @@ _FIELD: Final = b"d"
 _DEFAULT_MAX_CONNECTIONS: Final = 64
 #: HSET fields flushed per call inside the append script (Lua's unpack() has a stack limit).
 _HSET_CHUNK: Final = 1000
+#: Seconds aclose() waits for a client's connections to close.
+_CLOSE_TIMEOUT: Final = 5.0
+#: Read positions remembered as "only skipped entries follow up to X" (per backend, least recent dropped).
+_SKIP_MEMORY: Final = 4096
+#: Error-reply codes that say "not now" rather than "never": a failover, a restart, memory pressure.
+_TRANSIENT_CODES: Final = frozenset(
+    {"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS"}
+)
+_AUTH_CODES: Final = frozenset({"WRONGPASS", "NOAUTH"})
+#: How Redis 7.0 words an ACL denial of a command a script calls (an ERR reply, no NOPERM code).
+_SCRIPT_NOPERM: Final = "user executing the script can't run this command"
 
-_APPEND: Final = """
-local log, nodes = KEYS[1], KEYS[2]
-local maxlen = tonumber(ARGV[1])
-local ids, fields, nf = {}, {}, 0
+
+#: Every command the backend sends: what an ACL user needs (``-@all`` plus these, keys ``~<prefix>*``).
+#: Scripts count too — Redis checks the commands a script calls against the user's ACL.
+ACL_COMMANDS: Final = (
+    "client|setname", "evalsha", "eval", "xread", "hget",  # sent by the client
+    "xadd", "hset", "hmget", "persist", "zadd", "zrem", "zrange", "zremrangebyscore",  # called by scripts
+    "get", "set", "del", "pexpire", "pttl",
+)  # fmt: skip
+#: Redis Cluster adds the commands redis-py uses to learn the slot map.
+ACL_CLUSTER_COMMANDS: Final = ("cluster|slots", "cluster|shards", "command", "readonly")
+
+
+def acl_rule(prefix: str = "dbtbus:", *, cluster: bool = False) -> str:
+    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``."""
+    commands = (*ACL_COMMANDS, *(ACL_CLUSTER_COMMANDS if cluster else ()))
+    return f"resetkeys ~{prefix}* resetchannels -@all " + " ".join(f"+{command}" for command in commands)
+
+
+class _Retry(Retry):
+    """redis-py's retry minus wrong credentials (ConnectionError subclasses that no retry fixes)."""
+
+    async def call_with_retry(
+        self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False
+    ) -> Any:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, (rexc.AuthenticationError, rexc.AuthorizationError)):
+                return False
+            return bool(is_retryable(error)) if is_retryable is not None else True
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+@dataclass(frozen=True)
+class _Script:
+    """A write: a statement on the run's keys (it sets ``result``) and, optionally, one on the run index.
+
+    Each script's ARGV starts with the run id and the index score, so the index statement can run on its
+    own (a cluster keeps the index on another slot) with just those two arguments. KEYS[#KEYS] is the index.
+    """
+
+    body: str
+    index: str | None = None
+
+    @property
+    def alone(self) -> str:
+        return f"{self.body}\nreturn result"
+
+    @property
+    def with_index(self) -> str:
+        return f"{self.body}\n{self.index}\nreturn result"
+
+    @property
+    def index_only(self) -> str:
+        return f"{self.index}\nreturn 1"
+
+
+# ARGV: run_id, (unused score), maxlen, then (node, key, data) triples; KEYS: log, nodes, appended[, index]
+_APPEND: Final = _Script(
+    """
+local log, nodes, appended = KEYS[1], KEYS[2], KEYS[3]
+local maxlen = tonumber(ARGV[3])
+local result, fields, nf = {}, {}, 0
 local n = 0
-for i = 3, #ARGV, 2 do
-  local data = ARGV[i + 1]
+for i = 4, #ARGV, 3 do
+  local node, key, data = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   n = n + 1
-  if maxlen > 0 then
-    ids[n] = redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'd', data)
+  local id = false
+  if key ~= '' then id = redis.call('HGET', appended, key) end
+  if id then
+    result[n] = id
   else
-    ids[n] = redis.call('XADD', log, '*', 'd', data)
-  end
-  local node = ARGV[i]
-  if node ~= '' then
-    fields[nf + 1] = string.sub(node, 2)
-    fields[nf + 2] = data
-    nf = nf + 2
-    if nf >= HSET_CHUNK then
-      redis.call('HSET', nodes, unpack(fields, 1, nf))
-      nf = 0
+    if maxlen > 0 then
+      id = redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'd', data)
+    else
+      id = redis.call('XADD', log, '*', 'd', data)
+    end
+    result[n] = id
+    if key ~= '' then redis.call('HSET', appended, key, id) end
+    if node ~= '' then
+      fields[nf + 1] = string.sub(node, 2)
+      fields[nf + 2] = data
+      nf = nf + 2
+      if nf >= HSET_CHUNK then
+        redis.call('HSET', nodes, unpack(fields, 1, nf))
+        nf = 0
+      end
     end
   end
 end
 if nf > 0 then redis.call('HSET', nodes, unpack(fields, 1, nf)) end
 redis.call('PERSIST', log)
 redis.call('PERSIST', nodes)
-if #KEYS > 2 then redis.call('ZADD', KEYS[3], 'inf', ARGV[2]) end
-return ids
-""".replace("HSET_CHUNK", str(2 * _HSET_CHUNK))
+redis.call('PERSIST', appended)
+""".replace("HSET_CHUNK", str(2 * _HSET_CHUNK)),
+    "redis.call('ZADD', KEYS[#KEYS], 'inf', ARGV[1])",
+)
 
-_RENEW_LEASE: Final = """
-local ms = tonumber(ARGV[2])
-if ms > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ms) else redis.call('DEL', KEYS[1]) end
-if #KEYS > 1 and ms > 0 then redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[3]) end
-return 1
+# ARGV: run_id, index score (expiry ms), holder, ttl ms, attempt; KEYS: lease, claim[, index].
+# Returns {1} or {0, owner, owner_attempt or false}.
+_ACQUIRE_LEASE: Final = _Script(
+    """
+local holder, ms, attempt = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local live = redis.call('GET', KEYS[1])
+local owner = redis.call('HMGET', KEYS[2], 'holder', 'attempt')
+local owner_holder, owner_attempt = owner[1], tonumber(owner[2])
+local result = {1}
+if live and live ~= holder and live ~= owner_holder then
+  result = {0, live, false}
+elseif owner_holder and owner_holder ~= holder and owner_attempt
+    and (owner_attempt > attempt or (live == owner_holder and owner_attempt >= attempt)) then
+  result = {0, owner_holder, owner[2]}
+else
+  if owner_holder == holder and owner_attempt and owner_attempt > attempt then attempt = owner_attempt end
+  redis.call('HSET', KEYS[2], 'holder', holder, 'attempt', attempt)
+  redis.call('PERSIST', KEYS[2])
+  if ms > 0 then redis.call('SET', KEYS[1], holder, 'PX', ms) else redis.call('DEL', KEYS[1]) end
+end
+""",
+    "if tonumber(ARGV[2]) > 0 then redis.call('ZADD', KEYS[#KEYS], 'GT', ARGV[2], ARGV[1]) end",
+)
+
+# ARGV: run_id, index score, holder, ttl ms; KEYS: lease, claim[, index]. Returns {1} or {0, owner, attempt}.
+_RENEW_LEASE: Final = _Script(
+    """
+local holder, ms = ARGV[3], tonumber(ARGV[4])
+local owner = redis.call('HMGET', KEYS[2], 'holder', 'attempt')
+local result = {1}
+if owner[1] and owner[1] ~= holder then
+  result = {0, owner[1], owner[2]}
+elseif ms > 0 then
+  redis.call('SET', KEYS[1], holder, 'PX', ms)
+else
+  redis.call('DEL', KEYS[1])
+end
+""",
+    _ACQUIRE_LEASE.index,
+)
+
+# KEYS: lease, claim. Returns {holder, pttl, claimed attempt (when the holder is the claim's)}.
+_GET_LEASE: Final = _Script(
+    """
+local holder = redis.call('GET', KEYS[1])
+local owner = redis.call('HMGET', KEYS[2], 'holder', 'attempt')
+local attempt = false
+if holder and owner[1] == holder then attempt = owner[2] end
+local result = {holder, redis.call('PTTL', KEYS[1]), attempt}
 """
+)
 
-_GET_LEASE: Final = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
-
-_RELEASE_LEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# ARGV: run_id, (unused), holder; KEYS: lease.
+_RELEASE_LEASE: Final = _Script(
+    """
+local result = 0
+if redis.call('GET', KEYS[1]) == ARGV[3] then result = redis.call('DEL', KEYS[1]) end
 """
+)
 
+# ARGV: run_id, index score, ttl ms; KEYS: log, nodes, lease, claim, appended[, index].
 # The lease keeps its own, shorter expiry (LT): expiring a run must never make a dead producer look alive.
-_EXPIRE_RUN: Final = """
-local ms = tonumber(ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ms)
-redis.call('PEXPIRE', KEYS[2], ms)
+_EXPIRE_RUN: Final = _Script(
+    """
+local ms = tonumber(ARGV[3])
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[5]}) do redis.call('PEXPIRE', key, ms) end
 redis.call('PEXPIRE', KEYS[3], ms, 'LT')
-if #KEYS > 3 then redis.call('ZADD', KEYS[4], 'XX', ARGV[3], ARGV[2]) end
-return 1
-"""
+local result = 1
+""",
+    "redis.call('ZADD', KEYS[#KEYS], 'XX', ARGV[2], ARGV[1])",
+)
 
-_DELETE_RUN: Final = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-if #KEYS > 3 then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return 1
-"""
+# ARGV: run_id; KEYS: the run's keys[, index].
+_DELETE_RUN: Final = _Script(
+    "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\nlocal result = 1",
+    "redis.call('ZREM', KEYS[#KEYS], ARGV[1])",
+)
 
-_LIST_RUNS: Final = """
+# ARGV: now ms; KEYS: index.
+_LIST_RUNS: Final = _Script(
+    """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local result = redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+)
 
 _UNAVAILABLE: Final = (
     rexc.ConnectionError,
@@ -148,6 +294,9 @@ _UNAVAILABLE: Final = (
     rexc.ClusterDownError,
     rexc.TryAgainError,
     rexc.MasterDownError,
+    rexc.ReadOnlyError,
+    rexc.OutOfMemoryError,
+    rexc.RedisClusterException,  # "cannot connect to any startup node", slots not covered
     OSError,
 )
 
@@ -181,51 +330,38 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _parse_xread(response: Any) -> list[Entry]:
-    if not response:
-        return []
-    # RESP3 with legacy_responses=False: {stream: [...]}; otherwise [[stream, [(id, {field: value}), ...]]]
-    items = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
-    entries = []
-    for entry_id, fields in items:
-        if isinstance(fields, dict):
-            data = fields.get(_FIELD)
-        else:  # a flat [field, value, ...] list
-            data = dict(zip(fields[::2], fields[1::2], strict=False)).get(_FIELD)
-        if data is not None:
-            entries.append(Entry(_text(entry_id), data))
-    return entries
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """True when ``exc`` was raised inside redis-py (or the asyncio streams it drives), not in dbtbus."""
+    tb = exc.__traceback__
+    inside = False
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.startswith(_REDIS_PY):
+            inside = True
+        elif name.startswith(_HERE):
+            inside = False
+        tb = tb.tb_next
+    return inside
 
 
-_LEAD: Final = object()  # the result handed to a queued append that is to send the next batch
-#: Most items one coalesced script call carries (a longer script would hold up the server).
-_COALESCE_MAX: Final = 5000
+_REDIS_PY: Final = os.path.dirname(rexc.__file__) + os.sep
+_HERE: Final = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-class _Call:
-    __slots__ = ("future", "items")
-
-    def __init__(self, items: Sequence[Append], future: asyncio.Future[Any]) -> None:
-        self.items = items
-        self.future = future
-
-
-class _Group:
-    """The appends of one run waiting for (or sending) a script call."""
-
-    __slots__ = ("busy", "pending")
-
-    def __init__(self) -> None:
-        self.pending: deque[_Call] = deque()
-        self.busy = False
+def _error_code(exc: BaseException) -> str:
+    """The error reply's code (``NOPERM``, ``WRONGTYPE``, ...), also when a script relays it."""
+    text = str(exc)
+    # Redis 7 relays an error raised inside a script with its own code; older servers wrap it in "ERR ...".
+    match = re.match(r"(?:ERR )?(?:Error running script[^:]*: )?(?:@\S+: )?([A-Z]{3,})\b", text)
+    return match.group(1) if match else ""
 
 
 class RedisBackend(Backend):
     """Runs stored in Redis Streams. Build it with :func:`dbtbus.connect` or :meth:`from_url`."""
 
     schemes = ("redis", "rediss", "unix")
-    #: How long (seconds) a finished run is kept by default: the producer passes it to ``expire_run``.
-    default_retention: float = DEFAULT_RETENTION
+    idempotent_appends = True
+    fenced_leases = True
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
@@ -233,13 +369,13 @@ class RedisBackend(Backend):
         self.maxlen = settings.maxlen
         self.block_ms = settings.block_ms
         self.cluster = settings.cluster
-        self.default_retention = settings.retention
+        self.max_record_bytes = settings.max_record_bytes
         self.index_key = f"{settings.prefix}runs"
         self._client: Any = None  # redis.asyncio.Redis | RedisCluster
         self._blocking: Any = None  # the client whose connections serve blocking reads
         self._closed = False
-        self.coalesce = settings.coalesce
-        self._groups: dict[str, _Group] = {}
+        # (log key, cursor) -> the id of the last entry of a run of skipped entries just after that cursor
+        self._skipped: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.settings.display_url} prefix={self.prefix!r}>"
@@ -250,35 +386,48 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------------------------------ keys
 
+    def _key(self, run_id: str, name: str) -> str:
+        return f"{self.prefix}{{{_tag(run_id)}}}:{name}"
+
     def log_key(self, run_id: str) -> str:
-        return f"{self.prefix}{{{_tag(run_id)}}}:log"
+        return self._key(run_id, "log")
 
     def nodes_key(self, run_id: str) -> str:
-        return f"{self.prefix}{{{_tag(run_id)}}}:nodes"
+        return self._key(run_id, "nodes")
 
     def lease_key(self, run_id: str) -> str:
-        return f"{self.prefix}{{{_tag(run_id)}}}:lease"
+        return self._key(run_id, "lease")
 
     def _run_keys(self, run_id: str) -> list[str]:
-        tag = _tag(run_id)
-        base = f"{self.prefix}{{{tag}}}"
-        return [f"{base}:log", f"{base}:nodes", f"{base}:lease"]
+        """Every key of a run: log, nodes, lease, claim, appended (the order the scripts expect)."""
+        return [self._key(run_id, name) for name in ("log", "nodes", "lease", "claim", "appended")]
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    def _client_kwargs(self, socket_timeout: float) -> dict[str, Any]:
+    def _new_client(self, *, blocking: bool) -> Any:
+        """A client of the URL's server or cluster; ``blocking``: for XREAD BLOCK (longer socket timeout)."""
         s = self.settings
+        # A blocked XREAD must return (after at most block_ms) before its socket times out.
+        socket_timeout = s.socket_timeout + s.block_ms / 1000 if blocking else s.socket_timeout
+        max_connections = s.max_blocking if blocking else s.client.get("max_connections", _DEFAULT_MAX_CONNECTIONS)
         kwargs: dict[str, Any] = {
             "client_name": "dbtbus",
             **{key: value for key, value in s.client.items() if key != "max_connections"},
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": s.socket_connect_timeout,
             "decode_responses": False,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), s.retries),
+            "retry": _Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), s.retries),
+            "max_connections": max_connections,
         }
         if s.scheme != "unix":
             kwargs["socket_keepalive"] = True
-        return kwargs
+        if s.cluster:
+            return RedisCluster.from_url(s.url, **kwargs)
+        # Callers beyond max_connections wait for a free connection (a burst of late waiters' probes, more
+        # blocked readers than max_blocking) instead of failing with MaxConnectionsError as redis-py's
+        # default pool does. from_pool: closing the client disconnects every connection of its pool.
+        pool = aioredis.BlockingConnectionPool.from_url(s.url, timeout=None if blocking else socket_timeout, **kwargs)
+        return aioredis.Redis.from_pool(pool)
 
     async def open(self) -> None:
         import sniffio
@@ -287,38 +436,20 @@ class RedisBackend(Backend):
             raise ConfigurationError("the Redis backend runs on asyncio only (redis-py's asyncio client)")
         if self._client is not None:
             return
-        s = self.settings
-        # A blocked XREAD must return (after at most block_ms) before its socket times out.
-        blocking_timeout = s.socket_timeout + s.block_ms / 1000
-        max_connections = s.client.get("max_connections", _DEFAULT_MAX_CONNECTIONS)
-        if s.cluster:
-            self._client = RedisCluster.from_url(
-                s.url, max_connections=max_connections, **self._client_kwargs(s.socket_timeout)
-            )
-            self._blocking = RedisCluster.from_url(s.url, **self._client_kwargs(blocking_timeout))
-        else:
-            # A burst of commands (many probes of late waiters) queues for a connection instead of failing
-            # with MaxConnectionsError, as redis-py's default pool does.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                s.url,
-                max_connections=max_connections,
-                timeout=s.socket_timeout,
-                **self._client_kwargs(s.socket_timeout),
-            )
-            self._client = aioredis.Redis(connection_pool=pool)
-            # Its own pool: waits for a free connection instead of failing when max_blocking readers block.
-            blocking_pool = aioredis.BlockingConnectionPool.from_url(
-                s.url, max_connections=s.max_blocking, timeout=None, **self._client_kwargs(blocking_timeout)
-            )
-            self._blocking = aioredis.Redis(connection_pool=blocking_pool)
+        self._client = self._new_client(blocking=False)
+        self._blocking = self._new_client(blocking=True)
 
     async def aclose(self) -> None:
         self._closed = True
         clients, self._client, self._blocking = (self._client, self._blocking), None, None
         for client in clients:
             if client is not None:
-                with contextlib.suppress(Exception):  # closing a broken connection must not raise
+                # Closing a broken connection must not raise, nor hang on a peer that died (a cluster node
+                # killed mid-failover): give up on it after a bound and let the OS reclaim the socket.
+                with contextlib.suppress(Exception), anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
                     await client.aclose()
+                if scope.cancelled_caught:
+                    logger.warning("dbtbus: closing %r took over %s s; abandoned", self, _CLOSE_TIMEOUT)
 
     def _require(self) -> Any:
         if self._client is None:
@@ -328,163 +459,99 @@ class RedisBackend(Backend):
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        where = f"Redis at {self.settings.display_url}"
         try:
             yield
         except (BackendError, ConfigurationError):
             raise
+        except (rexc.AuthenticationError, rexc.AuthorizationError) as exc:  # ConnectionError subclasses
+            raise AuthenticationFailed(f"{where} refused the credentials ({what}): {_describe(exc)}") from exc
+        except rexc.NoPermissionError as exc:
+            raise PermissionDenied(f"{where} denied {what} to this user (ACL): {_describe(exc)}") from exc
         except _UNAVAILABLE as exc:
-            raise BackendUnavailable(
-                f"Redis at {self.settings.display_url} is unreachable ({what}): {_describe(exc)}"
-            ) from exc
+            raise BackendUnavailable(f"{where} is unreachable ({what}): {_describe(exc)}") from exc
+        except rexc.ResponseError as exc:
+            code = _error_code(exc)
+            if code in _AUTH_CODES:
+                raise AuthenticationFailed(f"{where} refused the credentials ({what}): {_describe(exc)}") from exc
+            if code == "NOPERM" or _SCRIPT_NOPERM in str(exc):
+                raise PermissionDenied(f"{where} denied {what} to this user (ACL): {_describe(exc)}") from exc
+            if code in _TRANSIENT_CODES:
+                raise BackendUnavailable(f"{where} is not serving writes now ({what}): {_describe(exc)}") from exc
+            raise BackendRejected(f"{where} rejected {what}: {_describe(exc)}") from exc
         except rexc.RedisError as exc:
-            raise BackendError(
-                f"Redis at {self.settings.display_url} failed ({what}): {_describe(exc)}"
-            ) from exc
+            raise BackendError(f"{where} failed ({what}): {_describe(exc)}") from exc
+        except (AttributeError, TypeError) as exc:
+            if not _raised_in_redis_py(exc):
+                raise
+            # redis-py 8.1 leaks these from a write on a connection closed under it (its issue #4287): a
+            # broken connection, as transient as a ConnectionError. Seen during cluster failovers.
+            raise BackendUnavailable(f"{where} dropped a connection ({what}): {_describe(exc)}") from exc
 
-    async def _script(self, client: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        sha = _SHAS[script]
+    async def _eval(self, client: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await client.evalsha(sha, len(keys), *keys, *args)
+            return await client.evalsha(_SHAS[script], len(keys), *keys, *args)
         except rexc.NoScriptError:  # first use on this server (or it restarted): send the source once
             return await client.eval(script, len(keys), *keys, *args)
 
-    def _index_in_script(self) -> bool:
-        return not self.cluster
+    async def _run(self, what: str, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a write on a run's keys and, where it has one, its run-index statement."""
+        client = self._require()
+        with self._errors(what):
+            if script.index is None:
+                return await self._eval(client, script.alone, keys, args)
+            if not self.cluster:
+                return await self._eval(client, script.with_index, [*keys, self.index_key], args)
+            result, _ = await asyncio.gather(
+                self._eval(client, script.alone, keys, args),
+                self._eval(client, script.index_only, [self.index_key], args[:2]),
+            )
+            return result
 
     # ------------------------------------------------------------------------------------------ writing
 
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
-        self._run_keys(run_id)  # validates the run id before queueing anything
+        keys = self._run_keys(run_id)
         if not items:
             return []
-        self._require()
-        if not self.coalesce:
-            return await self._append_now(run_id, items)
-        # Concurrent appends to one run coalesce: while one script call is in flight, later calls queue
-        # and the next one to go sends them all in one round trip (each call's items stay contiguous and
-        # in order). One caller at a time is the "leader" that talks to Redis; it hands over when done.
-        group = self._groups.get(run_id)
-        if group is None:
-            group = self._groups[run_id] = _Group()
-        call = _Call(items, asyncio.get_running_loop().create_future())
-        group.pending.append(call)
-        if group.busy:
-            try:
-                outcome = await call.future
-            except asyncio.CancelledError:
-                if call in group.pending:
-                    group.pending.remove(call)
-                if call.future.done() and not call.future.cancelled() and call.future.result() is _LEAD:
-                    self._hand_over(run_id, group)
-                raise
-            if outcome is not _LEAD:
-                cursors: list[str] = outcome
-                return cursors
-        group.busy = True
-        try:
-            return await self._lead(run_id, group, call)
-        finally:
-            self._hand_over(run_id, group)
-
-    async def _lead(self, run_id: str, group: _Group, own: _Call) -> list[str]:
-        batch: list[_Call] = []
-        size = 0
-        while group.pending and (not batch or size + len(group.pending[0].items) <= _COALESCE_MAX):
-            call = group.pending.popleft()
-            batch.append(call)
-            size += len(call.items)
-        if own not in batch:  # cannot happen: the leader's own call is first in line
-            raise BackendError("internal error: an append leader lost its own call")
-        try:
-            ids = await self._append_now(run_id, [item for call in batch for item in call.items])
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else BackendUnavailable(
-                "the append was interrupted and may or may not have been applied"
-            )
-            for call in batch:
-                if call is not own and not call.future.done():
-                    call.future.set_exception(error)
-            raise
-        result: list[str] = []
-        offset = 0
-        for call in batch:
-            part = ids[offset : offset + len(call.items)]
-            offset += len(call.items)
-            if call is own:
-                result = part
-            elif not call.future.done():
-                call.future.set_result(part)
-        return result
-
-    def _hand_over(self, run_id: str, group: _Group) -> None:
-        group.busy = False
-        while group.pending:
-            successor = group.pending[0]
-            if successor.future.done():  # cancelled while queued
-                group.pending.popleft()
-                continue
-            group.busy = True
-            successor.future.set_result(_LEAD)
-            return
-        if self._groups.get(run_id) is group:
-            del self._groups[run_id]
-
-    async def _append_now(self, run_id: str, items: Sequence[Append]) -> list[str]:
-        client = self._require()
-        keys = self._run_keys(run_id)[:2]
-        args: list[Any] = [self.maxlen, run_id]
+        check_record_sizes(run_id, items, self.max_record_bytes)
+        args: list[Any] = [run_id, 0, self.maxlen]
         for item in items:
-            args.append("" if item.node is None else "+" + item.node)
-            args.append(item.data)
-        with self._errors("append"):
-            if self._index_in_script():
-                ids = await self._script(client, _APPEND, [*keys, self.index_key], args)
-            else:
-                # The index lives on another slot: write it in parallel, not in the same script.
-                ids, _ = await asyncio.gather(
-                    self._script(client, _APPEND, keys, args), client.zadd(self.index_key, {run_id: math.inf})
-                )
+            args += ("" if item.node is None else "+" + item.node, item.key or "", item.data)
+        ids = await self._run("append", _APPEND, [keys[0], keys[1], keys[4]], args)
         return [_text(entry_id) for entry_id in ids]
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
-        client = self._require()
-        keys = [self.lease_key(run_id)]
+    def _lease_keys(self, run_id: str) -> list[str]:
+        keys = self._run_keys(run_id)
+        return [keys[2], keys[3]]
+
+    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
         ms = _ms(ttl) if ttl > 0 else 0
-        args = [holder, ms, run_id, _now_ms() + ms]
-        with self._errors("renew_lease"):
-            if self._index_in_script():
-                await self._script(client, _RENEW_LEASE, [*keys, self.index_key], args)
-            else:
-                await self._script(client, _RENEW_LEASE, keys, args)
-                if ms > 0:
-                    await client.zadd(self.index_key, {run_id: args[3]}, gt=True)
+        args = [run_id, _now_ms() + ms if ms else 0, holder, ms, attempt]
+        reply = await self._run("acquire_lease", _ACQUIRE_LEASE, self._lease_keys(run_id), args)
+        if int(reply[0]) != 1:
+            owner_attempt = int(reply[2]) if reply[2] else None
+            raise RunClaimed(claimed_message(run_id, holder, attempt, _text(reply[1]), owner_attempt))
+
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
+        ms = _ms(ttl) if ttl > 0 else 0
+        args = [run_id, _now_ms() + ms if ms else 0, holder, ms]
+        reply = await self._run("renew_lease", _RENEW_LEASE, self._lease_keys(run_id), args)
+        if int(reply[0]) != 1:
+            owner_attempt = int(reply[2]) if reply[2] else None
+            raise RunClaimed(claimed_message(run_id, holder, None, _text(reply[1]), owner_attempt))
 
     async def release_lease(self, run_id: str, holder: str) -> None:
-        client = self._require()
-        with self._errors("release_lease"):
-            await self._script(client, _RELEASE_LEASE, [self.lease_key(run_id)], [holder])
+        await self._run("release_lease", _RELEASE_LEASE, [self.lease_key(run_id)], [run_id, 0, holder])
 
     async def expire_run(self, run_id: str, ttl: float) -> None:
-        client = self._require()
-        keys = self._run_keys(run_id)
         ms = _ms(ttl) if ttl > 0 else 0
-        args = [ms, run_id, _now_ms() + ms]
-        with self._errors("expire_run"):
-            if self._index_in_script():
-                await self._script(client, _EXPIRE_RUN, [*keys, self.index_key], args)
-            else:
-                await self._script(client, _EXPIRE_RUN, keys, args)
-                await client.zadd(self.index_key, {run_id: args[2]}, xx=True)
+        await self._run("expire_run", _EXPIRE_RUN, self._run_keys(run_id), [run_id, _now_ms() + ms, ms])
+        self._forget_skips(self.log_key(run_id))
 
     async def delete_run(self, run_id: str) -> None:
-        client = self._require()
-        keys = self._run_keys(run_id)
-        with self._errors("delete_run"):
-            if self._index_in_script():
-                await self._script(client, _DELETE_RUN, [*keys, self.index_key], [run_id])
-            else:
-                await self._script(client, _DELETE_RUN, keys, [run_id])
-                await client.zrem(self.index_key, run_id)
+        await self._run("delete_run", _DELETE_RUN, self._run_keys(run_id), [run_id])
+        self._forget_skips(self.log_key(run_id))
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -505,34 +572,72 @@ class RedisBackend(Backend):
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
         key = self.log_key(run_id)
-        client = self._require()
-        if timeout is not None and timeout <= 0:
-            with self._errors("read"):
-                return _parse_xread(await client.xread({key: start}, count=limit))
-        blocking = self._blocking
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        target = self._target(blocking, key)
+        self._require()
+        deadline = math.inf if timeout is None else anyio.current_time() + max(timeout, 0)
         while True:
-            remaining = deadline - anyio.current_time()
-            block = (
-                self.block_ms if remaining >= self.block_ms / 1000 else max(1, math.ceil(remaining * 1000))
-            )
-            with self._errors("read"):
-                if target:
-                    response = await blocking.execute_command(
-                        "XREAD", "COUNT", limit, "BLOCK", block, "STREAMS", key, start, **target
-                    )
-                else:
-                    response = await blocking.xread({key: start}, count=limit, block=block)
-            entries = _parse_xread(response)
-            if entries or anyio.current_time() >= deadline:
+            origin = start = self._skipped.get((key, start), start)
+            if timeout is not None and timeout <= 0:
+                response = await self._xread(key, start, limit, block=None)
+            else:
+                remaining = deadline - anyio.current_time()
+                block = self.block_ms if remaining >= self.block_ms / 1000 else max(1, math.ceil(remaining * 1000))
+                response = await self._xread(key, start, limit, block=block)
+            entries, last = self._parse(run_id, response)
+            if entries:
                 return entries
+            if last is not None:  # only skipped entries: remember, and read on from past them
+                self._remember_skip(key, origin, last)
+                start = last
+                continue
+            if timeout is not None and anyio.current_time() >= deadline:
+                return []
 
-    def _target(self, client: Any, key: str) -> dict[str, Any]:
-        # On a cluster, route XREAD by its key ourselves (redis-py would ask COMMAND GETKEYS every time).
-        if not self.cluster:
-            return {}
-        return {"target_nodes": client.get_node_from_key(key)} if client.nodes_manager.slots_cache else {}
+    async def _xread(self, key: str, start: str, limit: int, *, block: int | None) -> Any:
+        with self._errors("read"):
+            if block is None:
+                return await self._client.xread({key: start}, count=limit)
+            blocking = self._blocking
+            if self.cluster and blocking.nodes_manager.slots_cache:
+                # Route XREAD by its key ourselves (redis-py would ask COMMAND GETKEYS every time).
+                node = blocking.get_node_from_key(key)
+                return await blocking.execute_command(
+                    "XREAD", "COUNT", limit, "BLOCK", block, "STREAMS", key, start, target_nodes=node
+                )
+            return await blocking.xread({key: start}, count=limit, block=block)
+
+    def _parse(self, run_id: str, response: Any) -> tuple[list[Entry], str | None]:
+        """The usable entries of an XREAD reply and the id of the last entry in it (usable or not)."""
+        if not response:
+            return [], None
+        # RESP3 with legacy_responses=False: {stream: [...]}; otherwise [[stream, [(id, {field: value}), ...]]]
+        items = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+        entries = []
+        last: str | None = None
+        for raw_id, fields in items:
+            last = _text(raw_id)
+            if isinstance(fields, dict):
+                data = fields.get(_FIELD)
+            else:  # a flat [field, value, ...] list
+                data = dict(zip(fields[::2], fields[1::2], strict=False)).get(_FIELD)
+            if data is None:
+                logger.warning("dbtbus: entry %s of run %r has no %r field (not written by dbtbus); skipped",
+                               last, run_id, _FIELD.decode())
+            elif self.max_record_bytes is not None and len(data) > self.max_record_bytes:
+                logger.warning("dbtbus: entry %s of run %r is %s bytes, over max_record_bytes=%s; skipped",
+                               last, run_id, f"{len(data):,}", f"{self.max_record_bytes:,}")
+            else:
+                entries.append(Entry(last, bytes(data)))
+        return entries, last
+
+    def _remember_skip(self, key: str, origin: str, last: str) -> None:
+        self._skipped[(key, origin)] = last
+        self._skipped.move_to_end((key, origin))
+        while len(self._skipped) > _SKIP_MEMORY:
+            self._skipped.popitem(last=False)
+
+    def _forget_skips(self, key: str) -> None:
+        for position in [position for position in self._skipped if position[0] == key]:
+            del self._skipped[position]
 
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         client = self._require()
@@ -541,76 +646,22 @@ class RedisBackend(Backend):
         return bytes(data) if data is not None else None
 
     async def get_lease(self, run_id: str) -> Lease | None:
-        client = self._require()
-        with self._errors("get_lease"):
-            holder, pttl = await self._script(client, _GET_LEASE, [self.lease_key(run_id)], [])
+        holder, pttl, attempt = await self._run("get_lease", _GET_LEASE, self._lease_keys(run_id), [])
         if holder is None or pttl == -2 or pttl == 0:
             return None
         remaining = math.inf if pttl < 0 else pttl / 1000
-        return Lease(_text(holder), remaining)
+        return Lease(_text(holder), remaining, int(attempt) if attempt else None)
 
     async def list_runs(self) -> list[str]:
-        client = self._require()
-        with self._errors("list_runs"):
-            runs = await self._script(client, _LIST_RUNS, [self.index_key], [_now_ms()])
+        runs = await self._run("list_runs", _LIST_RUNS, [self.index_key], [_now_ms()])
         return [_text(run_id) for run_id in runs]
 
 
+_SCRIPTS: Final = (
+    _APPEND, _ACQUIRE_LEASE, _RENEW_LEASE, _GET_LEASE, _RELEASE_LEASE, _EXPIRE_RUN, _DELETE_RUN, _LIST_RUNS
+)
 _SHAS: Final = {
-    script: _sha(script)
-    for script in (_APPEND, _RENEW_LEASE, _GET_LEASE, _RELEASE_LEASE, _EXPIRE_RUN, _DELETE_RUN, _LIST_RUNS)
+    text: _sha(text)
+    for script in _SCRIPTS
+    for text in ((script.alone, script.with_index, script.index_only) if script.index else (script.alone,))
 }
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dbtbus.backends.redis list URL | delete URL (RUN_ID...|--all) | expire URL RUN_ID S``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m dbtbus.backends.redis", description="List and delete dbtbus runs."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    list_cmd = commands.add_parser("list", help="print the id of every stored run, one per line")
-    list_cmd.add_argument("url")
-    delete_cmd = commands.add_parser("delete", help="delete runs (log, node records and lease)")
-    delete_cmd.add_argument("url")
-    delete_cmd.add_argument("run_ids", nargs="*")
-    delete_cmd.add_argument("--all", action="store_true", help="delete every run under the URL's prefix")
-    expire_cmd = commands.add_parser("expire", help="make a run disappear SECONDS from now")
-    expire_cmd.add_argument("url")
-    expire_cmd.add_argument("run_id")
-    expire_cmd.add_argument("seconds", type=float)
-    args = parser.parse_args(argv)
-
-    async def run() -> int:
-        backend = RedisBackend.from_url(args.url)
-        await backend.open()
-        try:
-            if args.command == "list":
-                for run_id in sorted(await backend.list_runs()):
-                    print(run_id)
-            elif args.command == "delete":
-                if not args.run_ids and not args.all:
-                    parser.error("name the runs to delete, or pass --all")
-                targets = sorted(await backend.list_runs()) if args.all else args.run_ids
-                for run_id in targets:
-                    await backend.delete_run(run_id)
-                    print(f"deleted {run_id}")
-            else:
-                await backend.expire_run(args.run_id, args.seconds)
-        finally:
-            await backend.aclose()
-        return 0
-
-    try:
-        return anyio.run(run)
-    except (BackendError, ConfigurationError) as exc:
-        print(f"error: {exc}")
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

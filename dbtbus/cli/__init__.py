@@ -1,5 +1,6 @@
-"""The ``dbtbus`` command line: run dbt with live progress, watch or wait for a run from anywhere, replay
-logs, list and delete runs, and a bundled demo.
+"""The ``dbtbus`` command line: run (or resume) dbt with live progress, watch or wait for a run from anywhere,
+draw a run as an HTML report, export it as dbt's run_results.json, replay logs, list and delete runs, and a
+bundled demo.
 
 Importing this package is cheap: arguments are parsed first and each subcommand imports what it needs.
 User errors end as one line on stderr (``dbtbus: error: ...``) and exit code 1, never a traceback.
@@ -11,8 +12,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["EXIT_CODES", "build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "main", "resume"]
 
 #: ``dbtbus wait`` exit codes (``watch`` uses the same numbers where they apply).
 EXIT_OK = 0
@@ -24,6 +26,7 @@ EXIT_NOT_RUN = 5
 EXIT_NOT_IN_RUN = 6
 EXIT_TIMEOUT = 7
 EXIT_UNREACHABLE = 8
+EXIT_REJECTED = 9
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -36,9 +39,25 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOT_IN_RUN: "the node is not in the run's selected graph",
     EXIT_TIMEOUT: "--timeout elapsed before the outcome was known",
     EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
+    EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
 }
 
 _BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"
+
+
+def guide_path() -> str | None:
+    """The CLI guide (docs/cli.md) as this installation has it: packaged in a wheel, or in a checkout."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for candidate in (os.path.join(here, "_docs", "cli.md"), os.path.join(os.path.dirname(here), "docs", "cli.md")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _docs_epilog() -> str:
+    path = guide_path()
+    where = path if path is not None else "docs/cli.md in dbtbus's source distribution"
+    return f"Start with 'dbtbus demo'. Every command has --help. The full guide: {where}"
 
 
 def _exit_code_epilog() -> str:
@@ -61,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dbtbus",
         description="Stream one dbt invocation's per-node results to any number of waiters.",
-        epilog="Start with 'dbtbus demo'. Docs: docs/cli.md.",
+        epilog=_docs_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dbtbus {__version__}")
@@ -72,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run dbt (in-process) publishing to a bus, with live progress",
         description="Run dbt in this process, publish every node's result to the bus, show live progress.\n"
-        "The exit code is dbt's (0 success, 1 failures, 2 dbt could not run).",
-        epilog="example:\n"
-        "  dbtbus run --bus redis://localhost:6379/0 --run-id nightly -- build --select tag:daily",
+        "dbt's own log lines are hidden (dbtbus shows each node instead) unless --dbt-output; dbt's errors\n"
+        "are always shown. The bus is checked before dbt starts.\n"
+        "Exit code: dbt's (0 success, 1 failures, 2 dbt could not run); 8 the bus is unreachable.",
+        epilog="examples:\n"
+        "  dbtbus run --bus redis://localhost:6379/0 --run-id nightly -- build --select tag:daily\n"
+        "  dbtbus run --bus redis://localhost:6379/0 --resume nightly   # again, without what succeeded",
         formatter_class=fmt,
     )
     run.add_argument("--bus", default=None, help="the bus URL (default: $DBTBUS_URL, else memory://)")
@@ -82,11 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id", default=None, help="the run id consumers wait on (default: a fresh one, printed)"
     )
     run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        default=None,
+        help="a new attempt of RUN_ID that leaves out every node that already succeeded (default dbt args: "
+        "the previous attempt's)",
+    )
+    run.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "none"),
         default="auto",
         help="progress display: rich when on a terminal and rich is installed (auto), plain lines, or none",
     )
+    run.add_argument("--dbt-output", action="store_true", help="also show dbt's own log lines")
     run.add_argument(
         "dbt_args", nargs=argparse.REMAINDER, metavar="-- DBT_ARGS", help="the dbt command and its arguments"
     )
@@ -105,6 +135,43 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--once", action="store_true", help="print the run's current state and exit")
     watch.add_argument(
         "--progress", choices=("auto", "rich", "plain"), default="auto", help="progress display"
+    )
+    watch.add_argument(
+        "--json", action="store_true", help="print every record as one JSON object per line (NDJSON), e.g. for jq"
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="draw a run as one self-contained HTML page (timeline per thread, critical path, failures)",
+        description="Read a run from the bus and write an HTML report: a timeline per dbt thread, the critical\n"
+        "path, the slowest nodes, thread utilisation and peak memory over time, the failures with what they\n"
+        "took down, and the run's summary. Works on a run in progress (as far as it has got) or a crashed one.\n"
+        "The page needs no network to view. Needs 'dbtbus[report]' (jinja2).",
+        epilog="example:\n  dbtbus report nightly --bus redis://localhost:6379/0 -o nightly.html",
+        formatter_class=fmt,
+    )
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument("--bus", default=None, help=_BUS_HELP)
+    report.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FILE.html",
+        help="where to write it (default: RUN_ID.html; - for stdout)",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's results as dbt's run_results.json, at any time",
+        description="Write dbt's run_results.json (the schema dbt 1.11 writes) for a run, from the bus: during the\n"
+        "run (what has finished so far), after a crash or a --fail-fast, which dbt itself cannot do.",
+        epilog="example:\n  dbtbus export nightly --bus redis://localhost:6379/0 --run-results target/run_results.json",
+        formatter_class=fmt,
+    )
+    export.add_argument("run_id", metavar="RUN_ID")
+    export.add_argument("--bus", default=None, help=_BUS_HELP)
+    export.add_argument(
+        "--run-results", required=True, metavar="FILE", help="the run_results.json to write (- for stdout)"
     )
 
     wait = commands.add_parser(
@@ -224,12 +291,25 @@ def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
     url: str | None = args.bus or os.environ.get("DBTBUS_URL") or default
     if not url:
         raise _UsageError("no bus: pass --bus URL (e.g. redis://localhost:6379/0) or set DBTBUS_URL")
-    if url.startswith("memory:") and args.command in ("watch", "wait", "runs", "gc", "publish-log"):
+    if url.startswith("memory:") and args.command in ("watch", "wait", "runs", "gc", "publish-log", "report", "export"):
         sys.stderr.write(
             "dbtbus: note: a memory:// bus lives inside one process: this command cannot see other processes' "
             "runs (use redis://...)\n"
         )
     return url
+
+
+def resume(bus_url: str, run_id: str, dbt_args: Sequence[str] = (), **producer_options: Any) -> Any:
+    """``dbtbus run --resume`` from Python: the run's next attempt, without the nodes that already succeeded.
+
+    Reads the run from the bus, leaves out what :meth:`dbtbus.RunState.resume_excludes` names (the rule the
+    Airflow producer's retries use), runs dbt in this process (``dbt_args`` default to the previous
+    attempt's) and returns the :class:`~dbtbus.ProducerResult`. Raises :class:`~dbtbus.ConfigurationError`
+    for a run the bus does not know or one still in progress.
+    """
+    from ._resume import resume as _resume
+
+    return _resume(bus_url, run_id, dbt_args, **producer_options)
 
 
 class _UsageError(Exception):
@@ -249,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from .._exceptions import BackendUnavailable, DbtBusError
+    from .._exceptions import BackendRejected, BackendUnavailable, DbtBusError
 
     try:
         if args.command == "demo":
@@ -265,10 +345,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "publish-log": _commands.publish_log,
             "runs": _commands.runs,
             "gc": _commands.gc,
+            "report": _commands.report,
+            "export": _commands.export,
         }[args.command]
         return handler(args, _bus_url)
     except _UsageError as exc:
         return _error(str(exc), EXIT_USAGE)
+    except BackendRejected as exc:  # permanent: never retried
+        return _error(f"the bus refused: {type(exc).__name__}: {exc}", EXIT_REJECTED)
     except BackendUnavailable as exc:
         return _error(f"the bus is unreachable: {exc}", EXIT_UNREACHABLE)
     except DbtBusError as exc:

@@ -14,18 +14,10 @@ from typing import Any
 import anyio
 
 from .._bus import Bus, connect
-from .._exceptions import (
-    NodeFailed,
-    NodeNotInRun,
-    NodeNotRun,
-    ProducerLost,
-    RunLost,
-    UpstreamFailed,
-    WaitError,
-    WaitTimeout,
-)
+from .._exceptions import RunLost
+from .._outcome import Outcome, OutcomeKind, RunStatus
 from .._state import RunState
-from ..events import NodeResult, RunCrashed, RunFinished
+from ..events import RunCrashed, RunFinished, RunStarted
 from . import (
     EXIT_FAILED,
     EXIT_NOT_IN_RUN,
@@ -34,7 +26,6 @@ from . import (
     EXIT_PRODUCER_LOST,
     EXIT_TIMEOUT,
     EXIT_UPSTREAM_FAILED,
-    EXIT_USAGE,
     _UsageError,
 )
 from ._progress import format_counts, make_progress
@@ -63,33 +54,101 @@ def exit_code_of(result: Any, fallback: int) -> int:
 # ---------------------------------------------------------------------------------------------- run
 
 
+#: dbt flags that already say how much dbt prints: then dbtbus leaves dbt's output alone.
+_DBT_OUTPUT_FLAGS = ("--log-level", "--quiet", "-q", "--no-quiet", "--print", "--no-print")
+#: Appended to the dbt command line unless --dbt-output: dbt's stdout says nothing (its callbacks, which the
+#: producer listens to, still get every event); dbtbus prints each node instead, and dbt's errors itself.
+QUIET_DBT_ARGS = ("--log-level", "none")
+
+
+def dbt_output_args(dbt_args: list[str], *, show: bool, colour: bool) -> list[str]:
+    """The flags to add to a dbt command line for dbtbus's output manners."""
+    flags = {arg.split("=", 1)[0] for arg in dbt_args}
+    extra: list[str] = []
+    if not show and not flags & set(_DBT_OUTPUT_FLAGS):
+        extra += QUIET_DBT_ARGS
+    if not colour and not flags & {"--use-colors", "--no-use-colors"}:
+        extra.append("--no-use-colors")
+    return extra
+
+
+def use_colour(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    target = stream if stream is not None else sys.stdout
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(target, "isatty", None)
+    return bool(isatty and isatty())
+
+
+#: How long `dbtbus run` gives the bus to answer before it starts dbt.
+BUS_CHECK_TIMEOUT = 5.0
+
+
+async def check_bus(bus: Bus, run_id: str) -> None:
+    """One key lookup, not retried: an unreachable bus fails here (exit code 8) in seconds — before dbt starts,
+    before a wait begins. Once reading, the bus retries through outages by itself."""
+    from .._exceptions import BackendUnavailable
+
+    with anyio.move_on_after(BUS_CHECK_TIMEOUT) as scope:
+        await bus.probe(run_id, "dbtbus.reachability-check")
+    if scope.cancelled_caught:
+        raise BackendUnavailable(f"no answer within {BUS_CHECK_TIMEOUT:g} s")
+
+
+async def read_run(bus: Bus, run_id: str) -> RunState:
+    """The run as the bus holds it now (checked reachable first)."""
+    await check_bus(bus, run_id)
+    return await bus.run_state(run_id)
+
+
 def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
     dbt_args = list(args.dbt_args)
     if dbt_args[:1] == ["--"]:
         dbt_args = dbt_args[1:]
-    if not dbt_args:
+    if not dbt_args and args.resume is None:
         raise _UsageError("no dbt command: dbtbus run [--bus URL] [--run-id ID] -- build --select ...")
+    if args.resume is not None and args.run_id is not None and args.run_id != args.resume:
+        raise _UsageError("--resume RUN_ID continues that run: do not pass another --run-id")
     url = bus_url(args, default="memory://")
-    run_id = args.run_id or new_run_id()
+    if args.resume is not None and url.startswith("memory:"):
+        raise _UsageError("--resume needs a bus that outlives a process (redis://...): a memory:// bus starts empty")
+    run_id = args.resume or args.run_id or new_run_id()
     try:
         from ..producer import Producer
     except ImportError as exc:
         raise _UsageError(f"the producer is not available ({exc}); pip install 'dbtbus[dbt]'") from None
 
-    sys.stderr.write(f"dbtbus: run id {run_id} on {_redact(url)}\n")
-    sys.stderr.flush()
-
     async def main() -> int:
-        progress = make_progress(run_id, args.progress)
         async with connect(url) as bus:
-            producer = Producer(bus, run_id=run_id)
+            previous = await read_run(bus, run_id) if args.resume is not None else None
+            attempt = 1
+            command = dbt_args
+            if previous is None:
+                await check_bus(bus, run_id)
+            else:
+                from ._resume import resume_plan
+
+                plan = resume_plan(previous, dbt_args)
+                attempt, command = plan.attempt, plan.dbt_args
+                sys.stderr.write(f"dbtbus: {plan.describe()}\n")
+            command = command + dbt_output_args(command, show=args.dbt_output, colour=use_colour())
+            sys.stderr.write(f"dbtbus: run id {run_id} on {_redact(url)}\n")
+            sys.stderr.flush()
+            progress = make_progress(run_id, args.progress)
+            producer = Producer(bus, run_id=run_id, attempt=attempt)
             seen_end = anyio.Event()
 
             async def follow() -> None:
+                ours = False  # the log starts with the earlier attempts of a resumed run: not news
                 try:
                     async for entry in bus.subscribe(run_id, follow_attempts=True):
-                        progress.update(entry.record)
-                        if isinstance(entry.record, (RunFinished, RunCrashed)):
+                        record = entry.record
+                        ours = ours or (isinstance(record, RunStarted) and record.attempt >= attempt)
+                        if not ours:
+                            continue
+                        progress.update(record)
+                        if isinstance(record, (RunFinished, RunCrashed)):
                             seen_end.set()
                 except RunLost:
                     pass
@@ -98,12 +157,15 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(follow)
                     try:
-                        result = await producer.ainvoke(dbt_args)
+                        result = await producer.ainvoke(command)
                         with anyio.move_on_after(2.0):
                             await seen_end.wait()
                     finally:
                         tg.cancel_scope.cancel()
         ending = progress.state.ending
+        error = getattr(result, "error", None)
+        if error and progress.quiet:  # dbt's own errors are always shown
+            sys.stderr.write(f"dbtbus: dbt: {error}\n")
         fallback = ending.exit_code if isinstance(ending, RunFinished) else 2
         return exit_code_of(result, fallback)
 
@@ -122,14 +184,6 @@ def _redact(url: str) -> str:
     return url
 
 
-async def reachable(bus: Bus, run_id: str) -> None:
-    """Fail fast (BackendUnavailable → exit code 8) when the backend cannot be reached at all.
-
-    Once waiting, the bus retries through outages by itself; this only checks the start.
-    """
-    await bus.backend.get_lease(run_id)
-
-
 # ---------------------------------------------------------------------------------------------- watch
 
 
@@ -139,12 +193,15 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     async def main() -> int:
         async with connect(url) as bus:
-            await reachable(bus, args.run_id)
+            await check_bus(bus, args.run_id)
             if args.once:
                 state = await bus.run_state(args.run_id)
-                print_state(state)
+                if args.json:
+                    write_json_lines(record for record in _records_of(state))
+                else:
+                    print_state(state)
                 return _run_exit_code(state)
-            progress = make_progress(args.run_id, args.progress)
+            progress = make_progress(args.run_id, "json" if args.json else args.progress)
             with progress:
                 with anyio.move_on_after(timeout) as scope:
                     try:
@@ -165,27 +222,34 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
     return code
 
 
+#: ``watch``'s exit code for a run that ended, or was lost, or (``--once``) is still running or unknown.
+_RUN_EXIT: dict[RunStatus, int] = {
+    RunStatus.CRASHED: EXIT_PRODUCER_LOST,
+    RunStatus.LOST: EXIT_PRODUCER_LOST,
+    RunStatus.PENDING: EXIT_NOT_RUN,
+    RunStatus.RUNNING: EXIT_OK,  # --once on a run in progress
+}
+#: How ``runs`` and ``watch --once`` name a run's status.
+_STATUS_LABEL: dict[RunStatus, str] = {
+    RunStatus.PENDING: "empty",
+    RunStatus.RUNNING: "started",
+    RunStatus.FINISHED: "finished",
+    RunStatus.CRASHED: "crashed",
+    RunStatus.LOST: "lost",
+}
+
+
 def _run_exit_code(state: RunState) -> int:
     ending = state.ending
-    if isinstance(ending, RunFinished):
+    if state.status is RunStatus.FINISHED and isinstance(ending, RunFinished):
         return EXIT_OK if ending.success else EXIT_FAILED
-    if isinstance(ending, RunCrashed) or state.lost:
-        return EXIT_PRODUCER_LOST
-    if state.started is None:
-        return EXIT_NOT_RUN
-    return EXIT_OK  # --once on a run in progress
+    return _RUN_EXIT.get(state.status, EXIT_PRODUCER_LOST)
 
 
 def status_of(state: RunState) -> str:
-    if state.started is None:
-        return "empty" if not state.results else "unknown"
-    if isinstance(state.ending, RunCrashed):
-        return "crashed"
-    if isinstance(state.ending, RunFinished):
-        return "finished"
-    if state.lost:
-        return "lost"
-    return "started"
+    if state.status is RunStatus.PENDING and state.results:
+        return "unknown"
+    return _STATUS_LABEL[state.status]
 
 
 def print_state(state: RunState) -> None:
@@ -214,43 +278,106 @@ def print_state(state: RunState) -> None:
         print(f"  crashed:  {ending.error}")
 
 
+def write_json_lines(records: Any, stream: Any = None) -> None:
+    """Each record in its wire form (what :func:`dbtbus.events.decode` reads back), one per line."""
+    from ..events import encode
+
+    out = stream if stream is not None else sys.stdout
+    for record in records:
+        out.write(encode(record).decode() + "\n")
+    out.flush()
+
+
+def _records_of(state: RunState) -> list[Any]:
+    """A snapshot's records for ``watch --once --json``: the run's start, its results, its end."""
+    records: list[Any] = []
+    if state.started is not None:
+        records.append(state.started)
+    results = state.results.values()
+    records.extend(sorted(results, key=lambda r: (r.finished_at is None, str(r.finished_at), r.unique_id)))
+    records.extend(state.running.values())
+    if state.ending is not None:
+        records.append(state.ending)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- report / export
+
+
+def report(args: argparse.Namespace, bus_url: BusUrl) -> int:
+    url = bus_url(args)
+    try:
+        import jinja2  # noqa: F401
+    except ImportError:
+        raise _UsageError("the HTML report needs jinja2: pip install 'dbtbus[report]'") from None
+    from ..report import render_state
+
+    async def main() -> RunState:
+        async with connect(url) as bus:
+            return await read_run(bus, args.run_id)
+
+    state = anyio.run(main)
+    if state.started is None and not state.results:
+        raise _UsageError(f"the bus has no record of run {args.run_id}")
+    page = render_state(state)
+    target = args.output or f"{args.run_id}.html"
+    if target == "-":
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return EXIT_OK
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    sys.stderr.write(f"dbtbus: wrote {target} ({len(page.encode()) / 1024:.0f} KiB) for run {args.run_id}\n")
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
+    url = bus_url(args)
+    from ..export import run_results, write_run_results
+
+    async def main() -> RunState:
+        async with connect(url) as bus:
+            return await read_run(bus, args.run_id)
+
+    state = anyio.run(main)
+    if state.started is None and not state.results:
+        raise _UsageError(f"the bus has no record of run {args.run_id}")
+    if args.run_results == "-":
+        import orjson
+
+        sys.stdout.write(orjson.dumps(run_results(state), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return EXIT_OK
+    write_run_results(state, args.run_results)
+    sys.stderr.write(
+        f"dbtbus: wrote {args.run_results}: {len(state.results)} result(s) of run {args.run_id} ({status_of(state)})\n"
+    )
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- wait
 
-_OUTCOME_CODES: list[tuple[type[WaitError], int, str]] = [
-    (NodeFailed, EXIT_FAILED, "failed"),
-    (UpstreamFailed, EXIT_UPSTREAM_FAILED, "upstream_failed"),
-    (ProducerLost, EXIT_PRODUCER_LOST, "producer_lost"),
-    (NodeNotRun, EXIT_NOT_RUN, "not_run"),
-    (NodeNotInRun, EXIT_NOT_IN_RUN, "not_in_run"),
-    (WaitTimeout, EXIT_TIMEOUT, "timeout"),
-]
-
-
-def classify(error: WaitError) -> tuple[int, str]:
-    for kind, code, name in _OUTCOME_CODES:
-        if isinstance(error, kind):
-            return code, name
-    return EXIT_USAGE, "error"
+#: The exit code of each outcome of ``dbtbus wait``.
+EXIT_BY_KIND: dict[OutcomeKind, int] = {
+    OutcomeKind.SUCCESS: EXIT_OK,
+    OutcomeKind.FAILED: EXIT_FAILED,
+    OutcomeKind.UPSTREAM_FAILED: EXIT_UPSTREAM_FAILED,
+    OutcomeKind.PRODUCER_LOST: EXIT_PRODUCER_LOST,
+    OutcomeKind.NOT_RUN: EXIT_NOT_RUN,
+    OutcomeKind.NOT_IN_RUN: EXIT_NOT_IN_RUN,
+    OutcomeKind.TIMEOUT: EXIT_TIMEOUT,
+}
 
 
 def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
     url = bus_url(args)
 
-    async def main() -> NodeResult | WaitError:
+    async def main() -> Outcome:
         async with connect(url) as bus:
-            await reachable(bus, args.run_id)
-            try:
-                return await bus.wait(
-                    args.run_id, args.node, timeout=args.timeout, include_tests=args.include_tests
-                )
-            except WaitError as exc:
-                return exc
+            await check_bus(bus, args.run_id)
+            return await bus.outcome(args.run_id, args.node, timeout=args.timeout, include_tests=args.include_tests)
 
     outcome = anyio.run(main)
-    if isinstance(outcome, NodeResult):
-        code, name = EXIT_OK, "success"
-    else:
-        code, name = classify(outcome)
+    code = EXIT_BY_KIND[outcome.kind]
     if args.quiet:
         return code
     if args.json:
@@ -259,28 +386,24 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
         payload: dict[str, Any] = {
             "run_id": args.run_id,
             "node": args.node,
-            "outcome": name,
+            "outcome": outcome.kind.value,
             "exit_code": code,
         }
-        if isinstance(outcome, NodeResult):
-            from ..events import encode
+        if not outcome.ok:
+            payload["message"] = outcome.message
+        if outcome.cause is not None:
+            payload["cause"] = outcome.cause
+        if outcome.record is not None:
+            from ..events import to_dict
 
-            payload["record"] = orjson.loads(encode(outcome))
-        else:
-            payload["message"] = str(outcome)
-            if isinstance(outcome, UpstreamFailed):
-                payload["cause"] = outcome.cause
-            record = getattr(outcome, "record", None)
-            if isinstance(record, NodeResult):
-                from ..events import encode
-
-                payload["record"] = orjson.loads(encode(record))
+            payload["record"] = to_dict(outcome.record)
         sys.stdout.write(orjson.dumps(payload).decode() + "\n")
-    elif isinstance(outcome, NodeResult):
-        seconds = f" in {outcome.execution_time:.1f}s" if outcome.execution_time is not None else ""
-        sys.stdout.write(f"{outcome.status.value}: {args.node}{seconds}\n")
+    elif outcome.ok and outcome.record is not None:
+        record = outcome.record
+        seconds = f" in {record.execution_time:.1f}s" if record.execution_time is not None else ""
+        sys.stdout.write(f"{record.status.value}: {args.node}{seconds}\n")
     else:
-        sys.stdout.write(f"{name.replace('_', ' ')}: {outcome}\n")
+        sys.stdout.write(f"{outcome.kind.value.replace('_', ' ')}: {outcome.message}\n")
     sys.stdout.flush()
     return code
 
@@ -429,4 +552,4 @@ def gc(args: argparse.Namespace, bus_url: BusUrl) -> int:
     return EXIT_OK
 
 
-__all__ = ["gc", "publish_log", "run", "runs", "wait", "watch"]
+__all__ = ["export", "gc", "publish_log", "report", "run", "runs", "wait", "watch"]

@@ -22,25 +22,33 @@ from typing import Any
 
 import anyio
 
-from .._exceptions import WaitError
+from .._outcome import Outcome
 from ..events import NodeResult, RunCrashed, RunFinished, RunStarted
 from . import EXIT_OK, EXIT_USAGE, _UsageError
-from ._progress import Progress, describe_error, make_progress
+from ._progress import Progress, describe, make_progress
 
 DEMO_URL = "memory://dbtbus-demo"
 PROJECT = Path(__file__).resolve().parent.parent / "_demo_project"
 
 
 @dataclass
-class Outcome:
-    unique_id: str
-    result: NodeResult | None
-    error: WaitError | None
-    known_at: float  # seconds after the demo started waiting
+class Learnt:
+    """What one waiter learnt, and when (seconds after the demo started waiting)."""
+
+    outcome: Outcome
+    known_at: float
+
+    @property
+    def unique_id(self) -> str:
+        return self.outcome.unique_id
+
+    @property
+    def result(self) -> NodeResult | None:
+        return self.outcome.record
 
     @property
     def label(self) -> str:
-        return "ok" if self.error is None else describe_error(self.error)
+        return describe(self.outcome)
 
 
 def _check_dbt() -> None:
@@ -90,9 +98,10 @@ def demo(args: argparse.Namespace) -> int:
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     out = sys.stdout
     with _project(args.keep) as project:
+        from ._commands import dbt_output_args, use_colour
+
         dbt_args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
-        if not args.dbt_output:
-            dbt_args += ["--quiet", "--no-use-colors"]
+        dbt_args += dbt_output_args(dbt_args, show=args.dbt_output, colour=use_colour())
         if args.shop_break:
             dbt_args += ["--vars", "{shop_break: true}"]
         out.write(f"dbtbus demo: dbt {' '.join(dbt_args[:1])} of the bundled DuckDB project in {project}\n")
@@ -107,11 +116,11 @@ def demo(args: argparse.Namespace) -> int:
 
 async def _demo(
     producer_class: Any, run_id: str, dbt_args: list[str], progress: Progress
-) -> tuple[dict[str, Outcome], dict[str, Any]]:
+) -> tuple[dict[str, Learnt], dict[str, Any]]:
     from .._bus import connect
 
     produced: dict[str, Any] = {}
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, Learnt] = {}
     began = time.monotonic()
 
     def produce() -> None:
@@ -123,12 +132,8 @@ async def _demo(
     async with connect(DEMO_URL) as bus:
 
         async def waiter(unique_id: str) -> None:
-            try:
-                result = await bus.wait(run_id, unique_id)
-            except WaitError as exc:
-                outcomes[unique_id] = Outcome(unique_id, None, exc, time.monotonic() - began)
-            else:
-                outcomes[unique_id] = Outcome(unique_id, result, None, time.monotonic() - began)
+            outcome = await bus.outcome(run_id, unique_id)
+            outcomes[unique_id] = Learnt(outcome, time.monotonic() - began)
 
         async with anyio.create_task_group() as tg:
 
@@ -150,7 +155,7 @@ async def _demo(
     return outcomes, produced
 
 
-def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Progress) -> int:
+def _report(outcomes: dict[str, Learnt], produced: dict[str, Any], progress: Progress) -> int:
     out = sys.stdout
     error = produced.get("error")
     if error is not None:
@@ -179,6 +184,9 @@ def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Pr
         + ", ".join(f"{n} {label}" for label, n in sorted(tally.items(), key=lambda kv: -kv[1]))
         + "\n"
     )
+    note = count_note(state.results.values())
+    if note:
+        out.write(note + "\n")
     if isinstance(ending, RunFinished):
         verdict = "succeeded" if ending.success else f"reported failures (dbt exit code {ending.exit_code})"
         out.write(
@@ -192,6 +200,22 @@ def _report(outcomes: dict[str, Outcome], produced: dict[str, Any], progress: Pr
     else:
         sys.stderr.write("dbtbus: error: the demo's run never finished\n")
     return EXIT_USAGE
+
+
+def count_note(results: Any) -> str:
+    """Why dbtbus's node count differs from dbt's "N of M" (ephemeral models), or ''."""
+    from ..export import is_ephemeral
+
+    records = list(results)
+    ephemeral = sorted(r.unique_id for r in records if is_ephemeral(r))
+    if not ephemeral:
+        return ""
+    counted = len(records) - len(ephemeral)
+    names = ", ".join(ephemeral[:3]) + (" ..." if len(ephemeral) > 3 else "")
+    return (
+        f"dbt counts {counted} of these: it compiles the {len(ephemeral)} ephemeral model(s) ({names}) into their "
+        "children and leaves them out of its 'N of M' and of run_results.json."
+    )
 
 
 def _shorten(text: str, limit: int = 64) -> str:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
 from ..events import Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
-
-if TYPE_CHECKING:
-    from .._exceptions import WaitError
 
 __all__ = ["Progress", "format_bytes", "format_counts", "make_progress"]
 
@@ -33,22 +31,23 @@ def format_counts(counts: dict[str, int]) -> str:
     )
 
 
-def describe_error(error: WaitError) -> str:
-    from .._exceptions import NodeFailed, NodeNotInRun, NodeNotRun, ProducerLost, UpstreamFailed, WaitTimeout
+#: A few words for each outcome kind (the demo's table, progress lines).
+OUTCOME_LABELS: dict[OutcomeKind, str] = {
+    OutcomeKind.SUCCESS: "ok",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.UPSTREAM_FAILED: "upstream failed",
+    OutcomeKind.PRODUCER_LOST: "producer lost",
+    OutcomeKind.NOT_RUN: "not run",
+    OutcomeKind.NOT_IN_RUN: "not in run",
+    OutcomeKind.TIMEOUT: "timeout",
+    OutcomeKind.PENDING: "pending",
+}
 
-    if isinstance(error, NodeFailed):
-        return "failed"
-    if isinstance(error, UpstreamFailed):
-        return f"upstream failed ({error.cause})"
-    if isinstance(error, ProducerLost):
-        return "producer lost"
-    if isinstance(error, NodeNotRun):
-        return "not run"
-    if isinstance(error, NodeNotInRun):
-        return "not in run"
-    if isinstance(error, WaitTimeout):
-        return "timeout"
-    return "error"
+
+def describe(outcome: Outcome) -> str:
+    """``ok``, ``failed``, ``upstream failed (model.x.a)``..."""
+    label = OUTCOME_LABELS[outcome.kind]
+    return f"{label} ({outcome.cause})" if outcome.cause is not None else label
 
 
 class Progress:
@@ -154,6 +153,19 @@ class Progress:
         pass
 
 
+class JsonProgress(Progress):
+    """Every record as one JSON object per line (NDJSON: the wire form, for ``jq`` or another dbtbus)."""
+
+    def render(self, record: Record) -> None:
+        from ..events import encode
+
+        self.stream.write(encode(record).decode() + "\n")
+        self.stream.flush()
+
+    def lost(self) -> None:
+        sys.stderr.write(f"dbtbus: run {self.state.run_id}: the producer stopped heartbeating (producer lost)\n")
+
+
 class RichProgress(Progress):
     """A rich live display: a status line, the nodes running now, and a line per failure above it."""
 
@@ -162,6 +174,7 @@ class RichProgress(Progress):
         from rich.console import Console
         from rich.live import Live
 
+        self.threads_seen: set[str] = set()
         self.console = Console(file=self.stream)
         self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
         self.live.start()
@@ -192,14 +205,39 @@ class RichProgress(Progress):
             f" · {self.elapsed:.1f}s · peak {format_bytes(self.peak_rss)}",
         )
         grid.add_row(bar, head)
-        for uid in list(self.state.running)[:8]:
-            grid.add_row(Text("  running", style="dim"), Text(uid))
-        if len(self.state.running) > 8:
-            grid.add_row(Text(""), Text(f"... and {len(self.state.running) - 8} more", style="dim"))
+        for thread, uid, seconds in self.running_by_thread():
+            label = Text(f"  {thread}", style="dim")
+            if uid is None:
+                grid.add_row(label, Text("idle", style="dim"))
+            else:
+                grid.add_row(label, Text.assemble(uid, (f"  {seconds:.1f}s" if seconds is not None else "", "cyan")))
         return grid
+
+    def running_by_thread(self, limit: int = 16) -> list[tuple[str, str | None, float | None]]:
+        """(thread, the node it runs or None when idle, for how many seconds), threads in order."""
+        from datetime import datetime, timezone
+
+        now = datetime.now(timezone.utc)
+        rows: dict[str, tuple[str | None, float | None]] = dict.fromkeys(self.threads_seen, (None, None))
+        for uid, began in self.state.running.items():
+            seconds = (now - began.started_at).total_seconds() if began.started_at is not None else None
+            rows[began.thread or "?"] = (uid, seconds)
+        ordered = sorted(rows.items(), key=lambda kv: _thread_order(kv[0]))[:limit]
+        return [(thread, uid, seconds) for thread, (uid, seconds) in ordered]
+
+    def update(self, record: Record) -> None:
+        thread = getattr(record, "thread", None)
+        if isinstance(thread, str):
+            self.threads_seen.add(thread)
+        super().update(record)
 
     def close(self) -> None:
         self.live.stop()
+
+
+def _thread_order(name: str) -> tuple[int, str]:
+    digits = "".join(c if c.isdigit() else " " for c in name).split()
+    return (int(digits[0]) if digits else 1 << 30, name)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -208,8 +246,11 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def make_progress(run_id: str, mode: str, stream: IO[str] | None = None) -> Progress:
-    """``auto``: rich when ``stream`` is a terminal and rich is installed, else plain lines."""
+    """``auto``: rich when ``stream`` is a terminal and rich is installed, else plain lines (no ANSI codes on a
+    pipe; rich itself honours ``NO_COLOR``). ``json``: NDJSON records. ``none``: nothing."""
     stream = stream if stream is not None else sys.stdout
+    if mode == "json":
+        return JsonProgress(run_id, stream)
     if mode == "none":
         return Progress(run_id, stream, quiet=True)
     if mode in ("auto", "rich") and (mode == "rich" or stream.isatty()):

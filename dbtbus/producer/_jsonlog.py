@@ -16,13 +16,18 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import orjson
 
 from .._bus import Bus, connect
-from ..events import GraphNode, Heartbeat, Record, RunCrashed, RunFinished
+from .._graph import graph_from_manifest
+from ..events import GraphNode
 from ._callback import Item
-from ._normalise import WANTED, Normaliser, producer_info
+from ._dbt_hook import dbt_exit_code
+from ._limits import DEFAULT_MAX_RECORD_SIZE
+from ._normalise import INFO_NODE_EVENTS, LOG_WANTED, Normaliser, producer_info
+from ._publisher import Ending, Publisher
 
 logger = logging.getLogger("dbtbus.producer")
 dbt_logger = logging.getLogger("dbtbus.dbt")
@@ -31,12 +36,22 @@ _LEVELS = {"warn": logging.WARNING, "error": logging.ERROR}
 
 
 class LineParser:
-    """Parses dbt JSON log lines and pushes the wanted events as ``(name, (data, info))``."""
+    """Parses dbt JSON log lines and pushes the wanted events as ``(name, (data, info))``.
+
+    A log at debug level carries NodeStart / NodeFinished (and MarkSkippedChildren, the exact skip causes);
+    at dbt's default info level it carries only the result lines (``LogModelResult``, ``LogTestResult``,
+    ``SkippingDetails``, ...). The first debug-level line (dbt writes ``MainReportArgs`` right after its
+    version, long before any node) tells which: from then on the info-level node lines are left out, so
+    each node gets its one terminal record from NodeFinished.
+    """
 
     def __init__(self, push: Callable[[Item], None]) -> None:
         self.push = push
         self.lines = 0
         self.events = 0
+        #: JSON lines from dbt itself (any event, wanted or not): none means the input is not a dbt log.
+        self.dbt_lines = 0
+        self.debug = False
         self.last_error: str | None = None
 
     def feed(self, raw: bytes | str) -> None:
@@ -54,15 +69,19 @@ class LineParser:
             self._passthrough(line)
             return
         info = obj.get("info") if isinstance(obj, dict) else None
-        if not isinstance(info, dict):
+        name = info.get("name") if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(name, str):
             self._passthrough(line)
             return
-        name = info.get("name")
-        if name in WANTED:
+        ours = name.startswith("Dbtbus")
+        if not ours:
+            self.dbt_lines += 1
+            if info.get("level") == "debug":
+                self.debug = True
+        if name in LOG_WANTED and not (self.debug and name in INFO_NODE_EVENTS):
             data = obj.get("data")
             self.events += 1
             self.push((name, (data if isinstance(data, dict) else {}, info)))
-            return
         level = _LEVELS.get(info.get("level", ""))
         if level is not None:
             msg = info.get("msg") or ""
@@ -94,22 +113,9 @@ def read_lines(stream: Any, feed: Callable[[bytes], None], max_line: int = 1 << 
         feed(chunk)
 
 
-def graph_from_manifest(path: str | Path) -> dict[str, GraphNode]:
-    """The project's whole graph from a ``manifest.json`` (every executable node; ``depends_on`` edges)."""
-    manifest = orjson.loads(Path(path).read_bytes())
-    executable = {"model", "seed", "snapshot", "test", "unit_test", "analysis", "function"}
-    graph: dict[str, GraphNode] = {}
-    tables = [manifest.get("nodes") or {}, manifest.get("unit_tests") or {}, manifest.get("functions") or {}]
-    for table in tables:
-        for uid, node in table.items():
-            rtype = node.get("resource_type") or uid.split(".", 1)[0]
-            if rtype not in executable or rtype == "analysis":
-                continue
-            parents = (node.get("depends_on") or {}).get("nodes") or []
-            graph[uid] = GraphNode(rtype, tuple(parents))
-    for uid, node in list(graph.items()):
-        graph[uid] = GraphNode(node.resource_type, tuple(sorted(p for p in node.parents if p in graph)))
-    return graph
+#: Why a replay without dbt's completion in it ends as crashed.
+TRUNCATED = "the log ends before dbt completed the command"
+NO_EVENTS = "the input has no dbt events (expected dbt's --log-format json output)"
 
 
 async def apublish_log(
@@ -121,124 +127,118 @@ async def apublish_log(
     args: Iterable[str] = (),
     batch: int = 500,
     heartbeat_interval: float = 5.0,
+    attempt: int = 1,
+    flush_timeout: float = 30.0,
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
 ) -> Any:
     """Replay a dbt JSON log (an exported ``dbt.log``, a pod log being followed) as a dbtbus run.
 
-    ``graph`` is the selected graph when known, or a ``manifest.json`` path (the project's whole graph, with
-    ``build``'s test edges added: it gives early upstream failures, but since the selection is unknown no
-    ``not_run`` records are made from it), or ``None`` (the graph printed by the subprocess producer's
-    bootstrap is used if the log has it). ``args`` default to the command line the log itself reports.
+    A log at dbt's default info level is enough (its result lines carry status, timing and node info); a
+    debug-level log adds dbt's exact skip causes and start events. ``graph`` is the selected graph when
+    known, or a ``manifest.json`` path (the project's whole graph, with ``build``'s test edges added: it
+    gives early upstream failures, but since the selection is unknown no ``not_run`` records are made
+    from it), or ``None`` (the graph printed by the subprocess producer's bootstrap is used if the log has
+    it). ``args`` default to the command line the log itself reports.
 
-    The replay holds the run's liveness lease and heartbeats while it reads, so a log that pauses (a pod
-    still running) does not look like a lost producer. Blocking line sources (files, pipes, ``sys.stdin``)
-    are read on a worker thread, so a quiet source never stalls the heartbeats. Ends the run with
-    RunFinished when the log shows dbt completing, RunCrashed when it stops before that.
+    The replay is a producer like the others (the same publishing engine): it announces the attempt at
+    once, holds the run's liveness lease and heartbeats while it reads, so a log that pauses (a pod still
+    running) does not look like a lost producer. Blocking line sources (files, pipes, ``sys.stdin``) are
+    read on a worker thread, so a quiet source never stalls the heartbeats. The run ends with RunFinished
+    when the log shows dbt completing (``CommandCompleted`` at debug level; the run summary, or dbt's
+    "Encountered an error", at info level) and RunCrashed when it stops before that. The result's
+    ``crashed`` / ``success`` / ``exit_code`` say which; input with no dbt events at all ends crashed too.
     """
-    from . import ProducerResult
+    from ._producer import result_of
 
     selection_known = True
     graph_map: Mapping[str, GraphNode] | None
+    ephemeral: frozenset[str] = frozenset()
     if isinstance(graph, (str, Path)):
-        graph_map = graph_from_manifest(graph)
+        graph_map, ephemeral = _manifest_graph(graph)
         selection_known = False
     else:
         graph_map = graph
     normaliser = Normaliser(
-        run_id, producer=producer_info("log"), args=tuple(args), graph=graph_map, heartbeat_interval=heartbeat_interval
+        run_id, producer=producer_info("log"), args=tuple(args), graph=graph_map,
+        heartbeat_interval=heartbeat_interval, attempt=attempt,
     )
     normaliser.selection_known = selection_known
     normaliser.add_test_edges = not selection_known
-    holder = normaliser.producer.id
-    items: list[Item] = []
-    parser = LineParser(items.append)
-    pending: list[Record] = []
-    flushing = anyio.Lock()  # the reader and the heartbeat both flush: one at a time keeps the order
+    normaliser.ephemeral = ephemeral
+    publisher = Publisher(
+        normaliser, heartbeat_interval=heartbeat_interval, batch_size=batch, flush_timeout=flush_timeout,
+        max_record_size=max_record_size,
+    )
+    parser = LineParser(publisher.push)
+    room = max(batch, 64)
 
-    async def flush(bus: Bus) -> None:
-        async with flushing:
-            if pending:
-                records = pending.copy()
-                pending.clear()
-                await bus.publish(records)
+    def ending() -> Ending:
+        end = normaliser.end
+        if parser.dbt_lines == 0:
+            return Ending(crashed=True, error=NO_EVENTS)
+        if not end.completed:
+            return Ending(crashed=True, error=TRUNCATED, elapsed=end.elapsed or 0.0)
+        if end.interrupted:
+            return Ending(crashed=True, error="dbt was interrupted (KeyboardInterrupt)", elapsed=end.elapsed or 0.0)
+        ok = bool(end.success)
+        return Ending(
+            crashed=False, success=ok, exit_code=dbt_exit_code(ok, end.exception), error=end.exception,
+            elapsed=end.elapsed or 0.0,
+        )
 
-    async def feed_line(bus: Bus, line: bytes | str) -> None:
+    async def feed_line(line: bytes | str) -> None:
         parser.feed(line)
-        for name, (data, info) in items:
-            pending.extend(normaliser.feed(name, data, info))
-        items.clear()
-        if len(pending) >= batch:
-            await flush(bus)
+        # Bounded: the reader waits while the backend catches up, so a long log never sits in memory.
+        while publisher.backlog >= room and not publisher.stopped and not publisher.done.is_set():  # noqa: ASYNC110
+            await anyio.sleep(0.002)  # polled: the publisher drains in bursts, an event per record costs more
 
-    async def heartbeats(bus: Bus) -> None:
-        while True:
-            await anyio.sleep(heartbeat_interval)
-            try:
-                await bus.renew_lease(run_id, holder, 1.5 * heartbeat_interval)
-                if normaliser.started is not None:
-                    await flush(bus)  # what is already parsed goes out with the heartbeat, however slow the source
-                    n = normaliser
-                    await bus.publish(Heartbeat(run_id=run_id, running=len(n.running), done=len(n.results)))
-            except Exception as exc:
-                logger.warning("dbtbus: heartbeat of replayed run %r failed: %r", run_id, exc)
-
-    async def read_all(bus: Bus) -> None:
+    async def read_all() -> None:
         if isinstance(lines, AsyncIterable):
             async for line in lines:
-                await feed_line(bus, line)
+                await feed_line(line)
+                if publisher.rejected is not None:
+                    return
         elif isinstance(lines, (list, tuple)):
-            for line in lines:
-                await feed_line(bus, line)
+            for i, line in enumerate(lines):
+                await feed_line(line)
+                if i % 256 == 255:
+                    await anyio.lowlevel.checkpoint()
+                if publisher.rejected is not None:
+                    return
         else:
-            await _read_on_a_thread(lines, lambda line: feed_line(bus, line))
+            await _read_on_a_thread(lines, feed_line, stop=lambda: publisher.rejected is not None)
 
     async def body(bus: Bus) -> None:
-        await bus.renew_lease(run_id, holder, 1.5 * heartbeat_interval)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(heartbeats, bus)
-            await read_all(bus)
-            end = normaliser.end
-            pending.extend(normaliser.start())  # a log with no node events still makes a run
-            pending.extend(normaliser.not_run(end.results))
-            if end.completed:
-                ok = bool(end.success)
-                pending.append(
-                    RunFinished(
-                        run_id=run_id,
-                        success=ok,
-                        exit_code=0 if ok else (2 if end.exception else 1),
-                        counts=normaliser.counts(),
-                        elapsed=end.elapsed or 0.0,
-                        error=end.exception,
-                    )
-                )
-            else:
-                pending.append(RunCrashed(run_id=run_id, error="the log ends before dbt completed the command"))
-            tg.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await flush(bus)
-            await bus.release_lease(run_id, holder)
+            tg.start_soon(publisher.run, bus)
+            try:
+                await read_all()
+            finally:
+                publisher.finish(ending)
 
     if isinstance(bus_or_url, Bus):
         await body(bus_or_url)
     else:
         async with connect(bus_or_url) as bus:
             await body(bus)
-    end = normaliser.end
-    return ProducerResult(
-        run_id=run_id,
-        success=bool(end.completed and end.success),
-        exit_code=None,
-        crashed=not end.completed,
-        error=end.exception or (None if end.completed else "the log ends before dbt completed the command"),
-        counts=normaliser.counts(),
-        elapsed=end.elapsed or 0.0,
-        peak_rss=None,
-        results=dict(normaliser.results),
+    return result_of(publisher, publisher.ending or ending())
+
+
+def _manifest_graph(path: str | Path) -> tuple[dict[str, GraphNode], frozenset[str]]:
+    """The whole project's graph (test edges are added once the command is known) and its ephemeral models."""
+    manifest = orjson.loads(Path(path).read_bytes())
+    ephemeral = frozenset(
+        uid for uid, node in (manifest.get("nodes") or {}).items()
+        if ((node.get("config") or {}).get("materialized")) == "ephemeral"
     )
+    return graph_from_manifest(manifest), ephemeral
 
 
 async def _read_on_a_thread(
-    source: Iterable[bytes | str], handle: Callable[[bytes | str], Awaitable[None]], buffer: int = 1000
+    source: Iterable[bytes | str],
+    handle: Callable[[bytes | str], Awaitable[None]],
+    buffer: int = 1000,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Iterate a blocking source on a worker thread, handing lines to ``handle`` in this loop (bounded buffer)."""
     send, receive = anyio.create_memory_object_stream[bytes | str](buffer)
@@ -256,6 +256,9 @@ async def _read_on_a_thread(
         with receive:
             async for line in receive:
                 await handle(line)
+                if stop():
+                    tg.cancel_scope.cancel()
+                    return
 
 
 def publish_log(
@@ -266,6 +269,7 @@ def publish_log(
     graph: Mapping[str, GraphNode] | str | Path | None = None,
     args: Iterable[str] = (),
     heartbeat_interval: float = 5.0,
+    **options: Any,
 ) -> Any:
     """Blocking :func:`apublish_log` (``bus_or_url`` must be a URL: a Bus belongs to its own loop)."""
     if isinstance(bus_or_url, Bus):
@@ -275,6 +279,6 @@ def publish_log(
     url = bus_or_url
     return anyio.run(
         lambda: apublish_log(
-            lines, url, run_id=run_id, graph=graph, args=args, heartbeat_interval=heartbeat_interval
+            lines, url, run_id=run_id, graph=graph, args=args, heartbeat_interval=heartbeat_interval, **options
         )
     )

@@ -12,13 +12,13 @@ import os
 import shlex
 import socket
 import uuid
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
 from .._exceptions import DecodeError
+from .._graph import add_test_edges, children_index, descendants, is_test
 from .._version import __version__
 from ..events import (
     SKIP_CHILDREN_ON,
@@ -31,17 +31,26 @@ from ..events import (
     RunStarted,
     parse_timestamp,
 )
-from ._graph import GRAPH_EVENT, RESULTS_EVENT
+from ._dbt_hook import GRAPH_EVENT, RESULTS_EVENT
 
 logger = logging.getLogger("dbtbus.producer")
 
-#: The dbt events the producers act on (everything else is dropped by name, first thing).
-NODE_EVENTS: Final = frozenset(
-    {"NodeStart", "NodeFinished", "SkippingDetails", "MarkSkippedChildren", "GenericExceptionOnRun"}
+#: The debug-level node events (dbtRunner callbacks get them whatever the log level; a JSON log at debug).
+NODE_EVENTS: Final = frozenset({"NodeStart", "NodeFinished", "MarkSkippedChildren", "GenericExceptionOnRun"})
+#: dbt's info-level per-node events: what a JSON log at dbt's default level has instead of NodeStart /
+#: NodeFinished. Acted on only where the debug-level events are absent (see :class:`LineParser`).
+RESULT_EVENTS: Final = frozenset(
+    {"LogModelResult", "LogSeedResult", "LogSnapshotResult", "LogTestResult", "LogFunctionResult",
+     "LogNodeNoOpResult"}
 )
+INFO_NODE_EVENTS: Final = RESULT_EVENTS | {"LogStartLine", "SkippingDetails"}
 RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCompleted"})
+#: How a JSON log at info level shows dbt completing (``CommandCompleted`` is debug-level).
+LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "MainEncounteredError"})
+#: What the dbtRunner callback hands over (everything else is dropped by name, first thing).
 WANTED: Final = NODE_EVENTS | RUN_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
-TEST_TYPES: Final = frozenset({"test", "unit_test"})
+#: What a JSON log line parser hands over.
+LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
 #: What makes dbt skip children for commands not in SKIP_CHILDREN_ON (GraphRunnableTask's default).
 _DEFAULT_SKIP_ON: Final = frozenset({NodeStatus.ERROR, NodeStatus.PARTIAL_SUCCESS})
@@ -118,49 +127,8 @@ def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode]
     return graph, frozenset(payload.get("continue_on_error") or ())
 
 
-def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
-    """``graph`` with the extra edges ``dbt build`` adds from tests to the nodes downstream of what they test.
-
-    dbt's rule (``Linker.add_test_edges``): a test becomes a parent of every non-test node whose ancestors
-    include all the nodes the test depends on — so a failing test skips the tested model's descendants. Used
-    when the graph comes from a ``manifest.json`` (a log replay) rather than from dbt's own graph queue.
-    """
-    tests_of: dict[str, list[str]] = {}
-    for uid, node in graph.items():
-        if node.resource_type in TEST_TYPES:
-            for parent in node.parents:
-                tests_of.setdefault(parent, []).append(uid)
-    ancestors: dict[str, frozenset[str]] = {}
-    for root in graph:
-        # Iterative post-order walk: manifests can be deep enough to overflow recursion.
-        stack = [root]
-        while stack:
-            current = stack[-1]
-            if current in ancestors:
-                stack.pop()
-                continue
-            pending = [p for p in graph[current].parents if p in graph and p not in ancestors]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
-            found: set[str] = set()
-            for parent in graph[current].parents:
-                if parent in graph:
-                    found.add(parent)
-                    found |= ancestors[parent]
-            ancestors[current] = frozenset(found)
-    out: dict[str, GraphNode] = {}
-    for uid, node in graph.items():
-        upstream = ancestors[uid]
-        extra = set()
-        if node.resource_type not in TEST_TYPES:
-            for ancestor in upstream:
-                for test in tests_of.get(ancestor, ()):
-                    if test not in node.parents and set(graph[test].parents) <= upstream:
-                        extra.add(test)
-        out[uid] = GraphNode(node.resource_type, node.parents + tuple(sorted(extra))) if extra else node
-    return out
+#: The message of an ephemeral model's result in an info-level log, where dbt reports nothing for it.
+EPHEMERAL_MESSAGE: Final = "ephemeral: compiled into a child that succeeded (dbt logs no result for it at info level)"
 
 
 @dataclass
@@ -172,6 +140,10 @@ class RunEnd:
     elapsed: float | None = None
     exception: str | None = None
     results: list[tuple[str, str, str]] | None = None
+    #: dbt said the run was interrupted (EndOfRunSummary's ``keyboard_interrupt``).
+    interrupted: bool = False
+    #: An info-level log's EndOfRunSummary was seen (its error count decides ``success``).
+    summary: bool = False
 
 
 class Normaliser:
@@ -210,17 +182,46 @@ class Normaliser:
         #: True when the graph lacks build's test edges (it came from a manifest): added once the command is known.
         self.add_test_edges = False
         self.last_error: str | None = None
+        #: ``dbt retry``: the command retried (its skip rules apply), from the graph hook.
+        self.retry_of: str | None = None
+        #: Ephemeral models of the graph (dbt logs nothing for them at info level).
+        self.ephemeral: frozenset[str] = frozenset()
+        #: A debug-level node event was seen: NodeFinished, not the info-level result lines, is the truth.
+        self.saw_debug_events = False
+        self._refined = False
 
     # ------------------------------------------------------------------------------------------ start
 
-    def start(self) -> list[Record]:
-        """The RunStarted record, once (with whatever graph is known now)."""
+    def announce(self) -> list[Record]:
+        """The attempt's first RunStarted, at once: before dbt is even imported (graph ``None`` unless given).
+
+        Waiters learn at once that a new attempt is under way; :meth:`refine` follows with what dbt tells.
+        """
         if self.started is not None:
             return []
-        if self.add_test_edges and self.graph is not None and self.command == "build":
+        self.started = self._run_started()
+        return [self.started]
+
+    def refine(self) -> list[Record]:
+        """Once: a second RunStarted of the same attempt with what dbt told since (graph, version, command).
+
+        Without an announcement first, this is the run's one RunStarted.
+        """
+        if self._refined:
+            return []
+        self._refined = True
+        # An info-level log does not name its command (MainReportArgs is debug-level): build's test edges
+        # then too — harmless for the other commands, whose skip rules ignore test failures.
+        if self.add_test_edges and self.graph is not None and self.command in ("build", ""):
             self.graph = add_test_edges(self.graph)
             self._children = None
-        self.started = RunStarted(
+        announced = self.started
+        self.started = self._run_started(announced.started_at if announced is not None else None)
+        return [self.started]
+
+    def _run_started(self, started_at: datetime | None = None) -> RunStarted:
+        extra = {} if started_at is None else {"started_at": started_at}
+        return RunStarted(
             run_id=self.run_id,
             producer=self.producer,
             command=self.command,
@@ -228,19 +229,21 @@ class Normaliser:
             dbt_version=self.dbt_version,
             invocation_id=self.invocation_id,
             graph=self.graph,
-            skip_children_on=skip_children_on(self.command),
+            skip_children_on=skip_children_on(self.retry_of or self.command),
             continue_on_error=self.continue_on_error,
             heartbeat_interval=self.heartbeat_interval,
             attempt=self.attempt,
+            **extra,
         )
-        return [self.started]
 
     # ------------------------------------------------------------------------------------------ events
 
     def feed(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
         """Fold one dbt event in; return the records it produces (RunStarted first when due)."""
         if name in NODE_EVENTS:
-            out = self.start()
+            if name != "GenericExceptionOnRun":  # error-level: in info logs too
+                self.saw_debug_events = True
+            out = self.refine()
             if name == "NodeFinished":
                 out.extend(self._finished(data, info))
             elif name == "NodeStart":
@@ -250,8 +253,20 @@ class Normaliser:
             elif name == "GenericExceptionOnRun":
                 out.extend(self._generic_exception(data, info))
             return out
+        if name in INFO_NODE_EVENTS:
+            out = self.refine()
+            if name == "LogStartLine":
+                node_info = data.get("node_info") or {}
+                if node_info.get("unique_id") not in self.running:
+                    out.extend(self._node_start(data, info))
+            else:
+                out.extend(self._result_line(name, data, info))
+            return out
+        if name in LOG_END_EVENTS:
+            self._log_end(name, data)
+            return []
         if name == "MainReportArgs":
-            if not self.args and self.started is None:
+            if not self.args and not self._refined:
                 self._learn_args(data)
             return []
         if name == "MainReportVersion":
@@ -260,12 +275,17 @@ class Normaliser:
             self.invocation_id = _text(info.get("invocation_id"))
             return []
         if name == GRAPH_EVENT:
-            if self.started is None:
-                self.graph, self.continue_on_error = graph_from_payload(data)
-                self.selection_known = True
-                self._children = None
-                return self.start()
-            return []
+            if self._refined:
+                return []  # the first queue dbt builds is the one it runs
+            self.graph, self.continue_on_error = graph_from_payload(data)
+            self.ephemeral = frozenset(data.get("ephemeral") or ())
+            retry_of = _text(data.get("retry_of"))
+            if retry_of is not None:
+                self.retry_of = retry_of
+            self.selection_known = True
+            self.add_test_edges = False
+            self._children = None
+            return self.refine()
         if name == "CommandCompleted":
             self.end.completed = True
             success = data.get("success")
@@ -327,7 +347,7 @@ class Normaliser:
             status = NodeStatus.ERROR
         rtype = _text(node_info.get("resource_type")) or ""
         failures = None
-        if rtype in TEST_TYPES:
+        if is_test(rtype):
             raw = run_result.get("num_failures")
             failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
         relation = node_info.get("node_relation") or {}
@@ -370,6 +390,97 @@ class Normaliser:
         )
         return self._terminal(record)
 
+    def _result_line(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """An info-level result line (``Log*Result``, ``SkippingDetails``): a node's terminal record.
+
+        ``node_info.node_status`` is dbt's status (``data.status`` is the display text: "OK", "SELECT 5");
+        the first terminal record of a node stands.
+        """
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None or uid in self.results:
+            return []
+        if name == "SkippingDetails":
+            status: NodeStatus | None = NodeStatus.SKIPPED
+        else:
+            status = _status(node_info.get("node_status")) or _status(data.get("status"))
+            if status is None and str(data.get("status") or "").upper().startswith(("OK", "SUCCESS")):
+                status = NodeStatus.SUCCESS  # microbatch models can lack node_status (dagster #28378)
+        if status is None:
+            logger.warning("dbtbus: %s for %s has no known status (%r); recording an error",
+                           name, uid, data.get("status"))
+            status = NodeStatus.ERROR
+        rtype = _text(node_info.get("resource_type")) or _text(data.get("resource_type")) or ""
+        failures = None
+        if is_test(rtype):
+            raw = data.get("num_failures")
+            failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        message = _text(data.get("result_message"))
+        if message is None and status.is_success and name == "LogModelResult":
+            message = _text(data.get("status"))  # the adapter's message ("OK", "SELECT 5")
+        relation = node_info.get("node_relation") or {}
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=status,
+            resource_type=rtype,
+            started_at=_ts(node_info.get("node_started_at")) or self.running.get(uid),
+            finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+            execution_time=_number(data.get("execution_time")),
+            message=message,
+            failures=failures,
+            thread=_text(info.get("thread")),
+            attempt=self.attempt,
+            skip_cause=self._skip_cause(uid) if status is NodeStatus.SKIPPED else None,
+            relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
+        )
+        return self._terminal(record)
+
+    def _skip_cause(self, uid: str) -> str | None:
+        """The root failure that made dbt skip ``uid``: from MarkSkippedChildren (debug), else the graph.
+
+        An info-level log has no MarkSkippedChildren: the cause is the parent whose failure dbt propagates
+        (parents report before their children), or the cause of a parent skipped itself.
+        """
+        known = self.skip_root.get(uid)
+        if known is not None or self.graph is None or uid not in self.graph:
+            return known
+        # dbt did skip it, so a parent failed or was skipped itself: whatever the command's rule (an
+        # info-level log does not even name the command), the cause is among those parents.
+        for parent in self.graph[uid].parents:
+            result = self.results.get(parent)
+            if result is None or parent in self.continue_on_error:
+                continue
+            if result.status is NodeStatus.SKIPPED:
+                if result.skip_cause is not None:
+                    return result.skip_cause
+            elif result.status.is_failure:
+                return parent
+        return None
+
+    def _log_end(self, name: str, data: Mapping[str, Any]) -> None:
+        """dbt completing, as a JSON log at info level shows it (CommandCompleted is debug-level)."""
+        end = self.end
+        if name == "FinishedRunningStats":
+            end.elapsed = _number(data.get("execution_time"))
+            return
+        if name == "EndOfRunSummary":
+            end.completed = True
+            end.summary = True
+            end.interrupted = bool(data.get("keyboard_interrupt"))
+            errors = _number(data.get("num_errors")) or 0
+            partial = _number(data.get("num_partial_success")) or 0
+            failed = any(r.status.is_failure for r in self.results.values())
+            if end.success is None:
+                end.success = not (errors or partial or failed or end.interrupted)
+            return
+        # MainEncounteredError: dbt caught an exception and exits. After the run's summary it is
+        # --fail-fast (dbt exits 1); before it, dbt itself failed (exit 2).
+        end.completed = True
+        end.success = False
+        if not end.summary:
+            end.exception = _text(data.get("exc")) or "dbt failed with an unhandled error"
+
     def _terminal(self, record: NodeResult) -> list[Record]:
         self.running.pop(record.unique_id, None)
         self.results[record.unique_id] = record
@@ -384,21 +495,12 @@ class Normaliser:
         children = self._children_index()
         if children is None:
             return
-        queue = deque(children.get(uid, ()))
-        while queue:
-            child = queue.popleft()
-            if child in self.skip_root:
-                continue  # already doomed by an earlier cascade, and so are its descendants
-            self.skip_root[child] = root
-            queue.extend(children.get(child, ()))
+        for child in descendants(children, uid):
+            self.skip_root.setdefault(child, root)  # an earlier cascade's root stands
 
     def _children_index(self) -> dict[str, list[str]] | None:
         if self._children is None and self.graph is not None:
-            children: dict[str, list[str]] = {}
-            for uid, node in self.graph.items():
-                for parent in node.parents:
-                    children.setdefault(parent, []).append(uid)
-            self._children = children
+            self._children = children_index(self.graph)
         return self._children
 
     # ------------------------------------------------------------------------------------------ end
@@ -410,7 +512,8 @@ class Normaliser:
         never started as skipped "Skipping due to fail_fast"): their messages are kept, and their nodes count
         as part of the run even when the graph is unknown.
         """
-        out = self.start()
+        out = self.refine() if self.started is None else []
+        out.extend(self._ephemeral_results())
         messages: dict[str, str] = {}
         for uid, _status_value, message in dbt_results or ():
             messages[uid] = message
@@ -431,6 +534,23 @@ class Normaliser:
             )
             out.extend(self._terminal(record))
         self.running.clear()
+        return out
+
+    def _ephemeral_results(self) -> list[Record]:
+        """At info level dbt logs nothing for an ephemeral model: a child that succeeded proves it compiled."""
+        if self.saw_debug_events or not self.ephemeral or self.graph is None:
+            return []
+        children = self._children_index() or {}
+        out: list[Record] = []
+        for uid in sorted(self.ephemeral):
+            if uid in self.results or uid not in self.graph:
+                continue
+            if any(self.results.get(c) is not None and self.results[c].ok for c in children.get(uid, ())):
+                record = NodeResult(
+                    run_id=self.run_id, unique_id=uid, status=NodeStatus.SUCCESS,
+                    resource_type=self.graph[uid].resource_type, message=EPHEMERAL_MESSAGE, attempt=self.attempt,
+                )
+                out.extend(self._terminal(record))
         return out
 
     def counts(self) -> dict[str, int]:

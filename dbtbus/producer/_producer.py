@@ -24,8 +24,17 @@ from .._exceptions import DbtBusError
 from ..events import NodeResult
 from . import _rss
 from ._callback import Item, make_callback
-from ._graph import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
+from ._dbt_hook import (
+    EXIT_ERROR,
+    GRAPH_EVENT,
+    RESULTS_EVENT,
+    dbt_exit_code,
+    exit_code_crashed,
+    install_graph_hook,
+    results_payload,
+)
 from ._jsonlog import LineParser, read_lines
+from ._limits import DEFAULT_MAX_RECORD_SIZE
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
 
@@ -48,7 +57,13 @@ class Terminated(SystemExit):
 
 @dataclass
 class ProducerResult:
-    """What one invocation did. ``results`` holds the terminal record published for each node."""
+    """What one invocation did. ``results`` holds the terminal record made for each node.
+
+    ``success`` is True only when dbt succeeded AND the whole run reached the bus (its ending included).
+    ``published`` counts the records the backend accepted; ``unpublished`` those it never got (a backend
+    that failed past ``flush_timeout``, or a permanent rejection); ``oversized`` those that did not fit
+    ``max_record_size`` even truncated; ``rejected`` is the permanent backend error that stopped publishing.
+    """
 
     run_id: str
     success: bool
@@ -60,6 +75,11 @@ class ProducerResult:
     peak_rss: int | None
     dbt_result: Any = None
     results: dict[str, NodeResult] = field(default_factory=dict)
+    published: int = 0
+    unpublished: int = 0
+    oversized: int = 0
+    truncated: int = 0
+    rejected: BaseException | None = None
 
 
 @contextlib.contextmanager
@@ -124,7 +144,11 @@ def _python_of(executable: str) -> str | None:
 
 
 def _bootstrap_source() -> str:
-    return (Path(__file__).parent / "_graph.py").read_text(encoding="utf-8")
+    """The ``python -c`` program of the subprocess producer: the dbt hook, then the bootstrap, verbatim."""
+    here = Path(__file__).parent
+    hook = (here / "_dbt_hook.py").read_text(encoding="utf-8")
+    bootstrap = (here / "_bootstrap.py").read_text(encoding="utf-8")
+    return hook + "\n\n" + bootstrap
 
 
 class Producer:
@@ -159,9 +183,15 @@ class Producer:
         batch_linger: float = 0.002,
         memray_output: str | os.PathLike[str] | None = None,
         grace: float = 2.0,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+        announce_timeout: float = 5.0,
+        batch_size: int = 1000,
     ) -> None:
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
+        self.max_record_size = max_record_size
+        self.batch_size = batch_size
+        self.announce_timeout = announce_timeout
         self.bus = bus
         self.run_id = run_id
         self.heartbeat_interval = heartbeat_interval
@@ -204,22 +234,12 @@ class Producer:
             flush_timeout=self.flush_timeout,
             retention=self.retention,
             rss=rss,
+            max_record_size=self.max_record_size,
+            batch_size=self.batch_size,
         )
 
     def _result(self, publisher: Publisher, ending: Ending, dbt_result: Any = None) -> ProducerResult:
-        normaliser = publisher.normaliser
-        return ProducerResult(
-            run_id=self.run_id,
-            success=ending.success and not ending.crashed,
-            exit_code=ending.exit_code,
-            crashed=ending.crashed,
-            error=ending.error,
-            counts=normaliser.counts(),
-            elapsed=ending.elapsed,
-            peak_rss=ending.peak_rss,
-            dbt_result=dbt_result,
-            results=dict(normaliser.results),
-        )
+        return result_of(publisher, ending, dbt_result)
 
     def _run_dbt(self, args: Sequence[str], publisher: Publisher) -> tuple[Any, Ending, BaseException | None]:
         """Run dbtRunner with the callback and the graph hook; classify how it ended. Never raises."""
@@ -257,7 +277,7 @@ class Producer:
         ending = Ending(
             crashed=False,
             success=success,
-            exit_code=0 if success else (2 if error is not None else 1),
+            exit_code=dbt_exit_code(success, error),
             error=None if error is None else _describe(error),
             elapsed=elapsed,
             peak_rss=peak,
@@ -265,6 +285,18 @@ class Producer:
             grace=self.grace,
         )
         return res, ending, None
+
+    def _announced(self, publisher: Publisher) -> None:
+        """Wait (up to ``announce_timeout``) for the attempt's RunStarted to reach the bus before dbt starts.
+
+        A permanent rejection (bad credentials, an ACL denial, a run another producer holds) is raised here,
+        before dbt runs: a run nobody can follow is not started. A slow or unreachable backend only delays
+        dbt by ``announce_timeout``; the records queue and go out once it answers.
+        """
+        publisher.wait_announced(self.announce_timeout)
+        if publisher.rejected is not None:
+            publisher.join(self.flush_timeout)
+            raise publisher.rejected
 
     # ------------------------------------------------------------------------------------------ in-process
 
@@ -278,6 +310,7 @@ class Producer:
         url = self._url()
         publisher = self._publisher("dbtRunner", args, _rss.self_peak)
         publisher.start_thread(url)
+        self._announced(publisher)
         res: Any = None
         ending: Ending | None = None
         exc: BaseException | None = None
@@ -301,6 +334,11 @@ class Producer:
         async def run_publisher(bus: Bus) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(publisher.run, bus)
+                with anyio.move_on_after(self.announce_timeout):
+                    while not publisher.announced.is_set():  # noqa: ASYNC110 - a threading.Event
+                        await anyio.sleep(0.005)
+                if publisher.rejected is not None:
+                    return  # dbt never starts: the publisher task has stopped on its own
                 try:
                     outcome.extend(await anyio.to_thread.run_sync(self._run_dbt, args, publisher))
                 finally:
@@ -315,6 +353,8 @@ class Producer:
 
             async with connect(self.bus) as bus:
                 await run_publisher(bus)
+        if publisher.rejected is not None and not outcome:
+            raise publisher.rejected
         res, ending, exc = outcome
         if exc is not None:
             raise exc
@@ -374,6 +414,7 @@ class Producer:
 
         parser = LineParser(push)
         publisher.start_thread(url)
+        self._announced(publisher)
         started = time.perf_counter()
         ending: Ending | None = None
         reraise: BaseException | None = None
@@ -440,21 +481,45 @@ class Producer:
     def _subprocess_ending(
         code: int, peak: int | None, elapsed: float, parser: LineParser, publisher: Publisher
     ) -> Ending:
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = str(-code)
-            error = f"dbt was killed by signal {name}"
+        if exit_code_crashed(code):
+            if code < 0:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = str(-code)
+                error = f"dbt was killed by signal {name}"
+            else:
+                error = f"dbt exited with code {code}: {parser.last_error or 'no error logged'}"
             return Ending(crashed=True, error=error, exit_code=code, elapsed=elapsed, peak_rss=peak)
-        if code > 2:
-            error = f"dbt exited with code {code}: {parser.last_error or 'no error logged'}"
-            return Ending(crashed=True, error=error, exit_code=code, elapsed=elapsed, peak_rss=peak)
-        failed = parser.last_error or "dbt failed with an unhandled error" if code == 2 else None
+        failed = (parser.last_error or "dbt failed with an unhandled error") if code == EXIT_ERROR else None
         return Ending(
             crashed=False, success=code == 0, exit_code=code, error=failed, elapsed=elapsed, peak_rss=peak
         )
 
 
-
-
+def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> ProducerResult:
+    """The summary of one invocation (any producer, the replay included) from its publisher and ending."""
+    normaliser = publisher.normaliser
+    error = ending.error
+    rejected = publisher.rejected
+    if rejected is not None:
+        note = (f"the bus rejected the run ({type(rejected).__name__}: {rejected}); "
+                f"{publisher.published} records published")
+        error = f"{error}; {note}" if error else note
+    return ProducerResult(
+        run_id=normaliser.run_id,
+        success=ending.success and not ending.crashed and publisher.ended and rejected is None,
+        exit_code=ending.exit_code,
+        crashed=ending.crashed,
+        error=error,
+        counts=normaliser.counts(),
+        elapsed=ending.elapsed,
+        peak_rss=ending.peak_rss,
+        dbt_result=dbt_result,
+        results=dict(normaliser.results),
+        published=publisher.published,
+        unpublished=publisher.unpublished,
+        oversized=publisher.oversized,
+        truncated=publisher.fitter.truncated,
+        rejected=rejected,
+    )

@@ -1,9 +1,26 @@
-"""The publisher: drains the producer's FIFO, normalises, publishes in batches, heartbeats, ends the run.
+"""The publishing engine: drains the producer's FIFO, normalises, publishes in batches, keeps the lease, ends.
 
-It runs in an event loop — its own (a dedicated thread running ``anyio.run``) or the caller's (``ainvoke``) —
-and is fed from any thread through :meth:`Publisher.push`, which only appends to a ``collections.deque`` and,
-when the publisher sleeps, schedules one wake-up on its loop. dbt never waits for the publisher: a slow or
-failing backend makes records queue up (bounded by ``max_buffer``; overflow is logged loudly), never dbt.
+ONE engine for every producer — the dbtRunner callback, the subprocess's JSON log and the replay of an
+existing log all push dbt events into a :class:`Publisher` and call :meth:`Publisher.finish` once.
+
+It runs in an event loop — its own (a dedicated thread running ``anyio.run``) or the caller's (``ainvoke``,
+the replay) — and is fed from any thread through :meth:`Publisher.push`, which only appends to a
+``collections.deque`` and, when the publisher sleeps, schedules one wake-up on its loop. dbt never waits for
+the publisher: a slow or failing backend makes records queue up (bounded by ``max_buffer``; overflow is
+logged loudly), never dbt.
+
+The rules it keeps:
+
+* **The attempt is announced at once**: the first thing published is the attempt's ``RunStarted`` (graph
+  ``None`` until dbt tells), and the lease and heartbeats start with it — before dbt is imported.
+* **The lease is renewed the moment the backend answers again**: a failed publish or renewal makes the
+  keep-alive task retry the renewal with a short backoff instead of waiting for the next heartbeat.
+* **The ending is atomic**: the ``not_run`` records and ``RunFinished`` / ``RunCrashed`` go to the backend
+  in ONE append, so no reader ever sees the ``not_run`` records without the ending.
+* **Permanent backend errors stop it at once** (:class:`~dbtbus.BackendRejected`: authentication, ACL,
+  a run claimed by another producer): never retried, one log line, the result says what was published.
+* **Records fit** ``max_record_size``: oversized text fields are truncated with a visible marker; a record
+  that still does not fit is counted and logged (``oversized``), never silently dropped.
 """
 
 from __future__ import annotations
@@ -12,22 +29,35 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from .._bus import Bus, connect
+from .._exceptions import BackendRejected, RecordTooLarge
 from .._wakeup import capture_scheduler
-from ..events import Heartbeat, Record, RunCrashed, RunFinished
+from ..events import Heartbeat, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
+from ._dbt_hook import dbt_exit_code
+from ._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from ._normalise import Normaliser
 
 logger = logging.getLogger("dbtbus.producer")
 
 _BATCH = 1000
+#: Renewal retries after a failure: quick at first (the backend may be back already), at most this apart.
+_RENEW_BACKOFF_MAX = 0.5
+
+
+def is_rejected(exc: BaseException) -> bool:
+    """A permanent backend error (authentication, ACL, a claimed run, too large): never worth a retry."""
+    return isinstance(exc, BackendRejected)
+
+
+def _is_too_large(exc: BaseException) -> bool:
+    return isinstance(exc, RecordTooLarge)
 
 
 @dataclass
@@ -44,7 +74,6 @@ class Ending:
     #: Seconds to wait for nodes still running when dbt returned (in process, ``--fail-fast`` returns without
     #: joining its worker threads: nodes in flight finish, and fire NodeFinished, a moment later).
     grace: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Publisher:
@@ -58,6 +87,8 @@ class Publisher:
         flush_timeout: float = 30.0,
         retention: float | None = None,
         rss: Callable[[], int | None] | None = None,
+        batch_size: int = _BATCH,
+        max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
     ) -> None:
         self.normaliser = normaliser
         self.run_id = normaliser.run_id
@@ -68,17 +99,34 @@ class Publisher:
         self.flush_timeout = flush_timeout
         self.retention = retention
         self.rss = rss
+        self.batch_size = max(1, batch_size)
+        self.fitter = RecordFitter(max_record_size)
         self._fifo: deque[Item] = deque()
         self._pending: deque[Record] = deque()
         self._schedule: Callable[[Callable[[], Any]], None] | None = None
         self._wake: anyio.Event | None = None
         self._sleeping = False
-        self._ending: Ending | None = None
+        self._ending: Ending | Callable[[], Ending] | None = None
+        #: How the run ended, once the publisher has closed it.
+        self.ending: Ending | None = None
         self._closed = False
         self._dead = False
         self._failures = 0
         self._dropped = 0
+        #: The lease may have lapsed (a publish or renewal failed): the keep-alive task retries at once.
+        self._lease_doubtful = False
+        self._trouble: anyio.Event | None = None
         self.published = 0
+        #: Records that did not fit ``max_record_size`` even truncated (logged, not published).
+        self.oversized = 0
+        #: Records not published because the backend failed or rejected them (including the overflow).
+        self.unpublished = 0
+        #: The permanent backend error that stopped publishing, if any.
+        self.rejected: BaseException | None = None
+        #: Whether the run's ending reached the backend.
+        self.ended = False
+        #: Set once the announcement reached the backend, or publishing stopped for good.
+        self.announced = threading.Event()
         self.done = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -99,11 +147,29 @@ class Publisher:
             with contextlib.suppress(Exception):  # the loop is gone: nothing to wake
                 schedule(event.set)
 
-    def finish(self, ending: Ending) -> None:
-        """dbt returned (or died): drain, publish the end of the run, stop."""
+    def finish(self, ending: Ending | Callable[[], Ending]) -> None:
+        """dbt returned (or died): drain, publish the end of the run, stop.
+
+        ``ending`` may be a function, called once every event is drained (a replay learns how dbt ended
+        from the log's last lines).
+        """
         if self._ending is None:
             self._ending = ending
         self._wake_up()
+
+    def wait_announced(self, timeout: float) -> bool:
+        """Block until the attempt's RunStarted reached the backend (or publishing stopped); False on timeout."""
+        return self.announced.wait(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """Publishing stopped for good (a permanent backend error)."""
+        return self.rejected is not None
+
+    @property
+    def backlog(self) -> int:
+        """Events and records not yet published."""
+        return len(self._fifo) + len(self._pending)
 
     # ------------------------------------------------------------------------------------------ own thread
 
@@ -121,6 +187,7 @@ class Publisher:
                 self._dead = True
                 logger.exception("dbtbus: the publisher of run %r died; dbt runs on unpublished", self.run_id)
             finally:
+                self.announced.set()
                 self.done.set()
 
         self.thread = threading.Thread(target=target, name=f"dbtbus-publisher-{self.run_id}", daemon=True)
@@ -136,21 +203,31 @@ class Publisher:
         try:
             self._schedule = capture_scheduler()
             self._wake = anyio.Event()
+            self._trouble = anyio.Event()
+            self._pending.extend(self._fit(self.normaliser.announce()))
             await self._renew(bus)
+            if self.rejected is None and await self._flush(bus):
+                self.announced.set()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeats, bus)
-                while True:
+                tg.start_soon(self._keep_alive, bus)
+                while self.rejected is None:
                     self._drain()
                     if self._ending is not None and not self._fifo:
                         break
                     if self._pending and not await self._flush(bus):
+                        if self.stopped:
+                            break
                         await anyio.sleep(self._backoff())
                         continue
+                    if self._pending:
+                        continue
+                    self.announced.set()
                     await self._sleep()
-                # Heartbeats (and the lease) go on while the run is ended: waiters must never see the producer
-                # lost between dbt returning and the not_run / RunFinished records landing.
-                with anyio.CancelScope(shield=True):
-                    await self._close(bus)
+                # The lease (and heartbeats) go on while the run is ended: waiters must never see the
+                # producer lost between dbt returning and the not_run / RunFinished records landing.
+                if self.rejected is None:
+                    with anyio.CancelScope(shield=True):
+                        await self._close(bus)
                 tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await self._release(bus)
@@ -159,6 +236,7 @@ class Publisher:
             self._fifo.clear()
             raise
         finally:
+            self.announced.set()
             self.done.set()
 
     async def _sleep(self) -> None:
@@ -182,56 +260,150 @@ class Publisher:
                 logger.exception("dbtbus: could not normalise dbt event %s of run %r", name, self.run_id)
                 continue
             if records:
-                self._pending.extend(records)
+                self._pending.extend(self._fit(records))
         overflow = len(self._pending) - self.max_buffer
         if overflow > 0:
             for _ in range(overflow):
                 self._pending.popleft()
             self._dropped += overflow
+            self.unpublished += overflow
             logger.error(
                 "dbtbus: the backend is not keeping up; DROPPED %d records of run %r (%d so far, buffer %d)",
                 overflow, self.run_id, self._dropped, self.max_buffer,
             )
 
+    def _fit(self, records: Sequence[Record]) -> list[Record]:
+        out: list[Record] = []
+        for record in records:
+            fitted = self.fitter.fit(record)
+            if fitted is None:
+                self.oversized += 1
+                logger.error(
+                    "dbtbus: a %s record of run %r does not fit max_record_size=%d even truncated; not published",
+                    type(record).__name__, self.run_id, self.fitter.max_size,
+                )
+                continue
+            out.append(fitted)
+        return out
+
     def _backoff(self) -> float:
-        return float(min(2.0, 0.05 * 2 ** min(self._failures, 6)))
+        return float(min(1.0, 0.05 * 2 ** min(self._failures, 6)))
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """A backend call failed: stop for good on a permanent error, else doubt the lease and retry."""
+        if is_rejected(exc):
+            self._reject(exc)
+            return
+        self._lease_doubtful = True
+        if self._trouble is not None:
+            self._trouble.set()
+        self._failures += 1
+        if self._failures == 1 or self._failures % 20 == 0:
+            logger.warning(
+                "dbtbus: %s of run %r failed (attempt %d, %d buffered): %r",
+                what, self.run_id, self._failures, len(self._pending), exc,
+            )
+
+    def _reject(self, exc: BaseException) -> None:
+        if self.rejected is not None:
+            return
+        self.rejected = exc
+        self._dead = True
+        self.unpublished += len(self._pending) + len(self._fifo)
+        self._pending.clear()
+        self._fifo.clear()
+        self.announced.set()
+        logger.error(
+            "dbtbus: the backend rejected run %r for good, publishing stopped (%d records published): %s: %s",
+            self.run_id, self.published, type(exc).__name__, exc,
+        )
+        self._wake_up()
+
+    async def _publish(self, bus: Bus, batch: list[Record], what: str) -> bool:
+        try:
+            await bus.publish(batch)
+        except Exception as exc:
+            if _is_too_large(exc):
+                return await self._publish_one_by_one(bus, batch, what, exc)
+            self._failed(exc, what)
+            return False
+        self.published += len(batch)
+        self._failures = 0
+        return True
+
+    async def _publish_one_by_one(self, bus: Bus, batch: list[Record], what: str, refusal: Exception) -> bool:
+        """The backend refused ``batch`` as too large (its limit is below ``max_record_size``): publish the
+        records one at a time and count (and log) the ones it refuses. The ending's unit loses its
+        atomicity on this path only."""
+        for record in batch:
+            if len(batch) > 1:
+                try:
+                    await bus.publish([record])
+                except Exception as exc:
+                    if not _is_too_large(exc):
+                        self._failed(exc, what)
+                        return False
+                    refusal = exc
+                else:
+                    self.published += 1
+                    continue
+            self.oversized += 1
+            logger.error("dbtbus: the backend refused a %s record of run %r as too large: %s",
+                         type(record).__name__, self.run_id, refusal)
+        self._failures = 0
+        return True
 
     async def _flush(self, bus: Bus) -> bool:
         while self._pending:
-            batch = list(islice(self._pending, 0, _BATCH))
-            try:
-                await bus.publish(batch)
-            except Exception as exc:
-                self._failures += 1
-                if self._failures == 1 or self._failures % 20 == 0:
-                    logger.warning(
-                        "dbtbus: publishing %d records of run %r failed (attempt %d, %d buffered): %r",
-                        len(batch), self.run_id, self._failures, len(self._pending), exc,
-                    )
+            batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
+            if not await self._publish(bus, batch, f"publishing {len(batch)} records"):
                 return False
             for _ in batch:
                 self._pending.popleft()
-            self.published += len(batch)
-            self._failures = 0
         return True
 
-    async def _flush_retrying(self, bus: Bus) -> None:
-        for _ in range(1_000_000):
-            if await self._flush(bus):
-                return
+    async def _retrying(self, step: Callable[[], Any]) -> bool:
+        while self.rejected is None:
+            if await step():
+                return True
+            if self.stopped:
+                return False
             await anyio.sleep(self._backoff())
+        return False
 
-    async def _renew(self, bus: Bus) -> None:
+    async def _renew(self, bus: Bus) -> bool:
         try:
             await bus.renew_lease(self.run_id, self.holder, 1.5 * self.heartbeat_interval)
         except Exception as exc:
-            logger.warning("dbtbus: renewing the lease of run %r failed: %r", self.run_id, exc)
+            self._failed(exc, "renewing the lease")
+            return False
+        self._lease_doubtful = False
+        return True
 
-    async def _heartbeats(self, bus: Bus) -> None:
-        while True:
-            await anyio.sleep(self.heartbeat_interval)
-            await self._renew(bus)
-            if self.normaliser.started is None or self._closed:
+    async def _keep_alive(self, bus: Bus) -> None:
+        """Renew the lease and publish a heartbeat every interval; after a failure, renew as soon as it works.
+
+        A failed publish or renewal wakes this task at once, and it retries the renewal every 0.05-0.5 s
+        until the backend answers: the lease lapses during an outage, and must be back the moment the
+        backend is, not up to a heartbeat interval later, or waiters conclude the producer is lost.
+        """
+        next_beat = anyio.current_time() + self.heartbeat_interval
+        retry = 0
+        while self.rejected is None:
+            wait = next_beat - anyio.current_time()
+            if self._lease_doubtful:
+                await anyio.sleep(max(0.0, min(wait, 0.05 * 2**retry if retry else 0.0, _RENEW_BACKOFF_MAX)))
+            else:
+                trouble = self._trouble = anyio.Event()
+                with anyio.move_on_after(max(0.0, wait)):
+                    await trouble.wait()
+            renewed = await self._renew(bus)
+            retry = 0 if renewed else min(retry + 1, 8)
+            if anyio.current_time() < next_beat or self.rejected is not None:
+                continue
+            # Fixed rate (a late beat does not push the later ones back), never a burst after a stall.
+            next_beat = max(next_beat + self.heartbeat_interval, anyio.current_time())
+            if self._closed or not renewed:
                 continue
             peak = None
             if self.rss is not None:
@@ -240,16 +412,21 @@ class Publisher:
                 except Exception:
                     peak = None
             n = self.normaliser
-            beat = Heartbeat(run_id=self.run_id, running=len(n.running), done=len(n.results), peak_rss=peak)
+            beat = Heartbeat(
+                run_id=self.run_id, running=len(n.running), done=len(n.results), peak_rss=peak, attempt=n.attempt
+            )
             try:
                 await bus.publish(beat)
             except Exception as exc:
-                logger.warning("dbtbus: publishing a heartbeat of run %r failed: %r", self.run_id, exc)
+                self._failed(exc, "publishing a heartbeat")
+            else:
+                self.published += 1
 
     async def _close(self, bus: Bus) -> None:
-        ending = self._ending
-        assert ending is not None
         self._drain()
+        assert self._ending is not None
+        ending = self._ending() if callable(self._ending) else self._ending
+        self.ending = ending
         normaliser = self.normaliser
         if ending.grace > 0 and normaliser.running:
             with anyio.move_on_after(ending.grace):
@@ -259,40 +436,55 @@ class Publisher:
         self._closed = True
         self._drain()
         results = ending.dbt_results if ending.dbt_results is not None else normaliser.end.results
-        self._pending.extend(normaliser.not_run(results))
-        end: Record
+        # ONE append for the not_run records and the ending: a reader sees both or neither.
+        unit = self._fit([*normaliser.not_run(results), self._end_record(ending)])
+        unit_started = [r for r in unit if isinstance(r, RunStarted)]
+        if unit_started:  # a run that never got to a node: its RunStarted goes ahead of the unit
+            self._pending.extend(unit_started)
+            unit = [r for r in unit if not isinstance(r, RunStarted)]
+        with anyio.move_on_after(self.flush_timeout):
+            if await self._retrying(lambda: self._flush(bus)):
+                self.ended = await self._retrying(lambda: self._publish(bus, unit, "publishing the run's end"))
+        if not self.ended and self.rejected is None:
+            left = len(self._pending) + len(unit)
+            self.unpublished += left
+            logger.error(
+                "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
+                left, self.run_id, self.flush_timeout,
+            )
+            self._pending.clear()
+
+    def _end_record(self, ending: Ending) -> Record:
+        normaliser = self.normaliser
         if ending.crashed:
-            end = RunCrashed(
+            return RunCrashed(
                 run_id=self.run_id,
                 error=ending.error or "crashed",
                 elapsed=ending.elapsed,
                 peak_rss=ending.peak_rss,
                 exit_code=ending.exit_code,
+                attempt=normaliser.attempt,
             )
-        else:
-            end = RunFinished(
-                run_id=self.run_id,
-                success=ending.success,
-                exit_code=ending.exit_code if ending.exit_code is not None else (0 if ending.success else 1),
-                counts=normaliser.counts(),
-                elapsed=ending.elapsed,
-                peak_rss=ending.peak_rss,
-                error=ending.error,
-            )
-        self._pending.append(end)
-        with anyio.move_on_after(self.flush_timeout):
-            await self._flush_retrying(bus)
-        if self._pending:
-            logger.error(
-                "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
-                len(self._pending), self.run_id, self.flush_timeout,
-            )
-            self._pending.clear()
+        exit_code = ending.exit_code
+        if exit_code is None:
+            exit_code = dbt_exit_code(ending.success, ending.error)
+        return RunFinished(
+            run_id=self.run_id,
+            success=ending.success,
+            exit_code=exit_code,
+            counts=normaliser.counts(),
+            elapsed=ending.elapsed,
+            peak_rss=ending.peak_rss,
+            error=ending.error,
+            attempt=normaliser.attempt,
+        )
 
     async def _release(self, bus: Bus) -> None:
         try:
             await bus.release_lease(self.run_id, self.holder)
-            if self.retention is not None:
+            if self.retention is not None and self.rejected is None:
                 await bus.expire_run(self.run_id, self.retention)
         except Exception as exc:
-            logger.warning("dbtbus: releasing the lease of run %r failed: %r", self.run_id, exc)
+            if self.rejected is None:
+                logger.warning("dbtbus: releasing the lease of run %r failed: %r", self.run_id, exc)
+

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from ._graph import vm_hwm
+from ._dbt_hook import vm_hwm
 
 logger = logging.getLogger("dbtbus.producer")
 

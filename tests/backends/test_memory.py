@@ -9,8 +9,7 @@ import pytest
 
 from dbtbus.backends.base import Backend
 from dbtbus.backends.memory import MemoryBackend, drop_store
-
-from .contract import BackendContract
+from dbtbus.testing.backend_contract import BackendContract
 
 _names = itertools.count()
 

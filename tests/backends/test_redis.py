@@ -8,11 +8,13 @@ skipped — except under ``CI``, where they fail: CI must never silently lose it
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,13 @@ import pytest
 
 import dbtbus
 from dbtbus import BackendError, BackendUnavailable, ConfigurationError
+from dbtbus._exceptions import AuthenticationFailed, BackendRejected, PermissionDenied
 from dbtbus.backends import backend_from_url
 from dbtbus.backends.base import Append, Backend
 from dbtbus.events import NodeResult, NodeStarted, NodeStatus, RunFinished
+from dbtbus.testing.backend_contract import BackendContract
 
 from .._records import result, started
-from .contract import BackendContract
 
 try:
     import redis  # noqa: F401
@@ -43,7 +46,7 @@ from dbtbus._testing.redis_server import (
     make_tls_files,
     redis_url_from_env,
 )
-from dbtbus.backends.redis import RedisBackend
+from dbtbus.backends.redis import ACL_COMMANDS, RedisBackend, acl_rule
 
 pytestmark = pytest.mark.redis
 
@@ -144,7 +147,8 @@ def test_url_options() -> None:
     assert backend.block_ms == 250
     assert backend.settings.socket_timeout == 3
     assert backend.settings.retries == 1
-    assert backend.default_retention == 7 * 24 * 3600
+    assert backend.max_record_bytes == 8 * 1024 * 1024
+    assert RedisBackend.from_url("redis://h?max_record_bytes=1000").max_record_bytes == 1000
     assert "s3cret" not in repr(backend)
     assert "s3cret" not in backend.settings.display_url
     assert backend.log_key("r1") == "acme:{r1}:log"
@@ -170,6 +174,9 @@ def test_url_options() -> None:
         ("redis://h/0?bogus=1", {}),
         ("redis://h/0", {"bogus": 1}),
         ("redis://h/0?maxlen=-1", {}),
+        ("redis://h/0?retention=60", {}),  # removed: the producer takes retention, not the URL
+        ("redis://h/0?coalesce=true", {}),  # removed with the write coalescer
+        ("redis://h/0?max_record_bytes=0", {}),
         ("redis://h/0?block_ms=0", {}),
         ("redis://h/0?cluster=maybe", {}),
         ("redis://h/0?prefix={x}:", {}),
@@ -235,34 +242,6 @@ async def test_key_layout_hash_tag_retention_and_maxlen(redis_url: str) -> None:
         assert await raw.ttl(f"{tagged}:nodes") == -1
     finally:
         await raw.aclose()
-        await _cleanup(backend)
-
-
-@pytest.mark.anyio
-async def test_cli_lists_and_deletes_runs(redis_url: str) -> None:
-    prefix = _prefix()
-    backend = await _open(redis_url, prefix=prefix)
-    try:
-        for run in ("alpha", "beta", "gamma"):
-            await backend.append(run, [Append(b"x")])
-        url = f"{redis_url}?prefix={prefix}"
-
-        def cli(*args: str) -> str:
-            proc = subprocess.run(
-                [sys.executable, "-m", "dbtbus.backends.redis", *args],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return proc.stdout
-
-        assert (await anyio.to_thread.run_sync(cli, "list", url)).split() == ["alpha", "beta", "gamma"]
-        await anyio.to_thread.run_sync(cli, "delete", url, "beta")
-        assert sorted(await backend.list_runs()) == ["alpha", "gamma"]
-        await anyio.to_thread.run_sync(cli, "delete", url, "--all")
-        assert await backend.list_runs() == []
-        assert await backend.read("alpha", None) == []
-    finally:
         await _cleanup(backend)
 
 
@@ -625,47 +604,191 @@ async def test_a_burst_of_commands_queues_for_connections(redis_url: str) -> Non
         await _cleanup(backend)
 
 
+# ---------------------------------------------------------------------------------------------- permanent errors
+
+
 @pytest.mark.anyio
-async def test_concurrent_appends_coalesce_into_few_round_trips(redis_url: str) -> None:
-    backend = await _open(redis_url, prefix=_prefix())
-    calls: list[int] = []
-    send = backend._append_now
+@pytest.mark.usefixtures("own_server_available")
+async def test_permanent_errors_are_typed_and_not_retried(tmp_path: Path) -> None:
+    acl = tmp_path / "users.acl"
+    acl.write_text(f"user default on >admin ~* &* +@all\nuser tenant on >t-secret {acl_rule('tenant:')}\n")
+    with RedisServer(acl_file=acl, directory=tmp_path) as server:
+        base = f"127.0.0.1:{server.port}/0"
+        cases: list[tuple[str, type[BackendRejected], str]] = [
+            (f"redis://tenant:wrong@{base}?prefix=tenant:", AuthenticationFailed, "WRONGPASS"),
+            (f"redis://{base}?prefix=tenant:", AuthenticationFailed, "NOAUTH"),  # no password at all
+            (f"redis://tenant:t-secret@{base}?prefix=other:", PermissionDenied, "NOPERM"),
+        ]
+        for url, error, code in cases:
+            backend = await _open(url, retries=3)
+            try:
+                for call in (
+                    lambda b=backend: b.append("r", [Append(b"x")]),
+                    lambda b=backend: b.read("r", None, timeout=2),
+                    lambda b=backend: b.get_node("r", "n"),
+                    lambda b=backend: b.acquire_lease("r", "p", 5),
+                ):
+                    with pytest.raises(error) as info:
+                        await call()
+                    assert isinstance(info.value, BackendRejected)
+                    assert not isinstance(info.value, BackendUnavailable), code
+                    assert "wrong" not in str(info.value) and "t-secret" not in str(info.value)
+            finally:
+                await backend.aclose()
+        # no retries of a refused password: one failed AUTH per connection attempt, not retries + 1
+        log = server.cli("--user", "default", "--pass", "admin", "--no-auth-warning", "ACL", "LOG", "20")
+        assert log.count("\nauth\n") <= 8  # 2 refused URLs × 4 calls, each one connection attempt
+        # a key of the wrong type under the run's name is the operator's mistake, not an outage
+        admin = f"redis://default:admin@{base}"
+        await (raw := await _raw(admin)).set("tenant:{clash}:log", "not a stream")
+        await raw.aclose()
+        backend = await _open(f"redis://tenant:t-secret@{base}?prefix=tenant:")
+        try:
+            with pytest.raises(BackendRejected, match="WRONGTYPE"):
+                await backend.append("clash", [Append(b"x")])
+            with pytest.raises(BackendRejected, match="WRONGTYPE"):
+                await backend.read("clash", None)
+        finally:
+            await backend.aclose()
 
-    async def counting(run_id: str, items: Any) -> list[str]:
-        calls.append(len(items))
-        return await send(run_id, items)
 
-    backend._append_now = counting  # type: ignore[method-assign]
+_DOCS = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_acl_user_with_exactly_the_documented_commands(tmp_path: Path) -> None:
+    """ACL_COMMANDS is complete (a whole run works) and minimal (without any one of them, something fails)."""
+    acl = tmp_path / "users.acl"
+    acl.write_text(f"user default on nopass ~* &* +@all\nuser tenant on >pw {acl_rule('tenant:')}\n")
+    docs = _DOCS.read_text()
+    assert acl_rule("tenant:") in docs.replace("dbtbus:", "tenant:")  # the docs show this exact rule
+
+    async def whole_run() -> None:
+        backend = await _open(f"redis://tenant:pw@127.0.0.1:{server.port}/0?prefix=tenant:", retries=0)
+        try:
+            await backend.acquire_lease("r", "p", 5, attempt=1)
+            cursor = (await backend.append("r", [Append(b"a", node="n", key="p:1")]))[0]
+            assert (await backend.read("r", None))[0].data == b"a"
+            assert await backend.read("r", cursor, timeout=0.05) == []  # a blocking read
+            assert await backend.get_node("r", "n") == b"a"
+            assert await backend.get_lease("r") is not None
+            await backend.renew_lease("r", "p", 5)
+            await backend.release_lease("r", "p")
+            assert await backend.list_runs() == ["r"]
+            await backend.expire_run("r", 60)
+            await backend.delete_run("r")
+        finally:
+            await backend.aclose()
+
+    with RedisServer(acl_file=acl, directory=tmp_path) as server:
+        await whole_run()
+        for command in ACL_COMMANDS:
+            server.cli("SCRIPT", "FLUSH")
+            server.cli("ACL", "SETUSER", "tenant", f"-{command}")
+            with pytest.raises(PermissionDenied):
+                await whole_run()
+            server.cli("ACL", "SETUSER", "tenant", f"+{command}")
+            server.cli("DEL", "tenant:{r}:log", "tenant:{r}:nodes", "tenant:{r}:lease", "tenant:{r}:claim",
+                       "tenant:{r}:appended", "tenant:runs")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- reading junk
+
+
+@pytest.mark.anyio
+async def test_a_junk_tail_is_skipped_without_spinning(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    prefix = _prefix()
+    backend = await _open(redis_url, prefix=prefix, block_ms=200)
+    raw = await _raw(redis_url)
     try:
-        got: dict[int, list[str]] = {}
-
-        async def writer(k: int) -> None:
-            got[k] = await backend.append("r", [Append(f"{k}:{i}".encode(), node=f"n{k}") for i in range(3)])
-
-        async with anyio.create_task_group() as tg:
-            for k in range(200):
-                tg.start_soon(writer, k)
-        assert sum(calls) == 600
-        assert len(calls) < 50  # coalesced
-        entries = await backend.read("r", None, limit=1000)
-        by_cursor = {e.cursor: e.data for e in entries}
-        for k, cursors in got.items():
-            assert [by_cursor[c] for c in cursors] == [f"{k}:{i}".encode() for i in range(3)]
-        data = [e.data.decode() for e in entries]
-        for start in range(0, 600, 3):  # each call's items contiguous and in order
-            owner = data[start].split(":")[0]
-            assert data[start : start + 3] == [f"{owner}:{i}" for i in range(3)]
-        assert await backend.get_node("r", "n7") == b"7:2"
-        assert not backend._groups
-
-        # cancelled appends (queued or leading) leave the queue working
-        for round_ in range(5):
-            async with anyio.create_task_group() as tg:
-                for k in range(20):
-                    tg.start_soon(writer, 1000 + round_ * 100 + k)
-                await anyio.lowlevel.checkpoint()
-                tg.cancel_scope.cancel()
-            assert not backend._groups
-        assert len(await backend.append("r", [Append(b"after")])) == 1
+        cursor = (await backend.append("r", [Append(b"good")]))[0]
+        await raw.xadd(backend.log_key("r"), {"other": "field"})  # a foreign writer's entry, no "d"
+        await raw.xadd(backend.log_key("r"), {"d": "x" * 2000})
+        before = await _xread_calls(raw)
+        caplog.set_level("WARNING", logger="dbtbus.backends.redis")
+        small = await _open(redis_url, prefix=prefix, block_ms=200, max_record_bytes=1000)
+        try:
+            assert await small.read("r", cursor, timeout=1.0) == []
+            assert await small.read("r", cursor, timeout=0) == []
+            # one XREAD for the junk, then blocking rounds of block_ms — not a busy loop
+            assert await _xread_calls(raw) - before <= 2 + 1.0 / 0.2 + 2
+            messages = [r.getMessage() for r in caplog.records]
+            assert sum("no 'd' field" in m for m in messages) == 1  # once, not once per read
+            assert sum("over max_record_bytes" in m for m in messages) == 1
+            await backend.append("r", [Append(b"next")])
+            assert [e.data for e in await small.read("r", cursor, timeout=1)] == [b"next"]
+        finally:
+            await small.aclose()
     finally:
+        await raw.aclose()
         await _cleanup(backend)
+
+
+async def _xread_calls(raw: Any) -> int:
+    stats = await raw.info("commandstats")
+    return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+
+
+# ---------------------------------------------------------------------------------------------- closing
+
+
+async def _dbtbus_connections(raw: Any) -> int:
+    clients = await raw.client_list()
+    return sum(1 for client in clients if client.get("name") == "dbtbus")
+
+
+@pytest.mark.anyio
+async def test_closing_releases_every_connection(redis_url: str) -> None:
+    raw = await _raw(redis_url)
+    try:
+        before = await _dbtbus_connections(raw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            for _ in range(3):
+                async with dbtbus.connect(redis_url, prefix=_prefix()) as bus:
+                    backend = bus.backend
+                    async with anyio.create_task_group() as tg:
+                        for k in range(5):  # blocking reads, each on its own connection
+                            tg.start_soon(functools.partial(backend.read, f"r{k}", None, timeout=0.3))
+                        for k in range(20):
+                            tg.start_soon(backend.get_node, "r", f"n{k}")
+                    assert await _dbtbus_connections(raw) > before
+                await anyio.sleep(0.05)
+                assert await _dbtbus_connections(raw) == before
+            gc.collect()
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("own_server_available")
+async def test_a_master_without_enough_replicas_is_transient(tmp_path: Path) -> None:
+    """min-replicas-to-write refuses writes it cannot replicate: retried, never final."""
+    with RedisServer(directory=tmp_path, extra_args=["--min-replicas-to-write", "1"]) as server:
+        backend = await _open(server.url, retries=0)
+        try:
+            with pytest.raises(BackendUnavailable, match=r"NOREPLICAS|enough good replicas"):
+                await backend.append("r", [Append(b"x")])
+            assert await backend.get_node("r", "n") is None  # reads are served
+        finally:
+            await backend.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_connection_closed_under_redis_py_is_transient(redis_url: str) -> None:
+    """redis-py 8.1 raises AttributeError writing to a connection closed under it (its issue #4287)."""
+    backend = await _open(redis_url, prefix=_prefix())
+    try:
+        await backend.get_node("r", "n")
+        connection = backend._client.connection_pool._available_connections[0]
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            connection._writer = None  # what a concurrent disconnect leaves behind
+            connection._writer.writelines([])  # type: ignore[attr-defined]
+
+        connection.send_packed_command = broken
+        with pytest.raises(BackendUnavailable, match="dropped a connection"):
+            await backend.get_node("r", "n")
+    finally:
+        await backend.aclose()

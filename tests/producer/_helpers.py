@@ -7,7 +7,7 @@ import anyio
 
 import dbtbus
 from dbtbus._testing.projects import copy_shop as copy_shop  # the test modules import it from here
-from dbtbus.events import NodeResult, Record, decode
+from dbtbus.events import NodeResult, NodeStarted, Record, RunStarted, decode
 
 #: The dbt console script of the interpreter running the tests (a venv's bin/ or Scripts/).
 DBT = str(Path(sys.executable).with_name("dbt"))
@@ -35,3 +35,22 @@ def comparable(results: dict[str, NodeResult]) -> set[tuple[object, ...]]:
         (r.unique_id, r.status.value, r.skip_cause, r.failures, r.resource_type, r.message, r.relation_name)
         for r in results.values()
     }
+
+
+def announced(records: list[Record]) -> RunStarted:
+    """The attempt's first RunStarted: published before dbt runs, so it knows no graph yet."""
+    first = records[0]
+    assert isinstance(first, RunStarted), first
+    return first
+
+
+def started_of(records: list[Record]) -> RunStarted:
+    """The attempt's RunStarted as refined once dbt told its graph: the last one before any node record."""
+    last: RunStarted | None = None
+    for record in records:
+        if isinstance(record, RunStarted):
+            last = record
+        elif isinstance(record, (NodeStarted, NodeResult)):
+            break
+    assert last is not None
+    return last

@@ -16,12 +16,12 @@ import orjson
 import pytest
 
 import dbtbus
+from dbtbus._graph import add_test_edges, graph_from_manifest
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
 from dbtbus.producer import apublish_log, publish_log
-from dbtbus.producer._jsonlog import LineParser, graph_from_manifest, read_lines
-from dbtbus.producer._normalise import add_test_edges
+from dbtbus.producer._jsonlog import LineParser, read_lines
 
-from ._helpers import read_records
+from ._helpers import read_records, started_of
 
 
 def line(name: str, data: dict[str, object], level: str = "debug", msg: str = "") -> bytes:
@@ -106,7 +106,7 @@ FAILING_TEST = "test.shop.assert_customers_have_repeat_orders"
 
 def test_a_replay_learns_its_command_from_the_log(memory_url: str) -> None:
     publish_log(SHOP_LOG.read_bytes().splitlines(), memory_url, run_id="learn")
-    started = next(r for r in read_records(memory_url, "learn") if isinstance(r, RunStarted))
+    started = started_of(read_records(memory_url, "learn"))
     assert started.command == "build"
     assert started.args[:1] == ("build",) and "--project-dir" in started.args
     assert started.skip_children_on >= {NodeStatus.FAIL, NodeStatus.ERROR}
@@ -128,7 +128,7 @@ def test_a_replay_with_a_manifest_names_the_failing_test_as_the_cause(memory_url
     def wait() -> None:
         for uid in ("model.shop.customer_ranking", "model.shop.top_customers"):
             try:
-                dbtbus.wait_sync(memory_url, "cause", uid, timeout=30)
+                dbtbus.wait(memory_url, "cause", uid, timeout=30)
             except dbtbus.WaitError as exc:
                 outcomes[uid] = exc
 

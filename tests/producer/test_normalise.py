@@ -7,7 +7,7 @@ from datetime import timezone
 import pytest
 
 from dbtbus.events import GraphNode, NodeResult, NodeStarted, NodeStatus, RunStarted
-from dbtbus.producer._graph import GRAPH_EVENT, RESULTS_EVENT
+from dbtbus.producer._dbt_hook import GRAPH_EVENT, RESULTS_EVENT
 from dbtbus.producer._normalise import Normaliser, command_of, producer_info
 
 GRAPH = {

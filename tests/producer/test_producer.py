@@ -22,7 +22,7 @@ from dbtbus.producer import Producer, ProducerResult
 from dbtbus.producer._callback import make_callback
 from dbtbus.producer._normalise import NOT_RUN_MESSAGE
 
-from ._helpers import copy_shop, node_results, read_records, shop_args
+from ._helpers import announced, copy_shop, node_results, read_records, shop_args, started_of
 
 pytestmark = pytest.mark.dbt
 
@@ -43,7 +43,7 @@ def _run_with_waiters(path: Path, run_id: str, args: Sequence[str], watch: Seque
     waited: dict[str, Any] = {}
 
     def waiter() -> None:
-        waited.update(dbtbus.wait_many_sync(SHOP_URL, run_id, watch, timeout=120, return_exceptions=True))
+        waited.update(dbtbus.wait_many(SHOP_URL, run_id, watch, timeout=120, return_exceptions=True))
 
     thread = threading.Thread(target=waiter)
     thread.start()
@@ -140,8 +140,13 @@ def test_skip_causes_are_the_root_down_to_grandchildren(broken_run: ShopRun) -> 
 
 def test_run_lifecycle_and_graph(broken_run: ShopRun) -> None:
     records = broken_run.records
-    started = records[0]
-    assert isinstance(started, RunStarted)
+    first = announced(records)
+    # announced before dbt is imported: the command and attempt, no graph yet; dbt's graph refines it
+    assert first.command == "build" and first.attempt == 1 and first.graph is None and first.dbt_version is None
+    started = started_of(records)
+    assert started is not first and started.attempt == 1 and started.started_at == first.started_at
+    assert started.producer == first.producer
+    assert [type(r) for r in records[:2]] == [RunStarted, RunStarted] or isinstance(records[1], Heartbeat)
     assert started.producer.kind == "dbtRunner" and started.dbt_version and started.dbt_version.startswith("1.11")
     assert started.invocation_id and started.command == "build"
     assert started.graph is not None and set(started.graph) == set(broken_run.results)
@@ -172,7 +177,7 @@ def test_run_lifecycle_and_graph(broken_run: ShopRun) -> None:
 
 def test_order_started_before_result_and_parent_before_child(broken_run: ShopRun) -> None:
     records = broken_run.records
-    graph = records[0].graph
+    graph = started_of(records).graph
     pos_start = {r.unique_id: i for i, r in enumerate(records) if isinstance(r, NodeStarted)}
     pos_result = {r.unique_id: i for i, r in enumerate(records) if isinstance(r, NodeResult)}
     assert set(pos_start) == set(pos_result)

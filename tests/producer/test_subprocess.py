@@ -19,7 +19,7 @@ from dbtbus.producer import Producer, publish_log
 from dbtbus.producer._normalise import NOT_RUN_MESSAGE
 from dbtbus.producer._producer import SUBPROCESS_LOG_ARGS, _bootstrap_source, _python_of
 
-from ._helpers import DBT, comparable, copy_shop, node_results, read_records, shop_args
+from ._helpers import DBT, announced, comparable, copy_shop, node_results, read_records, shop_args, started_of
 
 pytestmark = pytest.mark.dbt
 
@@ -59,9 +59,10 @@ def test_both_producers_publish_identical_node_results(both: tuple[Any, Any]) ->
 
 def test_subprocess_run_lifecycle(both: tuple[Any, Any]) -> None:
     records = read_records(URL, "subproc")
-    started = records[0]
+    assert announced(records).graph is None
+    started = started_of(records)
     assert isinstance(started, RunStarted) and started.producer.kind == "subprocess"
-    assert started.graph == read_records(URL, "inproc")[0].graph
+    assert started.graph == started_of(read_records(URL, "inproc")).graph
     assert started.dbt_version and started.invocation_id
     end = records[-1]
     assert isinstance(end, RunFinished) and not end.success and end.exit_code == 1
@@ -70,6 +71,27 @@ def test_subprocess_run_lifecycle(both: tuple[Any, Any]) -> None:
     assert result.exit_code == 1 and not result.crashed and result.peak_rss == end.peak_rss
     for r in node_results(records).values():
         assert r.started_at is not None and r.started_at.tzinfo is not None
+
+
+def test_the_subprocess_at_dbts_default_info_level(shop: Path, both: tuple[Any, Any]) -> None:
+    """No debug stream: the result lines give the same statuses, failures and skip causes as in process."""
+    (shop / "sub-info").mkdir()
+    os.environ["DBTBUS_DUCKDB_PATH"] = str(shop / "sub-info" / "shop.duckdb")
+    try:
+        result = Producer(URL, run_id="sub-info").invoke_subprocess(
+            shop_args(shop, "--vars", "{shop_break: true}"), dbt_executable=DBT, log_args=("--log-format", "json")
+        )
+    finally:
+        os.environ.pop("DBTBUS_DUCKDB_PATH", None)
+    info, inproc = (node_results(read_records(URL, run)) for run in ("sub-info", "inproc"))
+
+    def key(r: Any) -> tuple[object, ...]:
+        # A skipped test has no failure count; NodeFinished's protobuf says 0, SkippingDetails nothing.
+        failures = None if r.status.value == "skipped" else r.failures
+        return (r.unique_id, r.status.value, r.skip_cause, failures, r.resource_type)
+
+    assert {key(r) for r in info.values()} == {key(r) for r in inproc.values()}
+    assert result.exit_code == 1 and not result.crashed and result.counts == both[0].counts
 
 
 def test_fail_fast_through_the_subprocess(shop: Path) -> None:
@@ -114,7 +136,7 @@ def test_killed_subprocess_ends_as_crashed_and_waiters_get_not_run(tmp_path: Pat
 
     def waiter() -> None:
         try:
-            dbtbus.wait_sync(url, run_id, last, timeout=120)
+            dbtbus.wait(url, run_id, last, timeout=120)
         except dbtbus.WaitError as exc:
             waited[last] = exc
         waited_at.append(time.monotonic())

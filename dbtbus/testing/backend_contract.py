@@ -1,6 +1,8 @@
-"""The behaviour every dbtbus backend must show, whatever stores it.
+"""The behaviour every dbtbus backend must show, whatever stores it: the public backend contract suite.
 
-Use it from a backend's test module::
+Third-party backend authors run it against their backend (it needs pytest and anyio's pytest plugin)::
+
+    from dbtbus.testing.backend_contract import BackendContract
 
     class TestMyBackend(BackendContract):
         @pytest.fixture
@@ -12,6 +14,10 @@ Use it from a backend's test module::
 
 Every test is an anyio test; the module's ``anyio_backend`` fixture decides which event loops it runs on.
 ``blocking_slack`` (seconds) is how late a woken or timed-out read may return (polling backends raise it).
+
+The opt-in guarantees (:attr:`Backend.idempotent_appends`, :attr:`Backend.fenced_leases`,
+:attr:`Backend.max_record_bytes`) are checked as the backend declares them: a backend that declares a
+guarantee must keep it, and one that does not must show the documented default behaviour instead.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from dbtbus import BackendError, InvalidCursor
+from dbtbus._exceptions import BackendError, BackendRejected, InvalidCursor, RecordTooLarge, RunClaimed
 from dbtbus.backends.base import Append, Backend, Entry
+
+__all__ = ["BackendContract"]
 
 
 def _data(entries: list[Entry]) -> list[bytes]:
@@ -242,6 +250,7 @@ class BackendContract:
         assert 25 < lease.remaining <= 30
         await backend.release_lease(run_id, "someone-else")
         assert await backend.get_lease(run_id) is not None
+        # a run never claimed with acquire_lease accepts any holder's renewal (the unfenced path)
         await backend.renew_lease(run_id, "producer-2", 10)
         lease = await backend.get_lease(run_id)
         assert lease is not None
@@ -265,6 +274,131 @@ class BackendContract:
         await backend.append(run_id, [Append(b"x")])
         await backend.renew_lease(run_id, "p", 5)
         assert _data(await backend.read(run_id, None)) == [b"x"]
+
+    # ------------------------------------------------------------------------------------------ one producer
+
+    @pytest.mark.anyio
+    async def test_acquire_lease_one_producer_per_attempt(self, backend: Backend, run_id: str) -> None:
+        assert issubclass(RunClaimed, BackendRejected)
+        await backend.acquire_lease(run_id, "first", 30, attempt=1)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "first"
+        if backend.fenced_leases:
+            assert lease.attempt == 1
+        with pytest.raises(RunClaimed, match="first"):
+            await backend.acquire_lease(run_id, "second", 30, attempt=1)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "first"  # the refused producer changed nothing
+        await backend.acquire_lease(run_id, "first", 30, attempt=1)  # the holder itself: a renewal
+        await backend.renew_lease(run_id, "first", 30)
+
+    @pytest.mark.anyio
+    async def test_a_later_attempt_takes_over_and_fences_the_earlier(self, backend: Backend, run_id: str) -> None:
+        await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
+        if not backend.fenced_leases:
+            # The documented default: a live lease taken with renew_lease has no attempt, so it blocks
+            # every other producer until it lapses; nothing fences the earlier holder.
+            with pytest.raises(RunClaimed):
+                await backend.acquire_lease(run_id, "attempt-2", 30, attempt=2)
+            return
+        await backend.acquire_lease(run_id, "attempt-2", 30, attempt=2)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert (lease.holder, lease.attempt) == ("attempt-2", 2)
+        with pytest.raises(RunClaimed):  # the superseded producer learns it at its next heartbeat
+            await backend.renew_lease(run_id, "attempt-1", 30)
+        with pytest.raises(RunClaimed):
+            await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
+        await backend.release_lease(run_id, "attempt-2")
+        assert await backend.get_lease(run_id) is None
+        with pytest.raises(RunClaimed):  # the claim outlives the lease: a stale attempt cannot come back
+            await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
+        await backend.acquire_lease(run_id, "attempt-3", 30, attempt=3)
+
+    @pytest.mark.anyio
+    async def test_a_lapsed_lease_is_renewed_by_its_holder_or_taken_over(self, backend: Backend, run_id: str) -> None:
+        await backend.acquire_lease(run_id, "producer", 0.15, attempt=1)
+        await anyio.sleep(0.3)
+        assert await backend.get_lease(run_id) is None
+        # the backend was unreachable past the lease: the holder renews the moment it can
+        await backend.renew_lease(run_id, "producer", 0.15)
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "producer"
+        await anyio.sleep(0.3)
+        # a dead producer's attempt can be taken over once its lease has lapsed
+        await backend.acquire_lease(run_id, "replacement", 30, attempt=1)
+        if backend.fenced_leases:
+            with pytest.raises(RunClaimed, match="replacement"):
+                await backend.renew_lease(run_id, "producer", 30)
+
+    @pytest.mark.anyio
+    async def test_concurrent_acquires_one_wins(self, backend: Backend, run_id: str) -> None:
+        winners: list[str] = []
+        refused: list[str] = []
+
+        async def contender(name: str) -> None:
+            try:
+                await backend.acquire_lease(run_id, name, 30, attempt=1)
+            except RunClaimed:
+                refused.append(name)
+            else:
+                winners.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(10):
+                tg.start_soon(contender, f"p{k}")
+        assert len(winners) + len(refused) == 10
+        if backend.fenced_leases:
+            assert len(winners) == 1
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder in winners
+
+    # ------------------------------------------------------------------------------------------ idempotency
+
+    @pytest.mark.anyio
+    async def test_retried_append_is_stored_once(self, backend: Backend, run_id: str) -> None:
+        first = await backend.append(run_id, [Append(b"a", key="p:1"), Append(b"b", node="n", key="p:2")])
+        # the reply was lost: the producer sends the same batch again, plus what came next
+        again = await backend.append(
+            run_id, [Append(b"a", key="p:1"), Append(b"b", node="n", key="p:2"), Append(b"c", key="p:3")]
+        )
+        stored = _data(await backend.read(run_id, None))
+        if not backend.idempotent_appends:
+            assert stored == [b"a", b"b", b"a", b"b", b"c"]  # declared honestly: keys are ignored
+            return
+        assert stored == [b"a", b"b", b"c"]
+        assert again[:2] == first
+        assert await backend.get_node(run_id, "n") == b"b"
+        # within one call too, and items without a key are always stored
+        await backend.append(run_id, [Append(b"d", key="p:4"), Append(b"d", key="p:4"), Append(b"e"), Append(b"e")])
+        assert _data(await backend.read(run_id, None)) == [b"a", b"b", b"c", b"d", b"e", b"e"]
+
+    @pytest.mark.anyio
+    async def test_idempotency_keys_are_per_run(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        one, two = new_run(), new_run()
+        await backend.append(one, [Append(b"1", key="k")])
+        await backend.append(two, [Append(b"2", key="k")])
+        assert _data(await backend.read(two, None)) == [b"2"]
+
+    # ------------------------------------------------------------------------------------------ limits
+
+    @pytest.mark.anyio
+    async def test_record_over_the_size_limit_is_refused_whole(self, backend: Backend, run_id: str) -> None:
+        limit = backend.max_record_bytes
+        if limit is None:
+            await backend.append(run_id, [Append(b"x" * 1_000_000)])  # no limit of its own: stored
+            assert len(_data(await backend.read(run_id, None))[0]) == 1_000_000
+            return
+        assert issubclass(RecordTooLarge, BackendRejected)
+        await backend.append(run_id, [Append(b"ok")])
+        with pytest.raises(RecordTooLarge, match=r"model\.big"):
+            await backend.append(run_id, [Append(b"small"), Append(b"x" * (limit + 1), node="model.big")])
+        assert _data(await backend.read(run_id, None)) == [b"ok"]  # nothing of the refused call
+        assert await backend.get_node(run_id, "model.big") is None
 
     # ------------------------------------------------------------------------------------------ retention
 

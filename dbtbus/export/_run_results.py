@@ -1,0 +1,172 @@
+"""dbt's ``run_results.json`` (the schema dbt 1.11 writes, v6) from a run's state on the bus."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .._state import RunState
+from ..events import NodeResult, NodeStatus, RunCrashed
+
+__all__ = ["RUN_RESULTS_SCHEMA", "is_ephemeral", "run_results", "write_run_results"]
+
+RUN_RESULTS_SCHEMA = "https://schemas.getdbt.com/dbt/run-results/v6.json"
+#: dbt has no ``not_run``: a node the run never reached is ``skipped`` there (as ``--fail-fast`` does).
+_STATUS = {NodeStatus.NOT_RUN: "skipped"}
+#: adapter_response numbers that dbt writes as integers (a JSON log carries them as floats: 7.0).
+_INTEGER_KEYS = frozenset({"rows_affected"})
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _adapter_response(response: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(response)
+    for key in _INTEGER_KEYS & out.keys():
+        value = out[key]
+        if isinstance(value, float) and value.is_integer():
+            out[key] = int(value)
+    return out
+
+
+def _timing(record: NodeResult) -> list[dict[str, Any]]:
+    """dbt's compile / execute phases, when the record carries them; never invented from the node's span."""
+    phases = getattr(record, "timing", None) or ()
+    out = []
+    for phase in phases:
+        name = getattr(phase, "name", None)
+        if name is None:
+            continue
+        out.append({"name": name, "started_at": _ts(getattr(phase, "started_at", None)),
+                    "completed_at": _ts(getattr(phase, "completed_at", None))})
+    return out
+
+
+def _result(record: NodeResult) -> dict[str, Any]:
+    status = _STATUS.get(record.status, record.status.value)
+    # As dbt writes them: a seed is neither compiled nor named by relation in run_results; whatever dbt ran
+    # besides was compiled; what it skipped was not.
+    seed = record.resource_type == "seed"
+    compiled: bool | None = None if seed else True
+    failures = record.failures
+    if record.status in (NodeStatus.SKIPPED, NodeStatus.NOT_RUN):
+        compiled, failures = False, None  # a test that never ran counted nothing
+    return {
+        "status": status,
+        "timing": _timing(record),
+        "thread_id": record.thread or "",
+        "execution_time": record.execution_time or 0,
+        "adapter_response": _adapter_response(record.adapter_response),
+        "message": record.message,
+        "failures": failures,
+        "unique_id": record.unique_id,
+        "compiled": compiled,
+        "compiled_code": record.compiled_code,
+        "relation_name": None if seed else record.relation_name,
+        "batch_results": None,
+    }
+
+
+def is_ephemeral(record: NodeResult) -> bool:
+    """An ephemeral model: dbt compiles it into its children, never builds it, and leaves it out of its counts
+    and of run_results.json. Its record is the only model record without a relation."""
+    return record.resource_type == "model" and not record.relation_name
+
+
+def _finish_key(record: NodeResult) -> tuple[int, float, str]:
+    finished = record.finished_at
+    return (0 if finished is not None else 1, finished.timestamp() if finished is not None else 0.0, record.unique_id)
+
+
+def _never_run(state: RunState) -> list[dict[str, Any]]:
+    """Selected nodes without a record in a run that is over (crashed, or its producer lost before it could
+    say): they did not run, which dbt's schema says as ``skipped``. A live run's pending nodes are left out."""
+    if state.ending is None and not state.lost:
+        return []
+    if isinstance(state.ending, RunCrashed):
+        why = f"not run: the run crashed ({state.ending.error})"
+    elif state.lost:
+        why = "not run: the producer stopped heartbeating (producer lost)"
+    else:
+        why = "not run: the run ended without running it"
+    out = []
+    for uid in sorted(state.pending()):
+        out.append(
+            {
+                "status": "skipped",
+                "timing": [],
+                "thread_id": "",
+                "execution_time": 0,
+                "adapter_response": {},
+                "message": why,
+                "failures": None,
+                "unique_id": uid,
+                "compiled": False,
+                "compiled_code": None,
+                "relation_name": None,
+                "batch_results": None,
+            }
+        )
+    return out
+
+
+def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, Any]:
+    """``run_results.json`` for the run as the state knows it, at any moment — during the run, after a crash
+    or a fail-fast: every node with a terminal result (but ephemeral models, as dbt), in the order the nodes
+    finished (nodes never reached last). A retried run lists each node's latest result. Nodes still running
+    are left out (as dbt's own file leaves out what has not finished).
+    """
+    moment = now or datetime.now(timezone.utc)
+    started = state.started
+    ending = state.ending
+    if ending is not None and ending.elapsed:
+        elapsed = ending.elapsed
+    elif started is not None:
+        until = ending.finished_at if ending is not None else moment
+        elapsed = max(0.0, (until - started.started_at).total_seconds())
+    else:
+        elapsed = 0.0
+    ordered = sorted(state.results.values(), key=_finish_key)
+    never = _never_run(state)
+    args: dict[str, Any] = {}
+    if started is not None:
+        args = {"which": started.command, "invocation_command": " ".join(("dbt", *started.args))}
+    return {
+        "metadata": {
+            "dbt_schema_version": RUN_RESULTS_SCHEMA,
+            "dbt_version": (started.dbt_version if started is not None else None) or "unknown",
+            "generated_at": _ts(moment),
+            "invocation_id": started.invocation_id if started is not None else None,
+            "invocation_started_at": _ts(started.started_at) if started is not None else None,
+            "env": {},
+        },
+        "results": [*(_result(r) for r in ordered if not is_ephemeral(r)), *never],
+        "elapsed_time": elapsed,
+        "args": args,
+    }
+
+
+def write_run_results(state: RunState, path: str | os.PathLike[str], *, now: datetime | None = None) -> Path:
+    """Write :func:`run_results` to ``path`` atomically (a reader never sees half a file); return the path."""
+    target = Path(path)
+    data = orjson.dumps(run_results(state, now=now), option=orjson.OPT_INDENT_2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,180 @@
+"""The producer's hook into dbt: the selected graph as dbt builds it, dbt's final results, dbt's exit codes.
+
+dbt computes the nodes it will run (and the edges between them, with ``build``'s test edges and transitive
+edges through unselected nodes) into a ``GraphQueue``. For the duration of one invocation we wrap
+``GraphQueue.__init__``: once dbt has built its queue, the wrapper copies the queue's graph (dbt mutates it
+as nodes finish) into a plain ``{unique_id: [resource_type, [parents]]}`` payload and hands it to a sink. It
+runs on dbt's main thread after parsing and before the first node starts, so the payload is exactly what dbt
+runs, at the cost of one pass over the selected graph — no second parse, no second selection. The queue is
+the one place every command goes through: ``dbt retry`` builds its own queue (``RetryTask``'s wrapper task
+overrides ``get_graph_queue``), so a hook on ``NodeSelector.get_graph_queue`` would miss it. For a retry the
+payload also names the command retried (``args.which`` of the previous ``run_results.json``), whose skip
+rules the retry follows.
+
+This module imports nothing outside the standard library at import time, and it is self-contained: the
+subprocess producer runs its source verbatim (``python -c``, followed by ``_bootstrap.py``) in the dbt
+process of another virtualenv, where dbtbus is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+GRAPH_EVENT = "DbtbusGraph"
+RESULTS_EVENT = "DbtbusResults"
+
+#: dbt's exit codes (``dbt.cli.exceptions``): the command ran and every node succeeded / the command ran
+#: and something failed (or ``--fail-fast`` stopped it) / dbt itself failed (an exception, bad arguments).
+EXIT_SUCCESS = 0
+EXIT_FAILURES = 1
+EXIT_ERROR = 2
+
+GraphPayload = dict[str, Any]
+
+
+def dbt_exit_code(success: bool, exception: object = None) -> int:
+    """dbt's exit code for a result: 0 success, 2 when dbt raised, else 1 — the one place the rule lives."""
+    if exception:
+        return EXIT_ERROR
+    return EXIT_SUCCESS if success else EXIT_FAILURES
+
+
+def exit_code_crashed(code: int) -> bool:
+    """Whether a dbt process that exited with ``code`` died before it could end the run itself.
+
+    A negative code is a signal (the process was killed); above 2 is not a code dbt returns (the
+    interpreter or the bootstrap died). 0, 1 and 2 mean dbt returned.
+    """
+    return code < 0 or code > EXIT_ERROR
+
+
+def _lookup(manifest: Any, unique_id: str) -> Any:
+    for name in ("nodes", "sources", "unit_tests", "exposures", "saved_queries", "functions"):
+        table = getattr(manifest, name, None)
+        if table is not None and unique_id in table:
+            return table[unique_id]
+    return None
+
+
+def _resource_type(node: Any, unique_id: str) -> str:
+    rtype = getattr(node, "resource_type", None)
+    if rtype is None:
+        return unique_id.split(".", 1)[0]
+    return str(getattr(rtype, "value", rtype))
+
+
+def _config_value(node: Any, key: str) -> str | None:
+    config = getattr(node, "config", None)
+    if config is None:
+        return None
+    value = getattr(config, key, None)
+    if value is None and hasattr(config, "get"):
+        try:
+            value = config.get(key)
+        except Exception:
+            value = None
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def payload_from_graph(manifest: Any, graph: Any) -> GraphPayload:
+    """Copy a queue's ``networkx`` graph (node → resource type, parents) into a JSON-able payload."""
+    nodes: dict[str, list[Any]] = {}
+    continue_on_error: list[str] = []
+    ephemeral: list[str] = []
+    for uid in graph.nodes:
+        node = _lookup(manifest, uid)
+        nodes[uid] = [_resource_type(node, uid), sorted(graph.predecessors(uid))]
+        if node is not None:
+            if _config_value(node, "on_error") == "continue":
+                continue_on_error.append(uid)
+            if _config_value(node, "materialized") == "ephemeral":
+                ephemeral.append(uid)
+    return {"nodes": nodes, "continue_on_error": continue_on_error, "ephemeral": ephemeral}
+
+
+def install_graph_hook(sink: Callable[[GraphPayload], None]) -> Callable[[], None]:
+    """Wrap dbt's ``GraphQueue`` so each queue dbt builds is reported to ``sink``.
+
+    Returns the function that restores dbt. ``sink`` must not raise (errors are swallowed: the graph is a
+    courtesy to consumers, never a reason to fail dbt).
+    """
+    from dbt.graph.queue import GraphQueue
+
+    original_init = GraphQueue.__dict__["__init__"]
+    retried: list[str] = []
+
+    def __init__(self: Any, graph: Any, manifest: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, graph, manifest, *args, **kwargs)
+        try:
+            payload = payload_from_graph(manifest, self.graph)
+            if retried:
+                payload["retry_of"] = retried[-1]
+            sink(payload)
+        except Exception:  # pragma: no cover - defensive
+            return
+
+    GraphQueue.__init__ = __init__  # type: ignore[method-assign]
+    restore_retry = _hook_retry(retried)
+
+    def restore() -> None:
+        GraphQueue.__init__ = original_init  # type: ignore[method-assign]
+        restore_retry()
+
+    return restore
+
+
+def _hook_retry(retried: list[str]) -> Callable[[], None]:
+    """Remember which command a ``dbt retry`` retries (dbt reads it from the previous run's artifacts)."""
+    try:
+        from dbt.task.retry import RetryTask
+    except Exception:  # pragma: no cover - a dbt without retry
+        return lambda: None
+    original = RetryTask.__dict__["__init__"]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        name = getattr(self, "previous_command_name", None)
+        if isinstance(name, str) and name:
+            retried.append(name)
+
+    RetryTask.__init__ = __init__  # type: ignore[method-assign]
+
+    def restore() -> None:
+        RetryTask.__init__ = original  # type: ignore[method-assign]
+
+    return restore
+
+
+def results_payload(dbt_result: Any) -> list[tuple[str, str, str]]:
+    """dbt's final per-node results as ``[(unique_id, status, message), ...]`` (fail-fast reconciliation)."""
+    out: list[tuple[str, str, str]] = []
+    run_results = getattr(getattr(dbt_result, "result", None), "results", None) or []
+    for item in run_results:
+        node = getattr(item, "node", None)
+        uid = getattr(node, "unique_id", None)
+        if uid is None:
+            continue
+        status = getattr(item, "status", "")
+        out.append((uid, str(getattr(status, "value", status)), str(getattr(item, "message", "") or "")))
+    return out
+
+
+def vm_hwm(pid: int | str = "self") -> int | None:
+    """Peak RSS in bytes of a live process since its last exec (Linux ``VmHWM``), or None."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def json_line(name: str, data: Any) -> str:
+    """One line in the shape of dbt's ``--log-format json`` (info level: it is printed at any log level)."""
+    return json.dumps({"info": {"name": name, "level": "info", "msg": ""}, "data": data}) + "\n"

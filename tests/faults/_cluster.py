@@ -1,0 +1,77 @@
+"""A Redis Cluster of three masters with one replica each, on loopback, for failover tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+
+from dbtbus._testing.redis_server import LOOPBACK, RedisServer, RedisServerError
+
+
+class ReplicatedCluster:
+    """Six cluster-enabled servers (``--cluster-replicas 1``), a short node timeout so failover is quick."""
+
+    def __init__(self, directory: Path, *, node_timeout_ms: int = 1000) -> None:
+        self.servers = []
+        for i in range(6):
+            node_dir = directory / f"node{i}"
+            node_dir.mkdir(parents=True)
+            self.servers.append(
+                RedisServer(
+                    cluster=True, appendonly=True, directory=node_dir,
+                    extra_args=["--cluster-node-timeout", str(node_timeout_ms)],
+                )
+            )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> ReplicatedCluster:
+        try:
+            for server in self.servers:
+                server.start()
+            addresses = [f"{LOOPBACK}:{server.port}" for server in self.servers]
+            self.servers[0].cli("--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes")
+            self.wait_ok(self.servers)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def wait_ok(self, servers: list[RedisServer], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not all("cluster_state:ok" in s.cli("cluster", "info") for s in servers):
+            if time.monotonic() > deadline:
+                raise RedisServerError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def master_of(self, key: str) -> RedisServer:
+        """The server that is master of ``key``'s slot now."""
+        slot = int(self.alive()[0].cli("cluster", "keyslot", key).strip())
+        for line in self.alive()[0].cli("cluster", "nodes").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(s for s in self.servers if s.port == port)
+        raise RedisServerError(f"no master serves slot {slot}")
+
+    def alive(self) -> list[RedisServer]:
+        return [s for s in self.servers if s.process is not None and s.process.poll() is None]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    def __enter__(self) -> ReplicatedCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

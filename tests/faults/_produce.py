@@ -1,0 +1,36 @@
+"""Run one real producer (dbt in this process) for the fault suite; print its result as one JSON line.
+
+    python _produce.py URL RUN_ID HEARTBEAT ATTEMPT -- dbt args...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> int:
+    url, run_id, heartbeat, attempt = argv[:4]
+    dbt_args = argv[5:] if len(argv) > 4 and argv[4] == "--" else argv[4:]
+    from dbtbus.producer import Producer
+
+    producer = Producer(url, run_id, heartbeat_interval=float(heartbeat), attempt=int(attempt), grace=0.5)
+    try:
+        result = producer.invoke(dbt_args)
+    except Exception as exc:  # the report says how it failed; the test decides whether that is right
+        print(json.dumps({"exception": type(exc).__name__, "error": str(exc)}), flush=True)
+        return 3
+    report = {
+        "success": result.success,
+        "crashed": result.crashed,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "counts": result.counts,
+        "published": getattr(result, "published", None),
+    }
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
