@@ -16,8 +16,7 @@ import pytest
 
 from dbtbus.backends.base import Append, Backend
 from dbtbus.backends.xcom import Carrier, XComBackend
-
-from .contract import BackendContract
+from dbtbus.testing.backend_contract import BackendContract
 
 
 class StandInXCom:
