@@ -7,9 +7,12 @@ the liveness rule, one reader per run serving every waiter); the rules live in `
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -19,12 +22,13 @@ import anyio.abc
 import sniffio
 
 from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost, WaitError
+from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._outcome import Outcome, OutcomeKind
 from ._reader import CollectingWaiter, Collector, EventWaiter, FutureWaiter, LogTail, RunReader, Waiter, decode_entry
 from ._state import RunState
 from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
-from .events import NodeResult, Record, RunStarted, encode
+from .events import NodeResult, Record, RunStarted
 
 __all__ = ["Bus", "LogEntry", "NodeOutcome", "connect"]
 
@@ -35,8 +39,7 @@ _MAX_PROBES: Final = 16
 #: The node key under which the latest ``RunStarted`` is also kept, so a probe finds the graph in one lookup
 #: (unique ids never start with "@").
 RUN_KEY: Final = "@run"
-#: Records (encoded) above this many bytes are refused when published and skipped when read.
-DEFAULT_MAX_RECORD_SIZE: Final = 8 * 1024 * 1024
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +92,18 @@ class Bus:
         max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
         url: str | None = None,
     ) -> None:
-        if max_record_size < 1024:
-            raise ValueError(f"max_record_size must be at least 1024 bytes, got {max_record_size!r}")
+        if max_record_size < MIN_RECORD_SIZE:
+            raise ValueError(f"max_record_size must be at least {MIN_RECORD_SIZE} bytes, got {max_record_size!r}")
         self.backend = backend
         self.url = url
         self.read_block = read_block
         self.read_batch = read_batch
         self.linger = linger
         self.max_record_size = max_record_size
+        self._fitter = RecordFitter(max_record_size)
+        #: Idempotency keys of this bus's appends: a backend retry after a lost reply stores nothing twice.
+        self._key_prefix = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._key_count = itertools.count()
         self._readers: dict[str, RunReader] = {}
         self._probes: dict[str, int] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -141,34 +148,50 @@ class Bus:
 
     # ------------------------------------------------------------------------------------------ publishing
 
-    async def publish(self, records: Record | Iterable[Record]) -> list[str]:
+    async def publish(
+        self, records: Record | Iterable[Record], *, keys: Sequence[str] | None = None
+    ) -> list[str]:
         """Append records to their runs' logs (a node's terminal record also under its node key).
 
         Records of one call may belong to several runs; each run's records are appended in one call to the
         backend, in order (a reader sees all of them or none, where the backend can). Returns the cursors,
-        in the order given. A record over ``max_record_size`` bytes raises :class:`~dbtbus.RecordTooLarge`
-        before anything of the call is stored.
+        in the order given.
+
+        A record over ``max_record_size`` encoded bytes has its free text (message, compiled code, error)
+        truncated with a visible marker until it fits; one that still does not fit raises
+        :class:`~dbtbus.RecordTooLarge` before anything of the call is stored. ``keys`` (one per record,
+        unique within its run) make the appends idempotent on backends that honour them: a caller that
+        retries after a lost reply passes the same keys again. Without them the bus makes its own, which
+        covers the backend's own retries.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
+        if keys is not None and len(keys) != len(batch):
+            raise ValueError(f"publish got {len(batch)} records and {len(keys)} keys")
         by_run: dict[str, list[tuple[int, Append]]] = {}
         for index, record in enumerate(batch):
-            data = encode(record)
-            if len(data) > self.max_record_size:
+            fit = self._fitter.fit_encoded(record)
+            if fit is None:
                 what = getattr(record, "unique_id", type(record).__name__)
                 raise RecordTooLarge(
-                    f"a record of run {record.run_id!r} ({what}) is {len(data)} bytes, over the "
-                    f"{self.max_record_size}-byte limit"
+                    f"a record of run {record.run_id!r} ({what}) does not fit the {self.max_record_size}-byte "
+                    "record limit even with its text truncated; nothing of this call was stored"
                 )
-            node = record.unique_id if isinstance(record, NodeResult) else None
-            if isinstance(record, RunStarted):
+            fitted, data = fit
+            node = fitted.unique_id if isinstance(fitted, NodeResult) else None
+            if isinstance(fitted, RunStarted):
                 node = RUN_KEY
-            by_run.setdefault(record.run_id, []).append((index, Append(data, node)))
+            key = keys[index] if keys is not None else f"{self._key_prefix}:{next(self._key_count)}"
+            by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key)))
         cursors = [""] * len(batch)
         for run_id, items in by_run.items():
             appended = await self.backend.append(run_id, [item for _, item in items])
             for (index, _), cursor in zip(items, appended, strict=True):
                 cursors[index] = cursor
         return cursors
+
+    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+        """Claim the run's ``attempt`` for ``holder`` (a second producer of it gets :class:`~dbtbus.RunClaimed`)."""
+        await self.backend.acquire_lease(run_id, holder, ttl, attempt)
 
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
         await self.backend.renew_lease(run_id, holder, ttl)
@@ -231,9 +254,11 @@ class Bus:
         result: Outcome | DbtBusError | None = None
         if timeout is None:  # no cancel scope to keep alive for each of thousands of waiters
             result = await self._settle(run_id, unique_id, include_tests, min_attempt)
+        elif deadline == 0:  # what is known now: a look at the stored records, no waiting (and no cancel scope)
+            result = await self._settle(run_id, unique_id, include_tests, min_attempt, answer_now=True)
         else:
             with anyio.move_on_after(deadline):
-                result = await self._settle(run_id, unique_id, include_tests, min_attempt, answer_now=deadline == 0)
+                result = await self._settle(run_id, unique_id, include_tests, min_attempt)
         if result is None:
             return Outcome(OutcomeKind.TIMEOUT, run_id, unique_id, timeout=deadline)
         if isinstance(result, DbtBusError):
@@ -250,8 +275,7 @@ class Bus:
                 return probed
         if answer_now:
             # timeout=0: what the log says now, without waiting for anything more to be appended.
-            with anyio.CancelScope(shield=True):
-                state = await self.run_state(run_id)
+            state = await self.run_state(run_id)
             outcome = state.outcome(unique_id, include_tests=include_tests, min_attempt=min_attempt)
             return outcome if outcome.terminal else None
         reader = self._reader(run_id)

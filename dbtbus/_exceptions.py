@@ -216,6 +216,9 @@ class UpstreamFailed(WaitError):
         cause_record = outcome.cause_record
         status = f" with status {cause_record.status.value!r}" if cause_record is not None else ""
         message = f": {cause_record.message}" if cause_record is not None and cause_record.message else ""
+        if outcome.cause is None:
+            extra = f" ({outcome.detail})" if outcome.detail else ""
+            return f"{outcome.unique_id} will not run: an upstream node failed{extra}"
         return f"{outcome.unique_id} will not run: upstream {outcome.cause} failed{status}{message}"
 
 

@@ -10,7 +10,8 @@ whatever the backend.
 The rules, each written once below:
 
 * **Outcome of a node** (:meth:`RunState.outcome`): its own success-like result → ``SUCCESS``; its own
-  failing result → ``FAILED``; doomed by a propagating ancestor failure (by the command's skip rule and the
+  failing result → ``FAILED``; ``skipped`` by dbt → ``UPSTREAM_FAILED`` (with the root cause when the
+  graph or dbt names it); doomed by a propagating ancestor failure (by the command's skip rule and the
   ancestor's ``on_error``) → ``UPSTREAM_FAILED`` — from the moment the ancestor's failure is folded in,
   and whatever dbt later publishes for the node (``skipped`` or ``not_run``), so a live waiter and a late
   one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended without it →
@@ -294,6 +295,11 @@ class RunState:
                         cause=root,
                         cause_record=self.results.get(root),
                     )
+            elif status is NodeStatus.SKIPPED and "fail_fast" not in (result.message or ""):
+                # Besides --fail-fast (whose skips dbt words "Skipping due to fail_fast"), dbt skips a node
+                # only because an ancestor failed: a log without the graph (an info-level replay) says so
+                # without saying which ancestor.
+                return self._make(OutcomeKind.UPSTREAM_FAILED, uid, record=result, detail="the log does not name it")
         return self._make(OutcomeKind.NOT_RUN, uid, record=result, ending=self.ending)
 
     def _with_tests(self, success: Outcome) -> Outcome:

@@ -59,7 +59,7 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 #: The heartbeat intervals (seconds) a decoded ``RunStarted`` may announce: a foreign or broken record must
 #: neither switch loss detection off (1e308) nor make every reader poll the lease in a hot loop (<= 0).
-HEARTBEAT_RANGE: Final = (0.05, 600.0)
+HEARTBEAT_RANGE: Final = (0.2, 600.0)
 #: Compiled code above this many characters is truncated (and ``compiled_code_truncated`` set): a record
 #: travels through Redis and XCom, and a waiter should never pull megabytes of SQL it did not ask for.
 COMPILED_CODE_LIMIT: Final = 64 * 1024

@@ -711,17 +711,23 @@ async def test_a_permanent_backend_error_reaches_waiters_at_once() -> None:
         assert anyio.current_time() - start < 30  # far from the timeout: nothing was retried
 
 
-async def test_records_over_the_size_limit_are_refused_and_skipped(
+async def test_records_over_the_size_limit_are_truncated_refused_or_skipped(
     memory_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with dbtbus.connect(memory_url, max_record_size=4096) as bus:
+        # Free text is cut, visibly, to fit.
+        await bus.publish([started(DIAMOND), result("seed.s", message="x" * 10_000)])
+        record = await bus.wait(RUN, "seed.s", timeout=5)
+        assert "truncated by dbtbus" in (record.message or "") and len(dbtbus.events.encode(record)) <= 4096
+        # What cutting text cannot shrink is refused before anything of the call is stored.
         with pytest.raises(dbtbus.RecordTooLarge):
-            await bus.publish([started(DIAMOND), result("seed.s", message="x" * 10_000)])
-        assert await bus.backend.read(RUN, None, timeout=0) == []  # nothing of the call was stored
-        await bus.backend.append(RUN, [Append(dbtbus.events.encode(result("seed.s", message="y" * 10_000)))])
-        await bus.publish([started(DIAMOND), result("seed.s")])
-        state = await bus.run_state(RUN)  # the oversized entry is skipped, and the cursor moves past it
-        assert state.results["seed.s"].message is None and state.started is not None
+            await bus.publish([result("model.a", run_id="other"), result("model." + "z" * 5000, run_id="other")])
+        assert await bus.backend.read("other", None, timeout=0) == []
+        # An oversized entry already stored (by a foreign writer) is skipped on read, and the cursor moves on.
+        await bus.backend.append(RUN, [Append(dbtbus.events.encode(result("model.a", message="y" * 10_000)))])
+        await bus.publish(result("model.a"))
+        state = await bus.run_state(RUN)
+        assert state.results["model.a"].message is None
     assert "over the 4096-byte record limit" in caplog.text
     with pytest.raises(ValueError):
         dbtbus.connect("memory://", max_record_size=10)

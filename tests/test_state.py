@@ -309,3 +309,13 @@ def test_a_finished_run_with_an_error_is_not_called_crashed() -> None:
 def test_nodes_outside_every_graph_are_not_in_the_run() -> None:
     state = fold(started(MODEL_WITH_TESTS))
     assert isinstance(state.outcome("model.zzz").error(), NodeNotInRun)
+
+
+def test_a_skip_without_a_named_cause_is_still_an_upstream_failure() -> None:
+    """An info-level log replayed without a graph: dbt said skipped, not which ancestor failed."""
+    state = fold(started(None), result("model.a", "error"), result("model.b", "skipped"))
+    outcome = state.outcome("model.b")
+    assert outcome.kind is K.UPSTREAM_FAILED and outcome.cause is None
+    assert "an upstream node failed" in str(outcome.error())
+    fail_fast = fold(started(None), result("model.b", "skipped", message="Skipping due to fail_fast"))
+    assert fail_fast.outcome("model.b").kind is K.NOT_RUN

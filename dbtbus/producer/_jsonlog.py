@@ -22,10 +22,10 @@ import orjson
 
 from .._bus import Bus, connect
 from .._graph import graph_from_manifest
+from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import GraphNode
 from ._callback import Item
 from ._dbt_hook import dbt_exit_code
-from ._limits import DEFAULT_MAX_RECORD_SIZE
 from ._normalise import INFO_NODE_EVENTS, LOG_WANTED, Normaliser, producer_info
 from ._publisher import Ending, Publisher
 

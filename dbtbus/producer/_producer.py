@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from .._bus import Bus
 from .._exceptions import DbtBusError
+from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import NodeResult
 from . import _rss
 from ._callback import Item, make_callback
@@ -34,7 +35,6 @@ from ._dbt_hook import (
     results_payload,
 )
 from ._jsonlog import LineParser, read_lines
-from ._limits import DEFAULT_MAX_RECORD_SIZE
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
 

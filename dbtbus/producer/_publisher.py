@@ -37,11 +37,11 @@ import anyio
 
 from .._bus import Bus, connect
 from .._exceptions import BackendRejected, RecordTooLarge
+from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
 from ._dbt_hook import dbt_exit_code
-from ._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from ._normalise import Normaliser
 
 logger = logging.getLogger("dbtbus.producer")
@@ -117,6 +117,10 @@ class Publisher:
         self._lease_doubtful = False
         self._trouble: anyio.Event | None = None
         self.published = 0
+        #: Records of this run's log handed to the bus so far: the idempotency keys of the next batch follow
+        #: on, so a batch retried after a lost reply carries the same keys and is stored once.
+        self._sequence = 0
+        self._claimed = False
         #: Records that did not fit ``max_record_size`` even truncated (logged, not published).
         self.oversized = 0
         #: Records not published because the backend failed or rejected them (including the overflow).
@@ -319,15 +323,20 @@ class Publisher:
         )
         self._wake_up()
 
+    def _keys(self, count: int, offset: int = 0) -> list[str]:
+        start = self._sequence + offset
+        return [f"{self.holder}:{n}" for n in range(start, start + count)]
+
     async def _publish(self, bus: Bus, batch: list[Record], what: str) -> bool:
         try:
-            await bus.publish(batch)
+            await bus.publish(batch, keys=self._keys(len(batch)))
         except Exception as exc:
             if _is_too_large(exc):
                 return await self._publish_one_by_one(bus, batch, what, exc)
             self._failed(exc, what)
             return False
         self.published += len(batch)
+        self._sequence += len(batch)
         self._failures = 0
         return True
 
@@ -335,10 +344,10 @@ class Publisher:
         """The backend refused ``batch`` as too large (its limit is below ``max_record_size``): publish the
         records one at a time and count (and log) the ones it refuses. The ending's unit loses its
         atomicity on this path only."""
-        for record in batch:
+        for offset, record in enumerate(batch):
             if len(batch) > 1:
                 try:
-                    await bus.publish([record])
+                    await bus.publish([record], keys=self._keys(1, offset))
                 except Exception as exc:
                     if not _is_too_large(exc):
                         self._failed(exc, what)
@@ -350,6 +359,7 @@ class Publisher:
             self.oversized += 1
             logger.error("dbtbus: the backend refused a %s record of run %r as too large: %s",
                          type(record).__name__, self.run_id, refusal)
+        self._sequence += len(batch)
         self._failures = 0
         return True
 
@@ -372,8 +382,13 @@ class Publisher:
         return False
 
     async def _renew(self, bus: Bus) -> bool:
+        ttl = 1.5 * self.heartbeat_interval
         try:
-            await bus.renew_lease(self.run_id, self.holder, 1.5 * self.heartbeat_interval)
+            if self._claimed:
+                await bus.renew_lease(self.run_id, self.holder, ttl)
+            else:  # the first renewal claims the run's attempt: a second producer of it fails fast
+                await bus.acquire_lease(self.run_id, self.holder, ttl, self.normaliser.attempt)
+                self._claimed = True
         except Exception as exc:
             self._failed(exc, "renewing the lease")
             return False

@@ -47,9 +47,10 @@ async def log_records(url: str, run_id: str) -> list[Record]:
 
 
 def census(records: Sequence[Record]) -> dict[str, Any]:
-    """RunStarted / ending counts and how many terminal records each node has."""
+    """Who started the run (producer ids and attempts of its RunStarted records — the producer announces an
+    attempt at once and again with dbt's graph), how many endings, and how many terminal records per node."""
     return {
-        "started": sum(isinstance(r, RunStarted) for r in records),
+        "producers": {(r.producer.id, r.attempt) for r in records if isinstance(r, RunStarted)},
         "ended": sum(isinstance(r, (RunFinished, RunCrashed)) for r in records),
         "per_node": Counter(r.unique_id for r in records if isinstance(r, NodeResult)),
     }

@@ -62,7 +62,8 @@ async def test_redis_restart_with_aof_mid_run_loses_nothing_and_stores_nothing_t
     assert report.get("success") is True, report
     assert kinds == {uid: ["success"] * 5 for uid in project.nodes}
     seen = census(await log_records(redis_server.url, run))
-    assert (seen["started"], seen["ended"]) == (1, 1)
+    assert len(seen["producers"]) == 1  # one producer, one attempt
+    assert seen["ended"] == 1
     assert seen["per_node"] == dict.fromkeys(project.nodes, 1)
 
 
@@ -111,5 +112,6 @@ async def test_a_second_producer_on_the_same_run_and_attempt_fails_fast(
     assert "claimed" in (refused.get("error") or "").lower(), refused
     assert kinds == {uid: ["success"] for uid in project.nodes}
     seen = census(await log_records(redis_server.url, run))
-    assert (seen["started"], seen["ended"]) == (1, 1)
+    assert len(seen["producers"]) == 1  # one producer, one attempt
+    assert seen["ended"] == 1
     assert seen["per_node"] == dict.fromkeys(project.nodes, 1)

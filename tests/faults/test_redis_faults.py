@@ -139,7 +139,8 @@ async def test_a_publish_retried_after_a_lost_reply_stores_each_record_once(redi
         await fake.succeed("model.b")
         await fake.finish()
     seen = census(await log_records(redis_server.url, run))
-    assert (seen["started"], seen["ended"]) == (1, 1)
+    assert len(seen["producers"]) == 1  # one producer, one attempt
+    assert seen["ended"] == 1
     assert seen["per_node"] == {"model.a": 1, "model.b": 1}
 
 
@@ -259,5 +260,6 @@ async def test_cluster_master_killed_mid_run_loses_nothing_and_no_waiter_is_wron
         assert report.get("success") is True, report
         assert kinds == {uid: ["success"] * 5 for uid in project.nodes}
         seen = census(await log_records(url, run))
-        assert (seen["started"], seen["ended"]) == (1, 1)
+        assert len(seen["producers"]) == 1  # one producer, one attempt
+        assert seen["ended"] == 1
         assert seen["per_node"] == dict.fromkeys(project.nodes, 1)

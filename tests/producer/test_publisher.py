@@ -15,10 +15,10 @@ import pytest
 
 import dbtbus
 from dbtbus import BackendRejected
+from dbtbus._limits import TRUNCATION_MARKER, RecordFitter
 from dbtbus.backends.mock import MockBackend, MockCall
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted, decode, encode
 from dbtbus.producer import Producer
-from dbtbus.producer._limits import TRUNCATION_MARKER, RecordFitter
 
 from ._helpers import node_results, read_records
 

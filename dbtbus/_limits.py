@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from ..events import NodeResult, Record, RunCrashed, RunFinished, RunStarted, encode
+from .events import NodeResult, Record, RunCrashed, RunFinished, RunStarted, encode
 
 DEFAULT_MAX_RECORD_SIZE: Final = 4 * 2**20
 #: The smallest maximum that leaves room for a record's fixed fields.
@@ -41,13 +41,19 @@ class RecordFitter:
         self.truncated = 0
 
     def fit(self, record: Record) -> Record | None:
-        size = len(encode(record))
-        if size <= self.max_size:
-            return record
-        fitted = self._shrink(record, size)
-        if fitted is not None:
-            self.truncated += 1
-        return fitted
+        fitted = self.fit_encoded(record)
+        return fitted[0] if fitted is not None else None
+
+    def fit_encoded(self, record: Record) -> tuple[Record, bytes] | None:
+        """The record that fits and its encoded bytes (encoded once on the common path), or ``None``."""
+        data = encode(record)
+        if len(data) <= self.max_size:
+            return record, data
+        fitted = self._shrink(record, len(data))
+        if fitted is None:
+            return None
+        self.truncated += 1
+        return fitted, encode(fitted)
 
     def _shrink(self, record: Record, size: int) -> Record | None:
         for _ in range(4):  # each pass frees at least the excess from the longest fields; a few suffice
