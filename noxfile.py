@@ -46,8 +46,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every benchmark and rewrite docs/benchmarks.md with the figures (takes a while)."""
-    session.install("-e", ".[test]")
+    """Run every benchmark and rewrite docs/benchmarks.md with the figures (~20 min; ``-- --large`` adds the
+    1,000-model end-to-end point, ``-- --quick`` is a few minutes). matplotlib draws the scale plot."""
+    session.install("-e", ".[test]", "matplotlib>=3.7")
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -1,7 +1,8 @@
 """Run the benchmark suite and regenerate docs/benchmarks.md from its JSON results.
 
     python -m bench                        # everything (~20 min on a 2-core machine)
-    python -m bench --quick                # fewer runs, smaller sizes (~3 min)
+    python -m bench --large                # and the 1,000-model end-to-end point (+ ~15 min)
+    python -m bench --quick                # fewer runs, smaller sizes (~5 min)
     python -m bench --only wakeup footprint
     python -m bench --render-only          # rebuild the page from bench/results/*.json
     python -m bench --quick --results-dir /tmp/r --docs /tmp/benchmarks.md   # never touch the committed files
@@ -25,13 +26,14 @@ if __package__ in (None, ""):
 from bench._common import DOCS_PATH, RESULTS_DIR, Options, log, write_json
 
 #: In the order they run: the short ones first, the long end-to-end last.
-BENCHMARKS = ("footprint", "callback_cost", "wakeup", "throughput", "report", "end_to_end")
+BENCHMARKS = ("footprint", "callback_cost", "wakeup", "throughput", "scale", "report", "end_to_end")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sizes")
+    parser.add_argument("--large", action="store_true", help="add the 1,000-model end-to-end point")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
@@ -43,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     if not args.render_only:
         names = [n for n in BENCHMARKS if not args.only or n in args.only]
-        opts = Options(quick=args.quick, results_dir=args.results_dir)
+        opts = Options(quick=args.quick, results_dir=args.results_dir, extra={"large": args.large})
         server = None
-        if {"wakeup", "throughput", "end_to_end"} & set(names):
-            from dbtbus._testing.redis_server import RedisServer
+        if {"wakeup", "throughput", "scale", "end_to_end"} & set(names):
+            from dbtbus.testing.redis_server import RedisServer
 
             server = RedisServer().start()  # one throw-away redis-server for the whole suite
             opts.redis_url = server.url

@@ -28,12 +28,20 @@ DOCS_PATH = ROOT / "docs" / "benchmarks.md"
 PY = sys.executable
 DBT = str(Path(PY).parent / "dbt")
 
-#: Goals of issue #7 (the page's "Goals" table is built from these).
+#: Goals of issues #7 and #13 (the page's "Goals" table is built from these).
 GOAL_E2E_RATIO = 1.03
 GOAL_REDIS_P99_MS = 2.0
 GOAL_MEMORY_P99_MS = 0.2
 GOAL_BYTES_PER_WAITER = 2048
 GOAL_IMPORT_MS = 20.0
+GOAL_PRODUCER_RSS_FIXED = 2 * 2**20  # producer peak RSS over a bare build: 2 MiB ...
+GOAL_PRODUCER_RSS_PER_NODE = 1024  # ... + 1 KB per node
+GOAL_REGISTER_10K_S = 0.5  # 10,000 waiters registered (Redis)
+GOAL_FAN_OUT_10K_MS = 20.0  # 10,000 waiters on one node, all released
+
+
+def goal_producer_rss(nodes: int) -> float:
+    return GOAL_PRODUCER_RSS_FIXED + GOAL_PRODUCER_RSS_PER_NODE * nodes
 
 
 @dataclass
@@ -153,6 +161,34 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "values": vals}
 
 
+def cpu_seconds() -> float:
+    """user + system CPU of this process (every thread) and of its waited-for children, in seconds."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Clock:
+    """Wall and CPU (user + system, threads and waited-for children included) of one measured section."""
+
+    def __init__(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.cpu0 = cpu_seconds()
+
+    def read(self) -> dict[str, float]:
+        return {"wall": time.perf_counter() - self.wall0, "cpu": cpu_seconds() - self.cpu0}
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (Linux ``clear_refs``): later peaks are of what follows."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float:
     if numerator is None or denominator is None or not denominator:
         return math.nan
@@ -207,6 +243,7 @@ class ChildResult:
     stderr: str
     wall: float
     peak_rss: int | None  # ru_maxrss from os.wait4: includes the parent's RSS at fork (see run_child)
+    cpu: float = math.nan  # user + system of the child and its waited-for children (os.wait4)
 
 
 def run_child(
@@ -246,7 +283,8 @@ def run_child(
         proc.returncode = code
         out.seek(0)
         err.seek(0)
-        return ChildResult(code, out.read(), err.read(), wall, _maxrss(rusage.ru_maxrss))
+        return ChildResult(code, out.read(), err.read(), wall, _maxrss(rusage.ru_maxrss),
+                           rusage.ru_utime + rusage.ru_stime)
 
 
 def child_json(result: ChildResult, what: str) -> dict[str, Any]:
@@ -305,7 +343,11 @@ def standalone_main(
 
 
 def replace_doc_section(path: Path, heading: str, body: str) -> None:
-    """Put ``body`` (which starts with ``heading``) in place of that section of a Markdown page, or append it."""
+    """Put ``body`` (which starts with ``heading``) in place of that section of a Markdown page, or append it.
+
+    ``python -m bench`` regenerates the page from the JSON results and keeps every ``## `` section it does
+    not generate itself (``bench/render.py``), so sections written here survive a later full render.
+    """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find(heading + "\n")
     if start == -1:

@@ -102,7 +102,7 @@ def _build_dag(variant: str, project: Path, bus: str, dag_id: str) -> Any:
 
 def one(variant: str, models: int, bus: str) -> dict[str, Any]:
     """One measurement (in a fresh interpreter): generate, parse, then time ``dag.test()``."""
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     work = Path(tempfile.mkdtemp(prefix="af-bench-"))
     project = generate_project(work / "proj", models=models, tests_per_model=1, name="gen")
@@ -138,7 +138,7 @@ def main() -> None:
         print("RESULT " + json.dumps(one(opts.one, opts.models, opts.bus)))
         return
 
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     home = Path(tempfile.mkdtemp(prefix="af-bench-home-"))
     (home / "dags").mkdir()

@@ -49,10 +49,10 @@ def _time_calls(callback: Any, msgs: list[Any], rounds: int, after: Any = None) 
 def child_main(rounds: int) -> None:
     from dbt.cli.main import dbtRunner
 
-    from dbtbus._testing.projects import generate_project
     from dbtbus.producer._callback import extract, make_callback
     from dbtbus.producer._normalise import WANTED, Normaliser, producer_info
     from dbtbus.producer._publisher import Publisher
+    from dbtbus.testing.projects import generate_project
 
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-cb-"))
     project = generate_project(tmp / "p", models=CAPTURE_MODELS, tests_per_model=1)
@@ -97,7 +97,7 @@ def child_main(rounds: int) -> None:
 
 def overhead(quick: bool) -> dict[str, Any]:
     from bench.producer_overhead import series
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     models, repeat = (10, 1) if quick else (50, 3)
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-ovh-"))

@@ -6,11 +6,17 @@ interpreter (dbt keeps global state; every variant starts from the same clean pr
 * ``bare`` (a) — ``dbtRunner().invoke(["build", ...])``;
 * ``producer-memory`` / ``producer-redis`` (b) — ``Producer(url).invoke(build)`` on a worker thread while the
   main event loop holds one ``bus.wait(run_id, node)`` per node; the clock stops when the last waiter returns;
+* ``produceronly-memory`` / ``produceronly-redis`` — ``Producer(url).invoke(build)`` alone, no waiter: the
+  producer's own cost in CPU and peak RSS over (a);
 * ``pernode-dbtrunner`` / ``pernode-subprocess`` (c) — one dbt invocation per node in dependency order
   (``dbt seed|run|test --select <node>``), through ``dbtRunner`` in one process or the ``dbt`` CLI, on a
   stratified sample (the seed, evenly spaced models and their tests) extrapolated to every node.
 
-    python -m bench.end_to_end [--quick]
+Every figure is wall AND CPU time (user + system of the measured process, every thread, and its waited-for
+children: ``getrusage`` deltas around the measured section); redis-server's own CPU is not included. Peak
+RSS is the measured section's: the high-water mark is reset (Linux ``clear_refs``) just before dbt starts.
+
+    python -m bench.end_to_end [--quick] [--large]     # --large adds the 1,000-model point
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ if __package__ in (None, ""):
 from bench._common import (
     DBT,
     PY,
+    Clock,
     Options,
     child_json,
     children_peak_rss,
@@ -40,18 +48,36 @@ from bench._common import (
     log,
     machine,
     ratio,
+    reset_peak_rss,
     run_child,
     self_peak_rss,
     spread,
-    standalone_main,
+    vm_rss,
+    write_json,
 )
 
 NAME = "end_to_end"
 BASELINE = "bare"
 PRODUCERS = ("producer-memory", "producer-redis")
+PRODUCER_ONLY = ("produceronly-memory", "produceronly-redis")
 PERNODE = ("pernode-dbtrunner", "pernode-subprocess")
-VARIANTS = (BASELINE, *PRODUCERS, *PERNODE)
+CORE = (BASELINE, *PRODUCERS, *PRODUCER_ONLY)
+VARIANTS = (*CORE, *PERNODE)
 THREADS = 4
+
+
+@dataclass(frozen=True)
+class Size:
+    models: int
+    repetitions: int  # of the core variants (bare, producers), alternated
+    pernode_repetitions: int = 0  # of the per-node variants (c); 0: not measured at this size
+    sampled_models: int = 10
+
+
+#: The default series (``nox -s bench``: ~12 min of it); ``--large`` adds 1,000 models; ``--quick`` is a smoke.
+SIZES = (Size(50, 5, 2), Size(200, 3, 1))
+LARGE = Size(1000, 3, 0)
+QUICK = (Size(20, 3, 1, 3),)
 
 
 # ------------------------------------------------------------------------------------------ children
@@ -64,12 +90,34 @@ def _dbt_args(project: str) -> list[str]:
 def child_bare(project: str) -> dict[str, Any]:
     from dbt.cli.main import dbtRunner  # imported before the clock starts
 
-    start = time.perf_counter()
+    reset_peak_rss()  # as the producer does: both peaks are of the build alone
+    clock = Clock()
     res = dbtRunner().invoke(["build", *_dbt_args(project)])
-    wall = time.perf_counter() - start
+    out = clock.read()
     if res.exception is not None or not res.success:
         raise SystemExit(f"bare build failed: {res.exception}")
-    return {"wall": wall, "nodes": len(res.result.results)}
+    return {**out, "nodes": len(res.result.results)}
+
+
+def child_producer_only(project: str, url: str) -> dict[str, Any]:
+    from dbt.cli.main import dbtRunner  # noqa: F401 - imported before the clock starts
+
+    before_imports = vm_rss() or 0
+    from dbtbus.producer import Producer
+
+    if url.startswith("redis"):
+        import redis.asyncio  # noqa: F401 - imported before the clock starts
+
+        import dbtbus.backends.redis  # noqa: F401 - the backend module the bus imports when it connects
+    imports_rss = (vm_rss() or 0) - before_imports  # what a bare build does not load: dbtbus, anyio, redis-py
+    run_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    clock = Clock()
+    result = Producer(url, run_id=run_id).invoke(["build", *_dbt_args(project)])  # resets the peak itself
+    out = clock.read()
+    if result.crashed or not result.success:
+        raise SystemExit(f"producer run failed: {result.error}")
+    return {**out, "peak_rss_producer": result.peak_rss, "peak_rss_scope": result.peak_rss_scope,
+            "imports_rss": imports_rss}
 
 
 def child_producer(project: str, url: str, nodes: list[str]) -> dict[str, Any]:
@@ -102,11 +150,13 @@ def child_producer(project: str, url: str, nodes: list[str]) -> dict[str, Any]:
                 if result.crashed or not result.success:
                     raise SystemExit(f"producer run failed: {result.error}")
 
-            start = time.perf_counter()
+            clock = Clock()
+            start = clock.wall0
             async with anyio.create_task_group() as tg:
                 for uid in nodes:
                     tg.start_soon(waiter, uid)
                 tg.start_soon(produce)
+            out.update(clock.read())  # CPU up to the last waiter's return (the task group has just exited)
             out["wall"] = max(returned) - start
             out["producer_returned"] = producer_done[0] - start
             out["waiters"] = len(returned)
@@ -122,22 +172,26 @@ def child_pernode(kind: str, project: str, sample: list[list[str]]) -> dict[str,
         from dbt.cli.main import dbtRunner  # imported before the clock starts
     run_results = Path(project) / "target" / "run_results.json"
     walls: list[float] = []
+    cpus: list[float] = []
+    reset_peak_rss()
     for uid, command, selector in sample:
         args = [command, "--select", selector, *_dbt_args(project)]
-        start = time.perf_counter()
+        clock = Clock()
         if kind == "pernode-dbtrunner":
             res = dbtRunner().invoke(args)
             ok = res.exception is None and bool(res.success)
         else:
             proc = subprocess.run([DBT, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             ok = proc.returncode == 0
-        walls.append(time.perf_counter() - start)
+        took = clock.read()
+        walls.append(took["wall"])
+        cpus.append(took["cpu"])
         done = json.loads(run_results.read_text())["results"]
         if not ok or [r["unique_id"] for r in done] != [uid]:
             ran = [r["unique_id"] for r in done]
             raise SystemExit(f"{kind}: {' '.join(args[:3])} did not run exactly {uid}: {ran}")
     peak = children_peak_rss() if kind == "pernode-subprocess" else self_peak_rss()
-    return {"walls": walls, "peak_rss_dbt": peak}
+    return {"walls": walls, "cpus": cpus, "peak_rss_dbt": peak}
 
 
 def child_main(argv: list[str]) -> None:
@@ -152,6 +206,8 @@ def child_main(argv: list[str]) -> None:
         out = child_bare(opts.project)
     elif opts.child in PRODUCERS:
         out = child_producer(opts.project, opts.url, data["nodes"])
+    elif opts.child in PRODUCER_ONLY:
+        out = child_producer_only(opts.project, opts.url)
     elif opts.child in PERNODE:
         out = child_pernode(opts.child, opts.project, data["sample"])
     else:
@@ -196,14 +252,14 @@ def stratified_sample(project: Any, models: int) -> list[str]:
     return [uid for uid in topological(project) if uid in chosen]
 
 
-def extrapolate(sample: list[str], walls: list[float], counts: dict[str, int]) -> dict[str, Any]:
-    """Σ over resource types of (mean wall of that type in the sample) × (number of nodes of that type)."""
+def extrapolate(sample: list[str], values: list[float], counts: dict[str, int]) -> dict[str, Any]:
+    """Σ over resource types of (mean of that type in the sample) × (number of nodes of that type)."""
     by_type: dict[str, list[float]] = {}
-    for uid, wall in zip(sample, walls, strict=True):
-        by_type.setdefault(resource_of(uid), []).append(wall)
+    for uid, value in zip(sample, values, strict=True):
+        by_type.setdefault(resource_of(uid), []).append(value)
     means = {kind: statistics.fmean(v) for kind, v in by_type.items()}
     total = sum(means[kind] * count for kind, count in counts.items())
-    return {"estimate": total, "mean_per_type": means, "sampled_wall": sum(walls), "sampled_nodes": len(walls)}
+    return {"estimate": total, "mean_per_type": means, "sampled": sum(values), "sampled_nodes": len(values)}
 
 
 def _run_variant(variant: str, project: Path, url: str, nodes_file: Path) -> dict[str, Any]:
@@ -212,6 +268,7 @@ def _run_variant(variant: str, project: Path, url: str, nodes_file: Path) -> dic
     child = run_child(cmd, timeout=3600)
     data = child_json(child, f"end_to_end {variant}")
     data["process_wall"] = child.wall
+    data["process_cpu"] = child.cpu  # the whole child: interpreter start, imports, teardown included
     return data
 
 
@@ -227,23 +284,110 @@ def peak_rss(run: dict[str, Any]) -> int:
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for variant, rs in runs.items():
+        if not rs:
+            continue
         summary[variant] = {
             "wall": spread([r["wall"] for r in rs]),
+            "cpu": spread([r["cpu"] for r in rs]),
             "peak_rss": spread([peak_rss(r) for r in rs]),
         }
         if variant in PERNODE:
-            summary[variant]["sampled_wall"] = spread([r["sampled_wall"] for r in rs])
             summary[variant]["mean_per_type"] = {
                 k: statistics.median(r["mean_per_type"][k] for r in rs) for k in rs[0]["mean_per_type"]
             }
     return summary
 
 
-def run(opts: Options) -> dict[str, Any]:
-    from dbtbus._testing.projects import generate_project
-    from dbtbus._testing.redis_server import RedisServer
+def _ratios(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any], key: str) -> dict[str, Any]:
+    base = summary[BASELINE][key]
+    out: dict[str, Any] = {}
+    for v in runs:
+        if v == BASELINE or not runs[v]:
+            continue
+        per = [ratio(a[key], b[key]) for a, b in zip(runs[v], runs[BASELINE], strict=False)]  # paired
+        out[f"{v}/{BASELINE}"] = {
+            "of_medians": ratio(summary[v][key]["median"], base["median"]),
+            "of_mins": ratio(summary[v][key]["min"], base["min"]),
+            "per_repetition": per,
+        }
+    return out
 
-    sizes = [(20, 1, 3)] if opts.quick else [(50, 3, 10), (200, 2, 10)]  # (models, repetitions, sampled models)
+
+def _overhead(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Peak RSS of each producer variant over the bare build's (medians), bytes.
+
+    For the producer alone, ``imports_rss`` is what importing dbtbus's producer (and redis-py) adds before the
+    run — a one-off cost of any process that uses the library — and ``run_over_bare`` the rest: the
+    invocation's own memory (publisher thread, records, buffers) over a bare build's.
+    """
+    base = summary[BASELINE]["peak_rss"]["median"]
+    out: dict[str, Any] = {}
+    for v in (*PRODUCERS, *PRODUCER_ONLY):
+        if v not in summary:
+            continue
+        over = summary[v]["peak_rss"]["median"] - base
+        out[v] = {"peak_rss_over_bare": over,
+                  "peak_rss_over_bare_min": summary[v]["peak_rss"]["min"] - summary[BASELINE]["peak_rss"]["min"]}
+        imports = [r["imports_rss"] for r in runs[v] if "imports_rss" in r]
+        if imports:
+            out[v]["imports_rss"] = statistics.median(imports)
+            out[v]["run_over_bare"] = over - statistics.median(imports)
+    return out
+
+
+def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
+    from dbtbus.testing.projects import generate_project
+
+    project = generate_project(tmp / f"p{size.models}", models=size.models, tests_per_model=1, threads=THREADS)
+    counts: dict[str, int] = {}
+    for uid in project.nodes:
+        counts[resource_of(uid)] = counts.get(resource_of(uid), 0) + 1
+    sample = stratified_sample(project, size.sampled_models)
+    nodes_file = tmp / f"p{size.models}.json"
+    nodes_file.write_text(json.dumps({"nodes": list(project.nodes), "sample": [command_for(u) for u in sample]}))
+    log(f"end_to_end: {size.models} models ({len(project.nodes)} nodes), warm-up build")
+    _run_variant(BASELINE, project.path, redis_url, nodes_file)  # partial parse, DuckDB file, OS caches
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    loads: list[float] = []
+    for rep in range(max(size.repetitions, size.pernode_repetitions)):
+        variants = [v for v in CORE if rep < size.repetitions]
+        variants += [v for v in PERNODE if rep < size.pernode_repetitions]
+        order = variants if rep % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            loads.append(os.getloadavg()[0])
+            url = redis_url if variant.endswith("-redis") else "memory://bench-e2e"
+            data = _run_variant(variant, project.path, url, nodes_file)
+            if variant in PERNODE:
+                walls = extrapolate(sample, data["walls"], counts)
+                data.update(walls)
+                data["wall"] = walls["estimate"]
+                data["cpu"] = extrapolate(sample, data["cpus"], counts)["estimate"]
+            runs[variant].append(data)
+            log(f"  {size.models} models rep {rep + 1} {variant:>20}: wall {data['wall']:8.2f} s, "
+                f"CPU {data['cpu']:8.2f} s, peak RSS {peak_rss(data) / 2**20:.1f} MiB")
+    summary = summarise(runs)
+    return {
+        "models": size.models,
+        "nodes": len(project.nodes),
+        "counts": counts,
+        "repetitions": size.repetitions,
+        "pernode_repetitions": size.pernode_repetitions,
+        "sample": sample,
+        "summary": summary,
+        "ratios": _ratios(runs, summary, "wall"),
+        "cpu_ratios": _ratios(runs, summary, "cpu"),
+        "overhead": _overhead(summary, runs),
+        "load_average": spread(loads),
+        "runs": runs,
+    }
+
+
+def run(opts: Options) -> dict[str, Any]:
+    from dbtbus.testing.redis_server import RedisServer
+
+    sizes = list(QUICK if opts.quick else SIZES)
+    if opts.extra.get("large"):
+        sizes.append(LARGE)
     sizes = opts.extra.get("e2e_sizes", sizes)
     server = None
     url = opts.redis_url
@@ -253,52 +397,8 @@ def run(opts: Options) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-e2e-"))
     projects: list[dict[str, Any]] = []
     try:
-        for models, repeat, sampled in sizes:
-            project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=THREADS)
-            counts: dict[str, int] = {}
-            for uid in project.nodes:
-                counts[resource_of(uid)] = counts.get(resource_of(uid), 0) + 1
-            sample = stratified_sample(project, sampled)
-            nodes_file = tmp / f"p{models}.json"
-            nodes_file.write_text(
-                json.dumps({"nodes": list(project.nodes), "sample": [command_for(u) for u in sample]})
-            )
-            log(f"end_to_end: {models} models ({len(project.nodes)} nodes), warm-up build")
-            _run_variant(BASELINE, project.path, url, nodes_file)  # partial parse, DuckDB file, OS caches
-            runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-            for rep in range(repeat):
-                order = VARIANTS if rep % 2 == 0 else tuple(reversed(VARIANTS))
-                for variant in order:
-                    data = _run_variant(variant, project.path, url if variant == "producer-redis" else
-                                        "memory://bench-e2e", nodes_file)
-                    if variant in PERNODE:
-                        data.update(extrapolate(sample, data["walls"], counts))
-                        data["wall"] = data["estimate"]
-                    runs[variant].append(data)
-                    log(f"  {models} models rep {rep + 1}/{repeat} {variant:>20}: {data['wall']:8.2f} s "
-                        f"(peak RSS {peak_rss(data) / 2**20:.0f} MiB)")
-            summary = summarise(runs)
-            base = summary[BASELINE]["wall"]
-            ratios = {
-                f"{v}/{BASELINE}": {
-                    "of_medians": ratio(summary[v]["wall"]["median"], base["median"]),
-                    "of_mins": ratio(summary[v]["wall"]["min"], base["min"]),
-                    "per_repetition": [
-                        ratio(a["wall"], b["wall"]) for a, b in zip(runs[v], runs[BASELINE], strict=True)
-                    ],
-                }
-                for v in VARIANTS if v != BASELINE
-            }
-            projects.append({
-                "models": models,
-                "nodes": len(project.nodes),
-                "counts": counts,
-                "repetitions": repeat,
-                "sample": sample,
-                "summary": summary,
-                "ratios": ratios,
-                "runs": runs,
-            })
+        for size in sizes:
+            projects.append(measure_size(size, tmp, url))
     finally:
         if server is not None:
             server.close()
@@ -306,6 +406,7 @@ def run(opts: Options) -> dict[str, Any]:
         "name": NAME,
         "machine": machine(),
         "quick": opts.quick,
+        "large": bool(opts.extra.get("large")),
         "threads": THREADS,
         "tests_per_model": 1,
         "projects": projects,
@@ -317,7 +418,15 @@ def main(argv: list[str] | None = None) -> None:
     if "--child" in argv:
         child_main(argv)
         return
-    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--large", action="store_true", help="add the 1,000-model point (a build takes minutes)")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    opts = Options(quick=args.quick, extra={"large": args.large})
+    if args.results_dir:
+        opts.results_dir = args.results_dir
+    print(write_json(opts.results_dir, NAME, run(opts)))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     lines = []
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-"))

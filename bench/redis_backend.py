@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dbtbus  # noqa: E402
-from dbtbus._testing.redis_server import RedisServer, redis_url_from_env  # noqa: E402
 from dbtbus.backends.base import Append  # noqa: E402
 from dbtbus.events import NodeResult, NodeStatus, ProducerInfo, RunStarted, encode  # noqa: E402
+from dbtbus.testing.redis_server import RedisServer, redis_url_from_env  # noqa: E402
 
 SECTION = "## Redis backend"
 KB2 = 2048

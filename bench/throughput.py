@@ -26,7 +26,7 @@ RUNS = 3
 
 def run(opts: Options) -> dict[str, Any]:
     from bench.redis_backend import bench_throughput
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     one_by_one, batched = (2000, 20_000) if opts.quick else (10_000, 100_000)
     server = None

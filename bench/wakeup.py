@@ -61,7 +61,7 @@ async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     server = None
     url = opts.redis_url

@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "DbtBusError": "._exceptions",
     "DecodeError": "._exceptions",
     "InvalidCursor": "._exceptions",
+    "MemrayUnavailable": "._exceptions",
     "NodeFailed": "._exceptions",
     "NodeNotInRun": "._exceptions",
     "NodeNotRun": "._exceptions",

@@ -4,7 +4,8 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
 
     DbtBusError
     ├── ConfigurationError (ValueError)      a URL, option or argument dbtbus cannot work with
-    │   └── UnknownBackend                    no backend registered for the URL's scheme
+    │   ├── UnknownBackend                    no backend registered for the URL's scheme
+    │   └── MemrayUnavailable                 a memray profile was asked for and cannot be taken
     ├── DecodeError (ValueError)              bytes that are not a record this version understands
     ├── BackendError                          the storage failed
     │   ├── BackendUnavailable                transient: unreachable, timed out (retried)
@@ -48,6 +49,7 @@ __all__ = [
     "DbtBusError",
     "DecodeError",
     "InvalidCursor",
+    "MemrayUnavailable",
     "NodeFailed",
     "NodeNotInRun",
     "NodeNotRun",
@@ -70,6 +72,10 @@ class DbtBusError(Exception):
 
 class ConfigurationError(DbtBusError, ValueError):
     """A URL, option or argument that dbtbus cannot work with."""
+
+
+class MemrayUnavailable(ConfigurationError):
+    """A memray profile was asked for but cannot be taken (memray missing, no Python dbt, output exists)."""
 
 
 class UnknownBackend(ConfigurationError):

@@ -223,6 +223,9 @@ class RunFinished:
     error: str | None = None
     #: The attempt that ended (``None`` in records of producers before 0.2: the current one).
     attempt: int | None = None
+    #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
+    #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).
+    peak_rss_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +240,9 @@ class RunCrashed:
     exit_code: int | None = None
     #: The attempt that crashed (``None`` in records of producers before 0.2: the current one).
     attempt: int | None = None
+    #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
+    #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).
+    peak_rss_scope: str | None = None
 
 
 Record = RunStarted | NodeStarted | NodeResult | Heartbeat | RunFinished | RunCrashed
@@ -337,6 +343,7 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "finished_at": _ts(record.finished_at),
             "error": record.error,
             "attempt": record.attempt,
+            "peak_rss_scope": record.peak_rss_scope,
         }
     if isinstance(record, RunCrashed):
         return {
@@ -349,6 +356,7 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "finished_at": _ts(record.finished_at),
             "exit_code": record.exit_code,
             "attempt": record.attempt,
+            "peak_rss_scope": record.peak_rss_scope,
         }
     raise TypeError(f"not a dbtbus record: {type(record).__name__}")
 
@@ -381,9 +389,12 @@ def encode(record: Record) -> bytes:
     """
     obj = _to_dict(record)
     try:
-        return orjson.dumps(obj)
+        data = orjson.dumps(obj)
     except TypeError:
-        return orjson.dumps(_json_safe(obj))
+        data = orjson.dumps(_json_safe(obj))
+    # orjson hands back its whole write buffer (~8 KiB whatever the length): a copy of the exact size is
+    # ~20x smaller, which is what a log of thousands of records kept in memory (memory://) costs.
+    return bytes(memoryview(data))
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -618,6 +629,7 @@ def _run_finished(f: _Fields) -> RunFinished:
         finished_at=f.dt("finished_at") or utcnow(),
         error=f.opt_str("error"),
         attempt=f.opt_int("attempt"),
+        peak_rss_scope=f.opt_str("peak_rss_scope"),
     )
 
 
@@ -630,6 +642,7 @@ def _run_crashed(f: _Fields) -> RunCrashed:
         finished_at=f.dt("finished_at") or utcnow(),
         exit_code=f.opt_int("exit_code"),
         attempt=f.opt_int("attempt"),
+        peak_rss_scope=f.opt_str("peak_rss_scope"),
     )
 
 

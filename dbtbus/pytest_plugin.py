@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._testing.fake_runs import EventFactory, FakeRun, LogReplayer
+from .testing.fake_runs import EventFactory, FakeRun, LogReplayer
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -189,7 +189,7 @@ def _dbtbus_redis_session(request: pytest.FixtureRequest) -> Iterator[str]:
     if reason is not None:
         pytest.skip(reason)
     try:
-        from ._testing.redis_server import RedisServer, find_redis_server, redis_url_from_env
+        from .testing.redis_server import RedisServer, find_redis_server, redis_url_from_env
     except ImportError as exc:  # pragma: no cover - shipped together
         pytest.skip(f"dbtbus_redis_bus: cannot use the redis-server helper ({exc})")
     url = request.config.getoption("--dbtbus-redis-url") or redis_url_from_env()

@@ -98,7 +98,7 @@ def _fabricate(url: str, run_id: str) -> None:
     """Publish a small run (a, b <- a, c, d <- c with c failing) as a producer would, slowly."""
     import anyio
 
-    from dbtbus._testing.fake_runs import EventFactory
+    from dbtbus.testing import EventFactory
 
     async def main() -> None:
         run = await EventFactory(url).run(

@@ -71,3 +71,53 @@ def test_quick_footprint_and_wakeup(tmp_path: Path) -> None:
     assert page.startswith("# Benchmarks")
     assert "## Goals" in page and "## Wake-up latency" in page and "## Memory per waiting consumer" in page
     assert "AMD" in page or "CPU" in page
+
+
+def test_quick_scale_and_page(tmp_path: Path) -> None:
+    """``--only scale``: the bus at 50/200/1,000 models on memory and Redis, then the page (and its plot)."""
+    results, docs = tmp_path / "results", tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Redis backend\n\nwritten by bench/redis_backend.py\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "scale", "--results-dir", str(results),
+         "--docs", str(docs)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    scale = json.loads((results / "scale.json").read_text())
+    assert [s["models"] for s in scale["sizes"]] == [50, 200, 1000]
+    for size in scale["sizes"]:
+        assert size["nodes"] == 2 * size["models"] + 1
+        assert set(size["backends"]) == {"memory", "redis"}
+        for backend, data in size["backends"].items():
+            for mode in ("one_by_one", "batched"):
+                assert _finite_positive(data["throughput"][mode]["records_per_s"]["median"]), (backend, mode)
+            for when in ("early", "late"):
+                w = data[when]
+                assert _finite_positive(w["register_wall"]["median"]) and _finite_positive(w["register_cpu"]["median"])
+                # one reader per run: the log is read about once, whatever the number of waiters (the last
+                # waiters may return before the reader gets to RunFinished)
+                assert w["log_length"] - 1 <= w["records_read"]["median"] <= 2 * w["log_length"], (backend, when, w)
+                assert w["records_read_per_waiter"]["median"] < 1
+    page = docs.read_text()
+    assert "## The bus at project scale" in page and "10,000 waiters registered on Redis" in page
+    assert "## Redis backend\n\nwritten by bench/redis_backend.py" in page  # another script's section survives
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "benchmarks-scale.svg" not in page
+    else:
+        assert (tmp_path / "benchmarks-scale.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_goals_judge_cpu_when_wall_is_within_noise() -> None:
+    from bench.render import _cpu_judged
+
+    def miss(m: float, g: float) -> str:
+        return "missed"
+
+    assert _cpu_judged(1.05, 1.01, 0.95, 1.10, 1.03, miss) == "yes (on CPU: wall within noise)"
+    assert _cpu_judged(1.05, 1.04, 0.95, 1.10, 1.03, miss) == "**no** — missed (on CPU: wall within noise)"
+    assert _cpu_judged(1.20, 1.01, 1.10, 1.30, 1.03, miss) == "**no** — missed (on wall)"
+    assert _cpu_judged(1.20, 1.01, 1.10, 1.30, 1.03, miss, loaded=True) == "yes (on CPU: taken under load)"
+    assert _cpu_judged(1.00, 1.20, 0.98, 1.02, 1.03, miss) == "yes (on wall)"

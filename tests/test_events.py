@@ -96,8 +96,10 @@ def test_every_dbt_status_is_covered() -> None:
             elapsed=9.5,
             peak_rss=10,
             finished_at=T0,
+            peak_rss_scope="invocation",
         ),
-        RunCrashed(run_id="run-1", error="KeyboardInterrupt", elapsed=1.0, finished_at=T0, exit_code=-9),
+        RunCrashed(run_id="run-1", error="KeyboardInterrupt", elapsed=1.0, finished_at=T0, exit_code=-9,
+                   peak_rss_scope="process"),
     ],
     ids=lambda r: type(r).__name__,
 )

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from dbtbus._testing.fake_runs import EventFactory
+from dbtbus.testing.fake_runs import EventFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -23,7 +23,7 @@ PUBLIC = {
     "RunCrashed", "RunFinished", "RunStarted",
     # errors
     "AuthenticationFailed", "BackendError", "BackendRejected", "BackendUnavailable", "ConfigurationError",
-    "DbtBusError", "DecodeError", "InvalidCursor", "NodeFailed", "NodeNotInRun", "NodeNotRun",
+    "DbtBusError", "DecodeError", "InvalidCursor", "MemrayUnavailable", "NodeFailed", "NodeNotInRun", "NodeNotRun",
     "PermissionDenied", "ProducerLost", "RecordTooLarge", "RunClaimed", "RunError", "RunLost",
     "UnknownBackend", "UpstreamFailed", "WaitError", "WaitTimeout",
 }  # fmt: skip

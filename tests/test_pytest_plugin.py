@@ -24,7 +24,7 @@ asyncio_default_fixture_loop_scope = function
 
 def _docs_block(marker: str) -> str:
     text = DOCS.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- {re.escape(marker)} [^>]*-->\s*```python\n(.*?)```", text, re.S)
+    match = re.search(rf"<!-- {re.escape(marker)} [^>]*-->\s*(?:<!--[^>]*-->\s*)*```python\n(.*?)```", text, re.S)
     assert match is not None, f"no python block after <!-- {marker} ... --> in docs/testing.md"
     return match.group(1)
 
@@ -250,7 +250,7 @@ def test_redis_fixture_with_an_explicit_url(pytester: pytest.Pytester, dbtbus_re
 
 @pytest.mark.redis
 def test_redis_fixture_starts_a_throwaway_server(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbtbus._testing.redis_server import find_redis_server
+    from dbtbus.testing.redis_server import find_redis_server
 
     if find_redis_server() is None:
         pytest.skip("no redis-server on PATH")

@@ -7,6 +7,7 @@ A fenced block is run according to its language, in a scratch directory holding 
 * ``python`` — as a script; the blocks of one page run in order, so a later block sees an earlier one's run;
 * ``bash`` / ``sh`` — with ``bash -euo pipefail``;
 * preceded by ``<!-- pytest -->`` — as a test module, with pytest;
+* preceded by ``<!-- dbtbus:example-test... (why) -->`` — run by tests/test_pytest_plugin.py, not twice;
 * preceded by ``<!-- fragment: why -->`` — not run (it installs, configures Airflow, uses top-level
   ``await``...); a Python fragment must still compile;
 * no language or ``text`` — an output sample, not code.
@@ -30,7 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
-MARK = re.compile(r"<!--\s*(?P<kind>fragment|pytest)\b(?P<why>[^>]*)-->\s*$")
+MARK = re.compile(r"<!--\s*(?P<kind>fragment|pytest|dbtbus:example-test[\w-]*)\b(?P<why>[^>]*)-->\s*$")
 RUNNABLE = {"python", "bash", "sh"}
 OUTPUT = {"", "text", "console-output"}
 
@@ -61,7 +62,8 @@ def blocks(page: Path) -> list[Block]:
                 line=text.count("\n", 0, match.start()) + 1,
                 lang=match.group("lang").lower(),
                 body=match.group("body"),
-                mark=mark.group("kind") if mark else "",
+                # tests/test_pytest_plugin.py runs the blocks it marks itself: not run twice.
+                mark=("fragment" if mark.group("kind").startswith("dbtbus:") else mark.group("kind")) if mark else "",
                 why=mark.group("why").strip(" :") if mark else "",
             )
         )
@@ -93,8 +95,8 @@ def test_unmarked_blocks_are_runnable_or_output(block: Block) -> None:
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A scratch root with examples/shop, a throw-away redis-server, and the environment the blocks run in."""
-    from dbtbus._testing.projects import copy_shop
-    from dbtbus._testing.redis_server import RedisServer, find_redis_server
+    from dbtbus.testing.projects import copy_shop
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
     if find_redis_server() is None:
         if os.environ.get("CI"):

@@ -1,4 +1,4 @@
-"""Tests for the synthetic dbt project generator in ``dbtbus._testing.projects``."""
+"""Tests for the synthetic dbt project generator in ``dbtbus.testing.projects``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dbtbus._testing.projects import GeneratedProject, generate_project
+from dbtbus.testing.projects import GeneratedProject, generate_project
 
 
 def _file_tree(root: Path) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import sniffio
 
 from .._exceptions import ConfigurationError, InvalidCursor, RunClaimed
 from .._wakeup import capture_scheduler
@@ -265,6 +266,8 @@ class MemoryBackend(Backend):
         if entries or timeout == 0:
             await anyio.lowlevel.checkpoint()
             return entries
+        if sniffio.current_async_library() == "asyncio":
+            return await self._read_asyncio(run_id, start, limit, timeout)
         event = anyio.Event()
         schedule = capture_scheduler()
 
@@ -276,6 +279,35 @@ class MemoryBackend(Backend):
                 with anyio.move_on_after(timeout):
                     await event.wait()
             finally:
+                self.store.unregister_waker(run_id, wake)
+        return self.store.read_now(run_id, start, limit)
+
+    async def _read_asyncio(self, run_id: str, start: int, limit: int, timeout: float | None) -> list[Entry]:
+        """A blocking read on asyncio: one future and one timer handle — no cancel scope, no anyio.Event, the
+        two costs of every wake-up of a run's reader."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        thread = threading.get_ident()
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake() -> None:
+            if threading.get_ident() == thread:
+                done()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(done)
+
+        if self.store.register_waker(run_id, start, wake):
+            expiry = None if timeout is None or timeout == float("inf") else loop.call_later(timeout, done)
+            try:
+                await future  # a cancellation (the reader's read scope) lands here
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
                 self.store.unregister_waker(run_id, wake)
         return self.store.read_now(run_id, start, limit)
 

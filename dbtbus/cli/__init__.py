@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dbt-output", action="store_true", help="also show dbt's own log lines")
     run.add_argument(
+        "--memray", metavar="FILE", default=None,
+        help="profile dbt's memory with memray into FILE (memray must be installed; FILE must not exist)",
+    )
+    run.add_argument(
         "dbt_args", nargs=argparse.REMAINDER, metavar="-- DBT_ARGS", help="the dbt command and its arguments"
     )
 

@@ -118,6 +118,11 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
         from ..producer import Producer
     except ImportError as exc:
         raise _UsageError(f"the producer is not available ({exc}); pip install 'dbtbus[dbt]'") from None
+    memray_output = getattr(args, "memray", None)
+    if memray_output is not None:  # refuse before the run exists, not as a crashed run
+        from ..producer._memray import require_in_process
+
+        require_in_process(memray_output)
 
     async def main() -> int:
         async with connect(url) as bus:
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
             sys.stderr.write(f"dbtbus: run id {run_id} on {_redact(url)}\n")
             sys.stderr.flush()
             progress = make_progress(run_id, args.progress)
-            producer = Producer(bus, run_id=run_id, attempt=attempt)
+            producer = Producer(bus, run_id=run_id, attempt=attempt, memray_output=memray_output)
             seen_end = anyio.Event()
 
             async def follow() -> None:
@@ -422,12 +427,17 @@ def publish_log(args: argparse.Namespace, bus_url: BusUrl) -> int:
     if args.manifest is not None and not os.path.isfile(args.manifest):
         raise _UsageError(f"no such manifest: {args.manifest}")
     if args.log == "-":
-        publish(sys.stdin.buffer, url, run_id=args.run_id, graph=args.manifest)
+        result = publish(sys.stdin.buffer, url, run_id=args.run_id, graph=args.manifest)
     else:
         if not os.path.isfile(args.log):
             raise _UsageError(f"no such log file: {args.log}")
         with open(args.log, "rb") as lines:
-            publish(lines, url, run_id=args.run_id, graph=args.manifest)
+            result = publish(lines, url, run_id=args.run_id, graph=args.manifest)
+    if getattr(result, "crashed", False):
+        # No dbt events at all, or a log that stops before dbt completed: the run ends crashed on the bus, and
+        # the command says so instead of claiming a replay.
+        sys.stderr.write(f"dbtbus: error: run {args.run_id}: {getattr(result, 'error', None) or 'crashed'}\n")
+        return EXIT_FAILED
     sys.stderr.write(f"dbtbus: published run {args.run_id} to {_redact(url)}\n")
     return EXIT_OK
 

@@ -58,6 +58,8 @@ class Progress:
         self.stream = stream if stream is not None else sys.stdout
         self.quiet = quiet
         self.began = time.monotonic()
+        #: Attempts already announced: the producer's second RunStarted of an attempt only brings its graph.
+        self._announced: set[int] = set()
         self.peak_rss: int | None = None
 
     # ------------------------------------------------------------------------------------------ numbers
@@ -112,6 +114,12 @@ class Progress:
     def line(self, record: Record) -> str | None:
         if isinstance(record, RunStarted):
             total = self.total
+            if record.attempt in self._announced:
+                return f"run {record.run_id} planned: {total} nodes" if record.graph is not None else None
+            self._announced.add(record.attempt)
+            if record.graph is None:  # announced before dbt planned it: the plan follows
+                retry = f" (attempt {record.attempt})" if record.attempt > 1 else ""
+                return f"run {record.run_id} started{retry}: dbt {' '.join(record.args) or record.command}"
             nodes = f"{total} nodes" if total is not None else "graph unknown"
             command = " ".join(record.args) or record.command
             where = f" on {record.producer.host}" if record.producer.host else ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from .._bus import Bus
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import NodeResult
-from . import _rss
+from . import _memray, _rss
 from ._callback import Item, make_callback
 from ._dbt_hook import (
     EXIT_ERROR,
@@ -80,6 +79,9 @@ class ProducerResult:
     oversized: int = 0
     truncated: int = 0
     rejected: BaseException | None = None
+    #: ``"invocation"``: ``peak_rss`` is this run's own peak; ``"process"``: the host process's lifetime peak
+    #: (in process where the kernel cannot reset the high-water mark).
+    peak_rss_scope: str | None = None
 
 
 @contextlib.contextmanager
@@ -101,21 +103,6 @@ def _sigterm_as_crash() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _memray(path: str | os.PathLike[str] | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    try:
-        memray = importlib.import_module("memray")
-    except ImportError:
-        logger.warning("dbtbus: memray_output=%s ignored: memray is not installed", path)
-        yield
-        return
-    with memray.Tracker(os.fspath(path)):
-        yield
 
 
 def _describe(exc: BaseException) -> str:
@@ -168,6 +155,14 @@ class Producer:
     happens. ``retention`` (seconds) expires the run's keys that long after it ends (default: kept).
     ``grace`` (in process): how long to wait, once dbt returned, for nodes still in flight to report (dbt
     returns from ``--fail-fast`` or an interrupt without joining its worker threads).
+    ``memray_output``: profile dbt with memray into this file — in this process for ``invoke``/``ainvoke``,
+    under ``memray run`` in dbt's own interpreter for ``invoke_subprocess`` (memray must be installed there).
+    A profile that cannot be taken raises ``MemrayUnavailable`` (a :class:`~dbtbus.ConfigurationError`) before
+    dbt starts.
+
+    ``ProducerResult.peak_rss`` (and the run's end record) is this invocation's peak RSS: in process the
+    kernel's high-water mark is reset when dbt starts (Linux), else it is the process's lifetime peak and
+    ``peak_rss_scope`` says ``"process"``; for a subprocess it is dbt's own.
     """
 
     def __init__(
@@ -250,16 +245,18 @@ class Producer:
         res: Any = None
         reraise: BaseException | None = None
         with _DBT_LOCK:
+            run_peak = _rss.start_run_peak()  # this invocation's peak, not the host process's lifetime one
             restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))))
             try:
-                with _sigterm_as_crash(), _memray(self.memray_output):
+                with _sigterm_as_crash(), _memray.tracking(self.memray_output):
                     res = dbtRunner(callbacks=[callback]).invoke(list(args))
             except BaseException as exc:  # SIGTERM/KeyboardInterrupt outside dbt's own try, or a producer bug
                 reraise = exc
             finally:
                 restore()
         elapsed = time.perf_counter() - started
-        peak = _rss.self_peak()
+        peak = run_peak.peak()
+        scope = run_peak.scope
         error: BaseException | None = reraise if reraise is not None else getattr(res, "exception", None)
         if error is not None and not isinstance(error, Exception):
             # KeyboardInterrupt, SystemExit, SIGTERM: dbt did not get to the end of the run.
@@ -267,11 +264,13 @@ class Producer:
             dbt_results = results_payload(res) if res is not None else None
             ending = Ending(
                 crashed=True, error=_describe(error), elapsed=elapsed, peak_rss=peak, exit_code=code,
-                dbt_results=dbt_results, grace=self.grace,
+                dbt_results=dbt_results, grace=self.grace, peak_rss_scope=scope,
             )
             return res, ending, error
         if reraise is not None:
-            ending = Ending(crashed=True, error=_describe(reraise), elapsed=elapsed, peak_rss=peak)
+            ending = Ending(
+                crashed=True, error=_describe(reraise), elapsed=elapsed, peak_rss=peak, peak_rss_scope=scope
+            )
             return res, ending, reraise
         success = bool(res.success)
         ending = Ending(
@@ -283,6 +282,7 @@ class Producer:
             peak_rss=peak,
             dbt_results=results_payload(res),
             grace=self.grace,
+            peak_rss_scope=scope,
         )
         return res, ending, None
 
@@ -308,6 +308,8 @@ class Producer:
         KeyboardInterrupt end the run as crashed, then propagate.
         """
         url = self._url()
+        if self.memray_output is not None:
+            _memray.require_in_process(self.memray_output)  # before anything is published
         publisher = self._publisher("dbtRunner", args, _rss.self_peak)
         publisher.start_thread(url)
         self._announced(publisher)
@@ -328,6 +330,8 @@ class Producer:
 
     async def ainvoke(self, args: Sequence[str]) -> ProducerResult:
         """Run dbt in this process on a worker thread; publish from a task of the calling event loop."""
+        if self.memray_output is not None:
+            _memray.require_in_process(self.memray_output)
         publisher = self._publisher("dbtRunner", args, _rss.self_peak)
         outcome: list[Any] = []
 
@@ -387,7 +391,10 @@ class Producer:
             raise DbtBusError("no dbt executable: pass dbt_executable=... or put dbt on PATH")
         python = _python_of(exe)
         tail = [*args, *log_args]
-        cmd = [python, "-c", _bootstrap_source(), *tail] if python else [exe, *tail]
+        if self.memray_output is not None:  # dbt's own interpreter runs under ``memray run``
+            cmd = _memray.memray_command(python, self.memray_output, _bootstrap_source(), tail)
+        else:
+            cmd = [python, "-c", _bootstrap_source(), *tail] if python else [exe, *tail]
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         url = self._url()
@@ -443,6 +450,8 @@ class Producer:
             )
         finally:
             assert ending is not None
+            if ending.peak_rss_scope is None:
+                ending.peak_rss_scope = _rss.INVOCATION  # the child's own high-water mark
             publisher.finish(ending)
             if not publisher.join(self.flush_timeout + 10):
                 logger.error("dbtbus: the publisher of run %r did not finish in time", self.run_id)
@@ -522,4 +531,5 @@ def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> P
         oversized=publisher.oversized,
         truncated=publisher.fitter.truncated,
         rejected=rejected,
+        peak_rss_scope=ending.peak_rss_scope,
     )

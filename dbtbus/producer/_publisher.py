@@ -74,6 +74,8 @@ class Ending:
     #: Seconds to wait for nodes still running when dbt returned (in process, ``--fail-fast`` returns without
     #: joining its worker threads: nodes in flight finish, and fire NodeFinished, a moment later).
     grace: float = 0.0
+    #: What ``peak_rss`` covers: "invocation" (this run's own peak) or "process" (the host's lifetime peak).
+    peak_rss_scope: str | None = None
 
 
 class Publisher:
@@ -477,6 +479,7 @@ class Publisher:
                 error=ending.error or "crashed",
                 elapsed=ending.elapsed,
                 peak_rss=ending.peak_rss,
+                peak_rss_scope=ending.peak_rss_scope,
                 exit_code=ending.exit_code,
                 attempt=normaliser.attempt,
             )
@@ -490,6 +493,7 @@ class Publisher:
             counts=normaliser.counts(),
             elapsed=ending.elapsed,
             peak_rss=ending.peak_rss,
+            peak_rss_scope=ending.peak_rss_scope,
             error=ending.error,
             attempt=normaliser.attempt,
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dbtbus._testing.projects import copy_shop
+from dbtbus.testing.projects import copy_shop
 
 HAVE_AIRFLOW = importlib.util.find_spec("airflow") is not None or os.environ.get("DBTBUS_REQUIRE_AIRFLOW") == "1"
 if not HAVE_AIRFLOW:
@@ -62,7 +62,7 @@ def airflow_db() -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    from dbtbus._testing.redis_server import RedisServer, find_redis_server, redis_url_from_env
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server, redis_url_from_env
 
     url = redis_url_from_env()
     if url is not None:

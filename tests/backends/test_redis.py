@@ -39,14 +39,14 @@ except ImportError:  # pragma: no cover - the test extra installs it
         raise
     pytest.skip("redis-py is not installed (pip install 'dbtbus[redis]')", allow_module_level=True)
 
-from dbtbus._testing.redis_server import (
+from dbtbus.backends.redis import ACL_COMMANDS, RedisBackend, acl_rule
+from dbtbus.testing.redis_server import (
     RedisClusterServers,
     RedisServer,
     find_redis_server,
     make_tls_files,
     redis_url_from_env,
 )
-from dbtbus.backends.redis import ACL_COMMANDS, RedisBackend, acl_rule
 
 pytestmark = pytest.mark.redis
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dbtbus._testing.fake_runs import EventFactory, FakeRun
-from dbtbus._testing.projects import copy_shop
+from dbtbus.testing.fake_runs import EventFactory, FakeRun
+from dbtbus.testing.projects import copy_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -89,7 +89,7 @@ def cli_subprocess() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture(scope="session")
 def private_redis_url() -> Iterator[str]:
     """A throw-away redis-server of our own: `runs`/`gc` must never see (or delete) anybody else's runs."""
-    from dbtbus._testing.redis_server import RedisServer, find_redis_server
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
     try:
         import redis  # noqa: F401

@@ -48,7 +48,7 @@ def test_report_and_export_of_an_unknown_run_are_one_line(
 
 
 def test_export_run_results(memory_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dbtbus._testing.fake_runs import EventFactory
+    from dbtbus.testing.fake_runs import EventFactory
 
     async def crashed() -> None:
         run = await EventFactory(memory_url).run("r1", graph=GRAPH)
@@ -88,8 +88,8 @@ def test_watch_once_json(memory_url: str, capsys: pytest.CaptureFixture[str]) ->
 
 def test_rich_view_lists_each_threads_node_and_for_how_long() -> None:
     pytest.importorskip("rich")
-    from dbtbus._testing.fake_runs import EventFactory
     from dbtbus.cli._progress import RichProgress, make_progress
+    from dbtbus.testing.fake_runs import EventFactory
 
     stream = io.StringIO()
     progress = make_progress("r1", "rich", stream)

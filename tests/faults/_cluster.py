@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from dbtbus._testing.redis_server import LOOPBACK, RedisServer, RedisServerError
+from dbtbus.testing.redis_server import LOOPBACK, RedisServer, RedisServerError
 
 
 class ReplicatedCluster:

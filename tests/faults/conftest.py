@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
         raise
     pytest.skip("redis-py is not installed", allow_module_level=True)
 
-from dbtbus._testing.redis_server import RedisServer, find_redis_server
+from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
 pytestmark = pytest.mark.redis
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import dbtbus
-from dbtbus._testing.redis_server import RedisServer, free_port
+from dbtbus.testing.redis_server import RedisServer, free_port
 
 from ._outcomes import waiters
 from .conftest import DBT, DBTBUS, SlowProject, run_id, slow_project

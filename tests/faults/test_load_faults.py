@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 import dbtbus
-from dbtbus._testing.redis_server import RedisServer
+from dbtbus.testing.redis_server import RedisServer
 
 from ._outcomes import waiters
 from .conftest import DBTBUS, run_id

@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 import dbtbus
-from dbtbus._testing.redis_server import RedisServer
 from dbtbus.backends.redis import acl_rule
+from dbtbus.testing.redis_server import RedisServer
 
 from ._outcomes import waiters
 from .conftest import DBTBUS, run_id, slow_project, start_producer

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import dbtbus
-from dbtbus._testing.redis_server import RedisServer
+from dbtbus.testing.redis_server import RedisServer
 
 from ._outcomes import census, log_records, until_started, waiters
 from .conftest import run_id, slow_project, start_producer

@@ -16,11 +16,11 @@ import redis.asyncio as aioredis
 
 import dbtbus
 from dbtbus._exceptions import RecordTooLarge
-from dbtbus._testing.fake_runs import EventFactory
-from dbtbus._testing.redis_server import RedisServer
 from dbtbus.backends.base import Append
 from dbtbus.backends.redis import RedisBackend
 from dbtbus.events import NodeResult, NodeStatus, encode
+from dbtbus.testing.fake_runs import EventFactory
+from dbtbus.testing.redis_server import RedisServer
 
 from ._cluster import ReplicatedCluster
 from ._outcomes import census, log_records, outcome_kind, until_started, waiters

@@ -9,11 +9,11 @@ import anyio
 import pytest
 
 import dbtbus
-from dbtbus._testing.fake_runs import EventFactory
-from dbtbus._testing.redis_server import RedisServer
 from dbtbus.backends.base import Append
 from dbtbus.backends.mock import MockBackend
 from dbtbus.events import encode
+from dbtbus.testing.fake_runs import EventFactory
+from dbtbus.testing.redis_server import RedisServer
 
 from ._outcomes import outcome_kind, until_started, waiters
 from .conftest import run_id, slow_project, start_producer

@@ -6,8 +6,8 @@ from pathlib import Path
 import anyio
 
 import dbtbus
-from dbtbus._testing.projects import copy_shop as copy_shop  # the test modules import it from here
 from dbtbus.events import NodeResult, NodeStarted, Record, RunStarted, decode
+from dbtbus.testing.projects import copy_shop as copy_shop  # the test modules import it from here
 
 #: The dbt console script of the interpreter running the tests (a venv's bin/ or Scripts/).
 DBT = str(Path(sys.executable).with_name("dbt"))

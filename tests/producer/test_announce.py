@@ -38,7 +38,7 @@ print(json.dumps(seen))
 
 
 def test_run_started_and_the_lease_precede_importing_dbt(tmp_path: Path) -> None:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp_path / "p", models=2, tests_per_model=0, threads=1)
     python = str(Path(DBT).with_name(Path(sys.executable).name))

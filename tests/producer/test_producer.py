@@ -247,7 +247,7 @@ class FailingBackend(MemoryBackend):
 
 @pytest.fixture
 def small_project(tmp_path: Path) -> Any:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     return generate_project(tmp_path / "p", models=5, tests_per_model=1, failing=["m002"], threads=2)
 
@@ -314,8 +314,8 @@ async def test_ainvoke_waiters_in_the_same_loop(small_project: Any, memory_url: 
 def test_a_signal_in_process_ends_as_crashed_and_propagates(
     tmp_path: Path, signum: signal.Signals, raised: type[BaseException], reported: str
 ) -> None:
-    from dbtbus._testing.projects import generate_project
     from dbtbus.events import RunCrashed, decode
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp_path / "sig", models=20, tests_per_model=0, threads=1)
     name, run_id = f"producer-{signum.name}", signum.name

@@ -25,7 +25,7 @@ from ._helpers import node_results, read_records
 pytestmark = pytest.mark.dbt
 
 def _project(tmp_path: Path, **kwargs: Any) -> Any:
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     return generate_project(tmp_path / "p", **kwargs)
 
@@ -138,7 +138,7 @@ def _slow_project(path: Path, models: int, seconds: float) -> list[str]:
 def test_the_lease_is_renewed_the_moment_redis_returns(tmp_path: Path) -> None:
     """Redis down ~8 s mid-run, heartbeat 5 s (the lease lapses during the outage): zero waiters get
     ProducerLost, the run finishes all success, and the lease is back within a second of Redis."""
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.redis_server import RedisServer
 
     nodes = _slow_project(tmp_path / "slow", models=12, seconds=1.5)
     args = ["build", "--project-dir", str(tmp_path / "slow"), "--profiles-dir", str(tmp_path / "slow")]

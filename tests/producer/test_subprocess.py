@@ -125,7 +125,7 @@ def test_publish_log_replays_the_subprocess_log(shop: Path, tmp_path: Path) -> N
 def test_killed_subprocess_ends_as_crashed_and_waiters_get_not_run(tmp_path: Path) -> None:
     import psutil
 
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp_path / "slow", models=25, tests_per_model=0, threads=1)
     name, run_id = "producer-kill", "killed"
@@ -172,7 +172,7 @@ def test_killed_subprocess_ends_as_crashed_and_waiters_get_not_run(tmp_path: Pat
 
 def test_subprocess_peak_rss_is_dbts_own_not_the_parents(tmp_path: Path, memory_url: str) -> None:
     """A big parent (an Airflow worker, say) must not inflate dbt's reported peak RSS."""
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp_path / "rss", models=3, tests_per_model=0, threads=1)
     ballast = b"x" * (600 * 2**20)  # resident: every byte written

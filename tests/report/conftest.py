@@ -29,8 +29,8 @@ def shop_build(tmp_path_factory: pytest.TempPathFactory) -> ShopBuild:
 
     dbt writes its own target/run_results.json as usual: the export is compared with it.
     """
-    from dbtbus._testing.projects import copy_shop
     from dbtbus.producer import Producer
+    from dbtbus.testing.projects import copy_shop
 
     project = copy_shop(tmp_path_factory.mktemp("report") / "shop")
     url, run_id = "memory://report-shop-build", "shop-build"

@@ -258,7 +258,9 @@ class FakeRun:
         """
         outcomes = dict(outcomes or {})
         doomed: dict[str, str] = {}
-        for uid in _topological(self.graph):
+        from .._graph import topological_order
+
+        for uid in topological_order(self.graph):
             if uid in doomed:
                 await self.skip(uid, cause=doomed[uid])
                 continue
@@ -276,25 +278,6 @@ class FakeRun:
             else:
                 await self.succeed(uid, status=wanted)
         await self.finish()
-
-
-def _topological(graph: Mapping[str, GraphNode]) -> list[str]:
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(uid: str, path: tuple[str, ...]) -> None:
-        if uid in seen or uid in path:
-            return
-        node = graph.get(uid)
-        for parent in node.parents if node is not None else ():
-            if parent in graph:
-                visit(parent, (*path, uid))
-        seen.add(uid)
-        order.append(uid)
-
-    for uid in graph:
-        visit(uid, ())
-    return order
 
 
 class EventFactory:
