@@ -176,8 +176,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else [])
 
-    from dbtbus._testing.projects import generate_project
-    from dbtbus._testing.redis_server import RedisServer
+    from dbtbus.testing.projects import generate_project
+    from dbtbus.testing.redis_server import RedisServer
 
     work = Path(tempfile.mkdtemp(prefix="af-live-bench-")).resolve()
     project = generate_project(work / "proj", models=args.models, tests_per_model=1, name="gen")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbtbus._testing.redis_server import free_port
+from dbtbus.testing.redis_server import free_port
 
 PG_DSN = os.environ.get("DBTBUS_LIVE_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})

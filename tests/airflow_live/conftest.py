@@ -52,7 +52,7 @@ def _unavailable(why: str) -> None:
 @pytest.fixture(scope="session")
 def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated 12-model project (absolute paths), one gated model, one slow Python model; parsed once."""
-    from dbtbus._testing.projects import generate_project
+    from dbtbus.testing.projects import generate_project
 
     path = tmp_path_factory.mktemp("live-project").resolve()
     generate_project(path, models=12, tests_per_model=1, threads=4)
@@ -72,7 +72,7 @@ def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def live_redis() -> Iterator[str]:
-    from dbtbus._testing.redis_server import RedisServer, find_redis_server
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
     if find_redis_server() is None:
         _unavailable("redis-server is not on PATH")
