@@ -1,4 +1,4 @@
-"""Sessions: tests (the whole core suite), lint, typecheck, docs, bench, airflow (once it exists).
+"""Sessions: tests (the whole core suite), lint, typecheck, docs, bench, airflow, airflow_live.
 
 ``nox -s tests`` is the README's test command and what CI runs; it needs a ``redis-server`` binary on PATH
 (the tests start their own throw-away servers) or ``REDIS_URL`` pointing at one.
@@ -78,3 +78,21 @@ def airflow(session: nox.Session) -> None:
     }
     session.run("airflow", "db", "migrate", env=env, silent=True)
     session.run("pytest", "tests/airflow", "-p", "no:cacheprovider", "-rs", *(session.posargs or ["-q"]), env=env)
+
+
+@nox.session
+def airflow_live(session: nox.Session) -> None:
+    """The live-scheduler suite (tests/airflow_live): a real Airflow 3 deployment on this machine.
+
+    api-server, scheduler (LocalExecutor), dag-processor and triggerer as separate processes on a throw-away
+    PostgreSQL database (127.0.0.1:5432, trust auth; ``DBTBUS_LIVE_PG`` overrides the server's DSN) and a
+    throw-away redis-server. ``DBTBUS_REQUIRE_AIRFLOW_LIVE=1`` makes a missing service fail the suite, never
+    skip it. ``DBTBUS_LIVE_FIGURES=path`` writes the scenarios' timings as JSON.
+    """
+    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29")
+    env = {"DBTBUS_REQUIRE_AIRFLOW_LIVE": "1", "PYTHONFAULTHANDLER": "1"}
+    figures = os.environ.get("DBTBUS_LIVE_FIGURES")
+    if figures:
+        env["DBTBUS_LIVE_FIGURES"] = figures
+    session.run("pytest", "tests/airflow_live", "-p", "no:cacheprovider", "-rs",
+                "--basetemp", os.path.join(session.create_tmp(), "live"), *(session.posargs or ["-q"]), env=env)

@@ -1,6 +1,7 @@
 """Apache Airflow 3 integration (``pip install 'dbtbus[airflow]'``); nothing from Airflow is imported until used.
 
 * :class:`DbtBusProducerOperator` — runs ONE dbt invocation on a bus; retries resume;
+* :class:`DbtBusCarrierOperator` — opens a run on the ``xcom://`` bus (its task instance carries the XComs);
 * :class:`DbtNodeSensor` — one task per node, deferrable, starts directly in the triggerer;
 * :class:`DbtNodeTrigger` — the trigger that awaits the bus;
 * :func:`render_dbt_task_group` — manifest.json → a task group of one producer and one sensor per node;
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._run_id import dbtbus_run_id as dbtbus_run_id
+    from .operators import DbtBusCarrierOperator as DbtBusCarrierOperator
     from .operators import DbtBusProducerOperator as DbtBusProducerOperator
     from .render import render_dbt_task_group as render_dbt_task_group
     from .sensors import DbtNodeSensor as DbtNodeSensor
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "dbtbus_run_id": "._run_id",
+    "DbtBusCarrierOperator": ".operators",
     "DbtBusProducerOperator": ".operators",
     "DbtNodeSensor": ".sensors",
     "DbtNodeTrigger": ".triggers",

@@ -11,13 +11,56 @@ from ._compat import AirflowException
 from ._run_id import run_id_from_context
 from .triggers import resolve_bus_url
 
-__all__ = ["DbtBusProducerOperator"]
+__all__ = ["DbtBusCarrierOperator", "DbtBusProducerOperator", "bus_url_for"]
 
 
-def resumable(state: Any) -> list[str]:
-    """The nodes a retry may leave out: :meth:`dbtbus.RunState.resume_excludes` (one rule for every resume)."""
-    result: list[str] = state.resume_excludes()
-    return result
+def bus_url_for(bus_url: str | None, bus_conn_id: str | None, ti: Any, carrier_task_id: str | None) -> str:
+    """The bus URL a task uses: ``bus_url`` or connection ``bus_conn_id``, a bare ``xcom://`` filled in."""
+    if bus_conn_id:
+        from ._connection import connection_url
+
+        bus_url = connection_url(bus_conn_id)
+    if not bus_url:
+        raise AirflowException("a dbtbus task needs bus_url or bus_conn_id")
+    return resolve_bus_url(bus_url, ti, carrier_task_id)
+
+
+class DbtBusCarrierOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
+    """Creates the run on an ``xcom://`` bus before anyone reads it; its task instance carries the XComs.
+
+    It runs once, upstream of the producer, and never again in the DAG run (a new try would make Airflow
+    clear its XComs): the run's log survives the producer's retries. Readers in the triggerer ask Airflow
+    whether it ran before they read anything, so no reader ever hits a missing key.
+    """
+
+    template_fields: Sequence[str] = ("dbtbus_run_id",)
+    ui_color = "#e8e8e8"
+
+    def __init__(self, *, run_group: str | None = None, dbtbus_run_id: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.run_group = run_group
+        self.dbtbus_run_id = dbtbus_run_id
+
+    def execute(self, context: Any) -> None:
+        import anyio
+
+        from ..backends.xcom import XComBackend
+
+        ti = context["ti"]
+        run_id = self.dbtbus_run_id or run_id_from_context(context, self.run_group)
+        backend = XComBackend(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+                              map_index=getattr(ti, "map_index", -1))
+
+        async def create() -> None:
+            await backend.open()
+            try:
+                await backend.ensure_run(run_id)
+            finally:
+                await backend.aclose()
+
+        anyio.run(create)
+        self.log.info("dbtbus: run %s opened on the XCom rows of %s", run_id, ti.task_id)
 
 
 class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
@@ -30,9 +73,12 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
     the run computes the same one without XCom (``dbtbus_run_id`` overrides it).
 
     **Retries resume.** On ``try_number > 1`` the operator reads the run from the bus and adds
-    ``--exclude`` for every node that already succeeded in an earlier attempt, then publishes the new attempt
-    (``RunStarted.attempt = try_number``) into the same run: waiting sensors keep waiting, the successes
-    stand, the failures are up for grabs again.
+    ``--exclude`` for what ``RunState.resume_excludes()`` says already succeeded (the one resume rule, the
+    CLI's too), then publishes the new attempt (``RunStarted.attempt = try_number``) into the same run:
+    waiting sensors keep waiting, the successes stand, the failures are up for grabs again. The attempt is
+    announced before dbt is imported.
+
+    ``bus_conn_id`` takes the bus address from an Airflow connection (``redis`` or ``dbtbus`` type).
 
     The task fails (retryably) when dbt crashed, and — with ``fail_on_dbt_failure=True`` (default) — when
     dbt reported any failure, so a producer retry re-runs exactly what did not succeed. Returns a summary
@@ -45,7 +91,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
     def __init__(
         self,
         *,
-        bus_url: str,
+        bus_url: str | None = None,
+        bus_conn_id: str | None = None,
         dbt_args: Sequence[str],
         invocation: Literal["in_process", "subprocess"] = "in_process",
         dbt_executable: str | None = None,
@@ -62,8 +109,11 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
             raise ValueError("invocation must be 'in_process' or 'subprocess'")
+        if bus_url is None and bus_conn_id is None:
+            raise ValueError("DbtBusProducerOperator needs bus_url or bus_conn_id")
         super().__init__(**kwargs)
         self.bus_url = bus_url
+        self.bus_conn_id = bus_conn_id
         self.dbt_args = list(dbt_args)
         self.invocation = invocation
         self.dbt_executable = dbt_executable
@@ -77,8 +127,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.resume = resume
         self.fail_on_dbt_failure = fail_on_dbt_failure
 
-    def _already_succeeded(self, url: str, run_id: str) -> list[str]:
-        """Nodes that succeeded in an earlier attempt of the run (read once from the bus)."""
+    def _resume_excludes(self, url: str, run_id: str) -> list[str]:
+        """What this attempt leaves out: ``RunState.resume_excludes()`` of the run as the bus holds it."""
         import anyio
 
         from .._bus import connect
@@ -86,32 +136,32 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         async def look() -> list[str]:
             async with connect(url) as bus:
                 state = await bus.run_state(run_id)
-            if state.started is not None and state.ending is None and not state.lost:
-                self.log.warning("dbtbus: run %s has an earlier attempt still in progress (no ending yet)", run_id)
-            return resumable(state)
+            return list(state.resume_excludes())
 
         result: list[str] = anyio.run(look)
         return result
 
     def execute(self, context: Any) -> Any:
+        # Nothing heavy before the Producer: it announces this attempt (RunStarted, heartbeats) before dbt is
+        # imported, so a sensor's retry never mistakes attempt N-1's ending for the last word.
         from ..producer import Producer
         from ._dbt import exclude_args, node_selector
 
         ti = context["ti"]
         run_id = self.dbtbus_run_id or run_id_from_context(context, self.run_group)
-        url = resolve_bus_url(self.bus_url, ti, self.carrier_task_id)
+        url = bus_url_for(self.bus_url, self.bus_conn_id, ti, self.carrier_task_id)
         attempt = int(getattr(ti, "try_number", 1) or 1)
+        producer = Producer(url, run_id, heartbeat_interval=self.heartbeat_interval, attempt=attempt,
+                            retention=self.retention)
         args = list(self.dbt_args)
         if attempt > 1 and self.resume:
-            done = self._already_succeeded(url, run_id)
+            done = self._resume_excludes(url, run_id)
             if done:
                 self.log.info("dbtbus: attempt %d of run %s resumes; %d nodes already succeeded: %s",
                               attempt, run_id, len(done), ", ".join(done))
                 args = exclude_args(args, sorted({node_selector(uid) for uid in done}))
         self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, url.split("?")[0], attempt,
                       " ".join(args))
-        producer = Producer(url, run_id, heartbeat_interval=self.heartbeat_interval, attempt=attempt,
-                            retention=self.retention)
         if self.invocation == "subprocess":
             result = producer.invoke_subprocess(args, dbt_executable=self.dbt_executable, env=self._env(),
                                                 cwd=self.dbt_cwd)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import TaskGroup
 
-from .operators import DbtBusProducerOperator
+from .._graph import graph_from_manifest, topological_order
+from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
 from .sensors import DbtNodeSensor
 
 __all__ = ["render_dbt_task_group", "select_nodes"]
@@ -56,24 +58,27 @@ def select_nodes(
         and _wanted(node, wanted)
         and (include_ephemeral or node.get("config", {}).get("materialized") != "ephemeral")
     }
-    memo: dict[str, set[str]] = {}
-
-    def upstream(uid: str, stack: frozenset[str]) -> set[str]:
-        if uid in memo:
-            return memo[uid]
+    # In topological order every parent's answer is known before its children ask: no recursion.
+    graph = graph_from_manifest(data)
+    nearest: dict[str, frozenset[str]] = {}
+    for uid in topological_order(graph):
         found: set[str] = set()
-        for parent in nodes.get(uid, {}).get("depends_on", {}).get("nodes", []):
-            if parent in stack:
-                continue
+        for parent in graph[uid].parents:
             if parent in chosen:
                 found.add(parent)
-            elif parent in nodes:
-                found |= upstream(parent, stack | {parent})
-        memo[uid] = found
-        return found
-
-    parents = {uid: sorted(upstream(uid, frozenset({uid}))) for uid in chosen}
+            else:
+                found |= nearest.get(parent, frozenset())
+        found.discard(uid)
+        nearest[uid] = frozenset(found)
+    parents = {uid: sorted(nearest.get(uid, frozenset())) for uid in chosen}
     return parents, chosen
+
+
+def relative_root_paths(manifest: Mapping[str, Any]) -> list[str]:
+    """Nodes whose ``root_path`` is relative: the manifest was parsed with a relative ``--project-dir``."""
+    nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
+    return sorted(uid for uid, node in nodes.items()
+                  if isinstance(node.get("root_path"), str) and not os.path.isabs(node["root_path"]))
 
 
 def _task_id(node: Mapping[str, Any], taken: set[str]) -> str:
@@ -89,7 +94,7 @@ def _task_id(node: Mapping[str, Any], taken: set[str]) -> str:
 
 def render_dbt_task_group(
     manifest_path: str | os.PathLike[str] | Mapping[str, Any],
-    bus_url: str,
+    bus_url: str | None,
     dbt_args: Sequence[str],
     *,
     group_id: str = "dbt",
@@ -98,27 +103,50 @@ def render_dbt_task_group(
     producer_kwargs: Mapping[str, Any] | None = None,
     sensor_kwargs: Mapping[str, Any] | None = None,
     sensors_after_producer: bool = False,
+    bus_conn_id: str | None = None,
     **task_group_kwargs: Any,
 ) -> TaskGroup:
     """Build a :class:`TaskGroup`: one :class:`DbtBusProducerOperator` running ``dbt_args`` and one
     :class:`DbtNodeSensor` per selected model, seed and snapshot, wired like dbt's graph.
 
     Tests are not tasks: each sensor waits with ``include_tests=True``, so a model's task fails when one of
-    its tests fails (dbt's test edges in ``build`` then also doom the model's children). Sensors do not
-    depend on the producer: they start at once (in the triggerer) and wait; a downstream sensor starts when
-    its upstream sensors succeeded and usually finds its node already done in one lookup.
+    its tests fails (dbt's test edges in ``build`` then also doom the model's children).
 
-    ``sensors_after_producer=True`` makes the root sensors wait for the producer task to finish
-    (``trigger_rule="all_done"``) — only for executors that run one task at a time, such as ``dag.test()``,
-    where a sensor scheduled before the producer would block the only slot.
+    **Push-bound, not chain-bound.** The edges between sensors show dbt's graph, but every sensor has
+    ``trigger_rule="always"``: the scheduler hands all of them to the triggerer the moment the DAG run
+    starts, and each ends the instant the bus decides its node — a failure's descendants end (failed, their
+    logs naming the root cause) seconds after dbt publishes it, not one scheduling round per level.
+    ``sensors_after_producer=True`` keeps Airflow's default rule and makes the root sensors wait for the
+    producer task (``all_done``) — only for executors that run one task at a time, such as ``dag.test()``.
 
-    With ``bus_url="xcom://"`` the group also gets a ``dbtbus_carrier`` ``EmptyOperator`` upstream of the
-    producer whose task instance carries the run's XComs (Airflow clears a task's XComs when it starts a
-    new try, so the producer's own task instance could not keep them across a producer retry).
+    Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise: a sensor that
+    failed in the producer's attempt N waits on its retry for attempt N+1.
+
+    With ``bus_url="xcom://"`` the group also gets a ``dbtbus_carrier`` task upstream of the producer whose
+    task instance carries the run's XComs (Airflow clears a task's XComs when it starts a new try, so the
+    producer's own task instance could not keep them across a producer retry). ``bus_conn_id`` names an
+    Airflow connection holding the bus address instead of ``bus_url`` (no password in the DAG file).
+
+    Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
+    ``root_path`` and makes a build started from a worker's directory fail (a warning says so).
     """
-    parents, chosen = select_nodes(manifest_path, select=select, resource_types=resource_types)
+    manifest = _load(manifest_path)
+    relative = relative_root_paths(manifest)
+    if relative:
+        message = (f"the dbt manifest {manifest_path if not isinstance(manifest_path, Mapping) else ''} was parsed "
+                   f"with a relative --project-dir (root_path of {relative[0]} is "
+                   f"{manifest['nodes'][relative[0]]['root_path']!r}): seeds fail when a worker starts dbt from "
+                   "another directory; parse with an absolute --project-dir")
+        warnings.warn(message, UserWarning, stacklevel=2)
+    if bus_url is None and bus_conn_id is None:
+        raise ValueError("render_dbt_task_group needs bus_url or bus_conn_id")
+    parents, chosen = select_nodes(manifest, select=select, resource_types=resource_types)
     producer_kwargs = dict(producer_kwargs or {})
     sensor_kwargs = dict(sensor_kwargs or {})
+    sensor_kwargs.setdefault("retries", producer_kwargs.get("retries", 0))
+    if sensor_kwargs.get("retry_delay") is None and "retry_delay" in producer_kwargs:
+        sensor_kwargs["retry_delay"] = producer_kwargs["retry_delay"]
+    bus: dict[str, Any] = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
     with TaskGroup(group_id=group_id, **task_group_kwargs) as group:
         run_group = group.group_id
         prefix = f"{run_group}." if run_group else ""
@@ -126,18 +154,17 @@ def render_dbt_task_group(
         carrier = None
         from ..backends.xcom import is_bare_xcom_url
 
-        if is_bare_xcom_url(bus_url):
-            from airflow.providers.standard.operators.empty import EmptyOperator
-
-            carrier = EmptyOperator(task_id="dbtbus_carrier")
+        if bus_url is not None and is_bare_xcom_url(bus_url):
+            carrier = DbtBusCarrierOperator(task_id="dbtbus_carrier", run_group=run_group,
+                                            priority_weight=producer_kwargs.get("priority_weight", 100))
             carrier_task_id = f"{prefix}dbtbus_carrier"
         producer = DbtBusProducerOperator(
             task_id="dbt_producer",
-            bus_url=bus_url,
             dbt_args=list(dbt_args),
             run_group=run_group,
             carrier_task_id=carrier_task_id,
             priority_weight=producer_kwargs.pop("priority_weight", 100),
+            **bus,
             **producer_kwargs,
         )
         if carrier is not None:
@@ -146,21 +173,26 @@ def render_dbt_task_group(
         sensors: dict[str, DbtNodeSensor] = {}
         for uid in sorted(chosen, key=lambda u: (len(parents[u]), u)):
             extra = dict(sensor_kwargs)
-            if sensors_after_producer and not parents[uid]:
-                extra["trigger_rule"] = "all_done"
+            if sensors_after_producer:
+                if not parents[uid]:
+                    extra["trigger_rule"] = "all_done"
+            else:
+                extra.setdefault("trigger_rule", "always")
+            extra.setdefault("producer_task_id", producer.task_id)
             sensors[uid] = DbtNodeSensor(
                 task_id=_task_id(chosen[uid], taken),
-                bus_url=bus_url,
                 unique_id=uid,
                 include_tests=True,
                 run_group=run_group,
                 carrier_task_id=carrier_task_id,
+                **bus,
                 **extra,
             )
         for uid, sensor in sensors.items():
             ups = [sensors[p] for p in parents[uid]]
             if ups:
                 ups >> sensor
+                sensor.set_upstream_sensors([u.task_id for u in ups])
             elif sensors_after_producer:
                 producer >> sensor
     return group

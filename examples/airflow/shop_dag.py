@@ -8,10 +8,11 @@ Setup (from the repository root)::
     cp examples/airflow/shop_dag.py "$AIRFLOW_HOME/dags/"   # or point dags_folder here
 
 ``dbtbus_shop`` then has a ``dbt`` task group: ``dbt_producer`` runs ``dbt build`` once and publishes every
-node's result; each model, seed and snapshot has a :class:`~dbtbus.airflow.DbtNodeSensor` that starts
-directly in the triggerer and finishes the moment its node (and its tests) are done. The project has an
-intentionally failing test (``assert_customers_have_repeat_orders``), so ``customers_summary`` fails and
-``customer_ranking`` / ``top_customers`` are ``upstream_failed`` — the DAG run is red, as it must be.
+node's result; each model, seed and snapshot has a :class:`~dbtbus.airflow.DbtNodeSensor` that waits in the
+triggerer from the DAG run's start and is ended there the moment its node (and its tests) are done. The
+project has an intentionally failing test (``assert_customers_have_repeat_orders``), so ``customers_summary``
+fails and ``customer_ranking`` / ``top_customers`` fail within a second after it, their logs naming the root
+cause — the DAG run is red, as it must be.
 Trigger with ``{"shop_break": true}`` as the run's conf to also break the ``broken`` model.
 
 ``python examples/airflow/shop_dag.py`` runs the DAG once with ``dag.test()`` (Airflow executes tasks one at

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,13 @@ from .conftest import shop_args
 def test_clean_run(shop: Path, bus_url: str) -> None:
     # Without the failing singular test the default project is green.
     dag = shop_dag(shop, bus_url, dbt_args=shop_args(shop, "--exclude", "assert_customers_have_repeat_orders"))
-    started = time.perf_counter()
     dr = run_dag(dag)
-    elapsed = time.perf_counter() - started
     got = states(dr)
     assert got["dbt.dbt_producer"] == "success", got
     sensors = {k: v for k, v in got.items() if k not in ("dbt.dbt_producer", "dbt.dbtbus_carrier")}
     assert len(sensors) == 10
     assert set(sensors.values()) == {"success"}, got
     assert str(dr.state) in ("success", "DagRunState.SUCCESS"), dr.state
-    assert elapsed < 120
 
 
 BROKEN = ("model.shop.broken", "model.shop.broken_child", "model.shop.broken_grandchild")
@@ -56,8 +52,8 @@ def test_upstream_failed_cause_in_log(shop: Path, bus_url: str, capfd: pytest.Ca
     assert got["dbt.broken_child"] == "failed"
     assert got["dbt.broken_grandchild"] == "upstream_failed"
     out = capfd.readouterr().out
-    assert "its ancestor model.shop.broken failed (error)" in out
-    assert "upstream model.shop.broken failed (error)" in out
+    assert "[upstream_failed] model.shop.broken_child will not run: upstream model.shop.broken failed" in out
+    assert "root cause model.shop.broken:" in out
 
 
 def test_not_run_is_skipped(shop: Path, bus_url: str) -> None:

@@ -85,22 +85,3 @@ def test_producer_retry_resumes(flaky: Path, bus_url: str) -> None:
     assert summary["attempt"] == 2
     # attempt 2 built only what had not succeeded: the flaky model (everything else was excluded)
     assert summary["counts"] == {"success": 1}, summary
-
-
-def test_resume_rebuilds_models_whose_tests_failed() -> None:
-    from dbtbus._state import RunState
-    from dbtbus.airflow.operators import resumable
-    from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
-
-    graph = {
-        "model.p.a": GraphNode("model"),
-        "model.p.b": GraphNode("model", ("model.p.a",)),
-        "test.p.t_a": GraphNode("test", ("model.p.a",)),
-        "test.p.t_b": GraphNode("test", ("model.p.b",)),
-    }
-    state = RunState("r")
-    state.apply(RunStarted(run_id="r", producer=ProducerInfo(id="x"), graph=graph))
-    for uid, status in (("model.p.a", NodeStatus.SUCCESS), ("test.p.t_a", NodeStatus.PASS),
-                        ("model.p.b", NodeStatus.SUCCESS), ("test.p.t_b", NodeStatus.FAIL)):
-        state.apply(NodeResult(run_id="r", unique_id=uid, status=status))
-    assert resumable(state) == ["model.p.a", "test.p.t_a"]

@@ -1,4 +1,4 @@
-"""DbtNodeTrigger: serialisation, resumption after a triggerer restart, run ids derived in the triggerer."""
+"""DbtNodeTrigger: the decision (outcome or re-run), the task-end event per outcome, serialisation, sharing."""
 
 from __future__ import annotations
 
@@ -8,22 +8,59 @@ from typing import Any
 
 import anyio
 import pytest
+from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 import dbtbus
+from dbtbus import Outcome, OutcomeKind
 from dbtbus.airflow import DbtNodeTrigger, dbtbus_run_id
+from dbtbus.airflow import triggers as triggers_mod
+from dbtbus.airflow.triggers import AIRFLOW_STATE, Rerun, TaskStates, airflow_state
 from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunFinished, RunStarted
 
-pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the triggerer runs asyncio
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the triggerer runs asyncio
+
+RUN = dbtbus_run_id("shop", "manual__1", -1, "dbt")
 
 
-def _started(run_id: str) -> RunStarted:
+def _started(run_id: str, attempt: int = 1, heartbeat: float = 30) -> RunStarted:
     graph = {
         "model.p.a": GraphNode("model"),
         "model.p.b": GraphNode("model", ("model.p.a",)),
         "model.p.c": GraphNode("model", ("model.p.b",)),
     }
-    return RunStarted(run_id=run_id, producer=ProducerInfo(id="t"), command="build", graph=graph,
-                      skip_children_on=frozenset({NodeStatus.ERROR}), heartbeat_interval=30)
+    return RunStarted(run_id=run_id, producer=ProducerInfo(id="t"), command="build", graph=graph, attempt=attempt,
+                      skip_children_on=frozenset({NodeStatus.ERROR}), heartbeat_interval=heartbeat,
+                      args=("build", "--project-dir", "/p"))
+
+
+class _TI:
+    dag_id = "shop"
+    run_id = "manual__1"
+    map_index = -1
+    task_id = "dbt.b"
+
+    def __init__(self, try_number: int = 1) -> None:
+        self.try_number = try_number
+
+
+@pytest.fixture
+def producer_state(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
+    """What Airflow answers about the DAG run's task instances (the Task SDK's get_task_states)."""
+    states: dict[str, str | None] = {"dbt.dbt_producer": "running"}
+    monkeypatch.setattr(TaskStates, "_ask", lambda self: dict(states))
+    monkeypatch.setattr(TaskStates, "_cache", {})
+    return states
+
+
+def _trigger(url: str, uid: str, *, ti: _TI | None = None, **kwargs: Any) -> DbtNodeTrigger:
+    kwargs.setdefault("producer_check_interval", 0.05)
+    trigger = DbtNodeTrigger(url, None if ti is not None else kwargs.pop("run_id", "r"), uid, **kwargs)
+    if ti is not None:
+        trigger.task_instance = ti  # type: ignore[assignment]
+    return trigger
 
 
 def _rebuild(trigger: DbtNodeTrigger) -> DbtNodeTrigger:
@@ -33,135 +70,181 @@ def _rebuild(trigger: DbtNodeTrigger) -> DbtNodeTrigger:
     return rebuilt
 
 
-async def _first_event(trigger: DbtNodeTrigger) -> dict[str, Any]:
+async def _first_event(trigger: DbtNodeTrigger) -> TriggerEvent:
     async for event in trigger.run():
-        payload: dict[str, Any] = event.payload
-        return payload
+        return event
     raise AssertionError("no event")
 
 
+def test_every_outcome_kind_has_an_airflow_state() -> None:
+    assert set(AIRFLOW_STATE) == set(OutcomeKind)
+    ok_end = RunFinished(run_id="r", success=True)
+    failed_end = RunFinished(run_id="r", success=False, exit_code=2, error="bad flag")
+    not_run = Outcome(kind=OutcomeKind.NOT_RUN, run_id="r", unique_id="u", ending=ok_end)
+    assert airflow_state(not_run) == "skipped"
+    assert airflow_state(not_run, "fail") == "failed"
+    doomed = Outcome(kind=OutcomeKind.NOT_RUN, run_id="r", unique_id="u", ending=failed_end)
+    assert airflow_state(doomed) == "failed"  # dbt failed: a skip would be a false green
+
+
 @pytest.mark.anyio
-async def test_serialise_and_resume() -> None:
+async def test_success_ends_the_task_in_the_triggerer_with_its_result() -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
-    run_id = "run-1"
-    trigger = DbtNodeTrigger(url, run_id, "model.p.b", timeout=30, include_tests=True)
-    classpath, kwargs = trigger.serialize()
-    assert classpath == "dbtbus.airflow.triggers.DbtNodeTrigger"
-    assert kwargs["unique_id"] == "model.p.b" and kwargs["include_tests"] is True
+    trigger = DbtNodeTrigger(url, "r", "model.p.b", timeout=30, include_tests=True)
     async with dbtbus.connect(url) as bus:
-        await bus.publish(_started(run_id))
-        await bus.renew_lease(run_id, "t", 30)
+        await bus.publish(_started("r"))
+        await bus.renew_lease("r", "t", 30)
         # the triggerer stops mid-wait (restart, rebalancing): the run() task is cancelled...
         with anyio.move_on_after(0.3):
             await _first_event(trigger)
-        await bus.publish([NodeResult(run_id=run_id, unique_id="model.p.a", status=NodeStatus.SUCCESS),
-                           NodeResult(run_id=run_id, unique_id="model.p.b", status=NodeStatus.SUCCESS,
+        await bus.publish([NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.SUCCESS),
+                           NodeResult(run_id="r", unique_id="model.p.b", status=NodeStatus.SUCCESS,
                                       execution_time=1.5)])
         # ...and another triggerer rebuilds it from its serialised form: it resumes and answers at once
-        payload = await _first_event(_rebuild(trigger))
-    assert payload["status"] == "success"
-    assert payload["node_status"] == "success" and payload["execution_time"] == 1.5
+        event = await _first_event(_rebuild(trigger))
+    assert isinstance(event, TaskSuccessEvent)
+    summary = event.xcoms["return_value"]
+    assert summary["node_status"] == "success" and summary["execution_time"] == 1.5
 
 
 @pytest.mark.anyio
-async def test_upstream_failed_payload_names_the_cause() -> None:
+async def test_upstream_failure_fails_the_task_and_logs_the_root_cause(capfd: pytest.CaptureFixture[str]) -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
     async with dbtbus.connect(url) as bus:
         await bus.publish([_started("r"), NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.ERROR,
                                                      message="Catalog Error")])
         await bus.renew_lease("r", "t", 30)
-        payload = await _first_event(DbtNodeTrigger(url, "r", "model.p.c", timeout=10))
-    assert payload["status"] == "upstream_failed"
-    assert payload["cause"] == "model.p.a" and payload["cause_message"] == "Catalog Error"
-    assert payload["cause_status"] == "error"
+        event = await _first_event(DbtNodeTrigger(url, "r", "model.p.c", timeout=10))
+    assert isinstance(event, TaskFailedEvent)
+    out = capfd.readouterr().out  # Airflow's logging writes there
+    assert "root cause model.p.a: Catalog Error" in out and "[upstream_failed]" in out
+
+
+@pytest.mark.anyio
+async def test_not_in_run_goes_back_to_a_worker_which_fails_without_retry() -> None:
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish(_started("r"))
+        await bus.renew_lease("r", "t", 30)
+        event = await _first_event(DbtNodeTrigger(url, "r", "model.p.zzz", timeout=10))
+    assert type(event) is TriggerEvent
+    assert event.payload["status"] == "outcome" and event.payload["outcome"]["kind"] == "not_in_run"
+
+
+@pytest.mark.anyio
+async def test_clean_not_run_is_skipped() -> None:
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish([_started("r"), RunFinished(run_id="r", success=True)])
+        event = await _first_event(DbtNodeTrigger(url, "r", "model.p.a", timeout=10))
+    assert isinstance(event, TaskSkippedEvent)
 
 
 @pytest.mark.anyio
 async def test_producer_lost_and_timeout() -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
-    started = _started("r")
-    object.__setattr__(started, "heartbeat_interval", 0.2)
     async with dbtbus.connect(url) as bus:
-        await bus.publish(started)
+        await bus.publish(_started("r", heartbeat=0.2))
         await bus.renew_lease("r", "t", 0.3)
-        with anyio.fail_after(5):
-            payload = await _first_event(DbtNodeTrigger(url, "r", "model.p.a", timeout=60))
-        assert payload["status"] == "producer_lost"
-        payload = await _first_event(DbtNodeTrigger(url, "other-run", "model.p.a", timeout=0.2))
-        assert payload["status"] == "timeout"
-
-
-class _TI:
-    dag_id = "shop"
-    run_id = "manual__1"
-    map_index = -1
-    task_id = "dbt.stg_orders"
-    try_number = 1
+        spec = DbtNodeTrigger(url, "r", "model.p.a", timeout=60).spec("r")
+        with anyio.fail_after(10):
+            lost = await triggers_mod.decide(bus, spec)
+        assert isinstance(lost, Outcome) and lost.kind is OutcomeKind.PRODUCER_LOST
+        spec = DbtNodeTrigger(url, "other-run", "model.p.a", timeout=0.2).spec("other-run")
+        timed_out = await triggers_mod.decide(bus, spec)
+        assert isinstance(timed_out, Outcome) and timed_out.kind is OutcomeKind.TIMEOUT
 
 
 @pytest.mark.anyio
 async def test_run_id_derived_from_the_task_instance() -> None:
     """start_from_trigger: the trigger kwargs are static; the run id comes from the triggerer's TI."""
     url = f"memory://trig-{uuid.uuid4().hex}"
-    run_id = dbtbus_run_id("shop", "manual__1", -1, "dbt")
     trigger = _rebuild(DbtNodeTrigger(url, None, "model.p.a", run_group="dbt"))
     trigger.task_instance = _TI()  # type: ignore[assignment]
     async with dbtbus.connect(url) as bus:
-        await bus.publish([_started(run_id), NodeResult(run_id=run_id, unique_id="model.p.a",
-                                                        status=NodeStatus.SUCCESS)])
-        payload = await _first_event(trigger)
-    assert payload["status"] == "success" and payload["run_id"] == run_id
+        await bus.publish([_started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS)])
+        event = await _first_event(trigger)
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms["return_value"]["run_id"] == RUN
 
 
 @pytest.mark.anyio
-async def test_retry_check_asks_for_a_rerun() -> None:
+async def test_a_retry_waits_for_the_producers_next_attempt(producer_state: dict[str, str | None]) -> None:
+    """The producer failed attempt 1 and will retry: a sensor's retry must not re-run dbt, it waits."""
     url = f"memory://trig-{uuid.uuid4().hex}"
-    run_id = dbtbus_run_id("shop", "manual__1", -1, None)
-    ti = _TI()
-    ti.try_number = 2
+    producer_state["dbt.dbt_producer"] = "up_for_retry"
     async with dbtbus.connect(url) as bus:
-        await bus.publish([_started(run_id), NodeResult(run_id=run_id, unique_id="model.p.a", status=NodeStatus.ERROR),
-                           RunFinished(run_id=run_id, success=False, exit_code=1)])
-        trigger = DbtNodeTrigger(url, None, "model.p.a", retry_check=True)
-        trigger.task_instance = ti  # type: ignore[assignment]
-        assert (await _first_event(trigger))["status"] == "rerun"
-        ti.try_number = 1  # a first try never re-runs: it reports the failure
-        assert (await _first_event(trigger))["status"] == "failed"
+        await bus.publish([_started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.ERROR),
+                           RunFinished(run_id=RUN, success=False, exit_code=1)])
+        trigger = _trigger(url, "model.p.a", ti=_TI(try_number=2), run_group="dbt",
+                           producer_task_id="dbt.dbt_producer", timeout=30)
+        spec = trigger.spec(RUN)
+        async with anyio.create_task_group() as tg:
+            decisions: list[Any] = []
+
+            async def wait() -> None:
+                decisions.append(await triggers_mod.decide(bus, spec))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.5)
+            assert decisions == []  # neither a re-run nor attempt 1's failure
+            producer_state["dbt.dbt_producer"] = "running"
+            await bus.publish([_started(RUN, attempt=2),
+                               NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS, attempt=2)])
+    assert isinstance(decisions[0], Outcome) and decisions[0].ok and decisions[0].attempt == 2
 
 
 @pytest.mark.anyio
-async def test_quick_success_needs_the_tests_too() -> None:
-    from dbtbus.airflow.triggers import quick_success
-
+async def test_a_retry_reruns_once_the_producer_is_done_for_good(producer_state: dict[str, str | None]) -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
-    graph = {"model.p.a": GraphNode("model"), "test.p.t": GraphNode("test", ("model.p.a",))}
-    started = RunStarted(run_id="r", producer=ProducerInfo(id="t"), command="build", graph=graph)
+    producer_state["dbt.dbt_producer"] = "failed"
     async with dbtbus.connect(url) as bus:
-        await bus.publish([started, NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.SUCCESS)])
-        assert (await quick_success(bus, "r", "model.p.a", False)) is not None
-        assert (await quick_success(bus, "r", "model.p.a", True)) is None  # its test has no result yet
-        await bus.publish(NodeResult(run_id="r", unique_id="test.p.t", status=NodeStatus.FAIL))
-        assert (await quick_success(bus, "r", "model.p.a", True)) is None
-        payload = await _first_event(DbtNodeTrigger(url, "r", "model.p.a", include_tests=True, timeout=5))
-        assert payload["status"] == "failed" and payload["failed_node"] == "test.p.t"
-        await bus.publish(NodeResult(run_id="r", unique_id="test.p.t", status=NodeStatus.PASS))
-        assert (await quick_success(bus, "r", "model.p.a", True)) is not None
+        await bus.publish([_started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.ERROR),
+                           RunFinished(run_id=RUN, success=False, exit_code=1)])
+        trigger = _trigger(url, "model.p.a", ti=_TI(try_number=2), run_group="dbt",
+                           producer_task_id="dbt.dbt_producer", timeout=30)
+        decision = await triggers_mod.decide(bus, trigger.spec(RUN))
+        assert isinstance(decision, Rerun) and decision.args == ["build", "--project-dir", "/p"]
+        event = trigger.event(decision)
+        assert type(event) is TriggerEvent and event.payload["status"] == "rerun"
+        # a first try never re-runs: it reports the failure
+        first = _trigger(url, "model.p.a", ti=_TI(try_number=1), run_group="dbt",
+                         producer_task_id="dbt.dbt_producer", timeout=30)
+        outcome = await triggers_mod.decide(bus, first.spec(RUN))
+        assert isinstance(outcome, Outcome) and outcome.kind is OutcomeKind.FAILED
+
+
+@pytest.mark.anyio
+async def test_a_producer_that_fails_before_publishing_ends_the_wait(producer_state: dict[str, str | None]) -> None:
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        trigger = _trigger(url, "model.p.a", ti=_TI(), run_group="dbt", producer_task_id="dbt.dbt_producer",
+                           timeout=60)
+        spec = triggers_mod.WaitSpec(**{**trigger.spec(RUN).__dict__, "grace": 0.05})
+        async with anyio.create_task_group() as tg:
+            decisions: list[Any] = []
+
+            async def wait() -> None:
+                decisions.append(await triggers_mod.decide(bus, spec))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.3)
+            assert decisions == []
+            producer_state["dbt.dbt_producer"] = "failed"  # e.g. killed while queued: nothing on the bus
+    outcome = decisions[0]
+    assert isinstance(outcome, Outcome) and outcome.kind is OutcomeKind.PRODUCER_LOST
+    assert "dbt.dbt_producer" in outcome.message and "failed" in outcome.message
 
 
 @pytest.mark.anyio
 async def test_triggers_in_one_loop_share_one_bus() -> None:
     """A triggerer runs many triggers in one event loop: they share one bus (one reader per run)."""
-    from dbtbus.airflow import triggers
-
     url = f"memory://trig-{uuid.uuid4().hex}"
-    buses = []
-    async with triggers.shared_bus(url) as first, triggers.shared_bus(url) as second:
-        buses = [first, second]
+    async with triggers_mod.shared_bus(url) as first, triggers_mod.shared_bus(url) as second:
         assert first is second
         await first.publish([_started("r"), NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.SUCCESS)])
         await first.renew_lease("r", "t", 30)
+        results: list[TriggerEvent] = []
         async with anyio.create_task_group() as tg:
-            results: list[dict[str, Any]] = []
 
             async def one(uid: str) -> None:
                 results.append(await _first_event(DbtNodeTrigger(url, "r", uid, timeout=5)))
@@ -170,6 +253,5 @@ async def test_triggers_in_one_loop_share_one_bus() -> None:
             tg.start_soon(one, "model.p.b")
             await anyio.sleep(0.2)
             await first.publish(NodeResult(run_id="r", unique_id="model.p.b", status=NodeStatus.SUCCESS))
-        assert sorted(r["status"] for r in results) == ["success", "success"]
-        assert len([k for k in triggers._SHARED if k[1] == url]) == 1
-    assert buses
+        assert all(isinstance(r, TaskSuccessEvent) for r in results) and len(results) == 2
+        assert len([k for k in triggers_mod._SHARED if k[1] == url]) == 1

@@ -1,0 +1,72 @@
+"""The bus address from an Airflow connection (``bus_conn_id``), so no password lives in DAG code.
+
+* a ``redis`` connection (the Redis provider's type, fields as that provider reads them: host, port,
+  login, password, ``extra.db``, ``extra.ssl``) becomes ``redis://`` / ``rediss://``;
+* a ``dbtbus`` connection holds a full bus URL in ``extra.url`` (or ``host``), e.g. ``xcom://``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from .._exceptions import ConfigurationError
+
+__all__ = ["aconnection_url", "bus_url_from_connection", "connection_url"]
+
+CONN_TYPE = "dbtbus"
+
+
+def _extra(conn: Any) -> dict[str, Any]:
+    extra = getattr(conn, "extra_dejson", None)
+    if isinstance(extra, dict):
+        return extra
+    raw = getattr(conn, "extra", None)
+    if not raw:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def bus_url_from_connection(conn: Any) -> str:
+    """The bus URL an Airflow connection describes (see the module docstring)."""
+    conn_type = (getattr(conn, "conn_type", None) or "").lower()
+    extra = _extra(conn)
+    if conn_type == "redis":
+        ssl = str(extra.get("ssl", "")).lower() in ("1", "true", "yes")
+        user = getattr(conn, "login", None) or ""
+        password = getattr(conn, "password", None) or ""
+        auth = ""
+        if user or password:
+            auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else f":{quote(password, safe='')}@"
+        host = getattr(conn, "host", None) or "localhost"
+        port = getattr(conn, "port", None) or 6379
+        db = extra.get("db", 0) or 0
+        return f"{'rediss' if ssl else 'redis'}://{auth}{host}:{port}/{db}"
+    if conn_type == CONN_TYPE:
+        url = extra.get("url") or getattr(conn, "host", None)
+        if not url:
+            raise ConfigurationError(f"dbtbus connection {getattr(conn, 'conn_id', '?')!r} has no url")
+        return str(url)
+    raise ConfigurationError(
+        f"connection {getattr(conn, 'conn_id', '?')!r} has type {conn_type!r}: a dbtbus bus needs a 'redis' or "
+        f"'{CONN_TYPE}' connection"
+    )
+
+
+def connection_url(conn_id: str) -> str:
+    """The bus URL of Airflow connection ``conn_id`` (in a task)."""
+    from airflow.sdk import Connection
+
+    return bus_url_from_connection(Connection.get(conn_id))
+
+
+async def aconnection_url(conn_id: str) -> str:
+    """The same, from a trigger's event loop."""
+    from airflow.sdk import Connection
+
+    return bus_url_from_connection(await Connection.async_get(conn_id))

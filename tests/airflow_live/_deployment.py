@@ -1,0 +1,342 @@
+"""A real Airflow 3 deployment on this machine, for the live-scheduler suite.
+
+api-server, scheduler (LocalExecutor), dag-processor and triggerer run as separate processes, each in its
+own process group (task processes are children of the scheduler's group), on a throw-away PostgreSQL
+database. :meth:`Deployment.stop` ends every group and drops the database, whatever happened before.
+The test process never imports Airflow: it talks to the deployment through its REST API and reads task
+states straight from the metadata database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dbtbus.testing.redis_server import free_port
+
+PG_DSN = os.environ.get("DBTBUS_LIVE_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+class DeploymentError(RuntimeError):
+    pass
+
+
+def _pg(dsn: str) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+def postgres_available(dsn: str = PG_DSN) -> str | None:
+    """None when PostgreSQL answers at ``dsn``, else why not."""
+    try:
+        _pg(dsn).close()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+@dataclass
+class TaskState:
+    task_id: str
+    state: str | None
+    try_number: int
+    start: float | None
+    end: float | None
+    queued: bool
+    hostname: str
+
+
+class Deployment:
+    """``with Deployment(home, bin_dir, env) as af:`` — start, wait until healthy, stop everything at exit."""
+
+    def __init__(self, home: Path, bin_dir: Path, extra_env: Mapping[str, str], *, parallelism: int = 4) -> None:
+        self.home = home
+        self.bin = bin_dir
+        self.port = free_port()
+        self.db = f"dbtbus_live_{secrets.token_hex(4)}"
+        base = PG_DSN.rsplit("/", 1)[0]
+        self.dsn = f"{base}/{self.db}"
+        self.dags = home / "dags"
+        self.logs = home / "logs"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._token: str | None = None
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.dsn.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "DO_NOT_TRACK": "1",
+            "SCARF_NO_ANALYTICS": "true",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "PYTHONFAULTHANDLER": "1",
+            **extra_env,
+        }
+        self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", None)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Deployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.dags.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        admin = _pg(PG_DSN)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'create database "{self.db}"')
+        finally:
+            admin.close()
+        self._created_db = True
+        migrate = subprocess.run([str(self.bin / "airflow"), "db", "migrate"], env=self.env, capture_output=True,
+                                 text=True, check=False)
+        if migrate.returncode != 0:
+            raise DeploymentError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-4000:]}")
+        for name in _PROCESSES:
+            log = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
+            self.procs[name] = subprocess.Popen(
+                [str(self.bin / "airflow"), name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home),
+            )
+            log.close()
+        self._wait_healthy(timeout=240)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                health = self._http("GET", "/api/v2/monitor/health", auth=False)
+                jobs = {k: (v or {}).get("status") for k, v in health.items()}
+                if all(jobs.get(k) == "healthy" for k in ("metadatabase", "scheduler", "triggerer",
+                                                          "dag_processor")):
+                    return
+                last = json.dumps(jobs)
+            except (OSError, DeploymentError) as exc:
+                last = str(exc)
+            time.sleep(1)
+        raise DeploymentError(f"Airflow did not become healthy in {timeout:.0f} s: {last}\n{self.tails()}")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise DeploymentError(f"airflow {name} exited with {proc.returncode}\n{self.tails()}")
+
+    def tails(self, lines: int = 30) -> str:
+        out = []
+        for name in _PROCESSES:
+            path = self.home / f"{name}.out"
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {name} ---\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """SIGTERM every process group, SIGKILL what is left after 20 s, drop the database."""
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: task processes and log servers too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.procs.clear()
+        if getattr(self, "_created_db", False):
+            self._created_db = False
+            with contextlib.suppress(Exception):
+                admin = _pg(PG_DSN)
+                try:
+                    with admin.cursor() as cur:
+                        cur.execute(f'drop database if exists "{self.db}" with (force)')
+                finally:
+                    admin.close()
+
+    # ------------------------------------------------------------------------------------------ REST API
+
+    def _http(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise DeploymentError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from None
+        return json.loads(raw) if raw else None
+
+    def token(self) -> str:
+        if self._token is None:
+            self._token = str(self._http("GET", "/auth/token", auth=False)["access_token"])
+        return self._token
+
+    def create_pool(self, name: str, slots: int) -> None:
+        self._http("POST", "/api/v2/pools", {"name": name, "slots": slots, "include_deferred": False})
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(DeploymentError):
+                self._http("GET", f"/api/v2/dags/{dag_id}")
+                errors = self._http("GET", "/api/v2/importErrors")
+                if errors and errors.get("import_errors"):
+                    raise DeploymentError(f"DAG import errors: {errors['import_errors']}")
+                return
+            time.sleep(1)
+        raise DeploymentError(f"DAG {dag_id} was not parsed in {timeout:.0f} s\n{self.tails()}")
+
+    def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> float:
+        """Unpause and trigger ``dag_id``; return the wall time of the trigger call."""
+        self.wait_for_dag(dag_id)
+        self._http("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        started = time.time()
+        self._http("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                   {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})})
+        return started
+
+    # ------------------------------------------------------------------------------------------ metadata DB
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        conn = _pg(self.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("select state from dag_run where dag_id=%s and run_id=%s", dag_id, run_id)
+        return str(rows[0][0]) if rows else None
+
+    def dag_run_times(self, dag_id: str, run_id: str) -> tuple[float | None, float | None]:
+        rows = self.query("select extract(epoch from start_date), extract(epoch from end_date) from dag_run "
+                          "where dag_id=%s and run_id=%s", dag_id, run_id)
+        if not rows:
+            return None, None
+        start, end = rows[0]
+        return (float(start) if start is not None else None, float(end) if end is not None else None)
+
+    def tasks(self, dag_id: str, run_id: str) -> dict[str, TaskState]:
+        rows = self.query(
+            "select task_id, state, try_number, extract(epoch from start_date), extract(epoch from end_date), "
+            "queued_dttm is not null, coalesce(hostname, '') from task_instance where dag_id=%s and run_id=%s",
+            dag_id, run_id)
+        return {
+            r[0]: TaskState(r[0], r[1], int(r[2] or 0), float(r[3]) if r[3] is not None else None,
+                            float(r[4]) if r[4] is not None else None, bool(r[5]), str(r[6]))
+            for r in rows
+        }
+
+    def history(self, dag_id: str, run_id: str) -> list[TaskState]:
+        """Every earlier try (``task_instance_history``)."""
+        rows = self.query(
+            "select task_id, state, try_number, extract(epoch from start_date), extract(epoch from end_date), "
+            "queued_dttm is not null, coalesce(hostname, '') from task_instance_history "
+            "where dag_id=%s and run_id=%s order by try_number", dag_id, run_id)
+        return [TaskState(r[0], r[1], int(r[2] or 0), float(r[3]) if r[3] is not None else None,
+                          float(r[4]) if r[4] is not None else None, bool(r[5]), str(r[6])) for r in rows]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            state = self.dag_run_state(dag_id, run_id)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(0.5)
+        raise DeploymentError(f"DAG run {dag_id}/{run_id} did not end in {timeout:.0f} s: "
+                              f"{ {k: v.state for k, v in self.tasks(dag_id, run_id).items()} }\n{self.tails()}")
+
+    def wait_task(self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 120) -> TaskState:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            task = self.tasks(dag_id, run_id).get(task_id)
+            if task is not None and task.state in states:
+                return task
+            time.sleep(0.2)
+        raise DeploymentError(f"{task_id} never reached {states} in {timeout:.0f} s\n{self.tails()}")
+
+    def task_pid(self, dag_id: str, run_id: str, task_id: str) -> int | None:
+        rows = self.query("select pid from task_instance where dag_id=%s and run_id=%s and task_id=%s",
+                          dag_id, run_id, task_id)
+        return int(rows[0][0]) if rows and rows[0][0] else None
+
+    # ------------------------------------------------------------------------------------------ logs
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """Every log file of a task instance (worker and triggerer, all tries), concatenated."""
+        base = self.logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if not base.exists():
+            return ""
+        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob("*")) if p.is_file())
+
+    def worker_logs(self, dag_id: str, run_id: str, task_id: str) -> list[Path]:
+        """The log files a worker wrote for the task (the triggerer's end in ``.trigger.<n>.log``)."""
+        base = self.logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return [p for p in base.rglob("attempt=*.log") if ".trigger" not in p.name] if base.exists() else []
+
+    def triggerer_log(self) -> str:
+        return (self.home / "triggerer.out").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def deployment(home: Path, bin_dir: Path, env: Mapping[str, str]) -> Iterator[Deployment]:
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    with Deployment(home, bin_dir, env) as af:
+        yield af

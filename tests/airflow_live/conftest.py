@@ -1,0 +1,100 @@
+"""The live-scheduler suite: a real Airflow 3 deployment (api-server, scheduler, dag-processor, triggerer),
+LocalExecutor, a throw-away PostgreSQL database and a throw-away redis-server.
+
+Runs in the nox ``airflow_live`` session (``DBTBUS_REQUIRE_AIRFLOW_LIVE=1``): there a missing Airflow,
+PostgreSQL or redis-server FAILS the suite. Anywhere without Airflow nothing here is collected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRED = os.environ.get("DBTBUS_REQUIRE_AIRFLOW_LIVE") == "1"
+if importlib.util.find_spec("airflow") is None and not REQUIRED:
+    collect_ignore_glob = ["*.py"]
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+
+# The gated model: it reads the CSV named by the ``gate`` var, so it fails while that file is missing.
+GATED = "m005"
+# The slow model keeps dbt (and so the producer task) running while its flag file exists (at most 90 s).
+SLOW_PY = '''import os
+import time
+
+FLAG = {flag!r}
+
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    deadline = time.monotonic() + 90
+    while os.path.exists(FLAG) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return session.sql("select 1 as id, 1 as value")
+'''
+
+
+def _unavailable(why: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"the live suite needs it: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated 12-model project (absolute paths), one gated model, one slow Python model; parsed once."""
+    from dbtbus.testing.projects import generate_project
+
+    path = tmp_path_factory.mktemp("live-project").resolve()
+    generate_project(path, models=12, tests_per_model=1, threads=4)
+    gated = path / "models" / f"{GATED}.sql"
+    gate = "\nwhere exists (select 1 from read_csv_auto('{{ var(\"gate\") }}'))\n"
+    gated.write_text(gated.read_text().rstrip() + gate)
+    (path / "models" / "slow.py").write_text(SLOW_PY.format(flag=str(path / "slow.flag")))
+    proc = subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
+                          capture_output=True, text=True, cwd=path, check=False,
+                          env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.copy(path / "target" / "manifest.json", path / "manifest.render.json")
+    manifest = json.loads((path / "manifest.render.json").read_text())
+    assert manifest["metadata"]["project_name"] == "gen"
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_redis() -> Iterator[str]:
+    from dbtbus.testing.redis_server import RedisServer, find_redis_server
+
+    if find_redis_server() is None:
+        _unavailable("redis-server is not on PATH")
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def airflow(live_project: Path, live_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The deployment, started once for the suite and stopped (every process group) at its end."""
+    if importlib.util.find_spec("airflow") is None:
+        _unavailable("Apache Airflow is not installed")
+    if importlib.util.find_spec("psycopg2") is None or importlib.util.find_spec("asyncpg") is None:
+        _unavailable("psycopg2-binary and asyncpg are not installed")
+    from ._deployment import deployment, postgres_available
+
+    why = postgres_available()
+    if why is not None:
+        _unavailable(f"PostgreSQL does not answer on 127.0.0.1:5432: {why}")
+    home = tmp_path_factory.mktemp("airflow-home").resolve()
+    env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_REDIS": live_redis}
+    with deployment(home, BIN, env) as af:
+        af.create_pool("dbt_rerun", 1)
+        shutil.copy(HERE / "live_dags.py", af.dags / "dbtbus_live_dags.py")
+        yield af

@@ -1,0 +1,63 @@
+"""The DAGs of the live-scheduler suite (copied into the deployment's dags folder; Airflow parses it there).
+
+One generated dbt-duckdb project (``DBTBUS_LIVE_PROJECT``) rendered several times, one DAG per scenario.
+The run's conf steers dbt through ``--vars``: ``gate`` is a CSV file that the gated model ``m005`` reads
+(missing: the model fails at runtime; the test creates it to heal a "transient" failure). The ``slow``
+Python model sleeps while the project's ``slow.flag`` exists, so the producer is still running while
+sensors decide.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from dbtbus.airflow import render_dbt_task_group
+
+PROJECT = Path(os.environ["DBTBUS_LIVE_PROJECT"])
+MANIFEST = PROJECT / "manifest.render.json"  # a copy: the producer's build rewrites target/manifest.json
+REDIS_URL = os.environ["DBTBUS_LIVE_REDIS"]
+VARS = '{"gate": "{{ dag_run.conf.get(\'gate\', \'/nonexistent/gate.csv\') }}"}'
+ARGS = ["build", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT), "--vars", VARS]
+# DuckDB takes one writer at a time: sensors re-running their node on a worker queue in a one-slot pool
+# (a deferred sensor holds no pool slot, so this only orders the re-runs).
+RERUN_POOL = "dbt_rerun"
+
+
+def _dag(dag_id: str, bus_url: str, *, producer: dict[str, object], sensor: dict[str, object],
+         args: list[str] = ARGS, heartbeat: float = 2.0) -> DAG:
+    with DAG(dag_id, schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]) as dag:
+        render_dbt_task_group(
+            MANIFEST, bus_url, args, group_id="dbt",
+            producer_kwargs={"heartbeat_interval": heartbeat, **producer},
+            sensor_kwargs={"timeout": 300, "pool": RERUN_POOL, **sensor},
+        )
+    return dag
+
+
+NO_RETRY = {"retries": 0}
+clean_redis = _dag("live_redis", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY)
+# The operator's default heartbeat (5 s, a 7.5 s lease): XCom heartbeats are API round trips from a process
+# whose GIL dbt's parse holds for long stretches.
+clean_xcom = _dag("live_xcom", "xcom://?poll=0.2", producer=NO_RETRY, sensor=NO_RETRY, heartbeat=5.0)
+# The producer fails once (the gate is missing); the test heals it while the producer waits for its retry.
+# Every sensor may retry at once: a sensor's retry must wait for the producer's new attempt, not run dbt.
+RETRYING_PRODUCER = {"retries": 1, "retry_delay": timedelta(seconds=8)}
+RETRYING_SENSOR = {"retries": 2, "retry_delay": timedelta(seconds=0)}
+producer_retry = _dag("live_producer_retry", REDIS_URL, producer=RETRYING_PRODUCER, sensor=RETRYING_SENSOR)
+# The same with the rule dbtbus had before (re-run once the run on the bus is over, without asking Airflow
+# about the producer): the race the suite reproduces.
+producer_retry_old_rule = _dag("live_producer_retry_old_rule", REDIS_URL, producer=RETRYING_PRODUCER,
+                               sensor={**RETRYING_SENSOR, "producer_task_id": None})
+# The producer fails for good; the gated model's sensor retries and re-runs its node itself, then its
+# descendants' sensors re-run theirs once it succeeded.
+sensor_retry = _dag("live_sensor_retry", REDIS_URL, producer=NO_RETRY,
+                    sensor={"retries": 1, "retry_delay": timedelta(seconds=3)})
+# The test kills the producer's task process while the slow model sleeps.
+killed = _dag("live_killed", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY)
+# dbt refuses its arguments: the producer task fails before dbt runs anything.
+bad_args = _dag("live_bad_args", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY,
+                args=["build", "--project-dir", str(PROJECT), "--no-such-flag"])
