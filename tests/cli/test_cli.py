@@ -94,10 +94,15 @@ def test_parser_builds_without_importing_heavy_modules() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_parser_is_argparse() -> None:
+def test_the_parser_offers_every_command_and_rejects_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    assert isinstance(build_parser(), argparse.ArgumentParser)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"run", "watch", "report", "export", "wait", "publish-log", "runs", "gc", "demo"}
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["frobnicate"])
+    assert exit_info.value.code not in (0, None) and "frobnicate" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- wait
