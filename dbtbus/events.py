@@ -50,6 +50,7 @@ __all__ = [
     "RunCrashed",
     "RunFinished",
     "RunStarted",
+    "TimingPhase",
     "decode",
     "encode",
     "from_dict",
@@ -183,6 +184,8 @@ class NodeResult:
     compiled_code: str | None = None
     compiled_code_truncated: bool = False
     relation_name: str | None = None
+    #: dbt's phases of the node (``compile``, ``execute``) with their start and end, as run_results.json has.
+    timing: tuple[TimingPhase, ...] = ()
 
     def __post_init__(self) -> None:
         code = self.compiled_code
@@ -194,6 +197,15 @@ class NodeResult:
     def ok(self) -> bool:
         """True when ``wait`` would return this record rather than raise."""
         return self.status.is_success
+
+
+@dataclass(frozen=True, slots=True)
+class TimingPhase:
+    """One of dbt's phases of a node (``compile`` or ``execute``) and when it ran."""
+
+    name: str
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,6 +289,9 @@ def _node_result_dict(r: NodeResult) -> dict[str, Any]:
         "attempt": r.attempt,
         "skip_cause": r.skip_cause,
         "relation_name": r.relation_name,
+        "timing": [
+            {"name": t.name, "started_at": _ts(t.started_at), "completed_at": _ts(t.completed_at)} for t in r.timing
+        ],
     }
     if r.compiled_code is not None:
         d["compiled_code"] = r.compiled_code
@@ -604,7 +619,28 @@ def _node_result(f: _Fields) -> NodeResult:
         compiled_code=f.opt_str("compiled_code"),
         compiled_code_truncated=f.boolean("compiled_code_truncated", False),
         relation_name=f.opt_str("relation_name"),
+        timing=_decode_timing(f),
     )
+
+
+def _decode_timing(f: _Fields) -> tuple[TimingPhase, ...]:
+    raw = f.obj.get("timing")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise f.fail("timing", "a list")
+    phases = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise f.fail("timing", "a list of {name, started_at, completed_at} objects")
+        stamps = []
+        for key in ("started_at", "completed_at"):
+            value = item.get(key)
+            if value is not None and not isinstance(value, str):
+                raise f.fail("timing", "ISO timestamps")
+            stamps.append(parse_timestamp(value, f) if value else None)
+        phases.append(TimingPhase(item["name"], stamps[0], stamps[1]))
+    return tuple(phases)
 
 
 def _heartbeat(f: _Fields) -> Heartbeat:

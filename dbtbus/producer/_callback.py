@@ -63,6 +63,12 @@ def _ts(info: Any) -> datetime | None:
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
 
 
+def _stamp(ts: Any) -> datetime | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+
+
 def extract(name: str, msg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fields the normaliser reads, from an EventMsg, in the shape of a JSON log line's data/info."""
     info = msg.info
@@ -80,6 +86,10 @@ def extract(name: str, msg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 "num_failures": rr.num_failures,
                 "thread": rr.thread,
                 "adapter_response": _struct(rr.adapter_response),
+                "timing_info": [
+                    {"name": t.name, "started_at": _stamp(t.started_at), "completed_at": _stamp(t.completed_at)}
+                    for t in rr.timing_info
+                ],
             },
         }
     elif name in ("NodeStart", "SkippingDetails"):

@@ -29,6 +29,7 @@ from ..events import (
     ProducerInfo,
     Record,
     RunStarted,
+    TimingPhase,
     parse_timestamp,
 )
 from ._dbt_hook import GRAPH_EVENT, RESULTS_EVENT
@@ -113,6 +114,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _timing(value: Any) -> tuple[TimingPhase, ...]:
+    """dbt's ``timing_info`` (a JSON log's ISO strings or the callback's datetimes) as phases."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    phases = []
+    for item in value:
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            phases.append(TimingPhase(item["name"], _ts(item.get("started_at")), _ts(item.get("completed_at"))))
+    return tuple(phases)
 
 
 def _status(value: Any) -> NodeStatus | None:
@@ -367,6 +379,7 @@ class Normaliser:
             attempt=self.attempt,
             skip_cause=self.skip_root.get(uid) if status is NodeStatus.SKIPPED else None,
             relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
+            timing=_timing(run_result.get("timing_info")),
         )
         return self._terminal(record)
 
