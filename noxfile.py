@@ -53,6 +53,19 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_airflow(session: nox.Session) -> None:
+    """The Airflow benchmarks (not tests): a live deployment running bare dbt, dbtbus on Redis and XCom, and
+    astronomer-cosmos's watcher (installed here only, never a dbtbus dependency), then what the dag-processor
+    and the triggerer pay. Needs PostgreSQL on 127.0.0.1:5432 and redis-server; writes docs/benchmarks.md and
+    docs/airflow.md. Arguments after ``--`` go to bench/airflow_live.py (e.g. ``--models 200 --repeat 3``)."""
+    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29",
+                    "astronomer-cosmos>=1.15")
+    session.run("python", "bench/airflow_live.py", "--cosmos", "--write", "docs/benchmarks.md", *session.posargs)
+    session.run("python", "-m", "bench.airflow_footprint", "--write", "docs/benchmarks.md")
+    session.run("python", "-m", "bench.airflow_footprint", "--render-only", "--write", "docs/airflow.md")
+
+
+@nox.session
 def airflow(session: nox.Session) -> None:
     """The Airflow 3 suite (tests/airflow) in its own virtualenv: real Airflow, sqlite, ``dag.test()``.
 
