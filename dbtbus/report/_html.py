@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from .._version import __version__
+from ..cli._progress import format_bytes
 from ..events import RunCrashed
 from ._model import RunView
 
@@ -55,14 +56,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _bytes(value: int | None) -> str:
-    if value is None:
-        return "–"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
+    return "–" if value is None else format_bytes(value)  # the page's dash for "unknown"; the units are the CLI's
 
 
 def _ticks(span: float, left: float, width: float, count: int = 10) -> list[dict[str, Any]]:
