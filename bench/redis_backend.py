@@ -187,12 +187,38 @@ async def bench_latency_many_waiters(url: str, prefix: str, waiters: int, events
     return samples
 
 
-async def bench_fan_out(url: str, prefix: str, waiters: int, rounds: int) -> tuple[list[float], list[float]]:
-    """``waiters`` waiters on ONE node: publish → first and last waiter return."""
+async def asyncio_floor(waiters: int) -> tuple[float, float]:
+    """The floor under a fan-out on this machine: ``waiters`` bare asyncio tasks, each awaiting its own future
+    (as each ``bus.wait`` does, so that cancelling one never wakes the others), all set in one loop; the
+    clock runs from the first ``set_result`` to the first and the last task's return."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(waiters)]
+    times: list[float] = []
+
+    async def task(future: asyncio.Future[None]) -> None:
+        await future
+        times.append(time.perf_counter())
+
+    tasks = [asyncio.ensure_future(task(f)) for f in futures]
+    await asyncio.sleep(0.05)
+    start = time.perf_counter()
+    for future in futures:
+        future.set_result(None)
+    await asyncio.gather(*tasks)
+    return min(times) - start, max(times) - start
+
+
+async def bench_fan_out(
+    url: str, prefix: str, waiters: int, rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    """``waiters`` waiters on ONE node: publish → first and last waiter return; alternated round by round with
+    :func:`asyncio_floor` (its last return, third list)."""
     producer, consumer = await _open_pair(url, prefix)
     firsts: list[float] = []
     lasts: list[float] = []
+    floors: list[float] = []
     for _ in range(rounds):
+        floors.append((await asyncio_floor(waiters))[1])
         run_id = f"fan-{uuid.uuid4().hex[:6]}"
         await _prepare_run(producer, run_id, ["model.hot"])
         times: list[float] = []
@@ -212,7 +238,7 @@ async def bench_fan_out(url: str, prefix: str, waiters: int, rounds: int) -> tup
         lasts.append(max(times) - start)
         await producer.delete_run(run_id)
     await _close(producer, consumer)
-    return firsts, lasts
+    return firsts, lasts, floors
 
 
 async def bench_throughput(
@@ -403,7 +429,7 @@ async def main_async(args: argparse.Namespace, url: str, report: Report) -> dict
     report.add(_latency_row(f"{waiters:,} concurrent waiters (distinct nodes, published one by one)", many))
     metrics["p99_one"] = _pct(one, 0.99) * 1000
     metrics["p99_many"] = _pct(many, 0.99) * 1000
-    firsts, lasts = await bench_fan_out(url, prefix, waiters, 5 if q else 20)
+    firsts, lasts, _floors = await bench_fan_out(url, prefix, waiters, 5 if q else 20)
     report.add(_latency_row(f"{waiters:,} waiters on one node: first waiter returns", firsts))
     report.add(_latency_row(f"{waiters:,} waiters on one node: last waiter returns", lasts))
     report.add(_latency_row("control: the publish call alone (one round trip), 1-waiter run", publish_calls))

@@ -7,7 +7,8 @@ Scenarios, for ``memory://`` and a throw-away ``redis-server`` on loopback:
 * 100 and 10,000 concurrent waiters on distinct nodes (one waiter per node): publish the nodes one by one and
   time each node's waiter from the publish call to its return (100 waiters: 100 rounds, i.e. 10,000 samples;
   10,000 waiters: the first 10,000 — all — of them);
-* many waiters on ONE node (100 and 10,000): one record wakes them all; first and last return.
+* many waiters on ONE node (100 and 10,000): one record wakes them all; first and last return, alternated
+  with the asyncio floor (as many bare tasks, each awaiting its own future, released in one loop).
 
 The functions are those of ``bench/redis_backend.py`` (which also runs them alone, with its own page section).
 
@@ -55,8 +56,9 @@ async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
             samples += await bench_latency_many_waiters(url, prefix, waiters, min(waiters, events))
         out["distinct_nodes"][str(waiters)] = latency_summary(samples)
     for waiters in (100, 10_000):
-        firsts, lasts = await bench_fan_out(url, prefix, waiters, rounds)
-        out["one_node"][str(waiters)] = {"first": latency_summary(firsts), "last": latency_summary(lasts)}
+        firsts, lasts, floors = await bench_fan_out(url, prefix, waiters, rounds)
+        out["one_node"][str(waiters)] = {"first": latency_summary(firsts), "last": latency_summary(lasts),
+                                         "asyncio_floor": latency_summary(floors)}
     return out
 
 

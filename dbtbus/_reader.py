@@ -317,7 +317,9 @@ class RunReader:
         self.run_id = run_id
         self.tail = LogTail(bus.backend, run_id, batch=bus.read_batch, max_record_size=bus.max_record_size)
         self.state = self.tail.state
-        self.waiters: dict[str, set[Waiter]] = {}
+        #: Pending waiters by node, then by what they ask (include_tests, min_attempt): one decision per group.
+        #: A group of one is the waiter itself (a triggerer holds thousands of those: no set for each).
+        self.waiters: dict[str, dict[tuple[bool, int | None], Waiter | set[Waiter]]] = {}
         self.count = 0
         self.caught_up = False
         self.idle_since: float | None = anyio.current_time()
@@ -342,17 +344,41 @@ class RunReader:
                 # in the log: answer only after one more read.
                 self.recheck[waiter.unique_id] = None
                 self._interrupt_read()
-        self.waiters.setdefault(waiter.unique_id, set()).add(waiter)
+        groups = self.waiters.get(waiter.unique_id)
+        if groups is None:
+            groups = self.waiters[waiter.unique_id] = {}
+        key = (waiter.include_tests, waiter.min_attempt)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = waiter
+        elif isinstance(group, Waiter):
+            groups[key] = {group, waiter}
+        else:
+            group.add(waiter)
         self.count += 1
         self.idle_since = None
 
     def discard(self, waiter: Waiter) -> None:
-        bucket = self.waiters.get(waiter.unique_id)
-        if bucket is not None and waiter in bucket:
-            bucket.remove(waiter)
-            if not bucket:
-                del self.waiters[waiter.unique_id]
-            self._fewer(1)
+        if waiter.outcome is not None:  # resolved: dispatch already took it out
+            return
+        groups = self.waiters.get(waiter.unique_id)
+        if groups is None:
+            return
+        key = (waiter.include_tests, waiter.min_attempt)
+        group = groups.get(key)
+        if group is waiter:
+            del groups[key]
+        elif isinstance(group, set) and waiter in group:
+            group.remove(waiter)
+            if group:
+                self._fewer(1)
+                return
+            del groups[key]
+        else:
+            return
+        if not groups:
+            del self.waiters[waiter.unique_id]
+        self._fewer(1)
 
     def _fewer(self, n: int) -> None:
         self.count -= n
@@ -373,34 +399,34 @@ class RunReader:
             uids = list(self.waiters)
         else:
             uids = [uid for uid in changed if uid in self.waiters]
+        resolved = 0
         for uid in uids:
-            bucket = self.waiters[uid]
-            # Decide once per node and flags, not once per waiter: 10,000 waiters on one node must not mean
+            groups = self.waiters[uid]
+            # One decision per node and question, then a bare loop: 10,000 waiters on one node must not mean
             # 10,000 evaluations before the first of them runs.
-            decided: dict[tuple[bool, int | None], Outcome] = {}
-            still: set[Waiter] = set()
-            for waiter in bucket:
-                key = (waiter.include_tests, waiter.min_attempt)
-                outcome = decided.get(key)
-                if outcome is None:
-                    outcome = decided[key] = self._decide(uid, *key)
-                if outcome.terminal:
+            for key in list(groups):
+                outcome = self._decide(uid, *key)
+                if not outcome.terminal:
+                    continue
+                group = groups.pop(key)
+                if isinstance(group, Waiter):
+                    group.resolve(outcome)
+                    resolved += 1
+                    continue
+                for waiter in group:
                     waiter.resolve(outcome)
-                else:
-                    still.add(waiter)
-            resolved = len(bucket) - len(still)
-            if still:
-                self.waiters[uid] = still
-            else:
+                resolved += len(group)
+            if not groups:
                 del self.waiters[uid]
-            if resolved:
-                self._fewer(resolved)
+        if resolved:
+            self._fewer(resolved)
 
     def fail_all(self, error: DbtBusError) -> None:
         self.failed = error
-        for bucket in self.waiters.values():
-            for waiter in bucket:
-                waiter.resolve(error)
+        for groups in self.waiters.values():
+            for group in groups.values():
+                for waiter in [group] if isinstance(group, Waiter) else group:
+                    waiter.resolve(error)
         self.waiters.clear()
         self.count = 0
 
