@@ -289,12 +289,6 @@ class ProducerWatch:
     async def done(self) -> bool:
         return await self.state() in PRODUCER_DONE
 
-    async def until_done(self) -> str:
-        while True:
-            state = await self.state()
-            if state in PRODUCER_DONE:
-                return str(state)
-            await anyio.sleep(self.tasks.interval)
 
 
 # ---------------------------------------------------------------------------------------------- deciding
@@ -387,30 +381,98 @@ def _rerun(state: Any, spec: WaitSpec, reason: str) -> Rerun:
     return Rerun(run_id=spec.run_id, unique_id=spec.unique_id, args=args, reason=reason)
 
 
+class DoneWatch:
+    """One watch of a producer task for every sensor waiting on it in a process: once the task is done for
+    good, each registered wait is cancelled ``grace`` seconds after the later of that moment and its joining
+    (records still in flight to the reader get their chance).
+
+    A triggerer holds hundreds of waiting sensors; one shared watch per (event loop, producer task, grace)
+    costs each of them a cancel scope instead of a task group with two tasks of its own.
+    """
+
+    def __init__(self, producer: ProducerWatch, grace: float) -> None:
+        self.producer = producer
+        self.grace = grace
+        #: Each registered wait's cancel scope and when it joined.
+        self.waits: dict[anyio.CancelScope, float] = {}
+        self.state = ""
+        self.error: BaseException | None = None
+
+    def add(self, scope: anyio.CancelScope) -> None:
+        self.waits[scope] = anyio.current_time()
+
+    def remove(self, scope: anyio.CancelScope) -> None:
+        self.waits.pop(scope, None)
+
+    async def run(self) -> None:
+        try:
+            while self.waits:
+                state = await self.producer.state()
+                if state in PRODUCER_DONE:
+                    self.state = str(state)
+                    break
+                await anyio.sleep(self.producer.tasks.interval)
+            else:
+                return
+            done_at = anyio.current_time()
+            while self.waits:
+                now = anyio.current_time()
+                due = {scope: max(joined, done_at) + self.grace for scope, joined in self.waits.items()}
+                for scope, at in due.items():
+                    if at <= now:
+                        self.waits.pop(scope, None)
+                        scope.cancel()
+                if self.waits:
+                    await anyio.sleep(max(min(at for at in due.values() if at > now) - now, 0.0))
+        except Exception as exc:  # asking Airflow failed: every wait on this watch learns why
+            self.error = exc
+            for scope in list(self.waits):
+                scope.cancel()
+            self.waits.clear()
+
+
+_WATCHES: dict[tuple[int, DagRunRef, str, float], tuple[DoneWatch, asyncio.Task[None]]] = {}
+
+
+def _shared_watch(producer: ProducerWatch, grace: float) -> DoneWatch:
+    """The process's watch of ``producer`` on this event loop, started when absent (asyncio, as the triggerer
+    and the Task SDK calls of :class:`TaskStates` are)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), producer.tasks.ref, producer.task_id, grace)
+    found = _WATCHES.get(key)
+    if found is not None and not found[1].done():
+        return found[0]
+    watch = DoneWatch(producer, grace)
+
+    async def hold() -> None:
+        try:
+            await watch.run()
+        finally:
+            if _WATCHES.get(key, (None,))[0] is watch:
+                del _WATCHES[key]
+
+    _WATCHES[key] = (watch, loop.create_task(hold(), name=f"dbtbus watch of {producer.task_id}"))
+    return watch
+
+
 async def _wait_or_producer_done(bus: Any, spec: WaitSpec, min_attempt: int | None) -> tuple[Outcome | None, str]:
     """The bus's outcome, or ``(None, producer state)`` once the producer task is done for good and a grace
     period (for records still in flight to this reader) has passed without an answer."""
-    result: list[Outcome] = []
-    producer_state = ""
-
-    async with anyio.create_task_group() as tg:
-
-        async def wait() -> None:
-            result.append(await bus.outcome(spec.run_id, spec.unique_id, timeout=spec.timeout,
-                                            include_tests=spec.include_tests, min_attempt=min_attempt))
-            tg.cancel_scope.cancel()
-
-        async def watch() -> None:
-            nonlocal producer_state
-            assert spec.producer is not None
-            producer_state = await spec.producer.until_done()
-            await anyio.sleep(spec.grace)
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(wait)
-        if spec.producer is not None:
-            tg.start_soon(watch)
-    return (result[0] if result else None), producer_state
+    if spec.producer is None:
+        return await bus.outcome(spec.run_id, spec.unique_id, timeout=spec.timeout,
+                                 include_tests=spec.include_tests, min_attempt=min_attempt), ""
+    result: Outcome | None = None
+    watch = _shared_watch(spec.producer, spec.grace)
+    with anyio.CancelScope() as scope:
+        watch.add(scope)  # (the call is not wrapped in a helper coroutine: each frame is paid per waiting sensor)
+        try:
+            result = await bus.outcome(spec.run_id, spec.unique_id, timeout=spec.timeout,
+                                       include_tests=spec.include_tests, min_attempt=min_attempt)
+        finally:
+            watch.remove(scope)
+    if watch.error is not None and result is None:
+        raise watch.error
+    return result, watch.state
 
 
 # ---------------------------------------------------------------------------------------------- the trigger

@@ -255,3 +255,95 @@ async def test_triggers_in_one_loop_share_one_bus() -> None:
             await first.publish(NodeResult(run_id="r", unique_id="model.p.b", status=NodeStatus.SUCCESS))
         assert all(isinstance(r, TaskSuccessEvent) for r in results) and len(results) == 2
         assert len([k for k in triggers_mod._SHARED if k[1] == url]) == 1
+
+
+@pytest.mark.anyio
+async def test_sensors_of_one_producer_share_one_watch(producer_state: dict[str, str | None]) -> None:
+    """A triggerer's waiting sensors cost a cancel scope each: one watch of the producer task ends them all."""
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    nodes = ("model.p.a", "model.p.b", "model.p.c")
+    async with dbtbus.connect(url) as bus:
+        specs = [triggers_mod.WaitSpec(**{**_trigger(url, uid, ti=_TI(), run_group="dbt", timeout=60,
+                                                     producer_task_id="dbt.dbt_producer").spec(RUN).__dict__,
+                                          "grace": 0.05}) for uid in nodes]
+        decisions: dict[str, Any] = {}
+
+        async def wait(spec: triggers_mod.WaitSpec) -> None:
+            decisions[spec.unique_id] = await triggers_mod.decide(bus, spec)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for spec in specs:
+                    tg.start_soon(wait, spec)
+                await anyio.sleep(0.2)
+                watches = [w for (_, ref, task, _), (w, _) in triggers_mod._WATCHES.items()
+                           if ref.run_id == "manual__1" and task == "dbt.dbt_producer"]
+                assert len(watches) == 1 and len(watches[0].waits) == 3
+                # one sensor finishes on its own; the others keep waiting on the same watch
+                await bus.publish([_started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a",
+                                                             status=NodeStatus.SUCCESS)])
+                await anyio.sleep(0.2)
+                assert decisions["model.p.a"].ok and len(watches[0].waits) == 2
+                producer_state["dbt.dbt_producer"] = "failed"  # killed: nothing more comes
+    for uid in ("model.p.b", "model.p.c"):
+        assert decisions[uid].kind is OutcomeKind.PRODUCER_LOST and "failed" in decisions[uid].message
+    assert not any(ref.run_id == "manual__1" for (_, ref, _, _) in triggers_mod._WATCHES)  # nothing left behind
+
+
+@pytest.mark.anyio
+async def test_a_failing_task_sdk_call_fails_every_wait_on_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow not answering says nothing about the producer: the sensors fail as trigger failures, with why."""
+
+    def broken(self: TaskStates) -> dict[str, str | None]:
+        raise RuntimeError("the API server is unreachable")
+
+    monkeypatch.setattr(TaskStates, "_ask", broken)
+    monkeypatch.setattr(TaskStates, "_cache", {})
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        specs = [_trigger(url, uid, ti=_TI(), run_group="dbt", producer_task_id="dbt.dbt_producer",
+                          timeout=60).spec(RUN) for uid in ("model.p.a", "model.p.b")]
+        errors: list[BaseException] = []
+
+        async def wait(spec: triggers_mod.WaitSpec) -> None:
+            try:
+                await triggers_mod.decide(bus, spec)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for spec in specs:
+                    tg.start_soon(wait, spec)
+    assert [str(e) for e in errors] == ["the API server is unreachable"] * 2
+
+
+@pytest.mark.anyio
+async def test_a_sensor_joining_after_the_producer_ended_gets_its_own_grace(
+    producer_state: dict[str, str | None],
+) -> None:
+    """Records still in flight get the grace period from when each sensor started waiting, not from the end."""
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    producer_state["dbt.dbt_producer"] = "success"
+    async with dbtbus.connect(url) as bus:
+        def spec(uid: str) -> triggers_mod.WaitSpec:
+            base = _trigger(url, uid, ti=_TI(), run_group="dbt", producer_task_id="dbt.dbt_producer", timeout=60)
+            return triggers_mod.WaitSpec(**{**base.spec(RUN).__dict__, "grace": 0.6})
+
+        decisions: dict[str, Any] = {}
+
+        async def wait(uid: str) -> None:
+            decisions[uid] = await triggers_mod.decide(bus, spec(uid))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait, "model.p.a")
+                await anyio.sleep(0.4)
+                tg.start_soon(wait, "model.p.b")  # joins 0.4 s into the first one's grace
+                await anyio.sleep(0.35)
+                assert "model.p.a" in decisions and "model.p.b" not in decisions
+                # b's record arrives within b's own grace: b gets the real outcome, not "lost"
+                await bus.publish([_started(RUN), NodeResult(run_id=RUN, unique_id="model.p.b",
+                                                             status=NodeStatus.SUCCESS)])
+    assert decisions["model.p.a"].kind is OutcomeKind.PRODUCER_LOST
+    assert decisions["model.p.b"].ok
