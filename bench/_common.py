@@ -5,6 +5,7 @@ Nothing here imports dbtbus, dbt or redis at module level, so the helpers are sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -52,6 +53,18 @@ class Options:
     results_dir: Path = RESULTS_DIR
     redis_url: str | None = None  # a throw-away server started by __main__ (None: start your own)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def redis_url(opts: Options) -> Iterator[str]:
+    """The suite's redis-server (``opts.redis_url``), or a throw-away one while a benchmark runs alone."""
+    if opts.redis_url is not None:
+        yield opts.redis_url
+        return
+    from dbtbus.testing.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
 
 
 # ------------------------------------------------------------------------------------------ machine

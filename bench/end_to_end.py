@@ -48,6 +48,7 @@ from bench._common import (
     log,
     machine,
     ratio,
+    redis_url,
     reset_peak_rss,
     run_child,
     self_peak_rss,
@@ -383,25 +384,13 @@ def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus.testing.redis_server import RedisServer
-
     sizes = list(QUICK if opts.quick else SIZES)
     if opts.extra.get("large"):
         sizes.append(LARGE)
     sizes = opts.extra.get("e2e_sizes", sizes)
-    server = None
-    url = opts.redis_url
-    if url is None:
-        server = RedisServer().start()
-        url = server.url
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-e2e-"))
-    projects: list[dict[str, Any]] = []
-    try:
-        for size in sizes:
-            projects.append(measure_size(size, tmp, url))
-    finally:
-        if server is not None:
-            server.close()
+    with redis_url(opts) as url:
+        projects = [measure_size(size, tmp, url) for size in sizes]
     return {
         "name": NAME,
         "machine": machine(),

@@ -31,7 +31,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Options, log, machine, spread, standalone_main
+from bench._common import Options, log, machine, redis_url, spread, standalone_main
 
 NAME = "scale"
 SIZES = (50, 200, 1000)
@@ -192,17 +192,10 @@ async def measure(url: str, models: int, graph: dict[str, Any], nodes: list[str]
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus.testing.redis_server import RedisServer
-
     reps = 1 if opts.quick else 3
-    server = None
-    url = opts.redis_url
-    if url is None:
-        server = RedisServer().start()
-        url = server.url
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-scale-"))
     sizes: list[dict[str, Any]] = []
-    try:
+    with redis_url(opts) as url:
         for models in SIZES:
             graph, nodes = _project_graph(models, tmp)
             entry: dict[str, Any] = {"models": models, "nodes": len(nodes), "backends": {}}
@@ -217,9 +210,6 @@ def run(opts: Options) -> dict[str, Any]:
                     f"records read per waiter {late['records_read_per_waiter']['median']:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)")
             sizes.append(entry)
-    finally:
-        if server is not None:
-            server.close()
     return {
         "name": NAME,
         "machine": machine(),

@@ -17,7 +17,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Options, log, machine, spread, standalone_main
+from bench._common import Options, log, machine, redis_url, spread, standalone_main
 
 NAME = "throughput"
 BATCH = 1000
@@ -26,25 +26,16 @@ RUNS = 3
 
 def run(opts: Options) -> dict[str, Any]:
     from bench.redis_backend import bench_throughput
-    from dbtbus.testing.redis_server import RedisServer
 
     one_by_one, batched = (2000, 20_000) if opts.quick else (10_000, 100_000)
-    server = None
-    url = opts.redis_url
-    if url is None:
-        server = RedisServer().start()
-        url = server.url
     backends: dict[str, Any] = {}
-    try:
+    with redis_url(opts) as url:
         for name, bus_url in (("memory", f"memory://bench-tp-{uuid.uuid4().hex[:6]}"), ("redis", url)):
             prefix = f"bench{uuid.uuid4().hex[:6]}:"
             runs = [asyncio.run(bench_throughput(bus_url, prefix, one_by_one, batched, BATCH)) for _ in range(RUNS)]
             backends[name] = {path: spread([r[path] for r in runs]) for path in runs[0]}
             for path, s in backends[name].items():
                 log(f"throughput {name}: {path}: {s['median']:,.0f}/s")
-    finally:
-        if server is not None:
-            server.close()
     return {
         "name": NAME,
         "machine": machine(),

@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import Options, latency_summary, log, machine, standalone_main
+from bench._common import Options, latency_summary, log, machine, redis_url, standalone_main
 
 NAME = "wakeup"
 
@@ -63,24 +63,14 @@ async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
 
 
 def run(opts: Options) -> dict[str, Any]:
-    from dbtbus.testing.redis_server import RedisServer
-
-    server = None
-    url = opts.redis_url
-    if url is None:
-        server = RedisServer().start()
-        url = server.url
     backends: dict[str, Any] = {}
     load = list(os.getloadavg())
-    try:
+    with redis_url(opts) as url:
         for name, bus_url in (("memory", f"memory://bench-wakeup-{uuid.uuid4().hex[:6]}"), ("redis", url)):
             log(f"wakeup: {name}")
             backends[name] = asyncio.run(measure_backend(bus_url, opts.quick))
             for n, s in backends[name]["distinct_nodes"].items():
                 log(f"  {n:>6} waiters: p50 {s['p50_ms']:.3f} p99 {s['p99_ms']:.3f} max {s['max_ms']:.3f} ms")
-    finally:
-        if server is not None:
-            server.close()
     return {
         "name": NAME,
         "machine": machine(),
