@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -38,6 +39,22 @@ async def waiters(
             for _ in range(per_node):
                 tg.start_soon(one, uid)
     return kinds
+
+
+@contextlib.asynccontextmanager
+async def waiting(
+    bus: dbtbus.Bus, run_id: str, uids: Sequence[str], **options: Any
+) -> AsyncIterator[dict[str, list[str]]]:
+    """``async with waiting(bus, run, nodes) as kinds:`` — :func:`waiters` run in the background while the block
+    does its damage; ``kinds`` holds every node's outcome kinds once the block and the waiters are done."""
+    kinds: dict[str, list[str]] = {}
+
+    async def wait_all() -> None:
+        kinds.update(await waiters(bus, run_id, uids, **options))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait_all)
+        yield kinds
 
 
 async def log_records(url: str, run_id: str) -> list[Record]:

@@ -12,7 +12,7 @@ import pytest
 import dbtbus
 from dbtbus.testing.redis_server import RedisServer
 
-from ._outcomes import census, log_records, until_started, waiters
+from ._outcomes import census, log_records, until_started, waiters, waiting
 from .conftest import run_id, slow_project, start_producer
 
 
@@ -24,13 +24,7 @@ async def test_producer_sigkill_gives_producer_lost_only_for_unfinished_nodes(
     run = run_id("sigkill")
     producer = start_producer(redis_server.url, run, project, heartbeat=0.5)
     async with dbtbus.connect(redis_server.url) as bus:
-        async with anyio.create_task_group() as tg:
-            kinds: dict[str, list[str]] = {}
-
-            async def wait_all() -> None:
-                kinds.update(await waiters(bus, run, project.nodes, timeout=120))
-
-            tg.start_soon(wait_all)
+        async with waiting(bus, run, project.nodes, timeout=120) as kinds:
             await until_started(bus, run, nodes=1)
             os.kill(producer.process.pid, signal.SIGKILL)
         producer.process.wait()
@@ -49,13 +43,7 @@ async def test_redis_restart_with_aof_mid_run_loses_nothing_and_stores_nothing_t
     run = run_id("restart")
     producer = start_producer(redis_server.url, run, project, heartbeat=2.0)
     async with dbtbus.connect(redis_server.url) as bus:
-        async with anyio.create_task_group() as tg:
-            kinds: dict[str, list[str]] = {}
-
-            async def wait_all() -> None:
-                kinds.update(await waiters(bus, run, project.nodes, per_node=5))
-
-            tg.start_soon(wait_all)
+        async with waiting(bus, run, project.nodes, per_node=5) as kinds:
             await until_started(bus, run, nodes=1)
             await anyio.to_thread.run_sync(lambda: redis_server.restart(down_for=0.5))
         report = await anyio.to_thread.run_sync(producer.result)
@@ -76,13 +64,7 @@ async def test_redis_down_longer_than_the_lease_mid_run_gives_no_false_producer_
     run = run_id("outage")
     producer = start_producer(redis_server.url, run, project, heartbeat=1.0)
     async with dbtbus.connect(redis_server.url) as bus:
-        async with anyio.create_task_group() as tg:
-            kinds: dict[str, list[str]] = {}
-
-            async def wait_all() -> None:
-                kinds.update(await waiters(bus, run, project.nodes, per_node=5))
-
-            tg.start_soon(wait_all)
+        async with waiting(bus, run, project.nodes, per_node=5) as kinds:
             await until_started(bus, run, nodes=1)
             await anyio.to_thread.run_sync(redis_server.stop)
             await anyio.sleep(3.0)

@@ -23,7 +23,7 @@ from dbtbus.testing.fake_runs import EventFactory
 from dbtbus.testing.redis_server import RedisServer
 
 from ._cluster import ReplicatedCluster
-from ._outcomes import census, log_records, outcome_kind, until_started, waiters
+from ._outcomes import census, log_records, outcome_kind, until_started, waiters, waiting
 from ._proxy import ReplyLosingProxy
 from .conftest import run_id, slow_project, start_producer
 
@@ -244,13 +244,7 @@ async def test_cluster_master_killed_mid_run_loses_nothing_and_no_waiter_is_wron
         url = f"{cluster.url}?cluster=true"
         producer = start_producer(url, run, project, heartbeat=5.0)
         async with dbtbus.connect(url) as bus:
-            async with anyio.create_task_group() as tg:
-                kinds: dict[str, list[str]] = {}
-
-                async def wait_all() -> None:
-                    kinds.update(await waiters(bus, run, project.nodes, per_node=5))
-
-                tg.start_soon(wait_all)
+            async with waiting(bus, run, project.nodes, per_node=5) as kinds:
                 await until_started(bus, run, nodes=2)
                 victim = cluster.master_of(f"dbtbus:{{{run}}}:log")
                 await anyio.to_thread.run_sync(lambda: victim.stop(kill=True))
