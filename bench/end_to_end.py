@@ -100,6 +100,30 @@ def child_bare(project: str) -> dict[str, Any]:
     return {**out, "nodes": len(res.result.results)}
 
 
+def _time_publisher_thread() -> list[float]:
+    """Instrumentation only: the CPU time of the producer's publisher thread (its whole ``anyio.run``: start-up,
+    connecting, every publish, the ending), summed into the returned list when the thread ends. The rest of
+    the producer's cost is the callback on dbt's threads (bench/callback_cost.py: a few hundred ns an event)."""
+    import threading
+
+    import anyio
+
+    spent: list[float] = []
+    real_run = anyio.run
+
+    def timed_run(*args: Any, **kwargs: Any) -> Any:
+        if not threading.current_thread().name.startswith("dbtbus-publisher"):
+            return real_run(*args, **kwargs)
+        start = time.thread_time()
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            spent.append(time.thread_time() - start)
+
+    anyio.run = timed_run
+    return spent
+
+
 def child_producer_only(project: str, url: str) -> dict[str, Any]:
     from dbt.cli.main import dbtRunner  # noqa: F401 - imported before the clock starts
 
@@ -111,6 +135,7 @@ def child_producer_only(project: str, url: str) -> dict[str, Any]:
 
         import dbtbus.backends.redis  # noqa: F401 - the backend module the bus imports when it connects
     imports_rss = (vm_rss() or 0) - before_imports  # what a bare build does not load: dbtbus, anyio, redis-py
+    publisher_cpu = _time_publisher_thread()
     run_id = f"e2e-{uuid.uuid4().hex[:8]}"
     clock = Clock()
     result = Producer(url, run_id=run_id).invoke(["build", *_dbt_args(project)])  # resets the peak itself
@@ -118,7 +143,7 @@ def child_producer_only(project: str, url: str) -> dict[str, Any]:
     if result.crashed or not result.success:
         raise SystemExit(f"producer run failed: {result.error}")
     return {**out, "peak_rss_producer": result.peak_rss, "peak_rss_scope": result.peak_rss_scope,
-            "imports_rss": imports_rss}
+            "imports_rss": imports_rss, "publisher_cpu": sum(publisher_cpu)}
 
 
 def child_producer(project: str, url: str, nodes: list[str]) -> dict[str, Any]:
@@ -292,6 +317,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "cpu": spread([r["cpu"] for r in rs]),
             "peak_rss": spread([peak_rss(r) for r in rs]),
         }
+        if all("publisher_cpu" in r for r in rs):
+            summary[variant]["publisher_cpu"] = spread([r["publisher_cpu"] for r in rs])
         if variant in PERNODE:
             summary[variant]["mean_per_type"] = {
                 k: statistics.median(r["mean_per_type"][k] for r in rs) for k in rs[0]["mean_per_type"]

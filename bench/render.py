@@ -342,6 +342,11 @@ def _e2e_goal_row(p: dict[str, Any], variant: str, label: str, cpus: int | None)
                 verdict(_num(wall["of_medians"]), GOAL_E2E_RATIO, _miss_ratio) + " (on wall; no CPU figure)"]
     cper = [_num(v) for v in cpu["per_repetition"]]
     measured = (f"CPU {x(cpu['of_medians'])} (per repetition {x(min(cper))}–{x(max(cper))}); " + measured)
+    alone = p["summary"].get(variant.replace("producer-", "produceronly-"), {}).get("publisher_cpu")
+    if alone is not None:
+        bare_cpu = _num(p["summary"]["bare"]["cpu"]["median"])
+        measured += (f"; the publisher thread's own CPU (producer alone): {_num(alone['median']):.3f} s, "
+                     f"{_num(alone['median']) / bare_cpu * 100:.1f} % of the bare build's")
     return [
         f"end to end CPU ratio ≤ {GOAL_E2E_RATIO:.2f} — {p['models']} models, {label}",
         measured,
