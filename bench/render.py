@@ -123,6 +123,10 @@ def _miss_bytes(m: float, g: float) -> str:
 # ------------------------------------------------------------------------------------------ loading
 
 
+#: Results whose benchmark writes its own section of the page (``--write``): not rendered here.
+OWN_SECTIONS = frozenset({"airflow_live", "airflow_footprint"})
+
+
 def load(results_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -131,8 +135,8 @@ def load(results_dir: Path) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             print(f"render: skipping {path}: {exc}", file=sys.stderr)
             continue
-        # bench/airflow_live.py writes its own section (kept as it is): not one of this suite's results
-        if isinstance(data, dict) and isinstance(data.get("machine"), dict):
+        # bench/airflow_live.py and bench/airflow_footprint.py write their own sections (kept as they are)
+        if path.stem not in OWN_SECTIONS:
             out[path.stem] = data
     return out
 
