@@ -60,7 +60,8 @@ def bench_airflow(session: nox.Session) -> None:
     docs/airflow.md. Arguments after ``--`` go to bench/airflow_live.py (e.g. ``--models 200 --repeat 3``)."""
     session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29",
                     "astronomer-cosmos>=1.15")
-    session.run("python", "bench/airflow_live.py", "--cosmos", "--write", "docs/benchmarks.md", *session.posargs)
+    session.run("python", "bench/airflow_live.py", "--cosmos", "--write", "docs/benchmarks.md",
+                *(session.posargs or ["--models", "50", "200", "--repeat", "3", "1"]))
     session.run("python", "-m", "bench.airflow_footprint", "--write", "docs/benchmarks.md")
     session.run("python", "-m", "bench.airflow_footprint", "--render-only", "--write", "docs/airflow.md")
 

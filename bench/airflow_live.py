@@ -9,12 +9,16 @@ the end — runs every variant on the same generated project, alternating varian
 * ``bare``           — one PythonOperator running ``dbtRunner().invoke(["build", ...])``;
 * ``dbtbus-redis``   — ``render_dbt_task_group`` on a throw-away redis-server;
 * ``dbtbus-xcom``    — the same on ``xcom://?poll=0.2``;
-* ``cosmos-watcher`` — astronomer-cosmos ``DbtDag`` in ``ExecutionMode.WATCHER``.
+* ``cosmos-watcher`` — astronomer-cosmos ``DbtDag`` in ``ExecutionMode.WATCHER``;
+* ``dbtbus-redis-failing`` — dbtbus on Redis on a copy of the project where the model with the most
+  descendants fails: the time from the failure's publication (the node's ``finished_at`` in its record; the
+  producer publishes it within milliseconds) to the failing task and every descendant's task being terminal.
 
 Per run: DAG wall (dag_run end − start), producer task, tail (DAG end − producer end), sensor tasks that
-ran on a worker (queued at least once), and the triggerer's RSS after the run.
+ran on a worker (queued at least once), and the triggerer's RSS after the run. Several sizes share one
+deployment (``--models 50 200 --repeat 3 1``: 3 rounds at 50 models, 1 at 200).
 
-    .nox/airflow_live/bin/python bench/airflow_live.py --models 50 --repeat 3 --write docs/benchmarks.md
+    .nox/airflow_live/bin/python bench/airflow_live.py --models 50 200 --repeat 3 1 --cosmos --write docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -44,18 +48,18 @@ ROOT = HERE.parents[1]
 SECTION = "## Airflow under a real scheduler"
 BIN = Path(sys.executable).parent
 
-DAG_FILE = '''"""dbtbus benchmark DAGs (airflow dag file)."""
+DAG_FILE = '''"""dbtbus benchmark DAGs for the {models}-model project (airflow dag file)."""
 import os
 import sys
 from pathlib import Path
 
 from airflow.sdk import DAG
 
-PROJECT = Path(os.environ["DBTBUS_BENCH_PROJECT"])
-MANIFEST = PROJECT / "manifest.render.json"
+PROJECT = Path({project!r})
+FAILING = Path({failing!r})
 ARGS = ["build", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
 
-with DAG("bench_bare", schedule=None, catchup=False) as bare:
+with DAG("bench_bare_{models}", schedule=None, catchup=False) as bare:
     from airflow.providers.standard.operators.python import PythonOperator
 
     def build():
@@ -68,28 +72,35 @@ with DAG("bench_bare", schedule=None, catchup=False) as bare:
 
 from dbtbus.airflow import render_dbt_task_group
 
-for name, url in (("redis", os.environ["DBTBUS_BENCH_REDIS"]), ("xcom", "xcom://?poll=0.2")):
-    with DAG(f"bench_dbtbus_{name}", schedule=None, catchup=False) as dag:
-        render_dbt_task_group(MANIFEST, url, ARGS, group_id="dbt", sensor_kwargs={"timeout": 900})
-    globals()[f"bench_dbtbus_{name}"] = dag
+REDIS = os.environ["DBTBUS_BENCH_REDIS"]
+for name, url, project in (("redis", REDIS, PROJECT), ("xcom", "xcom://?poll=0.2", PROJECT),
+                           ("redis_failing", REDIS, FAILING)):
+    args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
+    with DAG(f"bench_dbtbus_{{name}}_{models}", schedule=None, catchup=False) as dag:
+        render_dbt_task_group(project / "manifest.render.json", url, args, group_id="dbt",
+                              sensor_kwargs={{"timeout": 1800}})
+    globals()[f"bench_dbtbus_{{name}}"] = dag
 
 if os.environ.get("DBTBUS_BENCH_COSMOS") == "1":
     from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig
     from cosmos.constants import ExecutionMode
 
     bench_cosmos = DbtDag(
-        dag_id="bench_cosmos", schedule=None, catchup=False,
+        dag_id="bench_cosmos_{models}", schedule=None, catchup=False,
         project_config=ProjectConfig(str(PROJECT)),
         profile_config=ProfileConfig(profile_name="gen", target_name="dev",
                                      profiles_yml_filepath=str(PROJECT / "profiles.yml")),
         execution_config=ExecutionConfig(execution_mode=ExecutionMode.WATCHER,
                                          dbt_executable_path=str(Path(sys.executable).parent / "dbt")),
-        operator_args={"install_deps": False},
+        operator_args={{"install_deps": False}},
     )
 '''
 
 VARIANTS = {"bare": "bench_bare", "dbtbus-redis": "bench_dbtbus_redis", "dbtbus-xcom": "bench_dbtbus_xcom",
-            "cosmos-watcher": "bench_cosmos"}
+            "cosmos-watcher": "bench_cosmos", "dbtbus-redis-failing": "bench_dbtbus_redis_failing"}
+LABELS = {"bare": "bare `dbt build` (one PythonOperator)", "dbtbus-redis": "dbtbus, Redis",
+          "dbtbus-xcom": "dbtbus, XCom (`poll=0.2`)", "cosmos-watcher": "astronomer-cosmos watcher",
+          "dbtbus-redis-failing": "dbtbus, Redis, one model failing"}
 
 
 def _triggerer_rss(af: Deployment) -> int | None:
@@ -107,22 +118,46 @@ def _triggerer_rss(af: Deployment) -> int | None:
         return None
 
 
-def one(af: Deployment, variant: str) -> dict[str, Any]:
-    dag_id = VARIANTS[variant]
+def _published_at(redis_url: str, dag_id: str, run_id: str, unique_id: str) -> float | None:
+    """When the failing node's record says dbt finished it (the producer publishes it at once)."""
+    import anyio
+
+    import dbtbus
+    from dbtbus.airflow import dbtbus_run_id
+
+    async def look() -> float | None:
+        async with dbtbus.connect(redis_url) as bus:
+            outcome = await bus.outcome(dbtbus_run_id(dag_id, run_id, -1, "dbt"), unique_id, timeout=0)
+        finished = getattr(outcome.record, "finished_at", None)
+        return finished.timestamp() if finished is not None else None
+
+    return anyio.run(look)
+
+
+def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redis_url: str) -> dict[str, Any]:
+    dag_id = f"{VARIANTS[variant]}_{models}"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     af.trigger(dag_id, run_id)
-    state = af.wait_run(dag_id, run_id, timeout=1200)
+    state = af.wait_run(dag_id, run_id, timeout=2400)
     start, end = af.dag_run_times(dag_id, run_id)
     tasks = af.tasks(dag_id, run_id)
     producer = next((t for k, t in tasks.items() if "producer" in k), None)
     sensors = [t for k, t in tasks.items() if "producer" not in k and "carrier" not in k]
     assert start is not None and end is not None
-    out: dict[str, Any] = {"variant": variant, "state": state, "dag_wall": end - start, "sensors": len(sensors),
-                           "sensor_worker_runs": sum(1 for t in sensors if t.queued),
+    out: dict[str, Any] = {"variant": variant, "models": models, "state": state, "dag_wall": end - start,
+                           "sensors": len(sensors), "sensor_worker_runs": sum(1 for t in sensors if t.queued),
                            "triggerer_rss": _triggerer_rss(af)}
     if producer is not None and producer.start is not None and producer.end is not None:
         out["producer"] = producer.end - producer.start
         out["tail"] = end - producer.end
+    if variant == "dbtbus-redis-failing":
+        published = _published_at(redis_url, dag_id, run_id, failing["unique_id"])
+        doomed = [tasks.get(f"dbt.{name}") for name in [failing["name"], *failing["descendants"]]]
+        ends = [t.end for t in doomed if t is not None and t.end is not None]
+        out["doomed_tasks"], out["doomed_terminal"] = len(doomed), len(ends)
+        if published is not None and len(ends) == len(doomed):
+            out["failure_to_terminal"] = max(ends) - published
+            out["doomed_before_producer_end"] = bool(producer and producer.end and max(ends) <= producer.end)
     return out
 
 
@@ -130,79 +165,151 @@ def _median(values: list[float]) -> str:
     if not values:
         return "–"
     mid = statistics.median(values)
-    return f"{mid:.1f} s ({min(values):.1f}–{max(values):.1f})"
+    return f"{mid:.1f} s" if len(values) == 1 else f"{mid:.1f} s ({min(values):.1f}–{max(values):.1f})"
 
 
 def render(results: dict[str, Any]) -> str:
-    runs = results["runs"]
-    bare = [r["dag_wall"] for r in runs if r["variant"] == "bare"]
+    cosmos = f" astronomer-cosmos {results['cosmos']};" if results.get("cosmos") else ""
     lines = [
         SECTION, "",
-        f"`bench/airflow_live.py`: {results['models']} models ({results['nodes']} dbt nodes), Airflow "
-        f"{results['airflow']}, LocalExecutor (parallelism 4), PostgreSQL metadata DB, "
-        f"{results['repeat']} run(s) per variant alternating, on {results['machine']}. Median (min–max). "
-        "The triggerer's RSS is its whole process tree after the run (it grows with the runs before it).", "",
-        "| | DAG run wall | ÷ bare | producer task | DAG end − producer end | sensors run on a worker |"
-        " triggerer RSS |",
-        "|---|---|---|---|---|---|---|",
+        f"`bench/airflow_live.py`: one Airflow {results['airflow']} deployment (api-server, scheduler with "
+        f"LocalExecutor and parallelism 4, dag-processor, triggerer; PostgreSQL metadata DB) on "
+        f"{results['machine']}, measured {results['measured_at']};{cosmos} variants alternating within each "
+        "round. Median (min–max) over the rounds. The triggerer's RSS is its whole process tree after the run "
+        "(it grows with the runs before it).", "",
     ]
-    for variant in VARIANTS:
-        mine = [r for r in runs if r["variant"] == variant]
-        if not mine:
-            continue
-        walls = [r["dag_wall"] for r in mine]
-        ratio = f"{statistics.median(walls) / statistics.median(bare):.2f}×" if bare else "–"
-        rss = [r["triggerer_rss"] for r in mine if r.get("triggerer_rss")]
-        green = all(r["state"] == "success" for r in mine)
-        rss_text = f"{statistics.median(rss) / 2**20:.0f} MiB" if rss else "–"
-        worker_runs = max(r["sensor_worker_runs"] for r in mine)
-        sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['sensors']}"
-        tail = "–" if variant == "bare" else _median([r["tail"] for r in mine if "tail" in r])
-        lines.append(
-            f"| {variant}{'' if green else ' (not all green)'} | {_median(walls)} | {ratio} | "
-            f"{_median([r['producer'] for r in mine if 'producer' in r])} | {tail} | {sensors} | {rss_text} |"
-        )
-    return "\n".join(lines) + "\n"
+    for size in results["sizes"]:
+        runs = size["runs"]
+        bare = [r["dag_wall"] for r in runs if r["variant"] == "bare"]
+        lines += [
+            f"### {size['models']} models ({size['nodes']} dbt nodes), {size['repeat']} round(s)", "",
+            "| | DAG run wall | ÷ bare | producer task | DAG end − producer end | sensors run on a worker |"
+            " triggerer RSS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant in VARIANTS:
+            mine = [r for r in runs if r["variant"] == variant]
+            if not mine or variant == "dbtbus-redis-failing":
+                continue
+            walls = [r["dag_wall"] for r in mine]
+            ratio = f"{statistics.median(walls) / statistics.median(bare):.2f}×" if bare else "–"
+            rss = [r["triggerer_rss"] for r in mine if r.get("triggerer_rss")]
+            green = all(r["state"] == "success" for r in mine)
+            rss_text = f"{statistics.median(rss) / 2**20:.0f} MiB" if rss else "–"
+            worker_runs = max(r["sensor_worker_runs"] for r in mine)
+            sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['sensors']}"
+            tail = "–" if variant == "bare" else _median([r["tail"] for r in mine if "tail" in r])
+            lines.append(
+                f"| {LABELS[variant]}{'' if green else ' (**not all green**)'} | {_median(walls)} | {ratio} | "
+                f"{_median([r['producer'] for r in mine if 'producer' in r])} | {tail} | {sensors} | {rss_text} |"
+            )
+        failing = [r for r in runs if r["variant"] == "dbtbus-redis-failing"]
+        if failing:
+            pick = size["failing"]
+            times = [r["failure_to_terminal"] for r in failing if "failure_to_terminal" in r]
+            during = all(r.get("doomed_before_producer_end") for r in failing)
+            complete = all(r["doomed_terminal"] == r["doomed_tasks"] for r in failing)
+            lines += [
+                "",
+                f"One model failing (`{pick['name']}`, {len(pick['descendants'])} model descendants): from the "
+                f"failure's publication to its task and all its descendants' tasks terminal: **{_median(times)}**"
+                + ("" if complete else " (**some never ended**)")
+                + (", every one of them before the producer task ended" if during else "")
+                + f"; the DAG run ended `{failing[0]['state']}` after {_median([r['dag_wall'] for r in failing])}.",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _failing_pick(project: Any) -> dict[str, Any]:
+    """The model with the most model descendants (ties: the earliest), and those descendants' names."""
+    children: dict[str, list[str]] = {}
+    for uid in project.models:
+        for parent in project.parents.get(uid, ()):
+            children.setdefault(parent, []).append(uid)
+
+    def below(uid: str) -> set[str]:
+        found: set[str] = set()
+        stack = list(children.get(uid, ()))
+        while stack:
+            child = stack.pop()
+            if child not in found:
+                found.add(child)
+                stack.extend(children.get(child, ()))
+        return found
+
+    best = max(project.models, key=lambda uid: (len(below(uid)), -project.models.index(uid)))
+    return {"unique_id": best, "name": best.rsplit(".", 1)[1],
+            "descendants": sorted(d.rsplit(".", 1)[1] for d in below(best))}
+
+
+def _prepare(work: Path, models: int) -> tuple[Any, dict[str, Any], Path]:
+    from dbtbus.testing.projects import generate_project
+
+    project = generate_project(work / f"proj{models}", models=models, tests_per_model=1, name="gen")
+    failing = _failing_pick(project)
+    failed = generate_project(work / f"proj{models}_failing", models=models, tests_per_model=1, name="gen",
+                              failing=[failing["name"]])
+    for path in (project.path, failed.path):
+        subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
+                       check=True, capture_output=True, cwd=path)
+        shutil.copy(path / "target" / "manifest.json", path / "manifest.render.json")
+    return project, failing, failed.path
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--variants", nargs="*", default=["bare", "dbtbus-redis", "dbtbus-xcom"])
+    parser.add_argument("--models", type=int, nargs="+", default=[50])
+    parser.add_argument("--repeat", type=int, nargs="+", default=[1],
+                        help="rounds per size, in the order of --models (the last one repeats)")
+    parser.add_argument("--variants", nargs="*",
+                        default=["bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing"])
     parser.add_argument("--cosmos", action="store_true", help="add cosmos-watcher (astronomer-cosmos importable)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "airflow_live.json")
     parser.add_argument("--write", type=Path, help="replace the section in this markdown file")
     args = parser.parse_args()
     variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else [])
 
-    from dbtbus.testing.projects import generate_project
     from dbtbus.testing.redis_server import RedisServer
 
     work = Path(tempfile.mkdtemp(prefix="af-live-bench-")).resolve()
-    project = generate_project(work / "proj", models=args.models, tests_per_model=1, name="gen")
-    subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(project.path), "--profiles-dir",
-                    str(project.path)], check=True, capture_output=True, cwd=project.path)
-    shutil.copy(project.path / "target" / "manifest.json", project.path / "manifest.render.json")
-    runs: list[dict[str, Any]] = []
+    prepared = {models: _prepare(work, models) for models in args.models}
+    sizes: list[dict[str, Any]] = []
     with RedisServer() as redis:
-        env = {"DBTBUS_BENCH_PROJECT": str(project.path), "DBTBUS_BENCH_REDIS": redis.url,
-               "DBTBUS_BENCH_COSMOS": "1" if args.cosmos else "0"}
+        env = {"DBTBUS_BENCH_REDIS": redis.url, "DBTBUS_BENCH_COSMOS": "1" if args.cosmos else "0"}
         home = work / "airflow-home"
         home.mkdir()
         with Deployment(home, BIN, env) as af:
-            (af.dags / "dbtbus_bench_dags.py").write_text(DAG_FILE)
-            for repeat in range(args.repeat):
-                for variant in variants:
-                    result = one(af, variant)
-                    result["repeat"] = repeat
-                    print(json.dumps(result), flush=True)
-                    runs.append(result)
+            for models, (project, _, failing_path) in prepared.items():
+                (af.dags / f"dbtbus_bench_{models}.py").write_text(
+                    DAG_FILE.format(models=models, project=str(project.path), failing=str(failing_path)))
+            for index, models in enumerate(args.models):
+                project, failing, _ = prepared[models]
+                rounds = args.repeat[min(index, len(args.repeat) - 1)]
+                runs: list[dict[str, Any]] = []
+                for round_ in range(rounds):
+                    for variant in variants:
+                        result = one(af, variant, models, failing, redis.url)
+                        result["repeat"] = round_
+                        print(json.dumps(result), flush=True)
+                        runs.append(result)
+                sizes.append({"models": models, "nodes": len(project.nodes), "repeat": rounds, "runs": runs,
+                              "failing": failing})
     from importlib.metadata import version
 
-    results = {"models": args.models, "nodes": len(project.nodes), "repeat": args.repeat, "runs": runs,
-               "airflow": version("apache-airflow"),
+    results = {"sizes": sizes, "airflow": version("apache-airflow"),
+               "cosmos": _version("astronomer-cosmos") if args.cosmos else None,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+               "load_average_at_end": list(os.getloadavg()),
                "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
