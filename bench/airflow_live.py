@@ -223,24 +223,17 @@ def render(results: dict[str, Any]) -> str:
 
 def _failing_pick(project: Any) -> dict[str, Any]:
     """The model with the most model descendants (ties: the earliest), and those descendants' names."""
+    from dbtbus._graph import descendants
+
     children: dict[str, list[str]] = {}
     for uid in project.models:
         for parent in project.parents.get(uid, ()):
             children.setdefault(parent, []).append(uid)
-
-    def below(uid: str) -> set[str]:
-        found: set[str] = set()
-        stack = list(children.get(uid, ()))
-        while stack:
-            child = stack.pop()
-            if child not in found:
-                found.add(child)
-                stack.extend(children.get(child, ()))
-        return found
-
-    best = max(project.models, key=lambda uid: (len(below(uid)), -project.models.index(uid)))
+    below = {uid: descendants(children, uid) for uid in project.models}
+    order = {uid: i for i, uid in enumerate(project.models)}
+    best = max(project.models, key=lambda uid: (len(below[uid]), -order[uid]))
     return {"unique_id": best, "name": best.rsplit(".", 1)[1],
-            "descendants": sorted(d.rsplit(".", 1)[1] for d in below(best))}
+            "descendants": sorted(d.rsplit(".", 1)[1] for d in below[best])}
 
 
 def _prepare(work: Path, models: int) -> tuple[Any, dict[str, Any], Path]:

@@ -370,10 +370,8 @@ class RunReader:
             del groups[key]
         elif isinstance(group, set) and waiter in group:
             group.remove(waiter)
-            if group:
-                self._fewer(1)
-                return
-            del groups[key]
+            if not group:
+                del groups[key]
         else:
             return
         if not groups:

@@ -290,7 +290,6 @@ class ProducerWatch:
         return await self.state() in PRODUCER_DONE
 
 
-
 # ---------------------------------------------------------------------------------------------- deciding
 
 

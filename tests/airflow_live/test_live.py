@@ -13,12 +13,13 @@ import os
 import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from dbtbus._graph import descendants
 
 from ._deployment import TERMINAL, Deployment, TaskState
 from .conftest import GATED
@@ -59,14 +60,7 @@ def _descendants(project: Path, uid: str) -> set[str]:
     for child, node in nodes.items():
         for parent in node.get("depends_on", {}).get("nodes", []):
             children.setdefault(parent, []).append(child)
-    found: set[str] = set()
-    queue = deque(children.get(uid, ()))
-    while queue:
-        child = queue.popleft()
-        if child not in found:
-            found.add(child)
-            queue.extend(children.get(child, ()))
-    return {f"dbt.{c.rsplit('.', 1)[1]}" for c in found if c.startswith("model.")}
+    return {f"dbt.{c.rsplit('.', 1)[1]}" for c in descendants(children, uid) if c.startswith("model.")}
 
 
 def _timings(af: Deployment, dag_id: str, run_id: str) -> dict[str, float]:
