@@ -550,6 +550,22 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
     def _ti(self) -> Any:
         return getattr(self, "task_instance", None)
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render as Airflow does, then let go of the DAG the triggerer built this trigger's task instance from.
+
+        Airflow 3.3 starts a ``start_from_trigger`` task with a task instance whose ``task`` belongs to a whole
+        DAG deserialized for that one trigger, and a template context pointing at the same: held while the
+        sensor waits, that is a copy of the DAG per waiting sensor (about 1 MB each with 200 sensors). Nothing
+        after rendering needs them: the trigger reads five plain fields of its task instance.
+        """
+        super().render_template_fields(context, jinja_env)
+        ti = self._ti()
+        if ti is not None and getattr(ti, "task", None) is not None:
+            with contextlib.suppress(Exception):  # a task instance that refuses: it keeps its task, no harm
+                ti.task = None
+        with contextlib.suppress(Exception):
+            context.clear()
+
     async def _resolved(self) -> tuple[str, str]:
         ti = self._ti()
         url = self.bus_url

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG
 
-from dbtbus.airflow import DbtBusProducerOperator, DbtNodeSensor, render_dbt_task_group
+from dbtbus.airflow import DbtBusProducerOperator, DbtNodeSensor, DbtNodeTrigger, render_dbt_task_group
 from dbtbus.airflow.render import select_nodes
 
 
@@ -97,6 +97,18 @@ def test_sensors_wait_from_the_start_and_know_their_producer(shop_template: Path
     assert kwargs["producer_task_id"] == "dbt.dbt_producer"
     assert kwargs["upstream_task_ids"] == ["dbt.stg_orders", "dbt.stg_payments"]
     assert sensor.retries == 2  # as many as the producer: a sensor's retry waits for the producer's next attempt
+
+
+def test_start_trigger_args_leave_out_the_triggers_defaults(shop_template: Path) -> None:
+    """Airflow 3.3's triggerer ships the whole serialized DAG with every trigger it starts: the sensors' trigger
+    arguments carry only what differs from DbtNodeTrigger's defaults, and rebuild the same trigger."""
+    with DAG("render_lean", schedule=None) as dag:
+        render_dbt_task_group(shop_template / "target" / "manifest.json", "redis://h:1/0", ["build"])
+    seed = dag.get_task("dbt.customers_seed")
+    kwargs = seed.start_trigger_args.trigger_kwargs
+    assert {"not_run", "retry_check", "carrier_task_id", "bus_conn_id", "upstream_task_ids"}.isdisjoint(kwargs)
+    full = seed._trigger_kwargs(None, seed.bus_url)
+    assert DbtNodeTrigger(**kwargs).serialize() == DbtNodeTrigger(**full).serialize()
 
 
 def test_bus_conn_id_reaches_the_trigger(shop_template: Path) -> None:

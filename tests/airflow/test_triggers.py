@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import types
 import uuid
 from typing import Any
 
@@ -347,3 +348,34 @@ async def test_a_sensor_joining_after_the_producer_ended_gets_its_own_grace(
                                                              status=NodeStatus.SUCCESS)])
     assert decisions["model.p.a"].kind is OutcomeKind.PRODUCER_LOST
     assert decisions["model.p.b"].ok
+
+
+def test_a_trigger_started_from_the_triggerer_lets_go_of_its_dag_copy() -> None:
+    """Airflow 3.3 gives each start_from_trigger trigger a task instance whose task belongs to a DAG deserialized
+    for it alone; after rendering, the trigger keeps the task instance's plain fields, not that DAG."""
+    import gc
+    import weakref
+
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    class Dag:  # stands in for the deserialized DAG: what must become collectable
+        pass
+
+    dag = Dag()
+    task = types.SimpleNamespace(dag=dag, template_ext=(), start_trigger_args=None)
+    dag.tasks = [task]  # type: ignore[attr-defined]  # a cycle, as a real DAG has
+    gone = weakref.ref(dag)
+    ti = RuntimeTaskInstance.model_construct(dag_id="d", run_id="r", task_id="dbt.m1", try_number=2, map_index=-1,
+                                             task=task)
+    trigger = DbtNodeTrigger("{{ 'memory://x' }}", None, "model.p.m1", run_group="dbt")
+    trigger.task_instance = ti
+    trigger.template_fields = ("bus_url",)
+    context: dict[str, Any] = {"ti": ti, "task": task, "dag": dag}
+    del dag, task
+    trigger.render_template_fields(context)
+    gc.collect()
+    assert trigger.bus_url == "memory://x"  # rendered as before
+    assert gone() is None
+    assert context == {}
+    assert (ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.map_index) == ("d", "r", "dbt.m1", 2, -1)
+    assert trigger.spec("run-1").retrying  # what the trigger reads of its task instance is still there
