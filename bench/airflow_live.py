@@ -24,6 +24,7 @@ deployment (``--models 50 200 --repeat 3 1``: 3 rounds at 50 models, 1 at 200).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -118,6 +120,50 @@ def _triggerer_rss(af: Deployment) -> int | None:
         return None
 
 
+class _PeakSampler:
+    """The highest value ``read()`` returned, sampled every ``interval`` seconds on a thread while in the block."""
+
+    def __init__(self, read: Any, interval: float = 0.25) -> None:
+        self.read, self.interval, self.value = read, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.value = max(self.value, self.read() or 0)
+
+    def __enter__(self) -> _PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _cpu_seconds(af: Deployment) -> dict[str, float]:
+    """CPU seconds (user + system) each Airflow component has spent so far: its process and every live
+    descendant (the LocalExecutor's workers, the task processes they run), each counting the children it
+    reaped. A delta around one DAG run says who paid for it on this 2-core machine."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    out: dict[str, float] = {}
+    for name, proc in af.procs.items():
+        total = 0.0
+        try:
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            continue
+        out[name] = total
+    return out
+
+
 def _published_at(redis_url: str, dag_id: str, run_id: str, unique_id: str) -> float | None:
     """When the failing node's record says dbt finished it (the producer publishes it at once)."""
     import anyio
@@ -137,8 +183,12 @@ def _published_at(redis_url: str, dag_id: str, run_id: str, unique_id: str) -> f
 def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redis_url: str) -> dict[str, Any]:
     dag_id = f"{VARIANTS[variant]}_{models}"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    af.trigger(dag_id, run_id)
-    state = af.wait_run(dag_id, run_id, timeout=2400)
+    cpu_before = _cpu_seconds(af)
+    rss_before = _triggerer_rss(af)
+    with _PeakSampler(lambda: _triggerer_rss(af)) as peak:
+        af.trigger(dag_id, run_id)
+        state = af.wait_run(dag_id, run_id, timeout=2400)
+    cpu_after = _cpu_seconds(af)
     start, end = af.dag_run_times(dag_id, run_id)
     tasks = af.tasks(dag_id, run_id)
     producer = next((t for k, t in tasks.items() if "producer" in k), None)
@@ -146,7 +196,9 @@ def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redi
     assert start is not None and end is not None
     out: dict[str, Any] = {"variant": variant, "models": models, "state": state, "dag_wall": end - start,
                            "sensors": len(sensors), "sensor_worker_runs": sum(1 for t in sensors if t.queued),
-                           "triggerer_rss": _triggerer_rss(af)}
+                           "triggerer_rss": _triggerer_rss(af),
+                           "triggerer_rss_rise": (peak.value - rss_before) if peak.value and rss_before else None,
+                           "cpu": {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}}
     if producer is not None and producer.start is not None and producer.end is not None:
         out["producer"] = producer.end - producer.start
         out["tail"] = end - producer.end
@@ -203,6 +255,7 @@ def render(results: dict[str, Any]) -> str:
                 f"| {LABELS[variant]}{'' if green else ' (**not all green**)'} | {_median(walls)} | {ratio} | "
                 f"{_median([r['producer'] for r in mine if 'producer' in r])} | {tail} | {sensors} | {rss_text} |"
             )
+        lines += _cost_table(runs)
         failing = [r for r in runs if r["variant"] == "dbtbus-redis-failing"]
         if failing:
             pick = size["failing"]
@@ -219,6 +272,30 @@ def render(results: dict[str, Any]) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _cost_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Who paid for each variant on the shared machine: CPU seconds per Airflow component during the DAG run
+    (medians; dbt runs in a task process under the scheduler's LocalExecutor), and the triggerer's peak RSS
+    rise during the run per sensor."""
+    if not any(r.get("cpu") for r in runs):
+        return []
+    lines = ["", "| | CPU: scheduler + its workers (dbt) | triggerer | dag-processor | api-server "
+             "| triggerer peak RSS rise per sensor |", "|---|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant and r.get("cpu")]
+        if not mine:
+            continue
+
+        def cpu(name: str, mine: list[dict[str, Any]] = mine) -> str:
+            values = [r["cpu"][name] for r in mine if name in r["cpu"]]
+            return f"{statistics.median(values):.1f} s" if values else "–"
+
+        rises = [r["triggerer_rss_rise"] / r["sensors"] for r in mine if r.get("triggerer_rss_rise") and r["sensors"]]
+        rise = f"{statistics.median(rises) / 1024:.0f} KB" if rises else "–"
+        lines.append(f"| {LABELS[variant]} | {cpu('scheduler')} | {cpu('triggerer')} | {cpu('dag-processor')} "
+                     f"| {cpu('api-server')} | {rise} |")
+    return lines
 
 
 def _failing_pick(project: Any) -> dict[str, Any]:

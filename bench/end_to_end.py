@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -104,8 +105,6 @@ def _time_publisher_thread() -> list[float]:
     """Instrumentation only: the CPU time of the producer's publisher thread (its whole ``anyio.run``: start-up,
     connecting, every publish, the ending), summed into the returned list when the thread ends. The rest of
     the producer's cost is the callback on dbt's threads (bench/callback_cost.py: a few hundred ns an event)."""
-    import threading
-
     import anyio
 
     spent: list[float] = []
@@ -142,6 +141,9 @@ def child_producer_only(project: str, url: str) -> dict[str, Any]:
     out = clock.read()
     if result.crashed or not result.success:
         raise SystemExit(f"producer run failed: {result.error}")
+    for thread in threading.enumerate():  # the thread records its CPU as it ends, just after invoke returns
+        if thread.name.startswith("dbtbus-publisher"):
+            thread.join(30)
     return {**out, "peak_rss_producer": result.peak_rss, "peak_rss_scope": result.peak_rss_scope,
             "imports_rss": imports_rss, "publisher_cpu": sum(publisher_cpu)}
 
