@@ -210,15 +210,103 @@ asyncio.run(main())
 '''
 
 
-def triggerer_memory(url: str, sensors: int, repeats: int) -> dict[str, Any]:
+STARTED_PROBE = r'''
+# As Airflow 3.3's triggerer starts a start_from_trigger task (TriggerRunner.create_triggers / run_trigger): a
+# task instance built from a DAG deserialized for that trigger alone, its template context, render, run().
+# "keep": as before dbtbus let go of that DAG (BaseTrigger's rendering).
+import asyncio, copy, gc, json, os, sys, tempfile, tracemalloc, uuid, types
+from datetime import datetime, timezone
+from pathlib import Path
+URL, N, MODE, RELEASE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "release"
+from bench.airflow_footprint import synthetic_manifest
+from airflow.sdk import DAG
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.jobs.triggerer_job_runner import TriggerRunner
+from airflow.executors.workloads.task import TaskInstanceDTO
+from airflow.triggers.base import BaseTrigger
+import dbtbus
+from dbtbus.airflow import render_dbt_task_group
+from dbtbus.airflow.triggers import DbtNodeTrigger, TaskStates
+from dbtbus.events import GraphNode, ProducerInfo, RunStarted
+TaskStates._ask = lambda self: {"dbt.dbt_producer": "running"}
+if not RELEASE:
+    DbtNodeTrigger.render_template_fields = BaseTrigger.render_template_fields
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+manifest = Path(tempfile.mkdtemp()) / "manifest.json"
+manifest.write_text(json.dumps(synthetic_manifest(N)))
+with DAG("bench", schedule=None) as dag:
+    render_dbt_task_group(manifest, URL, ["build"], group_id="dbt", sensor_kwargs={"timeout": 3600})
+dag_data = DagSerialization.to_dict(dag)
+sensors = [t for t in dag.tasks if t.task_type == "DbtNodeSensor"]
+now = datetime.now(timezone.utc)
+dag_run = dict(dag_id="bench", run_id="manual__1", logical_date=None, data_interval_start=None,
+               data_interval_end=None, run_after=now, start_date=now, end_date=None, run_type="manual",
+               state="running", consumed_asset_events=[], partition_key=None)
+version = uuid.uuid4()
+copies = [copy.deepcopy(dag_data) for _ in sensors]  # what each workload carries (from_dict consumes it)
+from airflow.serialization.decoders import smart_decode_trigger_kwargs
+
+def start(task, data):
+    ti = TaskInstanceDTO(id=uuid.uuid4(), task_id=task.task_id, dag_id="bench", run_id="manual__1", try_number=1,
+                         dag_version_id=version, pool_slots=1, priority_weight=1)
+    kwargs = {k: smart_decode_trigger_kwargs(v) for k, v in task.start_trigger_args.trigger_kwargs.items()}
+    trigger = DbtNodeTrigger(**kwargs)
+    runtime_ti = TriggerRunner.create_runtime_ti(ti, data, dag_run)
+    context = runtime_ti.get_template_context()
+    trigger.task_instance = runtime_ti
+    trigger.render_template_fields(context=context)
+    return trigger, context
+
+async def main():
+    graph = {t.unique_id: GraphNode("model") for t in sensors}
+    async with dbtbus.connect(URL) as bus:
+        run = dbtbus.airflow.dbtbus_run_id("bench", "manual__1", -1, "dbt")
+        await bus.renew_lease(run, "bench", 3600)
+        await bus.publish(RunStarted(run_id=run, producer=ProducerInfo(id="bench"), command="build", graph=graph,
+                                     heartbeat_interval=600))
+        gc.collect()
+        if MODE == "traced":
+            tracemalloc.start()
+        rss0, traced0 = rss(), tracemalloc.get_traced_memory()[0]
+        held, tasks = [], []
+        for task in sensors:
+            trigger, context = start(task, copies.pop())
+            held.append(context)  # the triggerer's run_trigger frame keeps its context for the wait
+            tasks.append(asyncio.ensure_future(trigger.run().__anext__()))
+            await asyncio.sleep(0)
+        await asyncio.sleep(3.0)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - traced0
+        rss1 = rss()
+        waiting = sum(not t.done() for t in tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        print(json.dumps({"sensors": len(sensors), "waiting": waiting, "traced": MODE == "traced",
+                          "per_sensor": (traced if MODE == "traced" else rss1 - rss0) / len(sensors)}))
+
+asyncio.run(main())
+'''
+
+
+def triggerer_memory(url: str, sensors: int, repeats: int, *, started: str | None = None) -> dict[str, Any]:
+    """``started=None``: dbtbus's triggers alone; ``"release"`` / ``"keep"``: started as Airflow's triggerer
+    starts a start_from_trigger task, with the DAG copy let go after rendering (today) or kept (before)."""
     runs = []
     for _ in range(repeats):
         for mode in ("traced", "rss"):  # alternated, each in a fresh interpreter
-            proc = subprocess.run([sys.executable, "-c", TRIGGER_PROBE, url, str(sensors), mode],
+            argv = ([TRIGGER_PROBE, url, str(sensors), mode] if started is None
+                    else [STARTED_PROBE, url, str(sensors), mode, started])
+            proc = subprocess.run([sys.executable, "-c", *argv],
                                   capture_output=True, text=True, check=True, timeout=600, cwd=ROOT)  # fmt: skip
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    sensors = runs[0]["sensors"]
     return {
         "url": url.split("://")[0] + "://",
+        "started": started,
         "sensors": sensors,
         "all_waiting": all(r["waiting"] == sensors for r in runs),
         "traced_per_sensor": spread([r["per_sensor"] for r in runs if r["traced"]]),
@@ -243,7 +331,14 @@ def run(quick: bool) -> dict[str, Any]:
     if find_redis_server() is not None:
         with RedisServer() as server:
             triggers.append(triggerer_memory(server.url, 1000, max(1, repeats - 2)))
+            # The DAG's size matters there: 200 models, each sensor holding what Airflow built for it.
+            for started in ("release", "keep"):
+                triggers.append(triggerer_memory(server.url, 200, max(1, repeats - 3), started=started))
     return {"machine": machine(), "parse": parse, "triggers": triggers}
+
+
+def _kb(value: float) -> str:
+    return f"{value / 1024:.1f} KB" if value < 100 * 1024 else f"{value / 1024:,.0f} KB"
 
 
 def _mb(value: float) -> str:
@@ -271,14 +366,18 @@ def render(data: dict[str, Any]) -> str:
               f"{'met' if ok and not big['dbt_imported'] else 'missed'}. The plain-Airflow rows are the floor: "
               "the same number of tasks and edges without dbtbus (Airflow 3.3 hashes the DAG over all its task "
               "ids on every edge it sets, so edges cost O(tasks) each).", ""]  # fmt: skip
-    lines += ["| triggerer, 1,000 waiting sensors | traced per sensor | RSS per sensor | all waiting |",
-              "|---|---|---|---|"]
+    how = {None: "dbtbus's triggers alone",
+           "release": "as Airflow 3.3's triggerer starts them (start_from_trigger), 200-model DAG",
+           "keep": "the same, before: the DAG copy Airflow builds per trigger kept while waiting"}
+    lines += ["| triggerer, waiting sensors | sensors | traced per sensor | RSS per sensor | all waiting |",
+              "|---|---|---|---|---|"]
     for t in data["triggers"]:
         lines.append(
-            f"| {t['url']} | {t['traced_per_sensor']['median'] / 1024:.1f} KB "
-            f"| {t['rss_per_sensor']['median'] / 1024:.1f} KB | {'yes' if t['all_waiting'] else 'NO'} |"
+            f"| {t['url']}, {how[t.get('started')]} | {t['sensors']:,} | {_kb(t['traced_per_sensor']['median'])} "
+            f"| {_kb(t['rss_per_sensor']['median'])} | {'yes' if t['all_waiting'] else 'NO'} |"
         )
-    worst = max(max(t["traced_per_sensor"]["median"], t["rss_per_sensor"]["median"]) for t in data["triggers"])
+    own = [t for t in data["triggers"] if t.get("started") is None]
+    worst = max(max(t["traced_per_sensor"]["median"], t["rss_per_sensor"]["median"]) for t in own)
     lines += ["", f"Goal: <= 10 KB per waiting sensor, traced and RSS — "
               f"{'met' if worst <= GOAL_PER_SENSOR else 'missed'} (traced: what Python allocated for the trigger "
               "objects, their tasks, coroutine frames and waiters; RSS: the whole process's growth, measured with "
@@ -288,6 +387,16 @@ def render(data: dict[str, Any]) -> str:
               "waiter in the run's one reader, and a cancel scope registered with the one watch of its producer "
               "task that the process's sensors of a DAG run share (a task group with two tasks per sensor, before: "
               "16.1 KB traced).", ""]  # fmt: skip
+    started = [t for t in data["triggers"] if t.get("started") == "release"]
+    if started:
+        traced, rss = started[0]["traced_per_sensor"]["median"], started[0]["rss_per_sensor"]["median"]
+        lines += [f"Started as the triggerer starts them, a waiting sensor holds {_kb(traced)} (traced) and costs "
+                  f"{_kb(rss)} of RSS: the goal is met for what dbtbus holds, not for the whole — Airflow gives "
+                  "each trigger a runtime task instance with its DAG run's context (about 3 KB traced), and it "
+                  "deserializes the whole DAG for every trigger it starts; the allocator keeps pages of those "
+                  "dropped copies (the RSS). The trigger lets go of its copy once its fields are rendered; the last "
+                  "row is what keeping it cost. Why the copies matter for large DAGs: docs/airflow.md, "
+                  "\"Large projects\".", ""]  # fmt: skip
     return "\n".join(lines)
 
 
