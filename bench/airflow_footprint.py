@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -153,60 +154,75 @@ def parse_cost(models: int, repeats: int, workdir: Path, *, plain: bool = False)
     }
 
 
+async def waiting_memory(url: str, run_id: str, graph: dict[str, Any], start: Any, *, traced: bool,
+                         warm: Any = None) -> dict[str, Any]:
+    """Run inside a probe interpreter: publish a live run of ``graph`` on ``url``, start the triggers
+    (``await start()`` returns their asyncio tasks), let them all wait, and return the memory they hold per
+    sensor — Python's allocations with ``traced``, else the process's RSS growth with tracemalloc off.
+    ``warm()``, when given, is one trigger's wait, run and cancelled first so imports and the shared bus are
+    paid before measuring."""
+    import asyncio
+    import gc
+    import tracemalloc
+
+    import dbtbus
+    from dbtbus.events import ProducerInfo, RunStarted
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    async with dbtbus.connect(url) as bus:
+        await bus.renew_lease(run_id, "bench", 3600)
+        await bus.publish(RunStarted(run_id=run_id, producer=ProducerInfo(id="bench"), command="build",
+                                     graph=graph, heartbeat_interval=600))
+        if warm is not None:
+            first = asyncio.ensure_future(warm())
+            await asyncio.sleep(1.0)
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+        gc.collect()
+        if traced:
+            tracemalloc.start()
+        rss0, traced0 = rss(), tracemalloc.get_traced_memory()[0]
+        tasks = await start()
+        await asyncio.sleep(3.0)  # every trigger is now waiting on the run's one reader
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - traced0 if traced else rss() - rss0
+        waiting = sum(not t.done() for t in tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"sensors": len(tasks), "waiting": waiting, "traced": traced, "per_sensor": grown / len(tasks)}
+
+
 TRIGGER_PROBE = r'''
-import asyncio, gc, json, os, sys, tracemalloc
+import asyncio, json, os, sys, types
+from bench.airflow_footprint import waiting_memory
 N = int(sys.argv[2]); URL = sys.argv[1]
 # "traced" counts Python's allocations; "rss" reads the process's RSS with tracemalloc off (its own
 # bookkeeping, a trace per live block, would otherwise be counted as the sensors').
 TRACED = sys.argv[3] == "traced"
-import types
-import dbtbus
 from dbtbus.airflow.triggers import DbtNodeTrigger, TaskStates
-from dbtbus.events import GraphNode, ProducerInfo, RunStarted
+from dbtbus.events import GraphNode
 
 # As in a triggerer: each sensor also watches its producer task through the Task SDK (one shared call per DAG
 # run and interval); here the SDK's answer is a stub saying the producer is running.
 TaskStates._ask = lambda self: {"dbt.dbt_producer": "running"}
 TI = types.SimpleNamespace(dag_id="bench", run_id="manual__1", task_id="dbt.s", try_number=1, map_index=-1)
+RUN = f"footprint-{os.getpid()}"
 
-def trigger(url, run, uid, **kwargs):
-    t = DbtNodeTrigger(url, run, uid, producer_task_id="dbt.dbt_producer", **kwargs)
+def trigger(uid, **kwargs):
+    t = DbtNodeTrigger(URL, RUN, uid, producer_task_id="dbt.dbt_producer", **kwargs)
     t.task_instance = TI
     return t
 
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+async def start():
+    triggers = [trigger(f"model.p.m{i}", timeout=3600) for i in range(N)]
+    return [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
 
-async def main():
-    run = f"footprint-{os.getpid()}"
-    graph = {f"model.p.m{i}": GraphNode("model") for i in range(N)}
-    async with dbtbus.connect(URL) as bus:
-        await bus.renew_lease(run, "bench", 3600)
-        await bus.publish(RunStarted(run_id=run, producer=ProducerInfo(id="bench"), command="build", graph=graph,
-                                     heartbeat_interval=600))
-        # Warm up: one trigger waits and is cancelled, so imports and the shared bus are paid before measuring.
-        warm = asyncio.ensure_future(trigger(URL, run, "model.p.m0").run().__anext__())
-        await asyncio.sleep(1.0)
-        warm.cancel()
-        await asyncio.gather(warm, return_exceptions=True)
-        gc.collect()
-        if TRACED:
-            tracemalloc.start()
-        rss0, traced0 = rss(), tracemalloc.get_traced_memory()[0]
-        triggers = [trigger(URL, run, f"model.p.m{i}", timeout=3600) for i in range(N)]
-        tasks = [asyncio.ensure_future(t.run().__anext__()) for t in triggers]
-        await asyncio.sleep(3.0)  # every trigger is now waiting on the run's one reader
-        gc.collect()
-        traced = tracemalloc.get_traced_memory()[0] - traced0
-        rss1 = rss()
-        waiting = sum(not t.done() for t in tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        print(json.dumps({"sensors": N, "waiting": waiting, "traced": TRACED,
-                          "per_sensor": (traced if TRACED else rss1 - rss0) / N}))
-
-asyncio.run(main())
+graph = {f"model.p.m{i}": GraphNode("model") for i in range(N)}
+print(json.dumps(asyncio.run(waiting_memory(URL, RUN, graph, start, traced=TRACED,
+                                            warm=lambda: trigger("model.p.m0").run().__anext__()))))
 '''
 
 
@@ -214,11 +230,11 @@ STARTED_PROBE = r'''
 # As Airflow 3.3's triggerer starts a start_from_trigger task (TriggerRunner.create_triggers / run_trigger): a
 # task instance built from a DAG deserialized for that trigger alone, its template context, render, run().
 # "keep": as before dbtbus let go of that DAG (BaseTrigger's rendering).
-import asyncio, copy, gc, json, os, sys, tempfile, tracemalloc, uuid, types
+import asyncio, copy, json, sys, tempfile, uuid
 from datetime import datetime, timezone
 from pathlib import Path
 URL, N, MODE, RELEASE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "release"
-from bench.airflow_footprint import synthetic_manifest
+from bench.airflow_footprint import synthetic_manifest, waiting_memory
 from airflow.sdk import DAG
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.jobs.triggerer_job_runner import TriggerRunner
@@ -227,13 +243,10 @@ from airflow.triggers.base import BaseTrigger
 import dbtbus
 from dbtbus.airflow import render_dbt_task_group
 from dbtbus.airflow.triggers import DbtNodeTrigger, TaskStates
-from dbtbus.events import GraphNode, ProducerInfo, RunStarted
+from dbtbus.events import GraphNode
 TaskStates._ask = lambda self: {"dbt.dbt_producer": "running"}
 if not RELEASE:
     DbtNodeTrigger.render_template_fields = BaseTrigger.render_template_fields
-
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 manifest = Path(tempfile.mkdtemp()) / "manifest.json"
 manifest.write_text(json.dumps(synthetic_manifest(N)))
@@ -260,35 +273,20 @@ def start(task, data):
     trigger.render_template_fields(context=context)
     return trigger, context
 
-async def main():
-    graph = {t.unique_id: GraphNode("model") for t in sensors}
-    async with dbtbus.connect(URL) as bus:
-        run = dbtbus.airflow.dbtbus_run_id("bench", "manual__1", -1, "dbt")
-        await bus.renew_lease(run, "bench", 3600)
-        await bus.publish(RunStarted(run_id=run, producer=ProducerInfo(id="bench"), command="build", graph=graph,
-                                     heartbeat_interval=600))
-        gc.collect()
-        if MODE == "traced":
-            tracemalloc.start()
-        rss0, traced0 = rss(), tracemalloc.get_traced_memory()[0]
-        held, tasks = [], []
-        for task in sensors:
-            trigger, context = start(task, copies.pop())
-            held.append(context)  # the triggerer's run_trigger frame keeps its context for the wait
-            tasks.append(asyncio.ensure_future(trigger.run().__anext__()))
-            await asyncio.sleep(0)
-        await asyncio.sleep(3.0)
-        gc.collect()
-        traced = tracemalloc.get_traced_memory()[0] - traced0
-        rss1 = rss()
-        waiting = sum(not t.done() for t in tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        print(json.dumps({"sensors": len(sensors), "waiting": waiting, "traced": MODE == "traced",
-                          "per_sensor": (traced if MODE == "traced" else rss1 - rss0) / len(sensors)}))
+held = []  # the triggerer's run_trigger frame keeps each trigger's context for the wait
 
-asyncio.run(main())
+async def start_all():
+    tasks = []
+    for task in sensors:
+        trigger, context = start(task, copies.pop())
+        held.append(context)
+        tasks.append(asyncio.ensure_future(trigger.run().__anext__()))
+        await asyncio.sleep(0)
+    return tasks
+
+graph = {t.unique_id: GraphNode("model") for t in sensors}
+run = dbtbus.airflow.dbtbus_run_id("bench", "manual__1", -1, "dbt")
+print(json.dumps(asyncio.run(waiting_memory(URL, run, graph, start_all, traced=MODE == "traced"))))
 '''
 
 

@@ -110,19 +110,31 @@ LABELS = {"bare": "bare `dbt build` (one PythonOperator)", "dbtbus-redis": "dbtb
           "dbtbus-redis-failing": "dbtbus, Redis, one model failing"}
 
 
-def _triggerer_rss(af: Deployment) -> int | None:
+def _sum_over_tree(af: Deployment, name: str, measure: Any) -> float | None:
+    """``measure(process)`` summed over an Airflow component's process and its live descendants (None without
+    psutil, or when the component is gone); a descendant that ends meanwhile counts nothing."""
     try:
         import psutil
     except ImportError:
         return None
-    proc = af.procs.get("triggerer")
+    proc = af.procs.get(name)
     if proc is None:
         return None
     try:
         root = psutil.Process(proc.pid)
-        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        tree = [root, *root.children(recursive=True)]
     except psutil.Error:
         return None
+    total = 0.0
+    for p in tree:
+        with contextlib.suppress(psutil.Error):
+            total += measure(p)
+    return total
+
+
+def _triggerer_rss(af: Deployment) -> int | None:
+    rss = _sum_over_tree(af, "triggerer", lambda p: p.memory_info().rss)
+    return None if rss is None else int(rss)
 
 
 class _PeakSampler:
@@ -150,23 +162,13 @@ def _cpu_seconds(af: Deployment) -> dict[str, float]:
     """CPU seconds (user + system) each Airflow component has spent so far: its process and every live
     descendant (the LocalExecutor's workers, the task processes they run), each counting the children it
     reaped. A delta around one DAG run says who paid for it on this 2-core machine."""
-    try:
-        import psutil
-    except ImportError:
-        return {}
-    out: dict[str, float] = {}
-    for name, proc in af.procs.items():
-        total = 0.0
-        try:
-            root = psutil.Process(proc.pid)
-            for p in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    t = p.cpu_times()
-                    total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            continue
-        out[name] = total
-    return out
+
+    def cpu(p: Any) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+    spent = {name: _sum_over_tree(af, name, cpu) for name in af.procs}
+    return {name: value for name, value in spent.items() if value is not None}
 
 
 def _published_at(redis_url: str, dag_id: str, run_id: str, unique_id: str) -> float | None:
