@@ -33,7 +33,7 @@ def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the db
             sys.stdout.write(json_line(name, data))
             sys.stdout.flush()
 
-    restore = install_graph_hook(lambda payload: emit(GRAPH_EVENT, payload))
+    restore = install_graph_hook(lambda payload: emit(GRAPH_EVENT, payload), argv)
     try:
         res = dbtRunner().invoke(argv)
     finally:

@@ -19,7 +19,7 @@ process of another virtualenv, where dbtbus is not installed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 GRAPH_EVENT = "DbtbusGraph"
@@ -96,9 +96,11 @@ def payload_from_graph(manifest: Any, graph: Any) -> GraphPayload:
     return {"nodes": nodes, "continue_on_error": continue_on_error, "ephemeral": ephemeral}
 
 
-def install_graph_hook(sink: Callable[[GraphPayload], None]) -> Callable[[], None]:
+def install_graph_hook(sink: Callable[[GraphPayload], None], args: Sequence[str]) -> Callable[[], None]:
     """Wrap dbt's ``GraphQueue`` so each queue dbt builds is reported to ``sink``.
 
+    ``args`` are the invocation's arguments: ``dbt retry``'s own hook is installed only when they name it,
+    because importing ``dbt.task.retry`` costs ~2 MiB that no other command loads.
     Returns the function that restores dbt. ``sink`` must not raise (errors are swallowed: the graph is a
     courtesy to consumers, never a reason to fail dbt).
     """
@@ -118,13 +120,17 @@ def install_graph_hook(sink: Callable[[GraphPayload], None]) -> Callable[[], Non
             return
 
     GraphQueue.__init__ = __init__  # type: ignore[method-assign]
-    restore_retry = _hook_retry(retried)
+    restore_retry = _hook_retry(retried) if "retry" in args else _nothing
 
     def restore() -> None:
         GraphQueue.__init__ = original_init  # type: ignore[method-assign]
         restore_retry()
 
     return restore
+
+
+def _nothing() -> None:
+    return None
 
 
 def _hook_retry(retried: list[str]) -> Callable[[], None]:

@@ -246,7 +246,7 @@ class Producer:
         reraise: BaseException | None = None
         with _DBT_LOCK:
             run_peak = _rss.start_run_peak()  # this invocation's peak, not the host process's lifetime one
-            restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))))
+            restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))), args)
             try:
                 with _sigterm_as_crash(), _memray.tracking(self.memray_output):
                     res = dbtRunner(callbacks=[callback]).invoke(list(args))
