@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DOCS_PATH, RESULTS_DIR, Options, log, write_json
+from bench._common import DOCS_PATH, RESULTS_DIR, Options, compile_bytecode, log, write_json
 
 #: In the order they run: the short ones first, the long end-to-end last.
 BENCHMARKS = ("footprint", "callback_cost", "wakeup", "throughput", "scale", "report", "end_to_end")
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     if not args.render_only:
         names = [n for n in BENCHMARKS if not args.only or n in args.only]
+        compile_bytecode()  # the children import dbtbus as an installed copy would, from bytecode
         opts = Options(quick=args.quick, results_dir=args.results_dir, extra={"large": args.large})
         server = None
         if {"wakeup", "throughput", "scale", "end_to_end"} & set(names):

@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, log, machine, replace_doc_section, spread, write_json
+from bench._common import ROOT, compile_bytecode, log, machine, replace_doc_section, spread, write_json
 
 NAME = "airflow_footprint"
 SECTION = "## What the dag-processor and the triggerer pay"
@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.write is not None:
             replace_doc_section(args.write, SECTION, render(data))
         return
+    compile_bytecode()
     data = run(args.quick)
     print(write_json(ROOT / "bench" / "results", NAME, data))
     text = render(data)
