@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +36,10 @@ def test_a_producer_build_loads_no_dbt_module_a_bare_build_does_not(tmp_path: Pa
     """Each module dbt would not load costs the producer memory: ``dbt.task.retry`` alone is ~2 MiB."""
     loaded = {}
     for how in ("bare", "producer"):
-        out = subprocess.run([sys.executable, "-c", _MODULES_AFTER, how, str(tmp_path / how)], check=True,
-                             capture_output=True, text=True).stdout
+        project = tmp_path / how
+        env = {**os.environ, "DBTBUS_DUCKDB_PATH": str(project / "shop.duckdb")}
+        out = subprocess.run([sys.executable, "-c", _MODULES_AFTER, how, str(project)], check=True,
+                             capture_output=True, text=True, env=env).stdout
         loaded[how] = set(json.loads(out.splitlines()[-1]))
     assert "dbt.task.build" in loaded["bare"]
     assert loaded["producer"] - loaded["bare"] == set()
