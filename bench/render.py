@@ -215,10 +215,6 @@ def goals(results: dict[str, Any]) -> list[str]:
                     split = (f": {libs} (libraries imported for it), {_signed_mib(over['imports_parts']['dbtbus'])} "
                              f"dbtbus's modules, {_signed_mib(over['run_over_bare'])} the run itself — dbtbus's own "
                              f"share {_signed_mib(own)}, {'within' if own <= goal else 'over'} the goal")
-                elif "imports_rss" in over and "run_over_bare" in over:
-                    client = ", redis-py" if label == "Redis" else ""
-                    split = (f": {_signed_mib(over['imports_rss'])} of imports a bare build does not do (dbtbus, "
-                             f"anyio{client}), {_signed_mib(over['run_over_bare'])} the run itself")
                 rows.append([
                     f"producer peak RSS over a bare build ≤ 2 MiB + 1 KB/node ({goal / 2**20:.2f} MiB) — "
                     f"{p['models']} models, {label}",

@@ -138,7 +138,7 @@ def _hook_retry(retried: list[str]) -> Callable[[], None]:
     try:
         from dbt.task.retry import RetryTask
     except Exception:  # pragma: no cover - a dbt without retry
-        return lambda: None
+        return _nothing
     original = RetryTask.__dict__["__init__"]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
