@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges
 from .events import GraphNode
 
 __all__ = [
@@ -22,9 +23,6 @@ __all__ = [
     "is_test",
     "topological_order",
 ]
-
-#: Resource types whose result gates the nodes they test rather than being a node of their own.
-TEST_RESOURCE_TYPES: Final = frozenset({"test", "unit_test"})
 
 #: Manifest sections whose entries are nodes dbt can select and run.
 _RUNNABLE_SECTIONS: Final = ("nodes", "unit_tests", "functions")
@@ -92,8 +90,9 @@ def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
     dbt's rule (``Linker.add_test_edges``): a test becomes a parent of every non-test node whose ancestors
     include all the nodes the test depends on — so a failing test skips the tested model's descendants. Used
     when the graph comes from a ``manifest.json`` (a log replay, a rendered DAG) rather than from dbt's own
-    graph queue. Computed as the intersection of the test's parents' descendants, so its cost is the size of
-    the edges it adds, not the square of the graph.
+    graph queue. The gated nodes are the intersection of the test's parents' descendants; of the edges to
+    them, those another path implies are dropped (:func:`~dbtbus._test_edges.drop_implied_test_edges`, as
+    for dbt's own graph), so every node has the ancestors dbt gives it in a graph of O(nodes) edges.
     """
     tests = [uid for uid, node in graph.items() if node.resource_type in TEST_RESOURCE_TYPES]
     if not tests:
@@ -114,8 +113,10 @@ def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
             node = graph[uid]
             if node.resource_type not in TEST_RESOURCE_TYPES and test not in node.parents:
                 extra.setdefault(uid, set()).add(test)
+    with_tests = {uid: [*node.parents, *sorted(extra.get(uid, ()))] for uid, node in graph.items()}
+    kept = drop_implied_test_edges(with_tests, lambda uid: is_test(graph.get(uid), uid))
     return {
-        uid: GraphNode(node.resource_type, node.parents + tuple(sorted(extra[uid]))) if uid in extra else node
+        uid: GraphNode(node.resource_type, tuple(kept[uid])) if uid in extra else node
         for uid, node in graph.items()
     }
 

@@ -140,8 +140,9 @@ class RunStarted:
     args: tuple[str, ...] = ()
     dbt_version: str | None = None
     invocation_id: str | None = None
-    #: node → its parents, for every selected node, with dbt's test edges in ``build``; ``None`` when the
-    #: producer cannot know it (a bare log replay).
+    #: node → its parents, for every selected node, with dbt's test edges in ``build`` (less those another
+    #: path implies: each node has the ancestors dbt gives it); ``None`` when the producer cannot know it (a
+    #: bare log replay).
     graph: Mapping[str, GraphNode] | None = None
     #: A failure with one of these statuses makes dbt skip the failed node's descendants.
     skip_children_on: frozenset[NodeStatus] = field(default_factory=frozenset)

@@ -37,7 +37,10 @@ def test_a_ten_thousand_deep_chain_does_not_overflow() -> None:
     order = topological_order(chain)
     assert order.index("model.m0") < order.index("model.m9999")
     with_edges = add_test_edges(chain)
-    assert "test.t0" in with_edges["model.m9999"].parents  # every descendant of m0 waits for its test
+    # every descendant of m0 waits for its test: through m1, the one edge from it another path does not imply
+    assert "model.m9999" in descendants(children_index(with_edges), "test.t0")
+    assert with_edges["model.m1"].parents == ("model.m0", "test.t0")
+    assert sum(len(node.parents) for node in with_edges.values()) == depth + 1
 
 
 def test_topological_order_puts_parents_first_and_keeps_cycles() -> None:
@@ -53,7 +56,8 @@ def test_topological_order_puts_parents_first_and_keeps_cycles() -> None:
 def test_build_test_edges_follow_dbts_rule() -> None:
     g = graph({"model.a": [], "model.b": ["model.a"], "test.t": ["model.a"], "model.c": ["model.b"]})
     edges = add_test_edges(g)
-    assert "test.t" in edges["model.b"].parents and "test.t" in edges["model.c"].parents
+    assert "test.t" in edges["model.b"].parents and edges["model.c"].parents == ("model.b",)  # implied through b
+    assert set(descendants(children_index(edges), "test.t")) == {"model.b", "model.c"}
     assert edges["test.t"].parents == ("model.a",)
     # A test on two parents gates only nodes downstream of both.
     g2 = graph({"model.a": [], "model.b": [], "test.rel": ["model.a", "model.b"], "model.c": ["model.a"]})

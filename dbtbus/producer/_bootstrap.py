@@ -1,6 +1,6 @@
 """The subprocess producer's bootstrap: runs dbt like its CLI does, in dbt's own interpreter.
 
-The subprocess producer runs ``python -c <_dbt_hook.py's source + this module's source> <dbt args...>``
+The subprocess producer runs ``python -c <_dbt_hook.py, _test_edges.py and this module, verbatim> <dbt args...>``
 with the interpreter of the ``dbt`` console script (possibly another virtualenv, without dbtbus), so this
 module uses only the standard library and the names ``_dbt_hook`` defines. It prints dbt's selected graph
 as one JSON log line (``"name": "DbtbusGraph"``) before dbt's own events and dbt's final per-node results

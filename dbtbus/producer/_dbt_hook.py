@@ -11,9 +11,10 @@ overrides ``get_graph_queue``), so a hook on ``NodeSelector.get_graph_queue`` wo
 payload also names the command retried (``args.which`` of the previous ``run_results.json``), whose skip
 rules the retry follows.
 
-This module imports nothing outside the standard library at import time, and it is self-contained: the
-subprocess producer runs its source verbatim (``python -c``, followed by ``_bootstrap.py``) in the dbt
-process of another virtualenv, where dbtbus is not installed.
+This module imports nothing outside the standard library at import time, and it is self-contained but for
+``dbtbus/_test_edges.py``: the subprocess producer runs its source verbatim (``python -c``, followed by
+``_test_edges.py``'s and ``_bootstrap.py``'s) in the dbt process of another virtualenv, where dbtbus is not
+installed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
+
+if __name__ != "__main__":  # run verbatim in dbt's interpreter, _test_edges.py's source follows this one
+    from .._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges
 
 GRAPH_EVENT = "DbtbusGraph"
 RESULTS_EVENT = "DbtbusResults"
@@ -81,18 +85,26 @@ def _config_value(node: Any, key: str) -> str | None:
 
 
 def payload_from_graph(manifest: Any, graph: Any) -> GraphPayload:
-    """Copy a queue's ``networkx`` graph (node → resource type, parents) into a JSON-able payload."""
-    nodes: dict[str, list[Any]] = {}
+    """Copy a queue's ``networkx`` graph (node → resource type, parents) into a JSON-able payload.
+
+    ``build``'s test edges that another path implies are left out (``_test_edges.py``): every node keeps
+    the ancestors dbt gives it, in O(nodes) edges instead of dbt's O(nodes × depth).
+    """
+    types: dict[str, str] = {}
+    parents: dict[str, list[str]] = {}
     continue_on_error: list[str] = []
     ephemeral: list[str] = []
     for uid in graph.nodes:
         node = _lookup(manifest, uid)
-        nodes[uid] = [_resource_type(node, uid), sorted(graph.predecessors(uid))]
+        types[uid] = _resource_type(node, uid)
+        parents[uid] = sorted(graph.predecessors(uid))
         if node is not None:
             if _config_value(node, "on_error") == "continue":
                 continue_on_error.append(uid)
             if _config_value(node, "materialized") == "ephemeral":
                 ephemeral.append(uid)
+    kept = drop_implied_test_edges(parents, lambda uid: types.get(uid) in TEST_RESOURCE_TYPES)
+    nodes = {uid: [types[uid], kept[uid]] for uid in parents}
     return {"nodes": nodes, "continue_on_error": continue_on_error, "ephemeral": ephemeral}
 
 

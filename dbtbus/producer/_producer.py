@@ -131,11 +131,13 @@ def _python_of(executable: str) -> str | None:
 
 
 def _bootstrap_source() -> str:
-    """The ``python -c`` program of the subprocess producer: the dbt hook, then the bootstrap, verbatim."""
+    """The ``python -c`` program of the subprocess producer: the dbt hook, its test-edge rule, the bootstrap.
+
+    Verbatim, in that order: the hook's ``from __future__`` import must come first.
+    """
     here = Path(__file__).parent
-    hook = (here / "_dbt_hook.py").read_text(encoding="utf-8")
-    bootstrap = (here / "_bootstrap.py").read_text(encoding="utf-8")
-    return hook + "\n\n" + bootstrap
+    parts = (here / "_dbt_hook.py", here.parent / "_test_edges.py", here / "_bootstrap.py")
+    return "\n\n".join(path.read_text(encoding="utf-8") for path in parts)
 
 
 class Producer:

@@ -175,6 +175,23 @@ def test_run_lifecycle_and_graph(broken_run: ShopRun) -> None:
     assert anyio.run(lease) is None  # released at the end
 
 
+def test_the_graph_gives_every_node_the_ancestors_dbts_own_graph_gives_it(broken_run: ShopRun, shop: Path) -> None:
+    import pickle
+
+    import networkx as nx
+
+    linked = pickle.loads((shop / "target" / "graph.gpickle").read_bytes())  # dbt's build graph, test edges in
+    graph = started_of(broken_run.records).graph
+    assert graph is not None
+    ours = nx.DiGraph()
+    ours.add_nodes_from(graph)
+    ours.add_edges_from((parent, uid) for uid, node in graph.items() for parent in node.parents)
+    for uid in graph:
+        assert nx.ancestors(ours, uid) == nx.ancestors(linked, uid) & set(graph), uid
+    # without the test edges another path implies (dbt adds an edge from a test to every node below it)
+    assert ours.number_of_edges() < linked.subgraph(graph).number_of_edges()
+
+
 def test_order_started_before_result_and_parent_before_child(broken_run: ShopRun) -> None:
     records = broken_run.records
     graph = started_of(records).graph
