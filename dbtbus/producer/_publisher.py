@@ -289,6 +289,12 @@ class Publisher:
                     type(record).__name__, self.run_id, self.fitter.max_size,
                 )
                 continue
+            if isinstance(record, RunStarted) and record.graph and isinstance(fitted, RunStarted) and not fitted.graph:
+                logger.warning(
+                    "dbtbus: the graph of run %r (%d nodes) does not fit max_record_size=%d; RunStarted is "
+                    "published without it (waiters learn of upstream failures only as dbt reports the skips)",
+                    self.run_id, len(record.graph), self.fitter.max_size,
+                )
             out.append(fitted)
         return out
 

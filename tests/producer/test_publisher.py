@@ -213,6 +213,27 @@ def test_a_run_started_too_big_for_its_graph_goes_without_it() -> None:
     assert isinstance(fitted, RunStarted) and fitted.graph is None
 
 
+def test_a_graph_left_out_of_run_started_is_logged(memory_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from dbtbus.events import GraphNode
+    from dbtbus.producer._normalise import Normaliser, producer_info
+    from dbtbus.producer._publisher import Ending, Publisher
+
+    graph = {f"model.p.m{i:05d}": GraphNode("model", (f"model.p.m{i - 1:05d}",)) for i in range(2000)}
+    normaliser = Normaliser("too-wide", producer=producer_info("test"), args=["build"], graph=graph)
+    publisher = Publisher(normaliser, max_record_size=8192, heartbeat_interval=3600)
+    publisher.finish(Ending(crashed=False, success=True))
+
+    async def main() -> None:
+        async with dbtbus.connect(memory_url) as bus:
+            await publisher.run(bus)
+
+    with caplog.at_level(logging.WARNING, logger="dbtbus.producer"):
+        anyio.run(main)
+    started = [r for r in read_records(memory_url, "too-wide") if isinstance(r, RunStarted)]
+    assert started and all(r.graph is None for r in started) and publisher.ended
+    assert "the graph of run 'too-wide' (2000 nodes) does not fit max_record_size=8192" in caplog.text
+
+
 def test_a_huge_dbt_error_message_reaches_waiters_truncated(tmp_path: Path, memory_url: str) -> None:
     """A real model failing with a 3 MB error message: published within max_record_size, marked."""
     project = tmp_path / "loud"
