@@ -165,18 +165,32 @@ class Bus:
         covers the backend's own retries.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
+        return await self._publish_encoded([self._fit(record) for record in batch], keys=keys)
+
+    def _fit(self, record: Record, data: bytes | None = None) -> tuple[Record, bytes]:
+        """``record`` and its wire bytes within ``max_record_size`` (``data``, its encoding, is reused if it fits)."""
+        if data is not None and len(data) <= self.max_record_size:
+            return record, data
+        fit = self._fitter.fit_encoded(record)
+        if fit is None:
+            what = getattr(record, "unique_id", type(record).__name__)
+            raise RecordTooLarge(
+                f"a record of run {record.run_id!r} ({what}) does not fit the {self.max_record_size}-byte "
+                "record limit even with its text truncated; nothing of this call was stored"
+            )
+        return fit
+
+    async def _publish_encoded(
+        self, batch: Sequence[tuple[Record, bytes]], *, keys: Sequence[str] | None = None
+    ) -> list[str]:
+        """:meth:`publish` for records the caller already encoded (``events.encode``) and fitted: the
+        producer's publisher, which fits each record once and keeps the bytes it published. A record over
+        this bus's ``max_record_size`` is fitted again."""
         if keys is not None and len(keys) != len(batch):
             raise ValueError(f"publish got {len(batch)} records and {len(keys)} keys")
+        fits = [self._fit(record, data) for record, data in batch]
         by_run: dict[str, list[tuple[int, Append]]] = {}
-        for index, record in enumerate(batch):
-            fit = self._fitter.fit_encoded(record)
-            if fit is None:
-                what = getattr(record, "unique_id", type(record).__name__)
-                raise RecordTooLarge(
-                    f"a record of run {record.run_id!r} ({what}) does not fit the {self.max_record_size}-byte "
-                    "record limit even with its text truncated; nothing of this call was stored"
-                )
-            fitted, data = fit
+        for index, (fitted, data) in enumerate(fits):
             node = fitted.unique_id if isinstance(fitted, NodeResult) else None
             if isinstance(fitted, RunStarted):
                 node = RUN_KEY

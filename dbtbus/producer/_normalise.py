@@ -184,7 +184,8 @@ class Normaliser:
         self.invocation_id: str | None = None
         self.started: RunStarted | None = None
         self.running: dict[str, datetime | None] = {}
-        self.results: dict[str, NodeResult] = {}
+        #: node → the status of its terminal record (the records themselves go to the publisher).
+        self.statuses: dict[str, NodeStatus] = {}
         #: node → the root failing ancestor whose failure dbt propagated to it (MarkSkippedChildren chains).
         self.skip_root: dict[str, str] = {}
         self._children: dict[str, list[str]] | None = None
@@ -411,7 +412,7 @@ class Normaliser:
         """
         node_info = data.get("node_info") or {}
         uid = _text(node_info.get("unique_id"))
-        if uid is None or uid in self.results:
+        if uid is None or uid in self.statuses:
             return []
         if name == "SkippingDetails":
             status: NodeStatus | None = NodeStatus.SKIPPED
@@ -461,13 +462,14 @@ class Normaliser:
         # dbt did skip it, so a parent failed or was skipped itself: whatever the command's rule (an
         # info-level log does not even name the command), the cause is among those parents.
         for parent in self.graph[uid].parents:
-            result = self.results.get(parent)
-            if result is None or parent in self.continue_on_error:
+            status = self.statuses.get(parent)
+            if status is None or parent in self.continue_on_error:
                 continue
-            if result.status is NodeStatus.SKIPPED:
-                if result.skip_cause is not None:
-                    return result.skip_cause
-            elif result.status.is_failure:
+            if status is NodeStatus.SKIPPED:
+                cause = self.skip_root.get(parent)
+                if cause is not None:
+                    return cause
+            elif status.is_failure:
                 return parent
         return None
 
@@ -483,7 +485,7 @@ class Normaliser:
             end.interrupted = bool(data.get("keyboard_interrupt"))
             errors = _number(data.get("num_errors")) or 0
             partial = _number(data.get("num_partial_success")) or 0
-            failed = any(r.status.is_failure for r in self.results.values())
+            failed = any(status.is_failure for status in self.statuses.values())
             if end.success is None:
                 end.success = not (errors or partial or failed or end.interrupted)
             return
@@ -496,7 +498,9 @@ class Normaliser:
 
     def _terminal(self, record: NodeResult) -> list[Record]:
         self.running.pop(record.unique_id, None)
-        self.results[record.unique_id] = record
+        self.statuses[record.unique_id] = record.status
+        if record.skip_cause is not None:  # what a skipped child of this node names as its cause
+            self.skip_root.setdefault(record.unique_id, record.skip_cause)
         return [record]
 
     def _mark_skipped_children(self, data: Mapping[str, Any]) -> None:
@@ -531,9 +535,9 @@ class Normaliser:
         for uid, _status_value, message in dbt_results or ():
             messages[uid] = message
         graph = self.graph if self.selection_known else None
-        pending = [uid for uid in (graph or {}) if uid not in self.results]
+        pending = [uid for uid in (graph or {}) if uid not in self.statuses]
         listed = set(pending)
-        pending.extend(uid for uid in messages if uid not in self.results and uid not in listed)
+        pending.extend(uid for uid in messages if uid not in self.statuses and uid not in listed)
         for uid in pending:
             node = (self.graph or {}).get(uid)
             record = NodeResult(
@@ -556,9 +560,9 @@ class Normaliser:
         children = self._children_index() or {}
         out: list[Record] = []
         for uid in sorted(self.ephemeral):
-            if uid in self.results or uid not in self.graph:
+            if uid in self.statuses or uid not in self.graph:
                 continue
-            if any(self.results.get(c) is not None and self.results[c].ok for c in children.get(uid, ())):
+            if any(self.statuses.get(c, NodeStatus.ERROR).is_success for c in children.get(uid, ())):
                 record = NodeResult(
                     run_id=self.run_id, unique_id=uid, status=NodeStatus.SUCCESS,
                     resource_type=self.graph[uid].resource_type, message=EPHEMERAL_MESSAGE, attempt=self.attempt,
@@ -568,6 +572,6 @@ class Normaliser:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for result in self.results.values():
-            out[result.status.value] = out.get(result.status.value, 0) + 1
+        for status in self.statuses.values():
+            out[status.value] = out.get(status.value, 0) + 1
         return out

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,11 @@ class Terminated(SystemExit):
 
 @dataclass
 class ProducerResult:
-    """What one invocation did. ``results`` holds the terminal record made for each node.
+    """What one invocation did. ``results`` holds each node's terminal record as published.
+
+    ``results`` is a read-only mapping that keeps the records' wire bytes and decodes one on each access
+    (a decoded record takes twice the memory, and a 10,000-node run is rarely read whole): hold on to the
+    records you use. A record that had to be cut to ``max_record_size`` is there as published, marked.
 
     ``success`` is True only when dbt succeeded AND the whole run reached the bus (its ending included).
     ``published`` counts the records the backend accepted; ``unpublished`` those it never got (a backend
@@ -73,7 +77,7 @@ class ProducerResult:
     elapsed: float
     peak_rss: int | None
     dbt_result: Any = None
-    results: dict[str, NodeResult] = field(default_factory=dict)
+    results: Mapping[str, NodeResult] = field(default_factory=dict)
     published: int = 0
     unpublished: int = 0
     oversized: int = 0
@@ -527,7 +531,7 @@ def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> P
         elapsed=ending.elapsed,
         peak_rss=ending.peak_rss,
         dbt_result=dbt_result,
-        results=dict(normaliser.results),
+        results=publisher.results,
         published=publisher.published,
         unpublished=publisher.unpublished,
         oversized=publisher.oversized,

@@ -39,12 +39,16 @@ from .._bus import Bus, connect
 from .._exceptions import BackendRejected, RecordTooLarge
 from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
-from ..events import Heartbeat, Record, RunCrashed, RunFinished, RunStarted
+from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
 from ._dbt_hook import dbt_exit_code
 from ._normalise import Normaliser
+from ._results import TerminalRecords
 
 logger = logging.getLogger("dbtbus.producer")
+
+#: A record fitted to ``max_record_size`` and its wire bytes: encoded once, published and kept as such.
+Encoded = tuple[Record, bytes]
 
 _BATCH = 1000
 #: Renewal retries after a failure: quick at first (the backend may be back already), at most this apart.
@@ -104,7 +108,7 @@ class Publisher:
         self.batch_size = max(1, batch_size)
         self.fitter = RecordFitter(max_record_size)
         self._fifo: deque[Item] = deque()
-        self._pending: deque[Record] = deque()
+        self._pending: deque[Encoded] = deque()
         self._schedule: Callable[[Callable[[], Any]], None] | None = None
         self._wake: anyio.Event | None = None
         self._sleeping = False
@@ -135,6 +139,8 @@ class Publisher:
         self.announced = threading.Event()
         self.done = threading.Event()
         self.thread: threading.Thread | None = None
+        #: Each node's terminal record as published (the bytes the backend got), or as made if it never fit.
+        self.results = TerminalRecords()
 
     # ------------------------------------------------------------------------------------------ any thread
 
@@ -278,24 +284,29 @@ class Publisher:
                 overflow, self.run_id, self._dropped, self.max_buffer,
             )
 
-    def _fit(self, records: Sequence[Record]) -> list[Record]:
-        out: list[Record] = []
+    def _fit(self, records: Sequence[Record]) -> list[Encoded]:
+        out: list[Encoded] = []
         for record in records:
-            fitted = self.fitter.fit(record)
-            if fitted is None:
+            fit = self.fitter.fit_encoded(record)
+            if fit is None:
+                if isinstance(record, NodeResult):
+                    self.results.keep(record, None)
                 self.oversized += 1
                 logger.error(
                     "dbtbus: a %s record of run %r does not fit max_record_size=%d even truncated; not published",
                     type(record).__name__, self.run_id, self.fitter.max_size,
                 )
                 continue
+            fitted, data = fit
+            if isinstance(fitted, NodeResult):
+                self.results.keep(fitted, data)
             if isinstance(record, RunStarted) and record.graph and isinstance(fitted, RunStarted) and not fitted.graph:
                 logger.warning(
                     "dbtbus: the graph of run %r (%d nodes) does not fit max_record_size=%d; RunStarted is "
                     "published without it (waiters learn of upstream failures only as dbt reports the skips)",
                     self.run_id, len(record.graph), self.fitter.max_size,
                 )
-            out.append(fitted)
+            out.append(fit)
         return out
 
     def _backoff(self) -> float:
@@ -335,9 +346,9 @@ class Publisher:
         start = self._sequence + offset
         return [f"{self.holder}:{n}" for n in range(start, start + count)]
 
-    async def _publish(self, bus: Bus, batch: list[Record], what: str) -> bool:
+    async def _publish(self, bus: Bus, batch: list[Encoded], what: str) -> bool:
         try:
-            await bus.publish(batch, keys=self._keys(len(batch)))
+            await bus._publish_encoded(batch, keys=self._keys(len(batch)))
         except Exception as exc:
             if _is_too_large(exc):
                 return await self._publish_one_by_one(bus, batch, what, exc)
@@ -348,14 +359,14 @@ class Publisher:
         self._failures = 0
         return True
 
-    async def _publish_one_by_one(self, bus: Bus, batch: list[Record], what: str, refusal: Exception) -> bool:
+    async def _publish_one_by_one(self, bus: Bus, batch: list[Encoded], what: str, refusal: Exception) -> bool:
         """The backend refused ``batch`` as too large (its limit is below ``max_record_size``): publish the
         records one at a time and count (and log) the ones it refuses. The ending's unit loses its
         atomicity on this path only."""
-        for offset, record in enumerate(batch):
+        for offset, item in enumerate(batch):
             if len(batch) > 1:
                 try:
-                    await bus.publish([record], keys=self._keys(1, offset))
+                    await bus._publish_encoded([item], keys=self._keys(1, offset))
                 except Exception as exc:
                     if not _is_too_large(exc):
                         self._failed(exc, what)
@@ -366,7 +377,7 @@ class Publisher:
                     continue
             self.oversized += 1
             logger.error("dbtbus: the backend refused a %s record of run %r as too large: %s",
-                         type(record).__name__, self.run_id, refusal)
+                         type(item[0]).__name__, self.run_id, refusal)
         self._sequence += len(batch)
         self._failures = 0
         return True
@@ -436,7 +447,7 @@ class Publisher:
                     peak = None
             n = self.normaliser
             beat = Heartbeat(
-                run_id=self.run_id, running=len(n.running), done=len(n.results), peak_rss=peak, attempt=n.attempt
+                run_id=self.run_id, running=len(n.running), done=len(n.statuses), peak_rss=peak, attempt=n.attempt
             )
             try:
                 await bus.publish(beat)
@@ -461,10 +472,10 @@ class Publisher:
         results = ending.dbt_results if ending.dbt_results is not None else normaliser.end.results
         # ONE append for the not_run records and the ending: a reader sees both or neither.
         unit = self._fit([*normaliser.not_run(results), self._end_record(ending)])
-        unit_started = [r for r in unit if isinstance(r, RunStarted)]
+        unit_started = [item for item in unit if isinstance(item[0], RunStarted)]
         if unit_started:  # a run that never got to a node: its RunStarted goes ahead of the unit
             self._pending.extend(unit_started)
-            unit = [r for r in unit if not isinstance(r, RunStarted)]
+            unit = [item for item in unit if not isinstance(item[0], RunStarted)]
         with anyio.move_on_after(self.flush_timeout):
             if await self._retrying(lambda: self._flush(bus)):
                 self.ended = await self._retrying(lambda: self._publish(bus, unit, "publishing the run's end"))

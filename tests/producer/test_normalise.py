@@ -105,7 +105,7 @@ def test_not_run_for_the_rest_and_the_stream_wins() -> None:
     out = {r.unique_id: r for r in n.not_run(n.end.results) if isinstance(r, NodeResult)}
     assert set(out) == {"test.p.t_a", "model.p.b", "model.p.c", "model.p.ok"}
     assert out["model.p.b"].status is NodeStatus.NOT_RUN and out["model.p.b"].message == "Skipping due to fail_fast"
-    assert n.results["model.p.a"].status is NodeStatus.SUCCESS
+    assert n.statuses["model.p.a"] is NodeStatus.SUCCESS
     assert n.counts() == {"success": 1, "not_run": 4}
 
 
