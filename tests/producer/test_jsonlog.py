@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import dbtbus
 from dbtbus._graph import add_test_edges, children_index, descendants, graph_from_manifest
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
 from dbtbus.producer import apublish_log, publish_log
-from dbtbus.producer._jsonlog import LineParser, read_lines
+from dbtbus.producer._jsonlog import LineParser, _read_on_a_thread, read_lines
 
 from ._helpers import read_records, started_of
 
@@ -199,6 +199,49 @@ def test_a_blocking_source_is_read_on_a_thread(memory_url: str) -> None:
     assert outcomes["model.shop.customers_summary"].status is NodeStatus.SUCCESS  # type: ignore[union-attr]
     skipped = outcomes["model.shop.top_customers"]  # a skip without a named cause is still an upstream failure
     assert isinstance(skipped, dbtbus.UpstreamFailed) and skipped.cause == ""
+
+
+def test_a_threaded_source_hands_over_every_line_in_order_within_its_buffer() -> None:
+    read: list[int] = []
+    handled: list[bytes | str] = []
+
+    def source() -> Iterator[bytes]:
+        for i in range(5_000):
+            read.append(i)
+            if i % 1_000 == 999:
+                time.sleep(0.05)  # a pause: the reader sleeps and must be woken for the next line
+            yield b"%d" % i
+
+    async def handle(line: bytes | str) -> None:
+        assert len(read) - len(handled) <= 33  # the thread never runs more than the buffer (+ the line in hand) ahead
+        handled.append(line)
+        if len(handled) % 500 == 0:
+            await anyio.sleep(0.01)  # a slow consumer: the thread must wait, not fill memory
+
+    anyio.run(partial(_read_on_a_thread, source(), handle, buffer=32))
+    assert handled == [b"%d" % i for i in range(5_000)]
+
+
+def test_a_threaded_source_that_fails_fails_the_read_and_stop_ends_it() -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"one"
+        raise OSError("the pipe broke")
+
+    async def ignore(line: bytes | str) -> None:
+        pass
+
+    with pytest.raises(Exception) as info:  # the OSError, inside the task group's exception group
+        anyio.run(_read_on_a_thread, broken(), ignore)
+    failures = getattr(info.value, "exceptions", (info.value,))
+    assert [(type(e), str(e)) for e in failures] == [(OSError, "the pipe broke")]
+    seen: list[bytes | str] = []
+
+    async def keep(line: bytes | str) -> None:
+        seen.append(line)
+
+    endless = (b"x" for _ in iter(int, 1))
+    anyio.run(partial(_read_on_a_thread, endless, keep, stop=lambda: len(seen) >= 100))
+    assert len(seen) == 100
 
 
 def test_a_blocking_source_keeps_the_loop_responsive(memory_url: str) -> None:
