@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges
+from ._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges, parents_first
 from .events import GraphNode
 
 __all__ = [
@@ -67,21 +67,7 @@ def topological_order(graph: Mapping[str, GraphNode]) -> list[str]:
 
     Nodes on a cycle (which dbt forbids) come last, in graph order, rather than being dropped.
     """
-    indegree = {uid: sum(1 for p in node.parents if p in graph) for uid, node in graph.items()}
-    children = children_index(graph)
-    queue = deque(uid for uid, degree in indegree.items() if degree == 0)
-    order: list[str] = []
-    while queue:
-        uid = queue.popleft()
-        order.append(uid)
-        for child in children.get(uid, ()):
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                queue.append(child)
-    if len(order) < len(graph):
-        placed = set(order)
-        order.extend(uid for uid in graph if uid not in placed)
-    return order
+    return parents_first({uid: node.parents for uid, node in graph.items()})
 
 
 def add_test_edges(graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:

@@ -12,11 +12,39 @@ Standard library only, and no names from the rest of dbtbus: the subprocess prod
 source verbatim in dbt's interpreter, next to ``producer/_dbt_hook.py``'s.
 """
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 
 #: Resource types whose result gates the nodes they test rather than being a node of their own.
 TEST_RESOURCE_TYPES = frozenset({"test", "unit_test"})
+
+
+def parents_first(parents: Mapping[str, Sequence[str]]) -> list[str]:
+    """The nodes of ``parents``, parents before children (Kahn's algorithm; parents outside it are ignored).
+
+    Nodes on a cycle (which dbt forbids), and those below them, come last in the mapping's order rather
+    than being dropped.
+    """
+    pending = dict.fromkeys(parents, 0)
+    children: dict[str, list[str]] = {}
+    for uid, ps in parents.items():
+        for parent in ps:
+            if parent in pending:
+                pending[uid] += 1
+                children.setdefault(parent, []).append(uid)
+    ready = deque(uid for uid, count in pending.items() if count == 0)
+    order: list[str] = []
+    while ready:
+        uid = ready.popleft()
+        order.append(uid)
+        for child in children.get(uid, ()):
+            pending[child] -= 1
+            if pending[child] == 0:
+                ready.append(child)
+    if len(order) < len(parents):
+        placed = set(order)
+        order.extend(uid for uid in parents if uid not in placed)
+    return order
 
 
 def drop_implied_test_edges(
@@ -26,42 +54,32 @@ def drop_implied_test_edges(
 
     An edge ``test → node`` is implied when the test is an ancestor of another parent of ``node``. Only
     edges from tests are dropped (a node's own dependencies stay, implied or not); parents outside
-    ``parents`` are kept. Nodes on a cycle (which dbt forbids) keep their parents whole.
+    ``parents`` are kept. Nodes on a cycle (which dbt forbids), and those below them, keep their parents whole.
 
-    Ancestor sets are bit sets (Python ints) over a topological order, each freed once its last child is
-    done: one pass over the edges.
+    Ancestor sets are bit sets (Python ints) over :func:`parents_first`'s order, each freed once its last
+    child is done: one pass over the edges.
     """
     index = {uid: i for i, uid in enumerate(parents)}
-    pending = {uid: sum(1 for p in ps if p in index) for uid, ps in parents.items()}
-    children: dict[str, list[str]] = {}
-    for uid, ps in parents.items():
-        for parent in ps:
-            if parent in index:
-                children.setdefault(parent, []).append(uid)
-    unfinished = {uid: len(kids) for uid, kids in children.items()}
+    unfinished = Counter(parent for ps in parents.values() for parent in ps if parent in index)
     ancestors: dict[str, int] = {}
     out: dict[str, list[str]] = {}
-    ready = deque(uid for uid, count in pending.items() if count == 0)
-    while ready:
-        uid = ready.popleft()
+    for uid in parents_first(parents):
         inside = [p for p in parents[uid] if p in index]
         covered = 0
         for parent in inside:
-            covered |= ancestors[parent]
-        out[uid] = [p for p in parents[uid] if p not in index or not (covered >> index[p]) & 1 or not is_test(p)]
-        if uid in unfinished:
-            mine = covered
-            for parent in inside:
-                mine |= 1 << index[parent]
-            ancestors[uid] = mine
+            bits = ancestors.get(parent)
+            if bits is None:  # on or below a cycle: the parent's ancestors were never made
+                out[uid] = list(parents[uid])
+                break
+            covered |= bits
+        else:
+            out[uid] = [p for p in parents[uid] if p not in index or not (covered >> index[p]) & 1 or not is_test(p)]
+            if unfinished[uid]:
+                for parent in inside:
+                    covered |= 1 << index[parent]
+                ancestors[uid] = covered
         for parent in inside:
             unfinished[parent] -= 1
             if unfinished[parent] == 0:
-                del ancestors[parent]
-        for child in children.get(uid, ()):
-            pending[child] -= 1
-            if pending[child] == 0:
-                ready.append(child)
-    if len(out) < len(parents):  # a cycle: its nodes were never ready
-        out.update((uid, list(ps)) for uid, ps in parents.items() if uid not in out)
+                ancestors.pop(parent, None)
     return {uid: out[uid] for uid in parents}
