@@ -40,10 +40,6 @@ class RecordFitter:
         self.max_size = max_size
         self.truncated = 0
 
-    def fit(self, record: Record) -> Record | None:
-        fitted = self.fit_encoded(record)
-        return fitted[0] if fitted is not None else None
-
     def fit_encoded(self, record: Record) -> tuple[Record, bytes] | None:
         """The record that fits and its encoded bytes (encoded once on the common path), or ``None``."""
         data = encode(record)
