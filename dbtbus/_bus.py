@@ -165,7 +165,7 @@ class Bus:
         covers the backend's own retries.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
-        return await self._publish_encoded([self._fit(record) for record in batch], keys=keys)
+        return await self._publish_encoded([(record, None) for record in batch], keys=keys)
 
     def _fit(self, record: Record, data: bytes | None = None) -> tuple[Record, bytes]:
         """``record`` and its wire bytes within ``max_record_size`` (``data``, its encoding, is reused if it fits)."""
@@ -181,11 +181,11 @@ class Bus:
         return fit
 
     async def _publish_encoded(
-        self, batch: Sequence[tuple[Record, bytes]], *, keys: Sequence[str] | None = None
+        self, batch: Sequence[tuple[Record, bytes | None]], *, keys: Sequence[str] | None = None
     ) -> list[str]:
-        """:meth:`publish` for records the caller already encoded (``events.encode``) and fitted: the
-        producer's publisher, which fits each record once and keeps the bytes it published. A record over
-        this bus's ``max_record_size`` is fitted again."""
+        """:meth:`publish`, where each record may come with its encoding (``events.encode``, fitted): the
+        producer's publisher fits each record once and keeps the bytes it published. A record without
+        bytes, or over this bus's ``max_record_size``, is fitted here."""
         if keys is not None and len(keys) != len(batch):
             raise ValueError(f"publish got {len(batch)} records and {len(keys)} keys")
         fits = [self._fit(record, data) for record, data in batch]
