@@ -28,6 +28,7 @@ import anyio
 from ._exceptions import BackendError, BackendRejected, DbtBusError, DecodeError
 from ._outcome import Outcome, OutcomeKind
 from ._state import RunState
+from ._wakeup import capture_clock
 from .backends.base import Backend, Entry
 from .events import Record, decode
 
@@ -90,8 +91,9 @@ class Liveness:
         self.backend = backend
         self.state = state
         self.next_check = 0.0
+        self.clock = capture_clock()
         #: When this reader last saw the producer alive, or last (re)connected to the backend.
-        self.alive_at = anyio.current_time()
+        self.alive_at = self.clock()
         self._outage = False
 
     @property
@@ -107,7 +109,7 @@ class Liveness:
         return self.state.started is not None and self.state.ending is None and not self.state.lost
 
     def sign_of_life(self) -> None:
-        self.alive_at = anyio.current_time()
+        self.alive_at = self.clock()
 
     def outage(self) -> None:
         """This reader could not reach the backend: what it has not seen says nothing about the producer."""
@@ -122,7 +124,7 @@ class Liveness:
         """Check the lease if it is time; return True when this check found the producer lost."""
         if not self.watching():
             return False
-        now = anyio.current_time()
+        now = self.clock()
         if now < self.next_check:
             return False
         self.next_check = now + self.interval
@@ -139,7 +141,7 @@ class Liveness:
             return False
         # The lease is 1.5 heartbeats long: absent now, yet seen (or reconnected) within the last 2.5 heartbeats,
         # it may just be late — a starved producer, a slow network. One more heartbeat of grace.
-        if anyio.current_time() - self.alive_at < 2.5 * self.heartbeat:
+        if self.clock() - self.alive_at < 2.5 * self.heartbeat:
             return False
         return self.state.mark_lost()
 
@@ -322,7 +324,8 @@ class RunReader:
         self.waiters: dict[str, dict[tuple[bool, int | None], Waiter | set[Waiter]]] = {}
         self.count = 0
         self.caught_up = False
-        self.idle_since: float | None = anyio.current_time()
+        self.clock = self.tail.liveness.clock
+        self.idle_since: float | None = self.clock()
         self.scope = anyio.CancelScope()
         self.read_scope: anyio.CancelScope | None = None
         self.recheck: dict[str, None] = {}
@@ -381,7 +384,7 @@ class RunReader:
     def _fewer(self, n: int) -> None:
         self.count -= n
         if self.count == 0:
-            self.idle_since = anyio.current_time()
+            self.idle_since = self.clock()
             if self.read_scope is not None:  # do not sit in a long blocking read past the linger
                 self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.bus.linger)
 
@@ -392,7 +395,8 @@ class RunReader:
     def _decide(self, unique_id: str, include_tests: bool, min_attempt: int | None) -> Outcome:
         return self.state.outcome(unique_id, include_tests=include_tests, min_attempt=min_attempt)
 
-    def dispatch(self, changed: Changed) -> None:
+    def dispatch(self, changed: Changed) -> int:
+        """Resolve every waiter whose outcome ``changed`` made terminal; return how many."""
         if isinstance(changed, _Everything):
             uids = list(self.waiters)
         else:
@@ -418,6 +422,7 @@ class RunReader:
                 del self.waiters[uid]
         if resolved:
             self._fewer(resolved)
+        return resolved
 
     def fail_all(self, error: DbtBusError) -> None:
         self.failed = error
@@ -452,7 +457,7 @@ class RunReader:
         while True:
             timeout = 0.0 if not self.caught_up or self.recheck else min(bus.read_block, tail.liveness.interval)
             if self.count == 0 and self.idle_since is not None:
-                timeout = min(timeout, max(self.idle_since + bus.linger - anyio.current_time(), 0.0))
+                timeout = min(timeout, max(self.idle_since + bus.linger - self.clock(), 0.0))
             batch = Batch(more=True)
             with anyio.CancelScope() as self.read_scope:
                 batch = await tail.read(timeout)
@@ -465,10 +470,13 @@ class RunReader:
                 if self.recheck and not isinstance(changed, _Everything):
                     changed.update(self.recheck)
                 self.recheck = {}
-                if changed is EVERYTHING or changed:
-                    self.dispatch(changed)
+                resolved = self.dispatch(changed) if changed is EVERYTHING or changed else 0
                 changed = {}
                 if await tail.check_liveness():
-                    self.dispatch(EVERYTHING)
-            if self.count == 0 and self.idle_since is not None and anyio.current_time() - self.idle_since >= bus.linger:
+                    resolved += self.dispatch(EVERYTHING)
+                if resolved:
+                    # The waiters just resolved run before this reader sets up its next read: that setup is
+                    # not theirs to wait for (a third of a memory:// wake-up).
+                    await anyio.lowlevel.checkpoint()
+            if self.count == 0 and self.idle_since is not None and self.clock() - self.idle_since >= bus.linger:
                 return

@@ -1,4 +1,4 @@
-"""Wake a task of any event loop from any thread without blocking the caller.
+"""Wake a task of any event loop from any thread without blocking the caller; read that loop's clock cheaply.
 
 anyio has no public "call soon, thread-safe, don't wait" primitive, and ``anyio.from_thread.run_sync`` blocks
 the calling thread until the loop runs the function — unacceptable on dbt's worker threads. This module
@@ -47,3 +47,20 @@ def capture_scheduler() -> Callable[[Callable[[], Any]], None]:
 
         return schedule_trio
     raise RuntimeError(f"unsupported async library: {library}")
+
+
+def capture_clock() -> Callable[[], float]:
+    """The clock of the event loop running this call: what ``anyio.current_time`` returns, without its
+    lookup of the running backend on every call (a reader reads the clock on each record it is woken for)."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop().time
+    if library == "trio":
+        import trio
+
+        return trio.current_time
+    import anyio
+
+    return anyio.current_time
