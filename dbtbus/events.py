@@ -602,7 +602,58 @@ def _node_started(f: _Fields) -> NodeStarted:
     )
 
 
+_STATUS_BY_VALUE: Final[Mapping[str, NodeStatus]] = {status.value: status for status in NodeStatus}
+_OPTIONAL_TEXT: Final = ("resource_type", "message", "thread", "skip_cause", "compiled_code", "relation_name")
+
+
 def _node_result(f: _Fields) -> NodeResult:
+    # Every reader decodes every node's record: the usual shape is checked in one pass here, and anything off
+    # it goes through the field-by-field path below, which names the field that is wrong.
+    obj = f.obj
+    get = obj.get
+    run_id, unique_id, status = get("run_id"), get("unique_id"), get("status")
+    execution_time, failures, attempt = get("execution_time"), get("failures"), get("attempt", 1)
+    adapter_response, started_at, finished_at = get("adapter_response"), get("started_at"), get("finished_at")
+    truncated = get("compiled_code_truncated", False)
+    text = [get(key) for key in _OPTIONAL_TEXT]
+    if (
+        type(run_id) is str
+        and type(unique_id) is str
+        and type(status) is str
+        and status in _STATUS_BY_VALUE
+        and (execution_time is None or type(execution_time) is float or type(execution_time) is int)
+        and (failures is None or type(failures) is int)
+        and type(attempt) is int
+        and (adapter_response is None or type(adapter_response) is dict)
+        and (started_at is None or type(started_at) is str)
+        and (finished_at is None or type(finished_at) is str)
+        and type(truncated) is bool
+        and all(value is None or type(value) is str for value in text)
+    ):
+        resource_type, message, thread, skip_cause, compiled_code, relation_name = text
+        return NodeResult(
+            run_id=run_id,
+            unique_id=unique_id,
+            status=_STATUS_BY_VALUE[status],
+            resource_type=resource_type or "",
+            started_at=None if started_at is None else parse_timestamp(started_at, f),
+            finished_at=None if finished_at is None else parse_timestamp(finished_at, f),
+            execution_time=None if execution_time is None else float(execution_time),
+            message=message,
+            adapter_response={} if adapter_response is None else adapter_response,
+            failures=failures,
+            thread=thread,
+            attempt=attempt,
+            skip_cause=skip_cause,
+            compiled_code=compiled_code,
+            compiled_code_truncated=truncated,
+            relation_name=relation_name,
+            timing=_decode_timing(f),
+        )
+    return _node_result_checked(f)
+
+
+def _node_result_checked(f: _Fields) -> NodeResult:
     return NodeResult(
         run_id=f.req_str("run_id"),
         unique_id=f.req_str("unique_id"),

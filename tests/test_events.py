@@ -219,6 +219,54 @@ def test_decoder_never_crashes_on_record_like_objects(obj: dict[str, object]) ->
     assert decode(encode(record)) == record
 
 
+
+def _ok_or(value: object) -> st.SearchStrategy[object]:
+    """Mostly a well-typed ``value`` (the decoder's usual path), sometimes anything JSON holds."""
+    return st.just(value) | st.none() | json_values
+
+
+node_result_like = st.fixed_dictionaries(
+    {"v": st.just(1), "type": st.just("node_result")},
+    optional={
+        "run_id": _ok_or("r"),
+        "unique_id": _ok_or("model.p.m"),
+        "status": st.sampled_from([s.value for s in NodeStatus]) | json_values,
+        "resource_type": _ok_or("model"),
+        "started_at": st.sampled_from(["2026-11-21T10:00:00Z", "2026-11-21T10:00:00", "nope"]) | json_values,
+        "finished_at": _ok_or("2026-11-21T10:00:01.5+01:00"),
+        "execution_time": _ok_or(1.5) | st.just(2) | st.just(True),
+        "message": _ok_or("OK"),
+        "adapter_response": _ok_or({"rows_affected": 3}),
+        "failures": _ok_or(0) | st.just(False),
+        "thread": _ok_or("Thread-1"),
+        "attempt": _ok_or(2) | st.just(True),
+        "skip_cause": _ok_or("model.p.up"),
+        "compiled_code": _ok_or("select 1"),
+        "compiled_code_truncated": _ok_or(True),
+        "relation_name": _ok_or('"db"."main"."m"'),
+        "timing": _ok_or([{"name": "execute", "started_at": "2026-11-21T10:00:00Z", "completed_at": None}]),
+    },
+)
+
+
+def _checked(obj: dict[str, object]) -> object:
+    from dbtbus.events import _Fields, _node_result_checked
+
+    try:
+        return _node_result_checked(_Fields(obj, "node_result", None))
+    except DecodeError as exc:
+        return str(exc)
+
+
+@settings(max_examples=800, deadline=None)
+@given(node_result_like)
+def test_the_node_result_fast_path_decodes_as_the_field_by_field_one(obj: dict[str, object]) -> None:
+    try:
+        fast: object = decode(orjson.dumps(obj))
+    except DecodeError as exc:
+        fast = str(exc)
+    assert fast == _checked(obj)
+
 @settings(max_examples=200, deadline=None)
 @given(
     status=st.sampled_from(list(NodeStatus)),
@@ -287,3 +335,32 @@ def test_to_dict_and_from_dict_round_trip_every_record_type() -> None:
     for record in (Heartbeat(run_id="r", attempt=2), RunFinished(run_id="r", success=True, attempt=3),
                    RunCrashed(run_id="r", error="boom", attempt=None)):
         assert from_dict(to_dict(record)) == record
+
+
+def test_a_well_formed_node_result_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dbtbus.events as events
+
+    record = NodeResult(
+        run_id="r",
+        unique_id="model.p.m",
+        status=NodeStatus.WARN,
+        resource_type="model",
+        started_at=datetime(2026, 11, 21, 10, tzinfo=timezone.utc),
+        execution_time=2.0,
+        message="OK",
+        adapter_response={"rows_affected": 3},
+        failures=1,
+        thread="Thread-1",
+        attempt=2,
+        compiled_code="select 1",
+        relation_name="m",
+    )
+    data = encode(record)
+
+    def refuse(fields: object) -> NodeResult:
+        raise AssertionError("took the field-by-field path")
+
+    monkeypatch.setattr(events, "_node_result_checked", refuse)
+    assert decode(data) == record
+    with pytest.raises(AssertionError, match="field-by-field"):
+        decode(data.replace(b'"attempt":2', b'"attempt":"2"'))
