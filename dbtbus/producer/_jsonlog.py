@@ -211,12 +211,21 @@ async def apublish_log(
             await _read_on_a_thread(lines, feed_line, stop=lambda: publisher.rejected is not None)
 
     async def body(bus: Bus) -> None:
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(publisher.run, bus)
             try:
                 await read_all()
+            except Exception as exc:
+                # The source failed, not dbt: what dbt did after the last line read is unknown, so the run
+                # gets no end record (it would say the pending nodes never ran); its waiters see this
+                # producer lost (a later attempt can resume the run).
+                failure = exc
+                publisher.abandon()
             finally:
                 publisher.finish(ending)
+        if failure is not None:
+            raise failure
 
     if isinstance(bus_or_url, Bus):
         await body(bus_or_url)
@@ -246,7 +255,8 @@ async def _read_on_a_thread(
 
     The thread appends to a deque and wakes this loop only when it sleeps, as the publisher's FIFO does: a
     round trip through the loop per line (``anyio.from_thread.run``) cost ~100 µs, 4.5 s of a 45,000-line
-    log. The thread waits while ``buffer`` lines are unread, so a fast file never fills memory.
+    log. The thread waits while ``buffer`` lines are unread, so a fast file never fills memory. An error of
+    the source is raised as itself once every line read before it has been handled.
     """
     lines: deque[bytes | str] = deque()
     schedule = capture_scheduler()
@@ -254,6 +264,7 @@ async def _read_on_a_thread(
     room.set()
     gone = threading.Event()
     state = {"sleeping": False, "done": False}
+    failure: list[Exception] = []
     arrived = anyio.Event()
 
     def wake() -> None:
@@ -272,6 +283,8 @@ async def _read_on_a_thread(
                     room.clear()
                     if len(lines) >= buffer:  # re-checked: the reader may have drained it meanwhile
                         room.wait()
+        except Exception as exc:  # raised in the loop once the lines read before it are handled
+            failure.append(exc)
         finally:
             state["done"] = True
             wake()
@@ -290,7 +303,7 @@ async def _read_on_a_thread(
                 if state["done"]:  # set after the last append: whatever was read is in ``lines`` now
                     if lines:
                         continue
-                    return
+                    break
                 arrived = anyio.Event()
                 state["sleeping"] = True
                 if lines or state["done"]:  # appended between the check and the flag: no wake-up is coming
@@ -300,6 +313,8 @@ async def _read_on_a_thread(
         finally:
             gone.set()
             room.set()
+    if failure:  # the source's own error, not a task group's wrapping of it
+        raise failure[0]
 
 
 def publish_log(

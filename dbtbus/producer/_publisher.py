@@ -113,6 +113,7 @@ class Publisher:
         self._wake: anyio.Event | None = None
         self._sleeping = False
         self._ending: Ending | Callable[[], Ending] | None = None
+        self._abandoned = False
         #: How the run ended, once the publisher has closed it.
         self.ending: Ending | None = None
         self._closed = False
@@ -167,6 +168,15 @@ class Publisher:
         """
         if self._ending is None:
             self._ending = ending
+        self._wake_up()
+
+    def abandon(self) -> None:
+        """This producer cannot know how dbt's run ends (a replay's source failed): publish what was handed
+        over, then stop with no end record and release the lease. Waiters on what is still pending learn the
+        producer is lost, which is true, rather than that the run ended, which nobody knows."""
+        if self._ending is None:
+            self._abandoned = True
+            self._ending = Ending(crashed=True, error="abandoned")  # never published: only ends the loop
         self._wake_up()
 
     def wait_announced(self, timeout: float) -> bool:
@@ -239,7 +249,7 @@ class Publisher:
                 # producer lost between dbt returning and the not_run / RunFinished records landing.
                 if self.rejected is None:
                     with anyio.CancelScope(shield=True):
-                        await self._close(bus)
+                        await (self._flush_abandoned(bus) if self._abandoned else self._close(bus))
                 tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await self._release(bus)
@@ -485,6 +495,20 @@ class Publisher:
             logger.error(
                 "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
                 left, self.run_id, self.flush_timeout,
+            )
+            self._pending.clear()
+
+    async def _flush_abandoned(self, bus: Bus) -> None:
+        self._closed = True
+        self._drain()
+        with anyio.move_on_after(self.flush_timeout):
+            if await self._retrying(lambda: self._flush(bus)):
+                return
+        if self.rejected is None:
+            self.unpublished += len(self._pending)
+            logger.error(
+                "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
+                len(self._pending), self.run_id, self.flush_timeout,
             )
             self._pending.clear()
 
