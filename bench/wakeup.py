@@ -4,6 +4,7 @@ Producer and consumer are two ``Bus`` objects (two connections for Redis) on one
 Scenarios, for ``memory://`` and a throw-away ``redis-server`` on loopback:
 
 * 1 waiter, 10,000 events: register one waiter, let the reader block, publish its node, time the return;
+  alternated in blocks of 100 events with the same hand-off between bare asyncio tasks (the machine's floor);
 * 100 and 10,000 concurrent waiters on distinct nodes (one waiter per node): publish the nodes one by one and
   time each node's waiter from the publish call to its return (100 waiters: 100 rounds, i.e. 10,000 samples;
   10,000 waiters: the first 10,000 — all — of them);
@@ -43,11 +44,12 @@ async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
     events = 1000 if quick else 10_000
     rounds = 3 if quick else 20
     out: dict[str, Any] = {"distinct_nodes": {}, "one_node": {}}
-    one, publish_calls, oversleep = await bench_latency_one_waiter(url, prefix, events)
+    one, publish_calls, oversleep, handoffs = await bench_latency_one_waiter(url, prefix, events)
     out["distinct_nodes"]["1"] = latency_summary(one)
     out["controls"] = {
         "publish_call": latency_summary(publish_calls),
         "sleep_lateness": latency_summary(oversleep),
+        "bare_handoff": latency_summary(handoffs),
     }
     for waiters in (100, 10_000):
         # as many samples as the 1-waiter case: 100 waiters are released round after round

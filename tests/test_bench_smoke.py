@@ -65,7 +65,7 @@ def test_quick_footprint_and_wakeup(tmp_path: Path) -> None:
         assert set(data["one_node"]) == {"100", "10000"}
         for fan in data["one_node"].values():
             assert fan["first"]["p50_ms"] <= fan["last"]["p50_ms"]
-        assert set(data["controls"]) == {"publish_call", "sleep_lateness"}
+        assert set(data["controls"]) == {"publish_call", "sleep_lateness", "bare_handoff"}
 
     page = docs.read_text()
     assert page.startswith("# Benchmarks")
