@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import anyio
 import orjson
@@ -323,6 +325,38 @@ def test_publish_log_from_stdin(memory_url: str, monkeypatch: pytest.MonkeyPatch
     assert main(["publish-log", "-", "--bus", memory_url, "--run-id", "piped"]) == 0
     assert main(["wait", "piped", "seed.shop.orders", "--bus", memory_url, "-q"]) == 0
 
+
+
+def test_publish_log_from_a_stdin_that_breaks_says_so_and_ends_nothing(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    lines = SHOP_LOG.read_bytes().splitlines(keepends=True)
+
+    class Breaking(io.BytesIO):
+        """The first half of the log, then an I/O error, as a pipe from a dying pod may give."""
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from lines[: len(lines) // 2]
+            raise OSError(errno.EIO, "Input/output error")
+
+    class Stdin:
+        buffer = Breaking()
+
+    monkeypatch.setattr(sys, "stdin", Stdin)
+    assert main(["publish-log", "-", "--bus", memory_url, "--run-id", "broken"]) == 1
+    assert "Input/output error" in capsys.readouterr().err  # the error itself, not a traceback
+    assert main(["wait", "broken", "seed.shop.orders", "--bus", memory_url, "-q"]) == 0  # read before it broke
+    state = anyio.run(_run_state, memory_url, "broken")
+    assert state.ending is None  # no RunCrashed: nobody knows how dbt's run ended
+
+
+async def _run_state(url: str, run_id: str) -> Any:
+    import dbtbus
+
+    async with dbtbus.connect(url) as bus:
+        return await bus.run_state(run_id)
 
 # ---------------------------------------------------------------------------------------------- run / demo (real dbt)
 
