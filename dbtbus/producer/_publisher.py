@@ -176,8 +176,12 @@ class Publisher:
         producer is lost, which is true, rather than that the run ended, which nobody knows."""
         if self._ending is None:
             self._abandoned = True
-            self._ending = Ending(crashed=True, error="abandoned")  # never published: only ends the loop
         self._wake_up()
+
+    @property
+    def _stopping(self) -> bool:
+        """dbt returned (:meth:`finish`) or the run was given up (:meth:`abandon`): drain, then close."""
+        return self._ending is not None or self._abandoned
 
     def wait_announced(self, timeout: float) -> bool:
         """Block until the attempt's RunStarted reached the backend (or publishing stopped); False on timeout."""
@@ -234,7 +238,7 @@ class Publisher:
                 tg.start_soon(self._keep_alive, bus)
                 while self.rejected is None:
                     self._drain()
-                    if self._ending is not None and not self._fifo:
+                    if self._stopping and not self._fifo:
                         break
                     if self._pending and not await self._flush(bus):
                         if self.stopped:
@@ -264,11 +268,11 @@ class Publisher:
     async def _sleep(self) -> None:
         self._wake = anyio.Event()
         self._sleeping = True
-        if self._fifo or self._ending is not None:
+        if self._fifo or self._stopping:
             self._sleeping = False
             return
         await self._wake.wait()
-        if self.batch_linger > 0 and self._ending is None:
+        if self.batch_linger > 0 and not self._stopping:
             await anyio.sleep(self.batch_linger)
 
     def _drain(self) -> None:
@@ -490,13 +494,7 @@ class Publisher:
             if await self._retrying(lambda: self._flush(bus)):
                 self.ended = await self._retrying(lambda: self._publish(bus, unit, "publishing the run's end"))
         if not self.ended and self.rejected is None:
-            left = len(self._pending) + len(unit)
-            self.unpublished += left
-            logger.error(
-                "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
-                left, self.run_id, self.flush_timeout,
-            )
-            self._pending.clear()
+            self._give_up(len(unit))
 
     async def _flush_abandoned(self, bus: Bus) -> None:
         self._closed = True
@@ -505,12 +503,18 @@ class Publisher:
             if await self._retrying(lambda: self._flush(bus)):
                 return
         if self.rejected is None:
-            self.unpublished += len(self._pending)
-            logger.error(
-                "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
-                len(self._pending), self.run_id, self.flush_timeout,
-            )
-            self._pending.clear()
+            self._give_up()
+
+    def _give_up(self, unsent: int = 0) -> None:
+        """The backend kept failing past ``flush_timeout``: count and log what is left (``unsent`` records
+        beside the pending ones), and drop it."""
+        left = len(self._pending) + unsent
+        self.unpublished += left
+        logger.error(
+            "dbtbus: gave up publishing the last %d records of run %r after %.1fs (backend failing)",
+            left, self.run_id, self.flush_timeout,
+        )
+        self._pending.clear()
 
     def _end_record(self, ending: Ending) -> Record:
         normaliser = self.normaliser
