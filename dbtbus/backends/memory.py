@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,13 +29,61 @@ DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 __all__ = ["MemoryBackend", "MemoryStore", "get_store"]
 
 
+class _KeyIndex:
+    """Idempotency key → the log's length once its entry was stored (the entry's cursor), for every key.
+
+    A producer numbers its keys (``<holder>:0``, ``<holder>:1``, …), so keys that continue a holder's
+    sequence are kept as one array of positions per holder: 8 bytes a record instead of ~170 for the key's
+    string, the cursor's and the dict slot. Any other key (foreign, out of order, after a gap) goes to a
+    plain dict; the two never hold the same key, so a lookup is exact either way.
+    """
+
+    __slots__ = ("_numbered", "_other")
+
+    def __init__(self) -> None:
+        self._numbered: dict[str, tuple[int, array[int]]] = {}  # holder -> (first number, positions)
+        self._other: dict[str, int] = {}
+
+    def get(self, key: str) -> int | None:
+        holder, number = _numbered(key)
+        if number is not None:
+            run = self._numbered.get(holder)
+            if run is not None and 0 <= number - run[0] < len(run[1]):
+                return run[1][number - run[0]]
+        return self._other.get(key)
+
+    def add(self, key: str, position: int) -> None:
+        """Record a key :meth:`get` does not know."""
+        holder, number = _numbered(key)
+        if number is not None:
+            run = self._numbered.get(holder)
+            if run is None:
+                self._numbered[holder] = (number, array("q", (position,)))
+                return
+            if number == run[0] + len(run[1]):
+                run[1].append(position)
+                return
+        self._other[key] = position
+
+    def __len__(self) -> int:
+        return sum(len(positions) for _, positions in self._numbered.values()) + len(self._other)
+
+
+def _numbered(key: str) -> tuple[str, int | None]:
+    """``("p", 7)`` for ``"p:7"``; ``(key, None)`` where the key is not ``<text>:<decimal without zeros>``."""
+    holder, sep, tail = key.rpartition(":")
+    if not sep or not tail.isascii() or not tail.isdigit() or (tail[0] == "0" and len(tail) > 1):
+        return key, None
+    return holder, int(tail)
+
+
 @dataclass(eq=False)
 class _Run:
     log: list[bytes] = field(default_factory=list)
     nodes: dict[str, bytes] = field(default_factory=dict)
     lease: tuple[str, float] | None = None  # holder, monotonic deadline
     claim: tuple[str, int] | None = None  # the latest acquire_lease: holder, attempt
-    appended: dict[str, str] = field(default_factory=dict)  # idempotency key -> cursor
+    appended: _KeyIndex = field(default_factory=_KeyIndex)  # idempotency key -> log length
     expires_at: float | None = None  # monotonic
     # Readers blocked on this run: each is called (from any thread) once new entries exist.
     wakers: set[Callable[[], None]] = field(default_factory=set)
@@ -65,15 +114,14 @@ class MemoryStore:
             for item in items:
                 stored = run.appended.get(item.key) if item.key is not None else None
                 if stored is not None:
-                    cursors.append(stored)
+                    cursors.append(str(stored))
                     continue
                 run.log.append(item.data)
                 if item.node is not None:
                     run.nodes[item.node] = item.data
-                cursor = str(len(run.log))
                 if item.key is not None:
-                    run.appended[item.key] = cursor
-                cursors.append(cursor)
+                    run.appended.add(item.key, len(run.log))
+                cursors.append(str(len(run.log)))
             wakers = list(run.wakers)
             run.wakers.clear()
         for wake in wakers:
