@@ -44,37 +44,34 @@ class _KeyIndex:
         self._numbered: dict[str, tuple[int, array[int]]] = {}  # holder -> (first number, positions)
         self._other: dict[str, int] = {}
 
-    def get(self, key: str) -> int | None:
-        holder, number = _numbered(key)
-        if number is not None:
-            run = self._numbered.get(holder)
-            if run is not None and 0 <= number - run[0] < len(run[1]):
-                return run[1][number - run[0]]
-        return self._other.get(key)
-
-    def add(self, key: str, position: int) -> None:
-        """Record a key :meth:`get` does not know."""
-        holder, number = _numbered(key)
-        if number is not None:
-            run = self._numbered.get(holder)
-            if run is None:
-                self._numbered[holder] = (number, array("q", (position,)))
-                return
-            if number == run[0] + len(run[1]):
-                run[1].append(position)
-                return
-        self._other[key] = position
+    def setdefault(self, key: str, position: int) -> int:
+        """The position stored for ``key``, storing ``position`` first where it has none (as dict's)."""
+        holder, sep, tail = key.rpartition(":")
+        if not (sep and tail.isdigit() and tail.isascii() and (len(tail) == 1 or tail[0] != "0")):
+            return self._other.setdefault(key, position)  # not <text>:<a decimal without leading zeros>
+        number = int(tail)
+        run = self._numbered.get(holder)
+        if run is None:
+            stored = self._other.get(key)
+            if stored is not None:
+                return stored
+            self._numbered[holder] = (number, array("q", (position,)))
+            return position
+        first, positions = run
+        offset = number - first
+        if 0 <= offset < len(positions):
+            return positions[offset]
+        stored = self._other.get(key)
+        if stored is not None:
+            return stored
+        if offset == len(positions):
+            positions.append(position)
+        else:
+            self._other[key] = position
+        return position
 
     def __len__(self) -> int:
         return sum(len(positions) for _, positions in self._numbered.values()) + len(self._other)
-
-
-def _numbered(key: str) -> tuple[str, int | None]:
-    """``("p", 7)`` for ``"p:7"``; ``(key, None)`` where the key is not ``<text>:<decimal without zeros>``."""
-    holder, sep, tail = key.rpartition(":")
-    if not sep or not tail.isascii() or not tail.isdigit() or (tail[0] == "0" and len(tail) > 1):
-        return key, None
-    return holder, int(tail)
 
 
 @dataclass(eq=False)
@@ -112,16 +109,16 @@ class MemoryStore:
             run.expires_at = None
             cursors = []
             for item in items:
-                stored = run.appended.get(item.key) if item.key is not None else None
-                if stored is not None:
-                    cursors.append(str(stored))
-                    continue
+                position = len(run.log) + 1
+                if item.key is not None:
+                    stored = run.appended.setdefault(item.key, position)
+                    if stored != position:  # stored before: positions only grow
+                        cursors.append(str(stored))
+                        continue
                 run.log.append(item.data)
                 if item.node is not None:
                     run.nodes[item.node] = item.data
-                if item.key is not None:
-                    run.appended.add(item.key, len(run.log))
-                cursors.append(str(len(run.log)))
+                cursors.append(str(position))
             wakers = list(run.wakers)
             run.wakers.clear()
         for wake in wakers:

@@ -44,13 +44,10 @@ def test_the_key_index_answers_as_a_plain_dict_would(steps: list[tuple[str, int]
     """Sequences, gaps, repeats, lookalikes ("p:07" is not "p:7") and foreign keys: the same as a dict."""
     index, model = _KeyIndex(), dict[str, int]()
     for key, position in steps:
-        assert index.get(key) == model.get(key)
-        if key not in model:
-            index.add(key, position)
-            model[key] = position
+        assert index.setdefault(key, position) == model.setdefault(key, position)
     assert len(index) == len(model)
     for key, position in model.items():
-        assert index.get(key) == position
+        assert index.setdefault(key, -1) == position
 
 
 def test_a_producers_numbered_keys_cost_a_few_bytes_a_record() -> None:
