@@ -7,7 +7,7 @@ import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dbtbus.backends.base import Append, Backend
@@ -40,6 +40,9 @@ _keys = st.one_of(
 
 
 @given(st.lists(st.tuples(_keys, st.integers(0, 10**12)), max_size=60))
+@example([("p:0", 1), ("p:2", 2), ("p:1", 3), ("p:2", 4)])  # a key stored past a gap, then reached in sequence
+@example([("p:3", 1), ("p:1", 2), ("p:4", 3), ("p:1", 4)])  # a key before its holder's first
+@settings(max_examples=500)
 def test_the_key_index_answers_as_a_plain_dict_would(steps: list[tuple[str, int]]) -> None:
     """Sequences, gaps, repeats, lookalikes ("p:07" is not "p:7") and foreign keys: the same as a dict."""
     index, model = _KeyIndex(), dict[str, int]()
