@@ -51,24 +51,17 @@ class _KeyIndex:
             return self._other.setdefault(key, position)  # not <text>:<a decimal without leading zeros>
         number = int(tail)
         run = self._numbered.get(holder)
-        if run is None:
-            stored = self._other.get(key)
-            if stored is not None:
-                return stored
+        if run is None:  # a holder's first key: the dict only takes its keys once its array exists
             self._numbered[holder] = (number, array("q", (position,)))
             return position
         first, positions = run
         offset = number - first
         if 0 <= offset < len(positions):
             return positions[offset]
-        stored = self._other.get(key)
-        if stored is not None:
-            return stored
-        if offset == len(positions):
+        if offset == len(positions) and key not in self._other:
             positions.append(position)
-        else:
-            self._other[key] = position
-        return position
+            return position
+        return self._other.setdefault(key, position)  # stored there earlier, or out of sequence
 
     def __len__(self) -> int:
         return sum(len(positions) for _, positions in self._numbered.values()) + len(self._other)
