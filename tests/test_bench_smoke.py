@@ -121,3 +121,63 @@ def test_goals_judge_cpu_when_wall_is_within_noise() -> None:
     assert _cpu_judged(1.20, 1.01, 1.10, 1.30, 1.03, miss) == "**no** — missed (on wall)"
     assert _cpu_judged(1.20, 1.01, 1.10, 1.30, 1.03, miss, loaded=True) == "yes (on CPU: taken under load)"
     assert _cpu_judged(1.00, 1.20, 0.98, 1.02, 1.03, miss) == "yes (on wall)"
+
+
+def _project(models: int, cpu_per_rep: list[float], own: float | None, **extra: object) -> dict[str, object]:
+    """An end_to_end project result as bench/end_to_end.py writes it, reduced to what the goal row reads."""
+    spread = {"median": 10.0, "min": 9.0, "max": 11.0}
+    producer: dict[str, object] = {"wall": spread, "cpu": spread}
+    if own is not None:
+        producer.update(own_cpu={"median": own, "min": own, "max": own},
+                        waiting_loop_cpu={"median": own / 2, "min": own / 2, "max": own / 2},
+                        publisher_cpu={"median": own / 2, "min": own / 2, "max": own / 2})
+    return {
+        "models": models, "nodes": 2 * models + 1,
+        "summary": {"bare": {"cpu": {"median": 10.0}}, "producer-memory": producer},
+        "ratios": {"producer-memory/bare": {"of_medians": 1.04, "per_repetition": [0.95, 1.12]}},
+        "cpu_ratios": {"producer-memory/bare": {"of_medians": sorted(cpu_per_rep)[len(cpu_per_rep) // 2],
+                                                "per_repetition": cpu_per_rep}},
+        "load_average": {"min": 0.1, "max": 0.2},
+        **extra,
+    }
+
+
+def test_the_end_to_end_goal_falls_back_on_dbtbus_own_cpu_only_within_noise() -> None:
+    from bench.render import _e2e_goal_row
+
+    callback = {"callback_total_per_run_us": 1000.0, "capture": {"nodes": 100}}  # 10 us a node
+    # wall and CPU repetitions both straddle 1.03: the total is noise, dbtbus's own threads decide
+    _, measured, judged = _e2e_goal_row(_project(50, [0.98, 1.04, 1.09], own=0.2), "producer-memory",
+                                           "memory", 2, callback)
+    assert judged.startswith("yes (on dbtbus's own CPU, 1.020:")  # (0.2 s + 101 nodes x 10 us) / 10 s
+    assert "dbtbus's own CPU: 0.201 s, 2.0 % of the bare build's" in measured
+    assert "the callback on dbt's threads 1.0 ms" in measured
+    # dbtbus's own threads alone over the goal: a miss, whatever the noise
+    assert _e2e_goal_row(_project(50, [0.98, 1.04, 1.09], own=0.5), "producer-memory", "memory", 2,
+                         callback)[2].startswith("**no** — missed by 0.020")
+    # every CPU repetition over the goal: the total decides (a real cost the threads' clocks do not see)
+    judged = _e2e_goal_row(_project(50, [1.05, 1.06, 1.08], own=0.2), "producer-memory", "memory", 2, callback)[2]
+    assert judged.startswith("**no**") and "on CPU: wall within noise" in judged
+    # an older result without the per-thread figures is judged as before
+    judged = _e2e_goal_row(_project(50, [0.98, 1.04, 1.09], own=None), "producer-memory", "memory", 2)[2]
+    assert judged == "**no** — missed by 0.010 (1 % over the allowed ratio) (on CPU: wall within noise)"
+    assert "(an earlier run's)" in _e2e_goal_row(
+        _project(1000, [0.98], own=None, carried_over={"measured": "2026-12-02", "cpu_model": "x"}),
+        "producer-memory", "memory", 2)[0]
+
+
+def test_a_run_without_large_keeps_the_earlier_1000_model_point(tmp_path: Path) -> None:
+    from bench.end_to_end import _carried_over
+
+    previous = tmp_path / "end_to_end.json"
+    assert _carried_over(previous, {50, 200}) == []  # no earlier results
+    previous.write_text("{not json")
+    assert _carried_over(previous, {50, 200}) == []
+    machine = {"date": "2026-12-02 14:42:12 UTC", "cpu_model": "AMD EPYC"}
+    projects = [{"models": 50}, {"models": 200}, {"models": 1000}]
+    previous.write_text(json.dumps({"quick": False, "machine": machine, "projects": projects}))
+    assert _carried_over(previous, {50, 200}) == [
+        {"models": 1000, "carried_over": {"measured": "2026-12-02 14:42:12 UTC", "cpu_model": "AMD EPYC"}}]
+    assert _carried_over(previous, {50, 200, 1000}) == []
+    previous.write_text(json.dumps({"quick": True, "machine": machine, "projects": projects}))
+    assert _carried_over(previous, {20}) == []  # a smoke run's figures are not carried into the page
