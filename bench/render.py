@@ -231,7 +231,7 @@ def goals(results: dict[str, Any]) -> list[str]:
                              f"share {_signed_mib(own)}, {'within' if own <= goal else 'over'} the goal")
                 rows.append([
                     f"producer peak RSS over a bare build ≤ 2 MiB + 1 KB/node ({goal / 2**20:.2f} MiB) — "
-                    f"{p['models']} models, {label}",
+                    f"{p['models']} models, {label}" + (" (an earlier run's)" if p.get("carried_over") else ""),
                     f"{_signed_mib(total)} (medians){split}",
                     verdict(_num(total), goal, lambda m, g: f"missed by {(m - g) / 2**20:.2f} MiB"),
                 ])
@@ -322,6 +322,11 @@ def goals(results: dict[str, Any]) -> list[str]:
             cr = p.get("cpu_ratios", r)
             b = [_num(cr[f"{v}/bare"]["of_medians"]) for v in ("producer-memory", "producer-redis")]
             part = f"at {p['models']} models, dbtbus (b) took {x(min(b))}–{x(max(b))}× a bare `dbt build` (CPU)"
+            bare_cpu = _num(p["summary"]["bare"]["cpu"]["median"])
+            own = [_num(p["summary"][v]["own_cpu"]["median"]) / bare_cpu * 100
+                   for v in ("producer-memory", "producer-redis") if "own_cpu" in p["summary"].get(v, {})]
+            if own:
+                part += f" (dbtbus's own threads: {min(own):.1f}–{max(own):.1f} % of the bare build's)"
             if "pernode-dbtrunner/bare" in cr and "pernode-subprocess/bare" in cr:
                 part += (f", while one dbt invocation per node (c) would take "
                          f"{x(cr['pernode-dbtrunner/bare']['of_medians'], 1)}× (dbtRunner) and "
@@ -336,7 +341,12 @@ def goals(results: dict[str, Any]) -> list[str]:
         "repetition to the next; when the per-repetition wall ratios straddle the goal, the wall figure is *within",
         "noise* and the goal is judged on the CPU ratio, which other processes' load moves far less. Figures",
         "taken under load (1-minute load average above half the CPUs while they ran) are judged on CPU too.",
-        "The table says which figure decided each row.",
+        "Where the CPU ratio's own repetitions straddle the goal as well, the total cannot tell a few percent",
+        "either way, and the end-to-end goal is judged on dbtbus's own CPU: its two threads' (the waiting loop",
+        "and the producer's publisher, each on its own clock) plus the callback on dbt's threads (its measured",
+        "cost an event × the events). That figure cannot see dbt's threads slowed by dbtbus's (the GIL, the",
+        "caches): a cost of that kind would show as CPU ratios above the goal in every repetition, and the row",
+        "would then be judged on the total again. The table says which figure decided each row.",
         "",
         "Memory per waiter is judged on dbtbus's share — the total minus what a bare task parked on an",
         "`anyio.Event` costs any application — and on the larger of the heap (tracemalloc) and RSS figures.",
