@@ -38,6 +38,7 @@ class ReplicatedCluster:
             addresses = [f"{LOOPBACK}:{server.port}" for server in self.servers]
             self.servers[0].cli("--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes")
             self.wait_ok(self.servers)
+            self.wait_replicas_synced()
         except BaseException:
             self.close()
             raise
@@ -48,6 +49,21 @@ class ReplicatedCluster:
         while not all("cluster_state:ok" in s.cli("cluster", "info") for s in servers):
             if time.monotonic() > deadline:
                 raise RedisServerError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def wait_replicas_synced(self, timeout: float = 60) -> None:
+        """Every replica has finished its first sync with its master. A replica that never synced does not
+        fail over (its data counts as older than cluster-replica-validity-factor allows), so a test that
+        kills a master before that — a loaded machine, seconds after the cluster was created — sees no
+        failover at all."""
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = [s.cli("info", "replication") for s in self.servers]
+            replicas = [info for info in infos if "role:slave" in info]
+            if len(replicas) == len(self.servers) // 2 and all("master_link_status:up" in i for i in replicas):
+                return
+            if time.monotonic() > deadline:
+                raise RedisServerError("the cluster's replicas did not finish their first sync")
             time.sleep(0.1)
 
     def master_of(self, key: str) -> RedisServer:
