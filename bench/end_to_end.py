@@ -342,7 +342,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             summary[variant]["publisher_cpu"] = spread([r["publisher_cpu"] for r in rs])
         if all("waiting_loop_cpu" in r and "publisher_cpu" in r for r in rs):
             summary[variant]["waiting_loop_cpu"] = spread([r["waiting_loop_cpu"] for r in rs])
-            # dbtbus's own CPU in (b), measured per thread: what the total's noise cannot hide or invent
+            # dbtbus's own CPU in (b), measured per thread: the other threads' and processes' swings stay out
             summary[variant]["own_cpu"] = spread([r["publisher_cpu"] + r["waiting_loop_cpu"] for r in rs])
         if variant in PERNODE:
             summary[variant]["mean_per_type"] = {
