@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from airflow.sdk import BaseOperator
 
-from ._compat import AirflowException
+from .._exceptions import MemrayUnavailable
+from ._compat import AirflowException, AirflowFailException
 from ._run_id import run_id_from_context
 from .triggers import resolve_bus_url
 
@@ -80,12 +82,19 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
 
     ``bus_conn_id`` takes the bus address from an Airflow connection (``redis`` or ``dbtbus`` type).
 
+    **memray.** ``memray_output`` (templated) profiles dbt's memory into that file: in the task's process
+    for ``in_process``, under ``memray run`` in dbt's own interpreter for ``subprocess`` (memray installed
+    *there*). memray never overwrites a file, so give each attempt its own, e.g.
+    ``"/profiles/{{ ti.dag_id }}-{{ ti.run_id }}-{{ ti.try_number }}.bin"``. A profile that cannot be taken
+    (memray missing, the file exists, its directory does not) fails the task without retrying, before
+    anything is published: a retry would meet the same refusal.
+
     The task fails (retryably) when dbt crashed, and — with ``fail_on_dbt_failure=True`` (default) — when
     dbt reported any failure, so a producer retry re-runs exactly what did not succeed. Returns a summary
     (counts, elapsed, success) as its XCom.
     """
 
-    template_fields: Sequence[str] = ("bus_url", "dbt_args", "dbtbus_run_id", "dbt_env", "dbt_cwd")
+    template_fields: Sequence[str] = ("bus_url", "dbt_args", "dbtbus_run_id", "dbt_env", "dbt_cwd", "memray_output")
     ui_color = "#ff9f68"
 
     def __init__(
@@ -105,6 +114,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         retention: float | None = None,
         resume: bool = True,
         fail_on_dbt_failure: bool = True,
+        memray_output: str | None = None,
         **kwargs: Any,
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
@@ -126,6 +136,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.retention = retention
         self.resume = resume
         self.fail_on_dbt_failure = fail_on_dbt_failure
+        self.memray_output = memray_output
 
     def _resume_excludes(self, url: str, run_id: str) -> list[str]:
         """What this attempt leaves out: ``RunState.resume_excludes()`` of the run as the bus holds it."""
@@ -152,7 +163,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         url = bus_url_for(self.bus_url, self.bus_conn_id, ti, self.carrier_task_id)
         attempt = int(getattr(ti, "try_number", 1) or 1)
         producer = Producer(url, run_id, heartbeat_interval=self.heartbeat_interval, attempt=attempt,
-                            retention=self.retention)
+                            retention=self.retention, memray_output=self.memray_output or None)
         args = list(self.dbt_args)
         if attempt > 1 and self.resume:
             done = self._resume_excludes(url, run_id)
@@ -162,11 +173,17 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                 args = exclude_args(args, sorted({node_selector(uid) for uid in done}))
         self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, url.split("?")[0], attempt,
                       " ".join(args))
-        if self.invocation == "subprocess":
-            result = producer.invoke_subprocess(args, dbt_executable=self.dbt_executable, env=self._env(),
-                                                cwd=self.dbt_cwd)
-        else:
-            result = producer.invoke(args)
+        try:
+            if self.invocation == "subprocess":
+                result = producer.invoke_subprocess(args, dbt_executable=self.dbt_executable, env=self._env(),
+                                                    cwd=self.dbt_cwd)
+            else:
+                result = producer.invoke(args)
+        except MemrayUnavailable as exc:
+            raise AirflowFailException(f"dbtbus: no memray profile for run {run_id}: {exc}") from exc
+        profile = os.path.abspath(self.memray_output) if self.memray_output else None
+        if profile:
+            self.log.info("dbtbus: dbt's memory profile is in %s (memray flamegraph %s)", profile, profile)
         summary = {
             "run_id": run_id,
             "attempt": attempt,
@@ -177,6 +194,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
             "elapsed": result.elapsed,
             "error": result.error,
         }
+        if profile:
+            summary["memray_output"] = profile
         self.log.info("dbtbus: run %s ended: %s", run_id, summary)
         if result.crashed:
             raise AirflowException(f"dbt crashed in run {run_id}: {result.error}")
@@ -188,6 +207,4 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
     def _env(self) -> dict[str, str] | None:
         if self.dbt_env is None:
             return None
-        import os
-
         return {**os.environ, **self.dbt_env}

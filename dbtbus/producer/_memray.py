@@ -22,8 +22,12 @@ Pathish = str | os.PathLike[str]
 
 
 def check_output_path(path: Pathish) -> Path:
-    """The output file as a Path; refuse an existing file (memray never appends) or a missing directory."""
-    out = Path(os.fspath(path))
+    """The output file as an absolute Path; refuse an existing file (memray never appends) or a missing directory.
+
+    Absolute because dbt's subprocess may run in another working directory (``cwd=``): a relative path
+    means the caller's directory, where it was checked, not dbt's.
+    """
+    out = Path(os.path.abspath(os.fspath(path)))
     if out.exists():
         raise MemrayUnavailable(f"memray output {out} already exists: remove it or choose another file")
     if not out.parent.is_dir():

@@ -61,6 +61,22 @@ def test_subprocess_runs_dbt_under_memray(project: Any, memory_url: str, tmp_pat
     assert isinstance(records[-1], RunFinished) and records[-1].exit_code == 1
 
 
+def test_a_relative_output_is_the_callers_even_when_dbt_runs_elsewhere(
+    project: Any, memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cwd=`` moves dbt, not the profile: the path was checked relative to the caller's directory."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    result = Producer(memory_url, run_id="rel", memray_output="rel.bin").invoke_subprocess(
+        ["build", *project.dbt_args()], dbt_executable=DBT, cwd=elsewhere
+    )
+    assert result.exit_code == 1 and not result.crashed
+    assert _profile_peak(here / "rel.bin") > 20 * MiB
+    assert not (elsewhere / "rel.bin").exists()
+
+
 def test_missing_memray_in_process_is_an_error_before_the_run(
     project: Any, memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
