@@ -33,8 +33,10 @@ def make_callback(push: Callable[[Item], None]) -> Callable[[Any], None]:
             name = msg.info.name
             if name in wanted:
                 push((name, msg))
-        except BaseException:
+        except Exception:  # a bad event or a producer bug never breaks dbt
             pass
+        # KeyboardInterrupt and SystemExit (the producer's SIGTERM) pass: dbt fires events from its main
+        # thread too, and a signal landing in here is meant for the run, not for the callback to swallow.
 
     return callback
 

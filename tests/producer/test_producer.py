@@ -257,6 +257,23 @@ def test_the_callback_never_raises() -> None:
     callback(object())  # no .info at all
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_a_signal_landing_in_the_callback_reaches_dbt(interrupt: type[BaseException]) -> None:
+    """Ctrl-C or the producer's SIGTERM (SystemExit) raised while dbt's main thread is inside the callback
+    stops the run like anywhere else in dbt; swallowed, dbt built on and the interrupt was lost (seen as a
+    flaky ``test_a_signal_in_process_ends_as_crashed_and_propagates``)."""
+
+    def push(item: object) -> None:
+        raise interrupt()
+
+    class Msg:
+        class info:
+            name = "NodeStart"
+
+    with pytest.raises(interrupt):
+        make_callback(push)(Msg())
+
+
 class FailingBackend(MemoryBackend):
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
         raise dbtbus.BackendError("append refused")
