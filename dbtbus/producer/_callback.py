@@ -2,7 +2,9 @@
 
 The callback does O(1) work: one frozenset lookup on the event name, one ``deque.append`` of a 2-tuple and,
 only when the publisher sleeps, one thread-safe wake-up. It never raises (a raising NodeStart callback hangs
-dbt; a raising NodeFinished callback turns a built model into an error) and never blocks on I/O.
+dbt; a raising NodeFinished callback turns a built model into an error) and never blocks on I/O. Only a
+KeyboardInterrupt or SystemExit that a signal raises in the main thread while it runs there passes through,
+as it would anywhere else in dbt (signals never raise in dbt's worker threads, where nodes run).
 
 The EventMsg is safe to read later on another thread: ``EventManager.fire_event`` builds a fresh message per
 event (``msg_from_base_event``) and nothing keeps or mutates it after the callbacks return; ``node_info`` is
@@ -35,8 +37,7 @@ def make_callback(push: Callable[[Item], None]) -> Callable[[Any], None]:
                 push((name, msg))
         except Exception:  # a bad event or a producer bug never breaks dbt
             pass
-        # KeyboardInterrupt and SystemExit (the producer's SIGTERM) pass: dbt fires events from its main
-        # thread too, and a signal landing in here is meant for the run, not for the callback to swallow.
+        # Not BaseException: Ctrl-C or the producer's SIGTERM landing in here is meant for the run.
 
     return callback
 
