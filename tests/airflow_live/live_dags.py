@@ -61,3 +61,6 @@ killed = _dag("live_killed", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY)
 # dbt refuses its arguments: the producer task fails before dbt runs anything.
 bad_args = _dag("live_bad_args", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY,
                 args=["build", "--project-dir", str(PROJECT), "--no-such-flag"])
+# dbt profiled with memray in the producer's task process (a worker's, under the scheduler), one file a try.
+MEMRAY_OUTPUT = str(PROJECT / "memray-{{ dag_run.run_id }}-{{ ti.try_number }}.bin")
+profiled = _dag("live_memray", REDIS_URL, producer={**NO_RETRY, "memray_output": MEMRAY_OUTPUT}, sensor=NO_RETRY)

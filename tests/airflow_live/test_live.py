@@ -241,3 +241,15 @@ def test_producer_failing_before_dbt_starts(airflow: Deployment) -> None:
     assert "no-such-flag" in log or "producer task" in log, log[-2000:]
     FIGURES["producer_failed_to_sensors_terminal_s"] = round(
         max(t.end for t in sensors.values() if t.end is not None) - producer.end, 2)
+
+
+def test_memray_profile_on_a_worker(airflow: Deployment, live_project: Path, tmp_path: Path) -> None:
+    """The producer task, run by the scheduler's executor, profiles dbt into its own file; the run stays green."""
+    import memray
+
+    run_id, _ = _clean_run(airflow, "live_memray", tmp_path)
+    profile = live_project / f"memray-{run_id}-1.bin"
+    reader = memray.FileReader(profile)
+    assert reader.metadata.total_allocations > 0
+    assert reader.metadata.peak_memory > 2**20
+    assert f"dbt's memory profile is in {profile}" in airflow.task_log("live_memray", run_id, PRODUCER)
