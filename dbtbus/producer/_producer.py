@@ -90,8 +90,12 @@ class ProducerResult:
 
 @contextlib.contextmanager
 def _sigterm_as_crash() -> Iterator[None]:
-    """On the main thread, turn SIGTERM into a :class:`Terminated` exception (restoring the old handler)."""
-    if threading.current_thread() is not threading.main_thread():
+    """On the main thread, turn SIGTERM into a :class:`Terminated` exception (restoring the old handler).
+
+    A host that ignores SIGTERM keeps ignoring it: the run is not ended by a signal the process would
+    otherwise have shrugged off.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
         yield
         return
 

@@ -257,6 +257,30 @@ def test_the_callback_never_raises() -> None:
     callback(object())  # no .info at all
 
 
+def _terminate_myself(wait: float = 5) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    threading.Event().wait(wait)  # a handler that raises does so here
+
+
+def test_the_sigterm_handler_is_the_producers_only_while_dbt_runs_and_never_over_an_ignored_sigterm() -> None:
+    from dbtbus.producer._producer import Terminated, _sigterm_as_crash
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with _sigterm_as_crash():
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+            with pytest.raises(Terminated):
+                _terminate_myself()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with _sigterm_as_crash():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            _terminate_myself(wait=0.05)  # ignored, as the host asked
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
 def test_a_signal_landing_in_the_callback_reaches_dbt(interrupt: type[BaseException]) -> None:
     """Ctrl-C or the producer's SIGTERM (SystemExit) raised while dbt's main thread is inside the callback
