@@ -52,13 +52,14 @@ def _tries(dag_run: Any) -> dict[str, int]:
         return {ti.task_id: ti.try_number for ti in dag_run.get_task_instances(session=session)}
 
 
-def _summary(dag: DAG) -> Any:
+def _summary(dag: DAG, task_id: str = "dbt.dbt_producer") -> Any:
+    """The producer task's XCom summary (the sensors return values too)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id,
+        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id, XComModel.task_id == task_id,
                                                       XComModel.key == "return_value")).first()
         assert row is not None
         return XComModel.deserialize_value(row)
