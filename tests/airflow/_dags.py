@@ -81,3 +81,16 @@ def states(dag_run: Any) -> dict[str, str]:
     with create_session() as session:
         tis = dag_run.get_task_instances(session=session)
         return {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in tis}
+
+
+def producer_summary(dag_id: str, task_id: str = "dbt.dbt_producer") -> Any:
+    """The producer task's XCom summary (its ``return_value``; the sensors return values too)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.task_id == task_id,
+                                                      XComModel.key == "return_value")).first()
+        assert row is not None
+        return XComModel.deserialize_value(row)

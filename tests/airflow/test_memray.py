@@ -15,7 +15,7 @@ from airflow.sdk import DAG
 import dbtbus
 from dbtbus.airflow import DbtBusProducerOperator
 
-from ._dags import dag_id, run_dag, shop_dag, states
+from ._dags import dag_id, producer_summary, run_dag, shop_dag, states
 from .conftest import BIN, shop_args
 
 MiB = 2**20
@@ -52,19 +52,6 @@ def _tries(dag_run: Any) -> dict[str, int]:
         return {ti.task_id: ti.try_number for ti in dag_run.get_task_instances(session=session)}
 
 
-def _summary(dag: DAG, task_id: str = "dbt.dbt_producer") -> Any:
-    """The producer task's XCom summary (the sensors return values too)."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag.dag_id, XComModel.task_id == task_id,
-                                                      XComModel.key == "return_value")).first()
-        assert row is not None
-        return XComModel.deserialize_value(row)
-
-
 def test_in_process_profile_per_attempt(shop: Path, redis_url: str, tmp_path: Path) -> None:
     """The templated path names the attempt; the sensors' outcomes are what they would be without memray."""
     template = str(tmp_path / "dbt-{{ ti.try_number }}.bin")
@@ -73,7 +60,7 @@ def test_in_process_profile_per_attempt(shop: Path, redis_url: str, tmp_path: Pa
     assert set(got.values()) == {"success"}, got
     profile = tmp_path / "dbt-1.bin"
     assert _profile_peak(profile) > 1 * MiB
-    assert _summary(dag)["memray_output"] == str(profile)
+    assert producer_summary(dag.dag_id)["memray_output"] == str(profile)
 
 
 def test_subprocess_profile_is_dbts_own_process(shop: Path, redis_url: str, tmp_path: Path) -> None:

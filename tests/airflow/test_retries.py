@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ._dags import run_dag, shop_dag, states
+from ._dags import producer_summary, run_dag, shop_dag, states
 from .conftest import BIN, copy_shop, shop_args
 
 FLAKY_SQL = """{% if env_var('DBTBUS_FLAKY', '0') == '1' %}
@@ -49,19 +49,6 @@ SELECT = ("seed.shop.customers", "model.shop.stg_customers", "model.shop.flaky",
 ARGS_EXTRA = ("--select", "customers", "stg_customers", "flaky", "orders", "stg_orders")
 
 
-def _producer_summary(dag_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(select(XComModel).where(XComModel.dag_id == dag_id,
-                                                      XComModel.task_id == "dbt.dbt_producer",
-                                                      XComModel.key == "return_value")).first()
-        assert row is not None
-        return XComModel.deserialize_value(row)
-
-
 def test_sensor_retry_reruns_its_node(flaky: Path, bus_url: str, capfd: pytest.CaptureFixture[str]) -> None:
     dag = shop_dag(flaky, bus_url, dbt_args=shop_args(flaky, *ARGS_EXTRA), select=SELECT,
                    producer_kwargs={"fail_on_dbt_failure": False},
@@ -81,7 +68,7 @@ def test_producer_retry_resumes(flaky: Path, bus_url: str) -> None:
     got = states(dr)
     assert got["dbt.dbt_producer"] == "success", got
     assert {got[f"dbt.{n}"] for n in ("flaky", "stg_customers", "stg_orders", "customers_seed")} == {"success"}
-    summary = _producer_summary(dag.dag_id)
+    summary = producer_summary(dag.dag_id)
     assert summary["attempt"] == 2
     # attempt 2 built only what had not succeeded: the flaky model (everything else was excluded)
     assert summary["counts"] == {"success": 1}, summary
