@@ -156,6 +156,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         # Nothing heavy before the Producer: it announces this attempt (RunStarted, heartbeats) before dbt is
         # imported, so a sensor's retry never mistakes attempt N-1's ending for the last word.
         from ..producer import Producer
+        from ..producer._memray import output_path
         from ._dbt import exclude_args, node_selector
 
         ti = context["ti"]
@@ -181,7 +182,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                 result = producer.invoke(args)
         except MemrayUnavailable as exc:
             raise AirflowFailException(f"dbtbus: no memray profile for run {run_id}: {exc}") from exc
-        profile = os.path.abspath(self.memray_output) if self.memray_output else None
+        profile = str(output_path(self.memray_output)) if self.memray_output else None
         if profile:
             self.log.info("dbtbus: dbt's memory profile is in %s (memray flamegraph %s)", profile, profile)
         summary = {

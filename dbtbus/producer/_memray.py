@@ -16,18 +16,20 @@ from pathlib import Path
 
 from .._exceptions import MemrayUnavailable
 
-__all__ = ["MemrayUnavailable", "check_output_path", "memray_command", "require_in_process", "tracking"]
+__all__ = ["MemrayUnavailable", "check_output_path", "memray_command", "output_path", "require_in_process", "tracking"]
 
 Pathish = str | os.PathLike[str]
 
 
-def check_output_path(path: Pathish) -> Path:
-    """The output file as an absolute Path; refuse an existing file (memray never appends) or a missing directory.
+def output_path(path: Pathish) -> Path:
+    """Where the profile goes: absolute, because dbt's subprocess may run in another working directory
+    (``cwd=``) and a relative path means the caller's directory, where it was checked, not dbt's."""
+    return Path(os.path.abspath(os.fspath(path)))
 
-    Absolute because dbt's subprocess may run in another working directory (``cwd=``): a relative path
-    means the caller's directory, where it was checked, not dbt's.
-    """
-    out = Path(os.path.abspath(os.fspath(path)))
+
+def check_output_path(path: Pathish) -> Path:
+    """:func:`output_path`; refuse an existing file (memray never appends) or a missing directory."""
+    out = output_path(path)
     if out.exists():
         raise MemrayUnavailable(f"memray output {out} already exists: remove it or choose another file")
     if not out.parent.is_dir():
