@@ -169,7 +169,9 @@ def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
             raise ConfigurationError(f"option {name!r} given twice in {redact_url(url)!r}")
         merged[name] = value
     merged.update(options)
-    base = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+    # Spelled out, not urlunsplit: that writes unix:///path as "unix:/path" (no authority, no "//"), which
+    # redis-py >= 8.2 refuses.
+    base = f"{scheme}://{parts.netloc}{parts.path}"
     if scheme == "unix" and not parts.path:
         raise ConfigurationError(
             f"a unix:// URL needs a socket path, e.g. unix:///run/redis.sock: {redact_url(url)!r}"

@@ -421,12 +421,17 @@ class RedisBackend(Backend):
         }
         if s.scheme != "unix":
             kwargs["socket_keepalive"] = True
-        if s.cluster:
-            return RedisCluster.from_url(s.url, **kwargs)
-        # Callers beyond max_connections wait for a free connection (a burst of late waiters' probes, more
-        # blocked readers than max_blocking) instead of failing with MaxConnectionsError as redis-py's
-        # default pool does. from_pool: closing the client disconnects every connection of its pool.
-        pool = aioredis.BlockingConnectionPool.from_url(s.url, timeout=None if blocking else socket_timeout, **kwargs)
+        try:
+            if s.cluster:
+                return RedisCluster.from_url(s.url, **kwargs)
+            # Callers beyond max_connections wait for a free connection (a burst of late waiters' probes, more
+            # blocked readers than max_blocking) instead of failing with MaxConnectionsError as redis-py's
+            # default pool does. from_pool: closing the client disconnects every connection of its pool.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                s.url, timeout=None if blocking else socket_timeout, **kwargs
+            )
+        except ValueError as exc:  # redis-py's own URL checks, which change between its releases
+            raise ConfigurationError(f"redis-py refused the URL {s.display_url!r}: {exc}") from None
         return aioredis.Redis.from_pool(pool)
 
     async def open(self) -> None:

@@ -169,6 +169,20 @@ def test_url_options() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    ["unix:///tmp/redis.sock?db=3", "UNIX:///tmp/redis.sock", "redis://:pw@h:6380/2?prefix=a:", "rediss://h/0"],
+)
+def test_the_url_handed_to_redis_py_is_one_it_accepts(url: str) -> None:
+    # redis-py 8.2 refuses "unix:/path" (what urlunsplit makes of unix:///path): the URL must keep its "//".
+    from redis.asyncio.connection import parse_url
+
+    settings = RedisBackend.from_url(url).settings
+    assert "?" not in settings.url
+    assert settings.url.startswith(f"{settings.scheme}://")
+    parse_url(settings.url)
+
+
+@pytest.mark.parametrize(
     ("url", "options"),
     [
         ("redis://h/0?bogus=1", {}),
@@ -203,10 +217,18 @@ async def test_unix_socket(redis_session: tuple[str, RedisServer | None]) -> Non
     server = redis_session[1]
     if server is None:
         pytest.skip("REDIS_URL given: no unix socket known")
-    backend = await _open(f"unix://{server.directory / 'redis.sock'}?db=0&prefix={_prefix()}")
+    prefix = _prefix()
+    url = f"unix://{server.directory / 'redis.sock'}?db=0&prefix={prefix}"
+    backend = await _open(url)
     try:
         await backend.append("r", [Append(b"via unix", node="n")])
         assert await backend.get_node("r", "n") == b"via unix"
+        # the CLI opens the same URL (it printed a traceback under redis-py 8.2)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dbtbus", "runs", "--bus", url], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
     finally:
         await _cleanup(backend)
 
