@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "publish_log": ".producer",
     "apublish_log": ".producer",
     # records
+    "BatchResult": ".events",
     "GraphNode": ".events",
     "Heartbeat": ".events",
     "NodeResult": ".events",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # each module's ``__all__`` holds exactly its names above (te
     from ._state import *  # noqa: F403
     from ._sync import *  # noqa: F403
     from .events import (  # noqa: F401 - events.__all__ also holds encode/decode and constants, public there only
+        BatchResult,
         GraphNode,
         Heartbeat,
         NodeResult,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from .events import NodeResult, Record, RunCrashed, RunFinished, RunStarted, encode
+from .events import BatchResult, NodeResult, Record, RunCrashed, RunFinished, RunStarted, encode
 
 DEFAULT_MAX_RECORD_SIZE: Final = 4 * 2**20
 #: The smallest maximum that leaves room for a record's fixed fields.
@@ -71,15 +71,14 @@ class RecordFitter:
 def _cuts(record: Record, excess: int, max_size: int) -> dict[str, object]:
     """New values for the longest text fields, together about ``excess`` (+ markers) bytes shorter."""
     fields: dict[str, str] = {}
-    if isinstance(record, NodeResult):
-        if record.message:
-            fields["message"] = record.message
-        if record.compiled_code:
-            fields["compiled_code"] = record.compiled_code
+    if isinstance(record, (NodeResult, BatchResult)) and record.message:
+        fields["message"] = record.message
+    if isinstance(record, NodeResult) and record.compiled_code:
+        fields["compiled_code"] = record.compiled_code
     elif isinstance(record, (RunFinished, RunCrashed)) and record.error:
         fields["error"] = record.error
     changes: dict[str, object] = {}
-    if isinstance(record, NodeResult) and record.adapter_response:
+    if isinstance(record, (NodeResult, BatchResult)) and record.adapter_response:
         response = encode_size(record.adapter_response)
         if response > max_size // 4 or not fields:
             # Free-form and adapter-specific: kept whole or replaced by a note, never cut mid-structure.

@@ -19,6 +19,8 @@ The rules, each written once below:
 * **Tests** (``include_tests=True``): a success stands only once every test attached to the node (in any
   attempt) passed; a failing test makes the node ``FAILED``; a test that will never be decided makes it
   ``NOT_RUN`` rather than a success nobody checked.
+* **Microbatch models**: a ``BatchResult`` is progress only. The model's outcome is its ``NodeResult``,
+  which dbt gives once every batch has run (``partial success``, a failure, when some failed).
 * **Attempts**: a ``RunStarted`` with a higher ``attempt`` starts a retry. Successes stand; failures of
   nodes the retry does not select stand; what it selects again is pending again. While the retry's graph
   is not known yet (the producer announces the attempt before dbt has planned it), only successes
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from ._graph import children_index, is_test
 from ._outcome import Outcome, OutcomeKind, RunStatus
 from .events import (
+    BatchResult,
     GraphNode,
     Heartbeat,
     NodeResult,
@@ -60,6 +63,8 @@ class RunState:
         #: Each node's terminal result: this attempt's, or an earlier attempt's that stands.
         self.results: dict[str, NodeResult] = {}
         self.running: dict[str, NodeStarted] = {}
+        #: A microbatch model → its batches finished so far in the current attempt (progress, never an outcome).
+        self.batches: dict[str, list[BatchResult]] = {}
         #: node → the ancestor whose propagating failure dooms it (the root of the cascade).
         self.doomed: dict[str, str] = {}
         self.lost = False
@@ -113,6 +118,10 @@ class RunState:
             if not self._stale(record.attempt):
                 self.running[record.unique_id] = record
             return []
+        if isinstance(record, BatchResult):
+            if not self._stale(record.attempt):
+                self.batches.setdefault(record.unique_id, []).append(record)
+            return []
         if isinstance(record, Heartbeat):
             if self._stale(record.attempt):
                 return []
@@ -152,6 +161,7 @@ class RunState:
             self.ending = None
             self.lost = False
             self.running.clear()
+            self.batches = {}
             self.heartbeats = []
             self.last_heartbeat = None
         self.started = record

@@ -7,6 +7,9 @@ A run's log is an ordered sequence of records, all carrying the dbtbus ``run_id`
     parents) together with the rule dbt uses to skip children of a failed node.
 ``NodeStarted``
     a node began (dbt's ``NodeStart``); not terminal.
+``BatchResult``
+    one batch of a microbatch model finished (dbt's ``LogBatchResult``); not terminal: the model's own
+    ``NodeResult`` follows once dbt has run every batch (``partial success`` when some failed).
 ``NodeResult``
     a node's terminal record: exactly what dbt reported (status, timings, message, adapter response,
     failures, the failing ancestor when dbt skipped it), or dbtbus's own ``not_run`` when the run ended
@@ -40,6 +43,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SKIP_CHILDREN_ON",
     "SUCCESS_STATUSES",
+    "BatchResult",
     "GraphNode",
     "Heartbeat",
     "NodeResult",
@@ -200,6 +204,29 @@ class NodeResult:
         return self.status.is_success
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchResult:
+    """One batch of a microbatch model finished. Not terminal: the model's ``NodeResult`` decides it.
+
+    ``batch`` is the batch's start as dbt names it (``2026-01-01``, ``2026-01-01T05``, ``2026-01``,
+    ``2026``: the precision is the model's ``batch_size``); ``batch_index`` counts from 1 to ``total_batches``.
+    """
+
+    run_id: str
+    unique_id: str
+    status: NodeStatus
+    batch_index: int = 0
+    total_batches: int = 0
+    batch: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    execution_time: float | None = None
+    message: str | None = None
+    adapter_response: Mapping[str, Any] = field(default_factory=dict)
+    thread: str | None = None
+    attempt: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class TimingPhase:
     """One of dbt's phases of a node (``compile`` or ``execute``) and when it ran."""
@@ -258,7 +285,7 @@ class RunCrashed:
     peak_rss_scope: str | None = None
 
 
-Record = RunStarted | NodeStarted | NodeResult | Heartbeat | RunFinished | RunCrashed
+Record = RunStarted | NodeStarted | NodeResult | BatchResult | Heartbeat | RunFinished | RunCrashed
 
 # ---------------------------------------------------------------------------------------------- encoding
 
@@ -311,6 +338,24 @@ def _to_dict(record: Record) -> dict[str, Any]:
             "unique_id": record.unique_id,
             "resource_type": record.resource_type,
             "started_at": _ts(record.started_at),
+            "thread": record.thread,
+            "attempt": record.attempt,
+        }
+    if isinstance(record, BatchResult):
+        return {
+            "v": SCHEMA_VERSION,
+            "type": "batch_result",
+            "run_id": record.run_id,
+            "unique_id": record.unique_id,
+            "status": record.status.value,
+            "batch_index": record.batch_index,
+            "total_batches": record.total_batches,
+            "batch": record.batch,
+            "started_at": _ts(record.started_at),
+            "finished_at": _ts(record.finished_at),
+            "execution_time": record.execution_time,
+            "message": record.message,
+            "adapter_response": dict(record.adapter_response),
             "thread": record.thread,
             "attempt": record.attempt,
         }
@@ -695,6 +740,24 @@ def _decode_timing(f: _Fields) -> tuple[TimingPhase, ...]:
     return tuple(phases)
 
 
+def _batch_result(f: _Fields) -> BatchResult:
+    return BatchResult(
+        run_id=f.req_str("run_id"),
+        unique_id=f.req_str("unique_id"),
+        status=f.status("status"),
+        batch_index=f.integer("batch_index", 0),
+        total_batches=f.integer("total_batches", 0),
+        batch=f.opt_str("batch"),
+        started_at=f.dt("started_at"),
+        finished_at=f.dt("finished_at"),
+        execution_time=f.opt_float("execution_time"),
+        message=f.opt_str("message"),
+        adapter_response=f.mapping("adapter_response"),
+        thread=f.opt_str("thread"),
+        attempt=f.integer("attempt", 1),
+    )
+
+
 def _heartbeat(f: _Fields) -> Heartbeat:
     return Heartbeat(
         run_id=f.req_str("run_id"),
@@ -738,6 +801,7 @@ _DECODERS: dict[str, Callable[[_Fields], Record]] = {
     "run_started": _run_started,
     "node_started": _node_started,
     "node_result": _node_result,
+    "batch_result": _batch_result,
     "heartbeat": _heartbeat,
     "run_finished": _run_finished,
     "run_crashed": _run_crashed,

@@ -19,7 +19,7 @@ PUBLIC = {
     # the producer
     "Producer", "ProducerResult", "publish_log", "apublish_log",
     # records
-    "GraphNode", "Heartbeat", "NodeResult", "NodeStarted", "NodeStatus", "ProducerInfo", "Record",
+    "BatchResult", "GraphNode", "Heartbeat", "NodeResult", "NodeStarted", "NodeStatus", "ProducerInfo", "Record",
     "RunCrashed", "RunFinished", "RunStarted",
     # errors
     "AuthenticationFailed", "BackendError", "BackendRejected", "BackendUnavailable", "ConfigurationError",

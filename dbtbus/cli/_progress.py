@@ -8,7 +8,7 @@ from typing import IO, Any
 
 from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
-from ..events import Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
+from ..events import BatchResult, Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
 
 __all__ = ["Progress", "format_bytes", "format_counts", "make_progress"]
 
@@ -134,6 +134,14 @@ class Progress:
             seconds = f" {record.execution_time:.1f}s" if record.execution_time is not None else ""
             count = f"[{self.done}/{total if total is not None else '?'}]"
             return f"{count} {record.status.value} {record.unique_id}{seconds}{detail}"
+        if isinstance(record, BatchResult):
+            name = f" ({record.batch})" if record.batch else ""
+            detail = f" — {_one_line(record.message)}" if record.status.is_failure and record.message else ""
+            seconds = f" {record.execution_time:.1f}s" if record.execution_time is not None else ""
+            return (
+                f"  batch {record.batch_index}/{record.total_batches}{name} of {record.unique_id}: "
+                f"{record.status.value}{seconds}{detail}"
+            )
         if isinstance(record, RunFinished):
             verdict = "succeeded" if record.success else f"failed (exit code {record.exit_code})"
             error = f": {_one_line(record.error)}" if record.error else ""
@@ -192,7 +200,9 @@ class RichProgress(Progress):
 
     def render(self, record: Record) -> None:
         # Only what matters scrolls above the live region: the start, failures, the end.
-        if isinstance(record, NodeResult) and not (record.status.is_failure or record.status.value == "warn"):
+        if isinstance(record, (NodeResult, BatchResult)) and not (
+            record.status.is_failure or record.status.value == "warn"
+        ):
             return
         if isinstance(record, (NodeStarted, Heartbeat)):
             return
@@ -218,7 +228,10 @@ class RichProgress(Progress):
             if uid is None:
                 grid.add_row(label, Text("idle", style="dim"))
             else:
-                grid.add_row(label, Text.assemble(uid, (f"  {seconds:.1f}s" if seconds is not None else "", "cyan")))
+                batches = self.state.batches.get(uid)
+                of = f"  batch {len(batches)}/{batches[-1].total_batches} done" if batches else ""
+                timing = f"  {seconds:.1f}s" if seconds is not None else ""
+                grid.add_row(label, Text.assemble(uid, (timing, "cyan"), (of, "dim")))
         return grid
 
     def running_by_thread(self, limit: int = 16) -> list[tuple[str, str | None, float | None]]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .._state import RunState
-from ..events import NodeResult, NodeStatus, RunCrashed
+from ..events import BatchResult, NodeResult, NodeStatus, RunCrashed
 
 __all__ = ["RUN_RESULTS_SCHEMA", "is_ephemeral", "run_results", "write_run_results"]
 
@@ -53,12 +53,48 @@ def _timing(record: NodeResult) -> list[dict[str, Any]]:
     return out
 
 
-def _result(record: NodeResult) -> dict[str, Any]:
+def _batch_span(batch: str) -> tuple[datetime, datetime] | None:
+    """A batch's [start, end) from dbt's name for it: its start at the precision of the model's batch_size
+    (``2026``, ``2026-01``, ``2026-01-01``, ``2026-01-01T05``), the end one batch_size later."""
+    try:
+        if len(batch) == 4:
+            start = datetime(int(batch), 1, 1, tzinfo=timezone.utc)
+            return start, start.replace(year=start.year + 1)
+        if len(batch) == 7:
+            start = datetime.strptime(batch, "%Y-%m").replace(tzinfo=timezone.utc)
+            month = start.month % 12 + 1
+            return start, start.replace(year=start.year + (start.month == 12), month=month)
+        if len(batch) == 10:
+            start = datetime.strptime(batch, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            return start, start + timedelta(days=1)
+        start = datetime.strptime(batch, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
+        return start, start + timedelta(hours=1)
+    except ValueError:
+        return None
+
+
+def _batch_results(batches: list[BatchResult] | None) -> dict[str, list[list[str]]] | None:
+    """dbt's ``batch_results`` of a microbatch model from its batches on the bus (see docs/report.md for the
+    one difference: the last batch ends a whole batch_size after its start, dbt's at the run's end time)."""
+    if not batches:
+        return None
+    out: dict[str, list[list[str]]] = {"successful": [], "failed": []}
+    for batch in batches:
+        span = _batch_span(batch.batch) if batch.batch else None
+        if span is not None:
+            side = "successful" if batch.status.is_success else "failed"
+            out[side].append([span[0].isoformat(), span[1].isoformat()])
+    out["successful"].sort()
+    out["failed"].sort()
+    return out
+
+
+def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dict[str, Any]:
     status = _STATUS.get(record.status, record.status.value)
     # As dbt writes them: a seed is neither compiled nor named by relation in run_results; whatever dbt ran
-    # besides was compiled; what it skipped was not.
+    # besides was compiled (but a microbatch model, whose batches were); what it skipped was not.
     seed = record.resource_type == "seed"
-    compiled: bool | None = None if seed else True
+    compiled: bool | None = None if seed else not batches
     failures = record.failures
     if record.status in (NodeStatus.SKIPPED, NodeStatus.NOT_RUN):
         compiled, failures = False, None  # a test that never ran counted nothing
@@ -74,7 +110,7 @@ def _result(record: NodeResult) -> dict[str, Any]:
         "compiled": compiled,
         "compiled_code": record.compiled_code,
         "relation_name": None if seed else record.relation_name,
-        "batch_results": None,
+        "batch_results": _batch_results(batches),
     }
 
 
@@ -151,7 +187,10 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
             "invocation_started_at": _ts(started.started_at) if started is not None else None,
             "env": {},
         },
-        "results": [*(_result(r) for r in ordered if not is_ephemeral(r)), *never],
+        "results": [
+            *(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)),
+            *never,
+        ],
         "elapsed_time": elapsed,
         "args": args,
     }

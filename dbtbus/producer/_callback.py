@@ -97,6 +97,16 @@ def extract(name: str, msg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         }
     elif name in ("NodeStart", "SkippingDetails"):
         data = {"node_info": _node_info(d.node_info)}
+    elif name in ("LogStartBatch", "LogBatchResult"):
+        data = {
+            "node_info": _node_info(d.node_info),
+            "description": d.description,
+            "batch_index": d.batch_index,
+            "total_batches": d.total_batches,
+        }
+        if name == "LogBatchResult":
+            data["status"] = d.status
+            data["execution_time"] = d.execution_time
     elif name == "MarkSkippedChildren":
         data = {"unique_id": d.unique_id, "status": d.status}
     elif name == "GenericExceptionOnRun":

@@ -22,6 +22,7 @@ from .._graph import add_test_edges, children_index, descendants, is_test
 from .._version import __version__
 from ..events import (
     SKIP_CHILDREN_ON,
+    BatchResult,
     GraphNode,
     NodeResult,
     NodeStarted,
@@ -46,10 +47,13 @@ RESULT_EVENTS: Final = frozenset(
 )
 INFO_NODE_EVENTS: Final = RESULT_EVENTS | {"LogStartLine", "SkippingDetails"}
 RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCompleted"})
+#: A microbatch model's batches (info-level, so in every log): each batch also gets its own NodeStart /
+#: NodeFinished with the model's unique_id, which must never be taken for the model's own.
+BATCH_EVENTS: Final = frozenset({"LogStartBatch", "LogBatchResult"})
 #: How a JSON log at info level shows dbt completing (``CommandCompleted`` is debug-level).
 LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "MainEncounteredError"})
 #: What the dbtRunner callback hands over (everything else is dropped by name, first thing).
-WANTED: Final = NODE_EVENTS | RUN_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
+WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
 #: What a JSON log line parser hands over.
 LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
@@ -133,6 +137,13 @@ def _status(value: Any) -> NodeStatus | None:
     return _STATUS_BY_VALUE.get(str(value).lower())
 
 
+def _worker_exception(data: Mapping[str, Any]) -> str:
+    """GenericExceptionOnRun's text (dbt >= 1.8 starts it with the prefix older versions left out)."""
+    exc = _text(data.get("exc")) or ""
+    prefix = "Exception on worker thread."
+    return exc if exc.startswith(prefix) else f"{prefix} {exc}".strip()
+
+
 def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode], frozenset[str]]:
     nodes = payload.get("nodes") or {}
     graph = {uid: GraphNode(str(spec[0]), tuple(spec[1])) for uid, spec in nodes.items()}
@@ -141,6 +152,20 @@ def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode]
 
 #: The message of an ephemeral model's result in an info-level log, where dbt reports nothing for it.
 EPHEMERAL_MESSAGE: Final = "ephemeral: compiled into a child that succeeded (dbt logs no result for it at info level)"
+
+
+@dataclass
+class _OpenBatch:
+    """A batch of a microbatch model under way, until its NodeFinished (or, in an info-level log, its
+    LogBatchResult) ends it."""
+
+    started_at: datetime | None
+    index: int = 0
+    total: int = 0
+    batch: str | None = None
+    status: NodeStatus | None = None
+    execution_time: float | None = None
+    message: str | None = None
 
 
 @dataclass
@@ -184,6 +209,9 @@ class Normaliser:
         self.invocation_id: str | None = None
         self.started: RunStarted | None = None
         self.running: dict[str, datetime | None] = {}
+        #: (model, dbt thread) → the batch of a microbatch model that thread runs. dbt gives each batch a
+        #: NodeStart / NodeFinished of the model itself; concurrent batches of one model run on other threads.
+        self._batches: dict[tuple[str, str | None], _OpenBatch] = {}
         #: node → the status of its terminal record (the records themselves go to the publisher).
         self.statuses: dict[str, NodeStatus] = {}
         #: node → the root failing ancestor whose failure dbt propagated to it (MarkSkippedChildren chains).
@@ -257,6 +285,11 @@ class Normaliser:
             if name != "GenericExceptionOnRun":  # error-level: in info logs too
                 self.saw_debug_events = True
             out = self.refine()
+            if self._batches or name == "NodeStart":
+                batch = self._batch_event(name, data, info)
+                if batch is not None:
+                    out.extend(batch)
+                    return out
             if name == "NodeFinished":
                 out.extend(self._finished(data, info))
             elif name == "NodeStart":
@@ -265,6 +298,10 @@ class Normaliser:
                 self._mark_skipped_children(data)
             elif name == "GenericExceptionOnRun":
                 out.extend(self._generic_exception(data, info))
+            return out
+        if name in BATCH_EVENTS:
+            out = self.refine()
+            out.extend(self._batch_line(name, data, info))
             return out
         if name in INFO_NODE_EVENTS:
             out = self.refine()
@@ -329,6 +366,100 @@ class Normaliser:
         self.args = tuple(words)
         self.command = command_of(self.args)
 
+    # ------------------------------------------------------------------------------------------ batches
+
+    def _batch_event(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record] | None:
+        """A node event that belongs to a batch of a microbatch model: its records, or ``None`` if it is the
+        node's own event.
+
+        dbt runs a microbatch model's batches through its node machinery: each batch has a NodeStart and a
+        NodeFinished (a GenericExceptionOnRun when it raises) with the model's unique_id, on the thread that
+        runs it, while the model itself is under way; the model's own NodeFinished follows the last batch.
+        """
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id")) or _text(data.get("unique_id"))
+        if uid is None:
+            return None
+        key = (uid, _text(info.get("thread")))
+        if name == "NodeStart":
+            if uid not in self.running:
+                return None  # the model's own start
+            self._batches[key] = _OpenBatch(_ts(node_info.get("node_started_at")) or _ts(info.get("ts")))
+            return []
+        batch = self._batches.get(key)
+        if batch is None:
+            return None
+        if name == "GenericExceptionOnRun":
+            batch.message = _worker_exception(data)
+            return []
+        if name != "NodeFinished":
+            return None
+        del self._batches[key]
+        run_result = data.get("run_result") or {}
+        status = _status(run_result.get("status")) or batch.status or NodeStatus.ERROR
+        return [
+            BatchResult(
+                run_id=self.run_id,
+                unique_id=uid,
+                status=status,
+                batch_index=batch.index,
+                total_batches=batch.total,
+                batch=batch.batch,
+                started_at=_ts(node_info.get("node_started_at")) or batch.started_at,
+                finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+                execution_time=_number(run_result.get("execution_time")) or batch.execution_time,
+                message=_text(run_result.get("message")) or batch.message,
+                adapter_response=_plain(run_result.get("adapter_response") or {}),
+                thread=_text(run_result.get("thread")) or key[1],
+                attempt=self.attempt,
+            )
+        ]
+
+    def _batch_line(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """``LogStartBatch`` / ``LogBatchResult``: what the batch is; in an info-level log (no NodeFinished),
+        the batch's result itself."""
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        key = (uid, _text(info.get("thread")))
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _OpenBatch(_ts(node_info.get("node_started_at")) or _ts(info.get("ts")))
+        batch.index = int(_number(data.get("batch_index")) or 0)
+        batch.total = int(_number(data.get("total_batches")) or 0)
+        description = _text(data.get("description")) or ""
+        words = description.split()
+        batch.batch = words[1] if len(words) >= 2 and words[0] == "batch" else None
+        if name == "LogStartBatch":
+            return []
+        batch.status = _status(node_info.get("node_status")) or _status(data.get("status"))
+        if batch.status is None or batch.status is NodeStatus.NOT_RUN:
+            text = str(data.get("status") or "")
+            batch.status = NodeStatus.SUCCESS if text.upper().startswith(("OK", "SUCCESS")) else NodeStatus.ERROR
+        batch.execution_time = _number(data.get("execution_time"))
+        if self.saw_debug_events:
+            return []  # the batch's NodeFinished follows, with its timing and adapter response
+        del self._batches[key]
+        return [
+            BatchResult(
+                run_id=self.run_id,
+                unique_id=uid,
+                status=batch.status,
+                batch_index=batch.index,
+                total_batches=batch.total,
+                batch=batch.batch,
+                started_at=batch.started_at,
+                finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+                execution_time=batch.execution_time,
+                message=batch.message or _text(data.get("status")),
+                thread=key[1],
+                attempt=self.attempt,
+            )
+        ]
+
+    # ------------------------------------------------------------------------------------------ nodes
+
     def _node_start(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
         node_info = data.get("node_info") or {}
         uid = _text(node_info.get("unique_id"))
@@ -389,7 +520,7 @@ class Normaliser:
         uid = _text(data.get("unique_id")) or _text(node_info.get("unique_id"))
         if uid is None:
             return []
-        message = f"Exception on worker thread. {_text(data.get('exc')) or ''}".strip()
+        message = _worker_exception(data)
         self.last_error = message
         record = NodeResult(
             run_id=self.run_id,
@@ -430,8 +561,9 @@ class Normaliser:
             raw = data.get("num_failures")
             failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
         message = _text(data.get("result_message"))
-        if message is None and status.is_success and name == "LogModelResult":
-            message = _text(data.get("status"))  # the adapter's message ("OK", "SELECT 5")
+        if message is None and name == "LogModelResult" and (status.is_success or status is NodeStatus.PARTIAL_SUCCESS):
+            # the adapter's message ("OK", "SELECT 5"), or a microbatch model's "PARTIAL SUCCESS (2/3)"
+            message = _text(data.get("status"))
         relation = node_info.get("node_relation") or {}
         record = NodeResult(
             run_id=self.run_id,
@@ -498,6 +630,9 @@ class Normaliser:
 
     def _terminal(self, record: NodeResult) -> list[Record]:
         self.running.pop(record.unique_id, None)
+        if self._batches:  # a batch that never reported its end (its thread raised): the model decides now
+            for key in [key for key in self._batches if key[0] == record.unique_id]:
+                del self._batches[key]
         self.statuses[record.unique_id] = record.status
         if record.skip_cause is not None:  # what a skipped child of this node names as its cause
             self.skip_root.setdefault(record.unique_id, record.skip_cause)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._bus import Bus
     from .._state import RunState
-    from ..events import GraphNode, NodeResult, NodeStatus, Record
+    from ..events import BatchResult, GraphNode, NodeResult, NodeStatus, Record
 
 __all__ = ["FAKE_LEASE_TTL", "EventFactory", "FakeRun", "LogReplayer"]
 
@@ -102,6 +102,30 @@ class FakeRun:
             resource_type=node.resource_type if node is not None else _resource_type(unique_id),
             started_at=utcnow(),
             thread="Thread-1",
+        )
+        await self.publish(record)
+        return record
+
+    async def batch(
+        self,
+        unique_id: str,
+        batch: str,
+        *,
+        index: int,
+        total: int,
+        status: NodeStatus | str = "success",
+        **fields: Any,
+    ) -> BatchResult:
+        """Publish that one batch of the microbatch model ``unique_id`` finished (progress only: the model's
+        own result, from :meth:`succeed` or :meth:`fail` with ``status="partial success"``, decides it)."""
+        from ..events import BatchResult, NodeStatus, utcnow
+
+        fields.setdefault("execution_time", 0.01)
+        fields.setdefault("finished_at", utcnow())
+        fields.setdefault("thread", "Thread-1")
+        record = BatchResult(
+            run_id=self.run_id, unique_id=unique_id, status=NodeStatus(status), batch=batch,
+            batch_index=index, total_batches=total, **fields,
         )
         await self.publish(record)
         return record

@@ -221,6 +221,29 @@ def test_progress_plain_lines() -> None:
     assert lines[-1].startswith("run r1 failed (exit code 1) in 2.5s")
 
 
+def test_progress_follows_a_microbatch_models_batches() -> None:
+    from dbtbus.testing.fake_runs import EventFactory
+
+    stream = io.StringIO()
+    progress = make_progress("r1", "plain", stream)
+
+    async def scenario() -> None:
+        run = await EventFactory("memory://progress-batches").run("r1", graph=GRAPH)
+        await run.start_node("model.p.a")
+        await run.batch("model.p.a", "2026-01-01", index=1, total=2, execution_time=0.5)
+        await run.batch("model.p.a", "2026-01-02", index=2, total=2, status="error", message="boom")
+        await run.fail("model.p.a", status="partial success", message="PARTIAL SUCCESS (1/2)")
+        for record in run.records:
+            progress.update(record)
+
+    anyio.run(scenario)
+    lines = stream.getvalue().splitlines()
+    assert lines[1] == "  batch 1/2 (2026-01-01) of model.p.a: success 0.5s"
+    assert lines[2].startswith("  batch 2/2 (2026-01-02) of model.p.a: error") and lines[2].endswith("— boom")
+    assert lines[3].startswith("[1/5] partial success model.p.a") and lines[3].endswith("— PARTIAL SUCCESS (1/2)")
+    assert progress.done == 1  # batches are not nodes
+
+
 def test_progress_rich_renders_and_plain_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("rich")
     from dbtbus.cli._progress import RichProgress

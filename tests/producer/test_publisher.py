@@ -207,6 +207,20 @@ def test_oversized_text_is_truncated_with_a_marker() -> None:
     assert kept is not None and kept[0] is small and kept[1] == encode(small)
 
 
+def test_an_oversized_batch_record_is_truncated_like_a_node_result() -> None:
+    from dbtbus.events import BatchResult
+
+    fitter = RecordFitter(64 * 1024)
+    huge = BatchResult(run_id="r", unique_id="model.p.a", status=NodeStatus.ERROR, batch="2026-01-02",
+                       message="boom " * 100_000, adapter_response={"blob": "y" * 200_000})
+    fit = fitter.fit_encoded(huge)
+    assert fit is not None
+    fitted, data = fit
+    assert isinstance(fitted, BatchResult) and len(data) <= 64 * 1024 and data == encode(fitted)
+    assert fitted.message is not None and "of 500000 characters kept]" in fitted.message
+    assert "_dbtbus_truncated" in fitted.adapter_response and fitted.batch == "2026-01-02"
+
+
 def test_a_run_started_too_big_for_its_graph_goes_without_it() -> None:
     from dbtbus.events import GraphNode, ProducerInfo
 
