@@ -202,7 +202,8 @@ N = int(sys.argv[2]); URL = sys.argv[1]
 # "traced" counts Python's allocations; "rss" reads the process's RSS with tracemalloc off (its own
 # bookkeeping, a trace per live block, would otherwise be counted as the sensors').
 TRACED = sys.argv[3] == "traced"
-from dbtbus.airflow.triggers import DbtNodeTrigger, TaskStates
+from dbtbus.airflow._task_states import TaskStates
+from dbtbus.airflow.triggers import DbtNodeTrigger
 from dbtbus.events import GraphNode
 
 # As in a triggerer: each sensor also watches its producer task through the Task SDK (one shared call per DAG
@@ -242,7 +243,8 @@ from airflow.executors.workloads.task import TaskInstanceDTO
 from airflow.triggers.base import BaseTrigger
 import dbtbus
 from dbtbus.airflow import render_dbt_task_group
-from dbtbus.airflow.triggers import DbtNodeTrigger, TaskStates
+from dbtbus.airflow._task_states import TaskStates
+from dbtbus.airflow.triggers import DbtNodeTrigger
 from dbtbus.events import GraphNode
 TaskStates._ask = lambda self: {"dbt.dbt_producer": "running"}
 if not RELEASE:

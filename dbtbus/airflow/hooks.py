@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from ._connection import CONN_TYPE, bus_url_from_connection
+from ._urls import CONN_TYPE, bus_url_from_connection
 
 __all__ = ["DbtBusHook"]
 

@@ -11,20 +11,9 @@ from airflow.sdk import BaseOperator
 from .._exceptions import MemrayUnavailable
 from ._compat import AirflowException, AirflowFailException
 from ._run_id import run_id_from_context
-from .triggers import resolve_bus_url
+from ._urls import bus_url_for
 
-__all__ = ["DbtBusCarrierOperator", "DbtBusProducerOperator", "bus_url_for"]
-
-
-def bus_url_for(bus_url: str | None, bus_conn_id: str | None, ti: Any, carrier_task_id: str | None) -> str:
-    """The bus URL a task uses: ``bus_url`` or connection ``bus_conn_id``, a bare ``xcom://`` filled in."""
-    if bus_conn_id:
-        from ._connection import connection_url
-
-        bus_url = connection_url(bus_conn_id)
-    if not bus_url:
-        raise AirflowException("a dbtbus task needs bus_url or bus_conn_id")
-    return resolve_bus_url(bus_url, ti, carrier_task_id)
+__all__ = ["DbtBusCarrierOperator", "DbtBusProducerOperator"]
 
 
 class DbtBusCarrierOperator(BaseOperator):  # type: ignore[misc,unused-ignore]

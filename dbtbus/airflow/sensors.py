@@ -14,9 +14,11 @@ from airflow.triggers.base import StartTriggerArgs
 
 from .._outcome import Outcome
 from ._compat import AirflowException, AirflowFailException, AirflowSkipException
+from ._policy import decide
 from ._run_id import run_id_from_context
-from .operators import bus_url_for
-from .triggers import CLASSPATH, DbtNodeTrigger, airflow_state, decide, describe, log_outcome, result_summary
+from ._states import airflow_state, describe, log_outcome, result_summary
+from ._urls import bus_url_for
+from .triggers import CLASSPATH, DbtNodeTrigger
 
 __all__ = ["DbtNodeSensor"]
 
@@ -28,7 +30,7 @@ def _delta(seconds: float | None) -> timedelta | None:
 class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
     """Succeeds when dbt node ``unique_id`` of the DAG run's dbtbus run succeeds; fails as soon as it cannot.
 
-    The Airflow state of each outcome is the table in :mod:`dbtbus.airflow.triggers` (``AIRFLOW_STATE``,
+    The Airflow state of each outcome is the table in :mod:`dbtbus.airflow._states` (``AIRFLOW_STATE``,
     keyed by :class:`dbtbus.OutcomeKind`): success → success (the node's result summary as XCom); failed,
     upstream failed, producer lost, timeout → failed (retryable; an upstream failure's log names the root
     cause and its message); not run → skipped (``not_run="skip"``, default) or failed (``"fail"``, or when the

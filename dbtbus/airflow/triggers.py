@@ -26,455 +26,37 @@ cannot do is refuse retries, so the one outcome that must never be retried (a wi
 worker. Re-running a node on a sensor's retry needs a worker too: the trigger then fires a plain event and
 the sensor runs dbt for its node there.
 
-**Retries never collide.** On a retry, the sensor re-runs its node only once the producer is done for good:
-the run on the bus is over without a success for the node (``RunState.needs_rerun``) *and* Airflow says the
-producer's task instance is terminal (asked through the Task SDK, ``get_task_states``). While the producer
-has a try left, the sensor waits for its next attempt (``min_attempt``) instead. A sensor whose producer task
-ends for good without ever answering for its node (an import error, bad arguments, killed while queued) ends
-within seconds with a ``PRODUCER_LOST`` outcome naming the producer task's state.
+When to re-run a node and when to wait for the producer's next attempt is :mod:`dbtbus.airflow._policy`'s
+decision; the Airflow state of each outcome is :mod:`dbtbus.airflow._states`' table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from .._exceptions import DbtBusError
-from .._outcome import Outcome, OutcomeKind
-from ..backends.xcom import is_bare_xcom_url, resolve_xcom_url
-from ..events import NodeResult, RunFinished
+from .._outcome import Outcome
+from ..backends.xcom import is_bare_xcom_url
+from ._compat import in_process_test_comms
+from ._policy import Rerun, WaitSpec, decide
 from ._run_id import run_id_from_ti
+from ._shared_bus import shared_bus
+from ._states import airflow_state, alog_outcome, result_summary
+from ._task_states import DagRunRef, ProducerWatch, TaskStates
+from ._urls import resolve_bus_url
 
-__all__ = ["AIRFLOW_STATE", "DbtNodeTrigger", "airflow_state", "describe", "resolve_bus_url", "result_summary"]
+__all__ = ["CLASSPATH", "DbtNodeTrigger"]
 
 CLASSPATH = "dbtbus.airflow.triggers.DbtNodeTrigger"
 
-#: The Airflow state each outcome ends its task in ("fail_now": failed without a retry, from a worker).
-AIRFLOW_STATE: Mapping[OutcomeKind, str] = {
-    OutcomeKind.SUCCESS: "success",
-    OutcomeKind.FAILED: "failed",
-    OutcomeKind.UPSTREAM_FAILED: "failed",
-    OutcomeKind.NOT_RUN: "skipped",
-    OutcomeKind.NOT_IN_RUN: "fail_now",
-    OutcomeKind.PRODUCER_LOST: "failed",
-    OutcomeKind.TIMEOUT: "failed",
-    OutcomeKind.PENDING: "failed",
-}
-
 #: Seconds between logging the outcome and ending the task (see ``DbtNodeTrigger.run``).
 LOG_FLUSH_PAUSE = 0.2
-
-#: Producer task-instance states after which it will never publish again in this DAG run.
-PRODUCER_DONE = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
-
-
-def airflow_state(outcome: Outcome, not_run: str = "skip") -> str:
-    """The Airflow state for ``outcome`` (the table above). A node not run is skipped only when dbt itself
-    succeeded (``not_run="skip"``); a run that crashed or that dbt failed (bad arguments, fail-fast) fails it:
-    a skip there would be a false green."""
-    state = AIRFLOW_STATE[outcome.kind]
-    if outcome.kind is OutcomeKind.NOT_RUN:
-        ending = outcome.ending
-        clean = isinstance(ending, RunFinished) and ending.success
-        if not_run == "fail" or not clean:
-            return "failed"
-    return state
-
-
-def describe(outcome: Outcome) -> str:
-    """The outcome's message, plus what explains it: the root cause's message, the run's error."""
-    text = outcome.message
-    cause = outcome.cause_record
-    if outcome.kind is OutcomeKind.UPSTREAM_FAILED and cause is not None and cause.message:
-        text += f" — root cause {cause.unique_id}: {cause.message}"
-    error = getattr(outcome.ending, "error", None)
-    if error and error not in text:
-        text += f" — the run ended with: {error}"
-    return text
-
-
-def resolve_bus_url(bus_url: str, ti: Any, carrier_task_id: str | None) -> str:
-    """Fill a bare ``xcom://`` with the carrier task instance of ``ti``'s DAG run; other URLs are unchanged."""
-    if not is_bare_xcom_url(bus_url):
-        return bus_url
-    return resolve_xcom_url(
-        bus_url,
-        dag_id=ti.dag_id,
-        task_id=carrier_task_id or ti.task_id,
-        run_id=ti.run_id,
-        map_index=getattr(ti, "map_index", -1) if carrier_task_id is None else -1,
-    )
-
-
-def result_summary(outcome: Outcome) -> dict[str, Any]:
-    """The sensor's XCom for a success: a short summary of the node's result."""
-    record: NodeResult | None = outcome.record
-    return {
-        "unique_id": outcome.unique_id,
-        "run_id": outcome.run_id,
-        "attempt": outcome.attempt,
-        "node_status": record.status.value if record is not None else None,
-        "execution_time": record.execution_time if record is not None else None,
-        "relation_name": record.relation_name if record is not None else None,
-        "message": record.message if record is not None else None,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- shared bus
-
-
-class _Shared:
-    """One bus per (event loop, URL) in a process, shared by every trigger that waits on it.
-
-    A triggerer runs hundreds of triggers in one event loop: sharing the bus gives them one reader per run
-    (one ``XREAD BLOCK`` stream read for Redis, one poll per interval for XCom) and one connection pool,
-    instead of one per waiting task. The bus lives in a holder task and closes ``LINGER`` seconds after its
-    last user left.
-    """
-
-    LINGER = 5.0
-
-    def __init__(self) -> None:
-        self.users = 0
-        self.closing = False
-        self.idle: asyncio.Event = asyncio.Event()
-        self.ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.task: asyncio.Task[None] | None = None
-
-
-_SHARED: dict[tuple[int, str, str], _Shared] = {}
-
-
-async def _hold(key: tuple[int, str, str], entry: _Shared, url: str, options: dict[str, Any]) -> None:
-    from .._bus import connect
-
-    try:
-        async with connect(url, **options) as bus:
-            entry.ready.set_result(bus)
-            while True:
-                await entry.idle.wait()
-                entry.idle.clear()
-                await asyncio.sleep(entry.LINGER)
-                if entry.users == 0:
-                    entry.closing = True
-                    break
-    except BaseException as exc:
-        if not entry.ready.done():
-            entry.ready.set_exception(exc if isinstance(exc, Exception) else DbtBusError(repr(exc)))
-        if not isinstance(exc, Exception):
-            raise
-    finally:
-        entry.closing = True
-        if _SHARED.get(key) is entry:
-            del _SHARED[key]
-
-
-def _in_process_test_comms() -> bool:
-    """True inside ``dag.test()``: it runs each trigger in its own ``asyncio.run`` (nothing to share) and
-    resumes the task with the event's payload whatever the event's class (so no task-end events there)."""
-    try:
-        from airflow.sdk.execution_time import task_runner
-    except ImportError:  # pragma: no cover
-        return False
-    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
-    return type(comms).__name__ == "InProcessSupervisorComms"
-
-
-@contextlib.asynccontextmanager
-async def shared_bus(url: str, options: dict[str, Any] | None = None) -> AsyncIterator[Any]:
-    """``async with shared_bus(url) as bus``: the process's shared bus for ``url`` on this event loop.
-
-    Outside asyncio (trio) or in a worker, a private ``connect(url)``.
-    """
-    from .._bus import connect
-
-    options = dict(options or {})
-    try:
-        loop = asyncio.get_running_loop()
-        if _in_process_test_comms():
-            raise RuntimeError("dag.test(): one event loop per inline trigger, nothing to share")
-    except RuntimeError:
-        async with connect(url, **options) as bus:
-            yield bus
-        return
-    key = (id(loop), url, repr(sorted(options.items())))
-    entry = _SHARED.get(key)
-    if entry is None or entry.closing:
-        entry = _Shared()
-        _SHARED[key] = entry
-        entry.task = loop.create_task(_hold(key, entry, url, options), name=f"dbtbus shared bus {url}")
-    entry.users += 1
-    try:
-        bus = await asyncio.shield(entry.ready)
-        yield bus
-    finally:
-        entry.users -= 1
-        if entry.users == 0:
-            entry.idle.set()
-
-
-# ---------------------------------------------------------------------------------------------- the producer
-
-
-@dataclass(frozen=True)
-class DagRunRef:
-    """The sensor's DAG run."""
-
-    dag_id: str
-    run_id: str
-
-
-class TaskStates:
-    """Airflow's word on the task instances of a DAG run, through the Task SDK (``get_task_states``): asked at
-    most once per ``interval`` per DAG run and process — every trigger of the run shares the answer."""
-
-    _cache: dict[DagRunRef, tuple[float, dict[str, str | None]]] = {}
-    _inflight: dict[DagRunRef, asyncio.Future[dict[str, str | None]]] = {}
-
-    def __init__(self, ref: DagRunRef, interval: float) -> None:
-        self.ref = ref
-        self.interval = interval
-
-    def _ask(self) -> dict[str, str | None]:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        from ..backends.xcom import TaskSdkXComApi
-
-        with TaskSdkXComApi.comms_lock():
-            states = RuntimeTaskInstance.get_task_states(dag_id=self.ref.dag_id, run_ids=[self.ref.run_id])
-        found = states.get(self.ref.run_id) or {}
-        return {str(k): (None if v is None else str(getattr(v, "value", v))) for k, v in found.items()}
-
-    async def states(self) -> dict[str, str | None]:
-        cached = self._cache.get(self.ref)
-        if cached is not None and time.monotonic() - cached[0] < self.interval:
-            return cached[1]
-        pending = self._inflight.get(self.ref)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[dict[str, str | None]] = asyncio.get_running_loop().create_future()
-        self._inflight[self.ref] = future
-        try:
-            value = await anyio.to_thread.run_sync(self._ask)
-            self._cache[self.ref] = (time.monotonic(), value)
-            future.set_result(value)
-            return value
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
-            raise
-        finally:
-            self._inflight.pop(self.ref, None)
-
-    async def state(self, task_id: str) -> str | None:
-        return (await self.states()).get(task_id)
-
-
-@dataclass(frozen=True)
-class ProducerWatch:
-    tasks: TaskStates
-    task_id: str
-
-    async def state(self) -> str | None:
-        return await self.tasks.state(self.task_id)
-
-    async def done(self) -> bool:
-        return await self.state() in PRODUCER_DONE
-
-
-# ---------------------------------------------------------------------------------------------- deciding
-
-
-@dataclass(frozen=True)
-class Rerun:
-    """The sensor must re-run its node on a worker (the producer is done for good without a success)."""
-
-    run_id: str
-    unique_id: str
-    args: list[str] | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class WaitSpec:
-    run_id: str
-    unique_id: str
-    include_tests: bool
-    timeout: float | None
-    retrying: bool
-    producer: ProducerWatch | None
-    upstream_task_ids: tuple[str, ...] = ()
-    grace: float = 2.0
-
-
-async def decide(bus: Any, spec: WaitSpec) -> Outcome | Rerun:
-    """The sensor's one decision: its node's outcome, or "re-run it yourself" (see the module docstring)."""
-    uid, run_id = spec.unique_id, spec.run_id
-    min_attempt: int | None = None
-    if spec.retrying:
-        state = await bus.run_state(run_id)
-        current: Outcome = state.outcome(uid, include_tests=spec.include_tests)
-        if current.terminal and not current.ok:
-            if await _done_for_good(spec, state):
-                return await _rerun_after_upstream(state, current, spec, current.message)
-            min_attempt = current.attempt + 1  # the producer will try again: wait for that attempt
-    while True:  # bus.outcome answers a node that is already done from a probe (a few key lookups)
-        outcome, producer_state = await _wait_or_producer_done(bus, spec, min_attempt)
-        if outcome is not None:
-            return outcome
-        # The producer task is done for good and the bus has not answered: decide from what it holds.
-        state = await bus.run_state(run_id)
-        current = state.outcome(uid, include_tests=spec.include_tests)
-        if current.terminal and (min_attempt is None or current.attempt >= min_attempt):
-            return current
-        if spec.retrying:
-            return await _rerun_after_upstream(
-                state, current, spec, f"the producer task ended ({producer_state}) without a success for {uid}")
-        assert spec.producer is not None
-        return Outcome(
-            kind=OutcomeKind.PRODUCER_LOST, run_id=run_id, unique_id=uid, attempt=max(state.attempt, 1),
-            detail=f"the producer task {spec.producer.task_id} ended in state {producer_state!r} without "
-                   f"publishing an outcome for it; see that task's log",
-        )
-
-
-async def _rerun_after_upstream(state: Any, current: Outcome, spec: WaitSpec, reason: str) -> Outcome | Rerun:
-    """Re-run the node — after its upstream sensors' own re-runs succeeded, when an upstream failure doomed it."""
-    doomed = current.kind is OutcomeKind.UPSTREAM_FAILED and spec.upstream_task_ids and spec.producer is not None
-    if doomed and not await _upstream_recovered(spec):
-        return current  # the upstream sensors failed for good too: nothing to re-run on
-    return _rerun(state, spec, reason)
-
-
-async def _upstream_recovered(spec: WaitSpec) -> bool:
-    """Wait until the upstream sensors are terminal; True when all succeeded (their re-runs went first)."""
-    assert spec.producer is not None
-    tasks = spec.producer.tasks
-    while True:
-        states = await tasks.states()
-        ups = [states.get(task_id) for task_id in spec.upstream_task_ids]
-        if all(state == "success" for state in ups):
-            return True
-        if any(state in PRODUCER_DONE and state != "success" for state in ups):
-            return False
-        await anyio.sleep(tasks.interval)
-
-
-async def _done_for_good(spec: WaitSpec, state: Any) -> bool:
-    if spec.producer is None:  # no producer task to ask: the run being over is all we know
-        return bool(state.needs_rerun(spec.unique_id, include_tests=spec.include_tests))
-    return await spec.producer.done()
-
-
-def _rerun(state: Any, spec: WaitSpec, reason: str) -> Rerun:
-    started = state.started
-    args = list(started.args) if started is not None and getattr(started, "args", None) else None
-    return Rerun(run_id=spec.run_id, unique_id=spec.unique_id, args=args, reason=reason)
-
-
-class DoneWatch:
-    """One watch of a producer task for every sensor waiting on it in a process: once the task is done for
-    good, each registered wait is cancelled ``grace`` seconds after the later of that moment and its joining
-    (records still in flight to the reader get their chance).
-
-    A triggerer holds hundreds of waiting sensors; one shared watch per (event loop, producer task, grace)
-    costs each of them a cancel scope instead of a task group with two tasks of its own.
-    """
-
-    def __init__(self, producer: ProducerWatch, grace: float) -> None:
-        self.producer = producer
-        self.grace = grace
-        #: Each registered wait's cancel scope and when it joined.
-        self.waits: dict[anyio.CancelScope, float] = {}
-        self.state = ""
-        self.error: BaseException | None = None
-
-    def add(self, scope: anyio.CancelScope) -> None:
-        self.waits[scope] = anyio.current_time()
-
-    def remove(self, scope: anyio.CancelScope) -> None:
-        self.waits.pop(scope, None)
-
-    async def run(self) -> None:
-        try:
-            while self.waits:
-                state = await self.producer.state()
-                if state in PRODUCER_DONE:
-                    self.state = str(state)
-                    break
-                await anyio.sleep(self.producer.tasks.interval)
-            else:
-                return
-            done_at = anyio.current_time()
-            while self.waits:
-                now = anyio.current_time()
-                due = {scope: max(joined, done_at) + self.grace for scope, joined in self.waits.items()}
-                for scope, at in due.items():
-                    if at <= now:
-                        self.waits.pop(scope, None)
-                        scope.cancel()
-                if self.waits:
-                    await anyio.sleep(max(min(at for at in due.values() if at > now) - now, 0.0))
-        except Exception as exc:  # asking Airflow failed: every wait on this watch learns why
-            self.error = exc
-            for scope in list(self.waits):
-                scope.cancel()
-            self.waits.clear()
-
-
-_WATCHES: dict[tuple[int, DagRunRef, str, float], tuple[DoneWatch, asyncio.Task[None]]] = {}
-
-
-def _shared_watch(producer: ProducerWatch, grace: float) -> DoneWatch:
-    """The process's watch of ``producer`` on this event loop, started when absent (asyncio, as the triggerer
-    and the Task SDK calls of :class:`TaskStates` are)."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), producer.tasks.ref, producer.task_id, grace)
-    found = _WATCHES.get(key)
-    if found is not None and not found[1].done():
-        return found[0]
-    watch = DoneWatch(producer, grace)
-
-    async def hold() -> None:
-        try:
-            await watch.run()
-        finally:
-            if _WATCHES.get(key, (None,))[0] is watch:
-                del _WATCHES[key]
-
-    _WATCHES[key] = (watch, loop.create_task(hold(), name=f"dbtbus watch of {producer.task_id}"))
-    return watch
-
-
-async def _wait_or_producer_done(bus: Any, spec: WaitSpec, min_attempt: int | None) -> tuple[Outcome | None, str]:
-    """The bus's outcome, or ``(None, producer state)`` once the producer task is done for good and a grace
-    period (for records still in flight to this reader) has passed without an answer."""
-    if spec.producer is None:
-        return await bus.outcome(spec.run_id, spec.unique_id, timeout=spec.timeout,
-                                 include_tests=spec.include_tests, min_attempt=min_attempt), ""
-    result: Outcome | None = None
-    watch = _shared_watch(spec.producer, spec.grace)
-    with anyio.CancelScope() as scope:
-        watch.add(scope)  # (the call is not wrapped in a helper coroutine: each frame is paid per waiting sensor)
-        try:
-            result = await bus.outcome(spec.run_id, spec.unique_id, timeout=spec.timeout,
-                                       include_tests=spec.include_tests, min_attempt=min_attempt)
-        finally:
-            watch.remove(scope)
-    if watch.error is not None and result is None:
-        raise watch.error
-    return result, watch.state
-
-
-# ---------------------------------------------------------------------------------------------- the trigger
 
 
 class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
@@ -570,7 +152,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         ti = self._ti()
         url = self.bus_url
         if self.bus_conn_id:
-            from ._connection import aconnection_url
+            from ._urls import aconnection_url
 
             url = await aconnection_url(self.bus_conn_id)
         if not url:
@@ -608,36 +190,28 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         except Exception:
             # The bus (or Airflow) failed us, which says nothing about the node or the producer: no outcome is
             # made up. Airflow fails the task as a trigger failure (retries apply), this log says why.
-            self.log.exception("dbtbus: waiting for %s failed", self.unique_id)
+            await self.log.aexception("dbtbus: waiting for %s failed", self.unique_id)
             raise
-        event = self.event(decision)
+        if isinstance(decision, Rerun):
+            await self.log.ainfo("dbtbus: %s will be re-run on a worker: %s", decision.unique_id, decision.reason)
+        else:
+            await alog_outcome(self.log, decision, airflow_state(decision, self.not_run))
         # The outcome's log line travels to the task's log file on another channel than the event; once the
         # event ends the task, the triggerer closes that file. A moment's pause keeps the line in it.
         await anyio.sleep(LOG_FLUSH_PAUSE)
-        yield event
+        yield self.event(decision)
 
     def event(self, decision: Outcome | Rerun) -> TriggerEvent:
         """The event that ends the task (or sends it to a worker, for a re-run or a no-retry failure)."""
         if isinstance(decision, Rerun):
-            self.log.info("dbtbus: %s will be re-run on a worker: %s", decision.unique_id, decision.reason)
             return TriggerEvent({"status": "rerun", "run_id": decision.run_id,  # type: ignore[no-untyped-call,unused-ignore]
                                  "unique_id": decision.unique_id, "args": decision.args, "message": decision.reason})
         payload = {"status": "outcome", "outcome": decision.to_dict()}
         state = airflow_state(decision, self.not_run)
-        log_outcome(self.log, decision, state)
-        if _in_process_test_comms() or state == "fail_now":
+        if in_process_test_comms() or state == "fail_now":
             return TriggerEvent(payload)  # type: ignore[no-untyped-call,unused-ignore]
         if state == "success":
             return TaskSuccessEvent(xcoms={"return_value": result_summary(decision)})
         if state == "skipped":
             return TaskSkippedEvent()
         return TaskFailedEvent()
-
-
-def log_outcome(log: Any, outcome: Outcome, state: str) -> None:
-    """One line in the task's log: the outcome's message (for an upstream failure: the root cause's too)."""
-    if state == "success":
-        log.info("dbtbus: %s", outcome.message)
-        return
-    level = log.warning if state == "skipped" else log.error
-    level("dbtbus: [%s] %s", outcome.kind.value, describe(outcome))

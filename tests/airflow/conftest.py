@@ -110,3 +110,19 @@ def bus_url(request: pytest.FixtureRequest) -> str:
         url: str = request.getfixturevalue("redis_url")
         return url
     return "xcom://?poll=0.05"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the triggerer runs asyncio
+
+
+@pytest.fixture
+def producer_state(monkeypatch: pytest.MonkeyPatch) -> dict[str, str | None]:
+    """What Airflow answers about the DAG run's task instances (the Task SDK's get_task_states)."""
+    from dbtbus.airflow._task_states import TaskStates
+
+    states: dict[str, str | None] = {"dbt.dbt_producer": "running"}
+    monkeypatch.setattr(TaskStates, "_ask", lambda self: dict(states))
+    monkeypatch.setattr(TaskStates, "_cache", {})
+    return states

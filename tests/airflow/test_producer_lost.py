@@ -76,7 +76,7 @@ def test_producer_killed_redis(shop: Path, redis_url: str, capfd: Any) -> None:
 def _dead_producer(**context: Any) -> None:
     """Publish what a producer has published when SIGKILLed mid-run: RunStarted, a lease, one result."""
     from dbtbus.airflow._run_id import run_id_from_context
-    from dbtbus.airflow.triggers import resolve_bus_url
+    from dbtbus.airflow._urls import resolve_bus_url
     from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
 
     ti = context["ti"]

@@ -121,7 +121,7 @@ def test_bus_conn_id_reaches_the_trigger(shop_template: Path) -> None:
 def test_connections_give_bus_urls() -> None:
     from types import SimpleNamespace
 
-    from dbtbus.airflow._connection import bus_url_from_connection
+    from dbtbus.airflow._urls import bus_url_from_connection
 
     redis = SimpleNamespace(conn_type="redis", host="r.internal", port=6380, login=None, password="p@ss",
                             extra_dejson={"db": 2, "ssl": True})

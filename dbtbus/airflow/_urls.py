@@ -1,8 +1,9 @@
-"""The bus address from an Airflow connection (``bus_conn_id``), so no password lives in DAG code.
+"""Where a dbtbus task finds its bus: ``bus_url``, an Airflow connection (``bus_conn_id``), a bare ``xcom://``.
 
 * a ``redis`` connection (the Redis provider's type, fields as that provider reads them: host, port,
   login, password, ``extra.db``, ``extra.ssl``) becomes ``redis://`` / ``rediss://``;
-* a ``dbtbus`` connection holds a full bus URL in ``extra.url`` (or ``host``), e.g. ``xcom://``.
+* a ``dbtbus`` connection holds a full bus URL in ``extra.url`` (or ``host``), e.g. ``xcom://``;
+* a bare ``xcom://`` is filled in with the task instance carrying the run's XComs.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from .._exceptions import ConfigurationError
+from ..backends.xcom import is_bare_xcom_url, resolve_xcom_url
+from ._compat import AirflowException
 
-__all__ = ["aconnection_url", "bus_url_from_connection", "connection_url"]
+__all__ = ["aconnection_url", "bus_url_for", "bus_url_from_connection", "connection_url", "resolve_bus_url"]
 
 CONN_TYPE = "dbtbus"
 
@@ -70,3 +73,29 @@ async def aconnection_url(conn_id: str) -> str:
     from airflow.sdk import Connection
 
     return bus_url_from_connection(await Connection.async_get(conn_id))
+
+
+def resolve_bus_url(bus_url: str, ti: Any, carrier_task_id: str | None, *, dag_id: str | None = None) -> str:
+    """Fill a bare ``xcom://`` with the carrier task instance of ``ti``'s DAG run; other URLs are unchanged.
+
+    ``dag_id``: the DAG holding the carrier, when it is not ``ti``'s (a node task in a DAG of its own).
+    """
+    if not is_bare_xcom_url(bus_url):
+        return bus_url
+    return resolve_xcom_url(
+        bus_url,
+        dag_id=dag_id or ti.dag_id,
+        task_id=carrier_task_id or ti.task_id,
+        run_id=ti.run_id,
+        map_index=getattr(ti, "map_index", -1) if carrier_task_id is None else -1,
+    )
+
+
+def bus_url_for(bus_url: str | None, bus_conn_id: str | None, ti: Any, carrier_task_id: str | None,
+                *, dag_id: str | None = None) -> str:
+    """The bus URL a task uses: ``bus_url`` or connection ``bus_conn_id``, a bare ``xcom://`` filled in."""
+    if bus_conn_id:
+        bus_url = connection_url(bus_conn_id)
+    if not bus_url:
+        raise AirflowException("a dbtbus task needs bus_url or bus_conn_id")
+    return resolve_bus_url(bus_url, ti, carrier_task_id, dag_id=dag_id)
