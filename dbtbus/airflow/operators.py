@@ -9,6 +9,7 @@ from typing import Any, Literal
 from airflow.sdk import BaseOperator
 
 from .._exceptions import MemrayUnavailable
+from .._format import redact_url
 from ._compat import AirflowException, AirflowFailException
 from ._run_id import run_id_from_context
 from ._urls import bus_url_for
@@ -161,7 +162,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                 self.log.info("dbtbus: attempt %d of run %s resumes; %d nodes already succeeded: %s",
                               attempt, run_id, len(done), ", ".join(done))
                 args = exclude_args(args, sorted({node_selector(uid) for uid in done}))
-        self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, url.split("?")[0], attempt,
+        self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, redact_url(url), attempt,
                       " ".join(args))
         try:
             if self.invocation == "subprocess":

@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
+from .._format import redact_url
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -21,7 +22,6 @@ __all__ = [
     "DEFAULT_PREFIX",
     "RedisSettings",
     "parse_redis_url",
-    "redact_url",
     "with_password",
 ]
 
@@ -136,21 +136,6 @@ class RedisSettings:
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:

@@ -15,6 +15,7 @@ import anyio
 
 from .._bus import Bus, connect
 from .._exceptions import RunLost
+from .._format import format_counts, redact_url
 from .._outcome import Outcome, OutcomeKind, RunStatus
 from .._state import RunState
 from ..events import RunCrashed, RunFinished, RunStarted
@@ -28,7 +29,7 @@ from . import (
     EXIT_UPSTREAM_FAILED,
     _UsageError,
 )
-from ._progress import format_counts, make_progress
+from ._progress import make_progress
 
 BusUrl = Callable[..., str]
 
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 attempt, command = plan.attempt, plan.dbt_args
                 sys.stderr.write(f"dbtbus: {plan.describe()}\n")
             command = command + dbt_output_args(command, show=args.dbt_output, colour=use_colour())
-            sys.stderr.write(f"dbtbus: run id {run_id} on {_redact(url)}\n")
+            sys.stderr.write(f"dbtbus: run id {run_id} on {redact_url(url)}\n")
             sys.stderr.flush()
             progress = make_progress(run_id, args.progress)
             producer = Producer(bus, run_id=run_id, attempt=attempt, memray_output=memray_output)
@@ -176,17 +177,6 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
     code: int = anyio.run(main)
     return code
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 # ---------------------------------------------------------------------------------------------- watch
@@ -438,7 +428,7 @@ def publish_log(args: argparse.Namespace, bus_url: BusUrl) -> int:
         # the command says so instead of claiming a replay.
         sys.stderr.write(f"dbtbus: error: run {args.run_id}: {getattr(result, 'error', None) or 'crashed'}\n")
         return EXIT_FAILED
-    sys.stderr.write(f"dbtbus: published run {args.run_id} to {_redact(url)}\n")
+    sys.stderr.write(f"dbtbus: published run {args.run_id} to {redact_url(url)}\n")
     return EXIT_OK
 
 

@@ -6,29 +6,12 @@ import sys
 import time
 from typing import IO, Any
 
+from .._format import format_bytes, format_counts
 from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
 from ..events import BatchResult, Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
 
-__all__ = ["Progress", "format_bytes", "format_counts", "make_progress"]
-
-
-def format_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KiB") else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
-
-
-def format_counts(counts: dict[str, int]) -> str:
-    return (
-        ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        or "none"
-    )
+__all__ = ["Progress", "make_progress"]
 
 
 #: A few words for each outcome kind (the demo's table, progress lines).

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from .._format import format_bytes
 from .._version import __version__
-from ..cli._progress import format_bytes
 from ..events import RunCrashed
 from ._model import RunView
 
