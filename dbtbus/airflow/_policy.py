@@ -18,7 +18,7 @@ import anyio
 from .._bus import Bus
 from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
-from ._task_states import PRODUCER_DONE, DagRunRef, ProducerWatch
+from ._task_states import PRODUCER_DONE, DagRunRef, ProducerWatch, TaskStates
 
 __all__ = ["DoneWatch", "Rerun", "WaitSpec", "decide"]
 
@@ -41,7 +41,8 @@ class WaitSpec:
     timeout: float | None
     retrying: bool
     producer: ProducerWatch | None
-    upstream_task_ids: tuple[str, ...] = ()
+    #: The tasks of the node's nearest upstream nodes, each in its DAG run (node tasks may live in several DAGs).
+    upstream_tasks: tuple[tuple[DagRunRef, str], ...] = ()
     grace: float = 2.0
 
 
@@ -78,7 +79,7 @@ async def decide(bus: Bus, spec: WaitSpec) -> Outcome | Rerun:
 
 async def _rerun_after_upstream(state: RunState, current: Outcome, spec: WaitSpec, reason: str) -> Outcome | Rerun:
     """Re-run the node — after its upstream sensors' own re-runs succeeded, when an upstream failure doomed it."""
-    doomed = current.kind is OutcomeKind.UPSTREAM_FAILED and spec.upstream_task_ids and spec.producer is not None
+    doomed = current.kind is OutcomeKind.UPSTREAM_FAILED and spec.upstream_tasks and spec.producer is not None
     if doomed and not await _upstream_recovered(spec):
         return current  # the upstream sensors failed for good too: nothing to re-run on
     return _rerun(state, spec, reason)
@@ -87,15 +88,21 @@ async def _rerun_after_upstream(state: RunState, current: Outcome, spec: WaitSpe
 async def _upstream_recovered(spec: WaitSpec) -> bool:
     """Wait until the upstream sensors are terminal; True when all succeeded (their re-runs went first)."""
     assert spec.producer is not None
-    tasks = spec.producer.tasks
+    interval = spec.producer.tasks.interval
+    by_run: dict[DagRunRef, list[str]] = {}
+    for ref, task_id in spec.upstream_tasks:
+        by_run.setdefault(ref, []).append(task_id)
+    asked = {ref: TaskStates(ref, interval) for ref in by_run}
     while True:
-        states = await tasks.states()
-        ups = [states.get(task_id) for task_id in spec.upstream_task_ids]
+        ups: list[str | None] = []
+        for ref, task_ids in by_run.items():
+            states = await asked[ref].states()
+            ups.extend(states.get(task_id) for task_id in task_ids)
         if all(state == "success" for state in ups):
             return True
         if any(state in PRODUCER_DONE and state != "success" for state in ups):
             return False
-        await anyio.sleep(tasks.interval)
+        await anyio.sleep(interval)
 
 
 async def _done_for_good(spec: WaitSpec, state: RunState) -> bool:

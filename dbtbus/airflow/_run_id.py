@@ -33,12 +33,16 @@ def dbtbus_run_id(dag_id: str, run_id: str, map_index: int | None = -1, task_gro
     return "-".join(parts)
 
 
-def run_id_from_context(context: Mapping[str, Any], task_group_id: str | None = None) -> str:
+def run_id_from_context(context: Mapping[str, Any], task_group_id: str | None = None, *,
+                        dag_id: str | None = None) -> str:
     """The dbtbus run id for the task instance of an Airflow context (``ti`` gives dag, run and map index)."""
-    ti = context["ti"]
-    return dbtbus_run_id(ti.dag_id, ti.run_id, getattr(ti, "map_index", -1), task_group_id)
+    return run_id_from_ti(context["ti"], task_group_id, dag_id=dag_id)
 
 
-def run_id_from_ti(ti: Any, task_group_id: str | None = None) -> str:
-    """The same, from a task instance (a trigger's ``self.task_instance``)."""
+def run_id_from_ti(ti: Any, task_group_id: str | None = None, *, dag_id: str | None = None) -> str:
+    """The same, from a task instance (a trigger's ``self.task_instance``); ``dag_id``: the DAG whose run
+    produces it, when not the task's own (a node task in a DAG of its own: it shares the producer's run id,
+    and a mapped producer is not supported there)."""
+    if dag_id is not None:
+        return dbtbus_run_id(dag_id, ti.run_id, -1, task_group_id)
     return dbtbus_run_id(ti.dag_id, ti.run_id, getattr(ti, "map_index", -1), task_group_id)

@@ -72,6 +72,10 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
 
     ``bus_conn_id`` takes the bus address from an Airflow connection (``redis`` or ``dbtbus`` type).
 
+    ``node_dag_ids``: the DAGs holding the node tasks in the split layout of
+    :func:`~dbtbus.airflow.render_dbt_task_group`; the producer starts their runs, with its own run's id,
+    before dbt starts (a run that exists already, from an earlier try, is left as it is).
+
     **memray.** ``memray_output`` (templated) profiles dbt's memory into that file: in the task's process
     for ``in_process``, under ``memray run`` in dbt's own interpreter for ``subprocess`` (memray installed
     *there*). memray never overwrites a file, so give each attempt its own, e.g.
@@ -105,6 +109,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         resume: bool = True,
         fail_on_dbt_failure: bool = True,
         memray_output: str | None = None,
+        node_dag_ids: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
@@ -127,6 +132,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.resume = resume
         self.fail_on_dbt_failure = fail_on_dbt_failure
         self.memray_output = memray_output
+        self.node_dag_ids = list(node_dag_ids)
 
     def _resume_excludes(self, url: str, run_id: str) -> list[str]:
         """What this attempt leaves out: ``RunState.resume_excludes()`` of the run as the bus holds it."""
@@ -153,6 +159,12 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         run_id = self.dbtbus_run_id or run_id_from_context(context, self.run_group)
         url = bus_url_for(self.bus_url, self.bus_conn_id, ti, self.carrier_task_id)
         attempt = int(getattr(ti, "try_number", 1) or 1)
+        if self.node_dag_ids:
+            from ._dag_runs import start_dag_runs
+
+            started = start_dag_runs(self.node_dag_ids, ti.run_id, {"dbtbus_run_id": run_id}, self.log)
+            self.log.info("dbtbus: the node DAGs' runs %s: %s", ti.run_id,
+                          ", ".join(f"{dag_id} {how}" for dag_id, how in started.items()))
         producer = Producer(url, run_id, heartbeat_interval=self.heartbeat_interval, attempt=attempt,
                             retention=self.retention, memray_output=self.memray_output or None)
         args = list(self.dbt_args)

@@ -1,4 +1,9 @@
-"""Render a dbt manifest into an Airflow task group: one producer, one sensor per selected node."""
+"""Render a dbt manifest into an Airflow task group: one producer, one task per selected node.
+
+The node tasks live in the rendering DAG (``layout="one_dag"``) or, past ``max_tasks_per_dag`` nodes, in
+small DAGs of their own whose runs the producer starts (``"split"``; ``"auto"`` picks): see ``_layout.py``
+for why and docs/airflow.md ("At scale") for the measurements.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import DAG, TaskGroup
 
 from .._graph import graph_from_manifest, topological_order
+from ._layout import DEFAULT_MAX_TASKS_PER_DAG, Layout, NodeDag, check_dag_ids, node_dags, wants_split
 from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
-from .sensors import DbtNodeSensor
+from .sensors import DbtNodeDagSensor, DbtNodeSensor
 
 __all__ = ["render_dbt_task_group", "select_nodes"]
 
@@ -104,6 +110,8 @@ def render_dbt_task_group(
     sensor_kwargs: Mapping[str, Any] | None = None,
     sensors_after_producer: bool = False,
     bus_conn_id: str | None = None,
+    layout: Layout = "auto",
+    max_tasks_per_dag: int = DEFAULT_MAX_TASKS_PER_DAG,
     **task_group_kwargs: Any,
 ) -> TaskGroup:
     """Build a :class:`TaskGroup`: one :class:`DbtBusProducerOperator` running ``dbt_args`` and one
@@ -119,8 +127,19 @@ def render_dbt_task_group(
     ``sensors_after_producer=True`` keeps Airflow's default rule and makes the root sensors wait for the
     producer task (``all_done``) — only for executors that run one task at a time, such as ``dag.test()``.
 
-    Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise: a sensor that
-    failed in the producer's attempt N waits on its retry for attempt N+1.
+    **At scale.** Airflow 3.3 pays for every node task in proportion to the size of its DAG (it ships and
+    deserializes the whole DAG per task it starts in the triggerer), so with ``layout="auto"`` (default) a
+    project of more than ``max_tasks_per_dag`` selected nodes gets its node tasks spread over small DAGs of
+    their own, ``<dag_id>.<group_id>.<folder>``, packed by dbt folder, at most ``max_tasks_per_dag`` tasks
+    each. Their runs are started by the producer with this DAG run's run id (same run id, so their tasks find
+    the run on the bus), and this group keeps one :class:`DbtNodeDagSensor` per node DAG that ends when that
+    DAG's nodes are decided: ``group >> downstream`` waits for every node, as with one DAG. ``layout`` forces
+    one way (``"one_dag"``, ``"split"``). Node DAGs inherit this DAG's ``default_args``, ``tags`` (plus
+    ``dbtbus``), ``max_active_runs`` and ``dagrun_timeout``, and are created unpaused.
+
+    Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise (or, when the producer
+    is given no ``retries`` either, as the DAG's ``default_args`` say): a sensor that failed in the producer's
+    attempt N waits on its retry for attempt N+1.
 
     With ``bus_url="xcom://"`` the group also gets a ``dbtbus_carrier`` task upstream of the producer whose
     task instance carries the run's XComs (Airflow clears a task's XComs when it starts a new try, so the
@@ -141,9 +160,13 @@ def render_dbt_task_group(
     if bus_url is None and bus_conn_id is None:
         raise ValueError("render_dbt_task_group needs bus_url or bus_conn_id")
     parents, chosen = select_nodes(manifest, select=select, resource_types=resource_types)
+    split = wants_split(layout, len(chosen), max_tasks_per_dag)
+    if split and sensors_after_producer:
+        raise ValueError("sensors_after_producer=True runs every task in one DAG: use layout='one_dag' with it")
     producer_kwargs = dict(producer_kwargs or {})
     sensor_kwargs = dict(sensor_kwargs or {})
-    sensor_kwargs.setdefault("retries", producer_kwargs.get("retries", 0))
+    if "retries" in producer_kwargs:
+        sensor_kwargs.setdefault("retries", producer_kwargs["retries"])
     if sensor_kwargs.get("retry_delay") is None and "retry_delay" in producer_kwargs:
         sensor_kwargs["retry_delay"] = producer_kwargs["retry_delay"]
     bus: dict[str, Any] = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
@@ -158,41 +181,101 @@ def render_dbt_task_group(
             carrier = DbtBusCarrierOperator(task_id="dbtbus_carrier", run_group=run_group,
                                             priority_weight=producer_kwargs.get("priority_weight", 100))
             carrier_task_id = f"{prefix}dbtbus_carrier"
+        dags: list[NodeDag] = []
+        if split:
+            project = (manifest.get("metadata") or {}).get("project_name")
+            dags = node_dags(chosen, dag_id=group.dag.dag_id, group_id=run_group, max_tasks=max_tasks_per_dag,
+                             root_package=project if isinstance(project, str) else None)
+            check_dag_ids(dags)
         producer = DbtBusProducerOperator(
             task_id="dbt_producer",
             dbt_args=list(dbt_args),
             run_group=run_group,
             carrier_task_id=carrier_task_id,
             priority_weight=producer_kwargs.pop("priority_weight", 100),
+            node_dag_ids=[dag.dag_id for dag in dags],
             **bus,
             **producer_kwargs,
         )
         if carrier is not None:
             carrier >> producer
-        taken = {"dbt_producer", "dbtbus_carrier"}
-        sensors: dict[str, DbtNodeSensor] = {}
-        for uid in sorted(chosen, key=lambda u: (len(parents[u]), u)):
-            extra = dict(sensor_kwargs)
-            if sensors_after_producer:
-                if not parents[uid]:
-                    extra["trigger_rule"] = "all_done"
-            else:
-                extra.setdefault("trigger_rule", "always")
-            extra.setdefault("producer_task_id", producer.task_id)
-            sensors[uid] = DbtNodeSensor(
-                task_id=_task_id(chosen[uid], taken),
-                unique_id=uid,
-                include_tests=True,
-                run_group=run_group,
-                carrier_task_id=carrier_task_id,
-                **bus,
-                **extra,
-            )
-        for uid, sensor in sensors.items():
-            ups = [sensors[p] for p in parents[uid]]
-            if ups:
-                ups >> sensor
-                sensor.set_upstream_sensors([u.task_id for u in ups])
-            elif sensors_after_producer:
-                producer >> sensor
+        common = {"run_group": run_group, "carrier_task_id": carrier_task_id, **bus}
+        if split:
+            for node_dag in dags:
+                DbtNodeDagSensor(task_id=f"nodes_{node_dag.dag_id.rsplit('.', 1)[1]}", node_dag_id=node_dag.dag_id,
+                                 unique_ids=list(node_dag.nodes), producer_task_id=producer.task_id,
+                                 trigger_rule="always", **common)
+        else:
+            _node_tasks(chosen, parents, sensor_kwargs, common, producer, sensors_after_producer)
+    if split:
+        _node_dags(group.dag, dags, chosen, parents, sensor_kwargs, common, producer.task_id)
     return group
+
+
+def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, list[str]],
+                sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any], producer: DbtBusProducerOperator,
+                sensors_after_producer: bool) -> None:
+    """One sensor per node in the rendering DAG, wired like dbt's graph."""
+    taken = {"dbt_producer", "dbtbus_carrier"}
+    sensors: dict[str, DbtNodeSensor] = {}
+    for uid in sorted(chosen, key=lambda u: (len(parents[u]), u)):
+        extra = dict(sensor_kwargs)
+        if sensors_after_producer:
+            if not parents[uid]:
+                extra["trigger_rule"] = "all_done"
+        else:
+            extra.setdefault("trigger_rule", "always")
+        extra.setdefault("producer_task_id", producer.task_id)
+        sensors[uid] = DbtNodeSensor(task_id=_task_id(chosen[uid], taken), unique_id=uid, include_tests=True,
+                                     **common, **extra)
+    for uid, sensor in sensors.items():
+        ups = [sensors[p] for p in parents[uid]]
+        if ups:
+            ups >> sensor
+            sensor.set_upstream_sensors([u.task_id for u in ups])
+        elif sensors_after_producer:
+            producer >> sensor
+
+
+def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mapping[str, Any]],
+               parents: Mapping[str, list[str]], sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any],
+               producer_task_id: str) -> None:
+    """The node DAGs of the split layout, each registered with the DAG file like any DAG made in a ``with``."""
+    where: dict[str, tuple[str, str]] = {}  # unique id → (node DAG id, task id)
+    for node_dag in dags:
+        taken: set[str] = set()
+        for uid in node_dag.nodes:
+            where[uid] = (node_dag.dag_id, _task_id(chosen[uid], taken))
+    tags = sorted({*(getattr(parent, "tags", None) or ()), "dbtbus"})
+    for node_dag in dags:
+        with DAG(
+            dag_id=node_dag.dag_id,
+            schedule=None,
+            catchup=False,
+            is_paused_upon_creation=False,
+            default_args=dict(getattr(parent, "default_args", None) or {}),
+            max_active_runs=getattr(parent, "max_active_runs", 16),
+            dagrun_timeout=getattr(parent, "dagrun_timeout", None),
+            tags=tags,
+            description=(f"dbt nodes of {parent.dag_id} ({', '.join(node_dag.folders)}): runs started by its "
+                         f"task {producer_task_id}"),
+        ) as dag:
+            sensors: dict[str, DbtNodeSensor] = {}
+            for uid in node_dag.nodes:
+                extra = dict(sensor_kwargs)
+                extra.setdefault("trigger_rule", "always")
+                extra.setdefault("producer_task_id", producer_task_id)
+                sensors[uid] = DbtNodeSensor(task_id=where[uid][1], unique_id=uid, include_tests=True,
+                                             run_dag_id=parent.dag_id, dag=dag, task_group=dag.task_group,
+                                             **common, **extra)
+            for uid, sensor in sensors.items():
+                refs = []
+                for up in parents[uid]:
+                    up_dag, up_task = where[up]
+                    if up_dag == node_dag.dag_id:
+                        sensors[up] >> sensor
+                        refs.append(up_task)
+                    else:
+                        refs.append(f"{up_dag}/{up_task}")
+                if refs:
+                    sensor.set_upstream_sensors(refs)

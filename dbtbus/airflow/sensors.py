@@ -18,9 +18,9 @@ from ._policy import decide
 from ._run_id import run_id_from_context
 from ._states import airflow_state, describe, log_outcome, result_summary
 from ._urls import bus_url_for
-from .triggers import CLASSPATH, DbtNodeTrigger
+from .triggers import CLASSPATH, NODE_DAG_CLASSPATH, DbtNodeDagTrigger, DbtNodeTrigger
 
-__all__ = ["DbtNodeSensor"]
+__all__ = ["DbtNodeDagSensor", "DbtNodeSensor"]
 
 
 def _delta(seconds: float | None) -> timedelta | None:
@@ -46,8 +46,11 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
     the producer has a try left it waits for the producer's next attempt instead.
 
     The run id is derived from the DAG run (see :func:`dbtbus.airflow.dbtbus_run_id`) with ``run_group``
-    (the rendered task group's id), unless ``dbtbus_run_id`` is given. ``bus_url="xcom://"`` uses the XCom
-    bus carried by ``carrier_task_id``; ``bus_conn_id`` takes the address from an Airflow connection.
+    (the rendered task group's id), unless ``dbtbus_run_id`` is given; ``run_dag_id`` names the DAG whose run
+    holds the producer when the sensor lives in a DAG of its own (the split layout of
+    :func:`~dbtbus.airflow.render_dbt_task_group`, whose node DAG runs share the producer's run id).
+    ``bus_url="xcom://"`` uses the XCom bus carried by ``carrier_task_id``; ``bus_conn_id`` takes the address
+    from an Airflow connection.
     """
 
     template_fields: Sequence[str] = ("bus_url", "dbtbus_run_id", "unique_id")
@@ -72,6 +75,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         dbt_env: dict[str, str] | None = None,
         dbt_cwd: str | None = None,
         timeout: float | timedelta | None = None,
+        run_dag_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not_run not in ("skip", "fail"):
@@ -94,6 +98,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         self.dbt_executable = dbt_executable
         self.dbt_env = dbt_env
         self.dbt_cwd = dbt_cwd
+        self.run_dag_id = run_dag_id
         self.upstream_sensors: list[str] = []
         self.start_from_trigger = bool(deferrable and start_from_trigger)
         self._set_start_trigger_args()
@@ -109,7 +114,10 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             )
 
     def set_upstream_sensors(self, task_ids: Sequence[str]) -> None:
-        """The sensors of this node's nearest upstream nodes: a re-run on a retry waits for them to succeed."""
+        """The sensors of this node's nearest upstream nodes: a re-run on a retry waits for them to succeed.
+
+        A task id of this DAG, or ``"<dag_id>/<task_id>"`` of another DAG run with the same run id.
+        """
         self.upstream_sensors = sorted(task_ids)
         self._set_start_trigger_args()
 
@@ -137,13 +145,14 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             "upstream_task_ids": list(getattr(self, "upstream_sensors", [])),
             "not_run": self.not_run,
             "retry_check": self.rerun_on_retry,
+            "run_dag_id": self.run_dag_id,
         }
 
     def _run_id(self, context: Any) -> str:
-        return self.dbtbus_run_id or run_id_from_context(context, self.run_group)
+        return self.dbtbus_run_id or run_id_from_context(context, self.run_group, dag_id=self.run_dag_id)
 
     def _url(self, context: Any) -> str:
-        return bus_url_for(self.bus_url, self.bus_conn_id, context["ti"], self.carrier_task_id)
+        return bus_url_for(self.bus_url, self.bus_conn_id, context["ti"], self.carrier_task_id, dag_id=self.run_dag_id)
 
     # ------------------------------------------------------------------------------------------ execution
 
@@ -231,6 +240,61 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         if event.get("status") == "outcome":
             return self._finish(Outcome.from_dict(event["outcome"]))
         raise AirflowException(f"dbtbus: unexpected trigger event for {self.unique_id}: {event!r}")
+
+
+class DbtNodeDagSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
+    """The rendering DAG's task for one node DAG of the split layout (see :func:`render_dbt_task_group`).
+
+    It starts in the triggerer with the DAG run and ends with :class:`~dbtbus.airflow.triggers.DbtNodeDagTrigger`:
+    successful the moment every node of ``node_dag_id`` succeeded on the bus, else as that DAG's run ends (its
+    log naming each node that did not succeed). Downstream tasks of the rendered group wait for these.
+    """
+
+    ui_color = "#c8e6d7"
+
+    def __init__(
+        self,
+        *,
+        node_dag_id: str,
+        unique_ids: Sequence[str],
+        bus_url: str | None = None,
+        bus_conn_id: str | None = None,
+        run_group: str | None = None,
+        carrier_task_id: str | None = None,
+        producer_task_id: str | None = None,
+        include_tests: bool = True,
+        start_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        if bus_url is None and bus_conn_id is None:
+            raise ValueError("DbtNodeDagSensor needs bus_url or bus_conn_id")
+        kwargs.setdefault("retries", 0)  # it reports a run that has ended: trying again changes nothing
+        super().__init__(**kwargs)
+        self.node_dag_id = node_dag_id
+        self.unique_ids = list(unique_ids)
+        self.trigger_kwargs: dict[str, Any] = {
+            "dag_id": node_dag_id, "unique_ids": list(unique_ids), "bus_url": bus_url, "bus_conn_id": bus_conn_id,
+            "run_group": run_group, "carrier_task_id": carrier_task_id, "producer_task_id": producer_task_id,
+            "include_tests": include_tests, "start_timeout": start_timeout,
+        }
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=NODE_DAG_CLASSPATH,
+            trigger_kwargs={k: v for k, v in self.trigger_kwargs.items() if v is not None},
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=None,
+        )
+
+    def execute(self, context: Any) -> Any:
+        """Only where the task did not start in the triggerer (``dag.test()``): defer to the same trigger."""
+        self.defer(trigger=DbtNodeDagTrigger(**self.trigger_kwargs), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        event = dict(event or {})
+        if event.get("status") == "success":
+            return {"dag_id": self.node_dag_id, "nodes": len(self.unique_ids), "summary": event.get("message")}
+        raise AirflowException(str(event.get("message") or f"dbtbus: the node DAG {self.node_dag_id} failed"))
 
 
 @functools.cache

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from airflow.sdk import DAG
 
 from dbtbus.airflow import DbtBusProducerOperator, DbtNodeSensor, DbtNodeTrigger, render_dbt_task_group
@@ -80,8 +82,6 @@ def test_select_nodes_on_a_10000_deep_chain_does_not_recurse() -> None:
 
 
 def test_render_warns_on_a_relative_root_path() -> None:
-    import pytest
-
     with DAG("render_relative", schedule=None), pytest.warns(UserWarning, match="absolute --project-dir"):
         render_dbt_task_group(_chain_manifest(2, root_path="."), "redis://h:1/0", ["build"])
 
@@ -137,3 +137,112 @@ def test_provider_info_names_the_classes() -> None:
     assert info["package-name"] == "dbtbus"
     assert {"dbtbus.airflow.sensors"} == set(info["sensors"][0]["python-modules"])
     assert info["connection-types"][0]["connection-type"] == "dbtbus"
+
+
+def test_sensors_keep_the_dags_default_retries_when_the_producer_names_none(shop_template: Path) -> None:
+    """They used to be set to the producer's retries or 0, overriding the DAG's default_args."""
+    with DAG("render_default_retries", schedule=None, default_args={"retries": 3}) as dag:
+        render_dbt_task_group(shop_template / "target" / "manifest.json", "redis://h:1/0", ["build"])
+    assert dag.get_task("dbt.orders_enriched").retries == 3
+    assert dag.get_task("dbt.dbt_producer").retries == 3
+
+
+def _wide_manifest(models: int, folders: int = 1) -> dict[str, object]:
+    """A seed and ``models`` models in ``folders`` folders, each model reading the seed and its predecessor."""
+    nodes: dict[str, object] = {"seed.p.s": {"unique_id": "seed.p.s", "resource_type": "seed", "name": "s",
+                                             "fqn": ["p", "s"], "root_path": "/abs", "depends_on": {"nodes": []}}}
+    for i in range(models):
+        uid = f"model.p.m{i:03d}"
+        parents = ["seed.p.s"] + ([f"model.p.m{i - 1:03d}"] if i else [])
+        nodes[uid] = {"unique_id": uid, "resource_type": "model", "name": f"m{i:03d}", "root_path": "/abs",
+                      "fqn": ["p", f"f{i % folders}", f"m{i:03d}"], "depends_on": {"nodes": parents}}
+    return {"metadata": {"project_name": "p"}, "nodes": nodes}
+
+
+@pytest.fixture(autouse=True)
+def _register_dags_like_a_dag_file() -> Iterator[None]:
+    """Airflow registers a DAG made in a ``with`` block while it parses a DAG file: do as it does."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    DagContext.current_autoregister_module_name = __name__
+    try:
+        yield
+    finally:
+        DagContext.current_autoregister_module_name = None
+        DagContext.autoregistered_dags.clear()
+
+
+def _node_dags(dag_id: str) -> dict[str, DAG]:
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    return {d.dag_id: d for d, _ in DagContext.autoregistered_dags if d.dag_id.startswith(f"{dag_id}.")}
+
+
+def test_a_project_within_max_tasks_per_dag_stays_in_one_dag() -> None:
+    with DAG("render_small", schedule=None) as dag:
+        render_dbt_task_group(_wide_manifest(49), "redis://h:1/0", ["build"])
+    assert len(dag.task_dict) == 51 and not _node_dags("render_small")  # producer + 50 node tasks
+
+
+def test_a_larger_project_gets_node_dags_of_bounded_size() -> None:
+    with DAG("render_split", schedule=None, default_args={"retries": 2}, tags=["team"], max_active_runs=3) as dag:
+        group = render_dbt_task_group(_wide_manifest(120, folders=3), "redis://h:1/0", ["build"],
+                                      max_tasks_per_dag=30)
+    node_dags = _node_dags("render_split")
+    # folders f0..f2 of 40 models each: two chunks each; the seed in a DAG of its own
+    assert sorted(node_dags) == ["render_split.dbt.models_f0_01", "render_split.dbt.models_f0_02",
+                                 "render_split.dbt.models_f1_01", "render_split.dbt.models_f1_02",
+                                 "render_split.dbt.models_f2_01", "render_split.dbt.models_f2_02",
+                                 "render_split.dbt.seeds"]
+    assert all(len(d.tasks) <= 30 for d in node_dags.values())
+    assert sum(len(d.tasks) for d in node_dags.values()) == 121
+    # the rendering DAG: the producer (which starts the node DAGs' runs) and one task per node DAG
+    producer = dag.get_task("dbt.dbt_producer")
+    assert sorted(producer.node_dag_ids) == sorted(node_dags)
+    waiters = {t.task_id: t for t in dag.tasks if t.task_id.startswith("dbt.nodes_")}
+    assert len(waiters) == 7 and set(group.children) == {"dbt.dbt_producer", *waiters}
+    assert waiters["dbt.nodes_seeds"].unique_ids == ["seed.p.s"]
+    assert all(t.start_from_trigger and t.trigger_rule == "always" for t in waiters.values())
+    # node DAGs: unpaused, the parent's defaults and tags, no schedule
+    for node_dag in node_dags.values():
+        assert node_dag.is_paused_upon_creation is False and node_dag.schedule is None
+        assert node_dag.default_args == {"retries": 2} and set(node_dag.tags) == {"team", "dbtbus"}
+        assert node_dag.max_active_runs == 3
+    task = node_dags["render_split.dbt.models_f0_01"].get_task("m003")
+    assert isinstance(task, DbtNodeSensor) and task.retries == 2 and task.task_id == "m003"
+    kwargs = task.start_trigger_args.trigger_kwargs
+    assert kwargs["run_dag_id"] == "render_split" and kwargs["producer_task_id"] == "dbt.dbt_producer"
+    # dbt's edges inside a node DAG are edges; across node DAGs they are references for a re-run's wait
+    assert task.upstream_task_ids == set()  # m002 is in folder f2
+    assert kwargs["upstream_task_ids"] == ["render_split.dbt.models_f2_01/m002", "render_split.dbt.seeds/s_seed"]
+    m093 = node_dags["render_split.dbt.models_f0_02"].get_task("m093")  # folder chunks: 30 ids in order each
+    assert m093.start_trigger_args.trigger_kwargs["upstream_task_ids"] == [
+        "render_split.dbt.models_f2_02/m092", "render_split.dbt.seeds/s_seed"]
+
+
+def test_layout_can_be_forced_and_is_checked(shop_template: Path) -> None:
+    with DAG("render_forced", schedule=None) as dag:
+        render_dbt_task_group(shop_template / "target" / "manifest.json", "xcom://", ["build"], layout="split")
+    assert {t.task_id for t in dag.tasks} >= {"dbt.dbtbus_carrier", "dbt.dbt_producer"}
+    node_dags = _node_dags("render_forced")
+    assert node_dags and sum(len(d.tasks) for d in node_dags.values()) == 14
+    sensor = next(d for d in node_dags.values() if "stg_orders" in d.task_dict).get_task("stg_orders")
+    assert sensor.start_trigger_args.trigger_kwargs["carrier_task_id"] == "dbt.dbtbus_carrier"
+    with DAG("render_bad_layout", schedule=None), pytest.raises(ValueError, match="layout"):
+        render_dbt_task_group(_wide_manifest(3), "redis://h:1/0", ["build"], layout="mapped")  # type: ignore[arg-type]
+    with DAG("render_bad_mix", schedule=None), pytest.raises(ValueError, match="one_dag"):
+        render_dbt_task_group(_wide_manifest(3), "redis://h:1/0", ["build"], layout="split",
+                              sensors_after_producer=True)
+
+
+def test_node_dags_serialise_with_the_producers_dag_in_their_triggers() -> None:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("render_split_ser", schedule=None):
+        render_dbt_task_group(_wide_manifest(60), "redis://h:1/0", ["build"])
+    for node_dag in _node_dags("render_split_ser").values():
+        restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(node_dag))
+        for task in restored.tasks:
+            assert task.start_from_trigger
+            kwargs = str(task.start_trigger_args.trigger_kwargs)  # Airflow 3.3 keeps them encoded until used
+            assert "'run_dag_id'" in kwargs and "'render_split_ser'" in kwargs
