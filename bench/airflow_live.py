@@ -1,24 +1,34 @@
-"""Airflow under a real scheduler: bare ``dbt build`` vs dbtbus (Redis, XCom) vs cosmos watcher.
+"""Airflow under a real scheduler, at 50 to 1,000 models: bare ``dbt build`` vs dbtbus (Redis, XCom) vs cosmos.
 
-Not a test. Needs a virtualenv with apache-airflow 3, psycopg2-binary and asyncpg (``nox -s airflow_live``
+Not a test. Needs a virtualenv with apache-airflow 3, psycopg2-binary and asyncpg (``nox -s bench_airflow``
 builds one), PostgreSQL on 127.0.0.1:5432 (trust auth) and ``redis-server``; astronomer-cosmos is optional
 (``--cosmos``: it must be importable, it is never a dbtbus dependency). One deployment — api-server,
 scheduler (LocalExecutor, parallelism 4), dag-processor, triggerer, each its own process group, stopped at
-the end — runs every variant on the same generated project, alternating variants within each repeat:
+the end — runs every variant on the same generated project, alternating variants within each round:
 
+* ``shell``          — ``dbt build`` in a shell (a subprocess of this script), no Airflow at all;
 * ``bare``           — one PythonOperator running ``dbtRunner().invoke(["build", ...])``;
-* ``dbtbus-redis``   — ``render_dbt_task_group`` on a throw-away redis-server;
+* ``dbtbus-redis``   — ``render_dbt_task_group`` (its default layout) on a throw-away redis-server;
 * ``dbtbus-xcom``    — the same on ``xcom://?poll=0.2``;
-* ``cosmos-watcher`` — astronomer-cosmos ``DbtDag`` in ``ExecutionMode.WATCHER``;
+* ``cosmos-watcher`` — astronomer-cosmos ``DbtDag`` in ``ExecutionMode.WATCHER`` (``--cosmos-max`` models at most);
 * ``dbtbus-redis-failing`` — dbtbus on Redis on a copy of the project where the model with the most
   descendants fails: the time from the failure's publication (the node's ``finished_at`` in its record; the
   producer publishes it within milliseconds) to the failing task and every descendant's task being terminal.
 
-Per run: DAG wall (dag_run end − start), producer task, tail (DAG end − producer end), sensor tasks that
-ran on a worker (queued at least once), and the triggerer's RSS after the run. Several sizes share one
-deployment (``--models 50 200 --repeat 3 1``: 3 rounds at 50 models, 1 at 200).
+Per run: DAG wall (the DAG run's start to the end of the last of it and its node DAGs' runs), the producer
+task, the tail (that end − the producer's end), node tasks run on a worker, each node task's end − its
+node's ``finished_at`` on the bus (p50 / p95 / max), CPU seconds per Airflow component, the triggerer's CPU
+per node task and its peak RSS rise per process, and whether the run ended at all (a run that has not ended
+after ``--hang-after`` × the bare task's time is recorded as hung, a py-spy dump of the triggerer is saved,
+and the run is failed through the REST API so the next one can start). ``--soak SIZE:N`` adds N consecutive
+``dbtbus-redis`` runs at SIZE models (hung runs counted).
 
-    .nox/airflow_live/bin/python bench/airflow_live.py --models 50 200 --repeat 3 1 --cosmos --write docs/benchmarks.md
+    .nox/bench_airflow/bin/python bench/airflow_live.py --models 50 200 500 --repeat 3 2 1 --soak 200:10 500:10 \\
+        --cosmos --write docs/benchmarks.md
+    ... --large      # adds 1,000 models (one round, and --soak 1000:3 if asked)
+
+The JSON goes to ``bench/results/airflow_live.json``; the section of docs/benchmarks.md and its plot
+(``docs/benchmarks-airflow.svg``) are rendered from it (``--render-only`` re-renders without running).
 """
 
 from __future__ import annotations
@@ -105,49 +115,69 @@ DAG_FILES = {"bare": "bare", "dbtbus-redis": "redis", "dbtbus-xcom": "xcom", "db
 
 VARIANTS = {"bare": "bench_bare", "dbtbus-redis": "bench_dbtbus_redis", "dbtbus-xcom": "bench_dbtbus_xcom",
             "cosmos-watcher": "bench_cosmos", "dbtbus-redis-failing": "bench_dbtbus_redis_failing"}
-LABELS = {"bare": "bare `dbt build` (one PythonOperator)", "dbtbus-redis": "dbtbus, Redis",
-          "dbtbus-xcom": "dbtbus, XCom (`poll=0.2`)", "cosmos-watcher": "astronomer-cosmos watcher",
-          "dbtbus-redis-failing": "dbtbus, Redis, one model failing"}
+LABELS = {"shell": "`dbt build` in a shell", "bare": "bare `dbt build` (one PythonOperator)",
+          "dbtbus-redis": "dbtbus, Redis", "dbtbus-xcom": "dbtbus, XCom (`poll=0.2`)",
+          "cosmos-watcher": "astronomer-cosmos watcher", "dbtbus-redis-failing": "dbtbus, Redis, one model failing"}
+NOT_NODE_TASKS = ("producer", "carrier", "nodes_")
+PLOT = ROOT / "docs" / "benchmarks-airflow.svg"
 
 
-def _sum_over_tree(af: Deployment, name: str, measure: Any) -> float | None:
-    """``measure(process)`` summed over an Airflow component's process and its live descendants (None without
-    psutil, or when the component is gone); a descendant that ends meanwhile counts nothing."""
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def _tree(af: Deployment, name: str) -> list[Any]:
+    """An Airflow component's process and its live descendants (psutil), or [] when psutil or it is gone."""
     try:
         import psutil
     except ImportError:
-        return None
+        return []
     proc = af.procs.get(name)
     if proc is None:
-        return None
+        return []
     try:
         root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return None
-    total = 0.0
-    for p in tree:
-        with contextlib.suppress(psutil.Error):
-            total += measure(p)
-    return total
+        return []
 
 
-def _triggerer_rss(af: Deployment) -> int | None:
-    rss = _sum_over_tree(af, "triggerer", lambda p: p.memory_info().rss)
-    return None if rss is None else int(rss)
+def _cpu_seconds(af: Deployment) -> dict[str, float]:
+    """CPU seconds (user + system) each Airflow component has spent so far: its process and every live
+    descendant (the LocalExecutor's workers, the task processes they run), each counting the children it
+    reaped. A delta around one DAG run says who paid for it on this 2-core machine."""
+    spent: dict[str, float] = {}
+    for name in af.procs:
+        total = 0.0
+        for p in _tree(af, name):
+            with contextlib.suppress(Exception):
+                t = p.cpu_times()
+                total += float(t.user + t.system + t.children_user + t.children_system)
+        spent[name] = total
+    return spent
+
+
+def _triggerer_rss(af: Deployment) -> dict[int, int]:
+    """RSS of each process of the triggerer's tree (supervisor, trigger runner, log server), by pid."""
+    out: dict[int, int] = {}
+    for p in _tree(af, "triggerer"):
+        with contextlib.suppress(Exception):
+            out[p.pid] = int(p.memory_info().rss)
+    return out
 
 
 class _PeakSampler:
-    """The highest value ``read()`` returned, sampled every ``interval`` seconds on a thread while in the block."""
+    """The highest RSS of each triggerer process, sampled every ``interval`` seconds while in the block."""
 
-    def __init__(self, read: Any, interval: float = 0.25) -> None:
-        self.read, self.interval, self.value = read, interval, 0
+    def __init__(self, af: Deployment, interval: float = 0.25) -> None:
+        self.af, self.interval = af, interval
+        self.peak: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self.value = max(self.value, self.read() or 0)
+            for pid, rss in _triggerer_rss(self.af).items():
+                self.peak[pid] = max(self.peak.get(pid, 0), rss)
 
     def __enter__(self) -> _PeakSampler:
         self._thread.start()
@@ -158,112 +188,266 @@ class _PeakSampler:
         self._thread.join()
 
 
-def _cpu_seconds(af: Deployment) -> dict[str, float]:
-    """CPU seconds (user + system) each Airflow component has spent so far: its process and every live
-    descendant (the LocalExecutor's workers, the task processes they run), each counting the children it
-    reaped. A delta around one DAG run says who paid for it on this 2-core machine."""
-
-    def cpu(p: Any) -> float:
-        t = p.cpu_times()
-        return float(t.user + t.system + t.children_user + t.children_system)
-
-    spent = {name: _sum_over_tree(af, name, cpu) for name in af.procs}
-    return {name: value for name, value in spent.items() if value is not None}
+# ---------------------------------------------------------------------------------------------- one run
 
 
-def _published_at(redis_url: str, dag_id: str, run_id: str, unique_id: str) -> float | None:
-    """When the failing node's record says dbt finished it (the producer publishes it at once)."""
+def _node_dags(af: Deployment, dag_id: str) -> list[str]:
+    return [str(r[0]) for r in af.query("select dag_id from dag where dag_id like %s", f"{dag_id}.%")]
+
+
+def _node_tasks(af: Deployment, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Node task name (``m003``, ``raw_seed``) → its TaskState, from the DAG and its node DAGs."""
+    out = {k.rsplit(".", 1)[-1]: t for k, t in af.tasks(dag_id, run_id).items()
+           if not any(part in k for part in NOT_NODE_TASKS)}
+    for node_dag in _node_dags(af, dag_id):
+        out.update(af.tasks(node_dag, run_id))
+    return out
+
+
+def _wait_all(af: Deployment, dag_id: str, run_id: str, deadline: float) -> tuple[str | None, list[str]]:
+    """The DAG run's state once it and its node DAG runs ended (None: not by ``deadline``), and what hung."""
+    pending = [dag_id]
+    while time.monotonic() < deadline:
+        af.check_alive()
+        pending = [d for d in [dag_id, *_node_dags(af, dag_id)]
+                   if af.dag_run_state(d, run_id) not in ("success", "failed")]
+        if not pending:
+            return af.dag_run_state(dag_id, run_id), []
+        time.sleep(0.5)
+    return None, pending
+
+
+def _py_spy_dump(af: Deployment, path: Path) -> None:
+    spy = shutil.which("py-spy") or str(BIN / "py-spy")
+    if not Path(spy).exists():
+        return
+    dumps = []
+    for p in _tree(af, "triggerer"):
+        proc = subprocess.run([spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True, check=False)
+        dumps.append(f"=== pid {p.pid}\n{proc.stdout}{proc.stderr}")
+    path.write_text("\n".join(dumps))
+
+
+def _give_up(af: Deployment, dag_id: str, run_id: str, hung: list[str]) -> None:
+    """Fail what hung through the REST API, so the next run can start (max_active_runs=1)."""
+    for d in hung:
+        with contextlib.suppress(Exception):
+            af._http("PATCH", f"/api/v2/dags/{d}/dagRuns/{run_id}", {"state": "failed"})
+
+
+def _records(redis_url: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The node results of the run on the bus, by unique id."""
     import anyio
 
     import dbtbus
     from dbtbus.airflow import dbtbus_run_id
 
-    async def look() -> float | None:
+    async def look() -> dict[str, Any]:
         async with dbtbus.connect(redis_url) as bus:
-            outcome = await bus.outcome(dbtbus_run_id(dag_id, run_id, -1, "dbt"), unique_id, timeout=0)
-        finished = getattr(outcome.record, "finished_at", None)
-        return finished.timestamp() if finished is not None else None
+            state = await bus.run_state(dbtbus_run_id(dag_id, run_id, -1, "dbt"))
+        return dict(state.results)
 
-    return anyio.run(look)
+    result: dict[str, Any] = anyio.run(look)
+    return result
 
 
-def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redis_url: str) -> dict[str, Any]:
+def _uid(task: str) -> str:
+    return "seed.gen.raw" if task == "raw_seed" else f"model.gen.{task}"
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]  # noqa: E731
+    return {"p50": round(pick(0.5), 2), "p95": round(pick(0.95), 2), "max": round(ordered[-1], 2)}
+
+
+def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redis_url: str, work: Path,
+        hang_after: float) -> dict[str, Any]:
     dag_id = f"{VARIANTS[variant]}_{models}"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     cpu_before = _cpu_seconds(af)
     rss_before = _triggerer_rss(af)
-    with _PeakSampler(lambda: _triggerer_rss(af)) as peak:
+    with _PeakSampler(af) as peak:
         af.trigger(dag_id, run_id)
-        state = af.wait_run(dag_id, run_id, timeout=1200)
+        state, hung = _wait_all(af, dag_id, run_id, time.monotonic() + hang_after)
+    out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "hung": bool(hung)}
+    if hung:
+        dump = work / f"hung-{dag_id}-{run_id}.txt"
+        _py_spy_dump(af, dump)
+        out["hung_dags"], out["py_spy_dump"] = hung, str(dump)
+        _give_up(af, dag_id, run_id, hung)
+        _wait_all(af, dag_id, run_id, time.monotonic() + 120)
     cpu_after = _cpu_seconds(af)
     start, end = af.dag_run_times(dag_id, run_id)
+    ends = [end] + [af.dag_run_times(d, run_id)[1] for d in _node_dags(af, dag_id)]
     tasks = af.tasks(dag_id, run_id)
     producer = next((t for k, t in tasks.items() if "producer" in k), None)
-    sensors = [t for k, t in tasks.items() if "producer" not in k and "carrier" not in k]
-    assert start is not None and end is not None
-    out: dict[str, Any] = {"variant": variant, "models": models, "state": state, "dag_wall": end - start,
-                           "sensors": len(sensors), "sensor_worker_runs": sum(1 for t in sensors if t.queued),
-                           "triggerer_rss": _triggerer_rss(af),
-                           "triggerer_rss_rise": (peak.value - rss_before) if peak.value and rss_before else None,
-                           "cpu": {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}}
+    nodes = _node_tasks(af, dag_id, run_id)
+    out.update({"state": state, "node_dags": len(_node_dags(af, dag_id)), "node_tasks": len(nodes),
+                "node_worker_runs": sum(1 for t in nodes.values() if t.queued),
+                "cpu": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after if k in cpu_before},
+                "triggerer_rss_before": sum(rss_before.values()),
+                "triggerer_rss_rise": {str(pid): peak.peak[pid] - rss_before.get(pid, 0) for pid in peak.peak},
+                "triggerer_rss_after": sum(_triggerer_rss(af).values())})
+    if start is not None and None not in ends:
+        out["dag_wall"] = max(e for e in ends if e is not None) - start
     if producer is not None and producer.start is not None and producer.end is not None:
         out["producer"] = producer.end - producer.start
-        out["tail"] = end - producer.end
-    if variant == "dbtbus-redis-failing":
-        published = _published_at(redis_url, dag_id, run_id, failing["unique_id"])
-        doomed = [tasks.get(f"dbt.{name}") for name in [failing["name"], *failing["descendants"]]]
-        ends = [t.end for t in doomed if t is not None and t.end is not None]
-        out["doomed_tasks"], out["doomed_terminal"] = len(doomed), len(ends)
-        if published is not None and len(ends) == len(doomed):
-            out["failure_to_terminal"] = max(ends) - published
-            out["doomed_before_producer_end"] = bool(producer and producer.end and max(ends) <= producer.end)
+        if "dag_wall" in out:
+            out["tail"] = start + out["dag_wall"] - producer.end
+    if variant.startswith("dbtbus-redis") and nodes:
+        records = _records(redis_url, dag_id, run_id)
+        lag = [t.end - records[_uid(name)].finished_at.timestamp() for name, t in nodes.items()
+               if t.end is not None and _uid(name) in records and records[_uid(name)].finished_at is not None
+               and records[_uid(name)].status.is_success]
+        out["outcome_lag"] = _percentiles(lag)
+        if variant == "dbtbus-redis-failing":
+            published = records.get(failing["unique_id"])
+            doomed = [nodes.get(name) for name in [failing["name"], *failing["descendants"]]]
+            done = [t.end for t in doomed if t is not None and t.end is not None]
+            out["doomed_tasks"], out["doomed_terminal"] = len(doomed), len(done)
+            if published is not None and published.finished_at is not None and len(done) == len(doomed):
+                out["failure_to_terminal"] = max(done) - published.finished_at.timestamp()
+                out["doomed_before_producer_end"] = bool(producer and producer.end and max(done) <= producer.end)
     return out
 
 
-def _median(values: list[float]) -> str:
+def shell(project: Path, models: int) -> dict[str, Any]:
+    """``dbt build`` in a shell, no Airflow: the floor every variant is compared with too."""
+    import psutil
+
+    before = psutil.Process().cpu_times()
+    began = time.monotonic()
+    proc = subprocess.run([str(BIN / "dbt"), "build", "--project-dir", str(project), "--profiles-dir", str(project),
+                           "--quiet"], capture_output=True, text=True, check=False, cwd=project,
+                          env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
+    wall = time.monotonic() - began
+    after = psutil.Process().cpu_times()
+    cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    return {"variant": "shell", "models": models, "state": "success" if proc.returncode == 0 else "failed",
+            "dag_wall": wall, "cpu": {"dbt": round(cpu, 2)}, "hung": False}
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+def _med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _median(values: list[float], unit: str = " s", digits: int = 1) -> str:
     if not values:
         return "–"
     mid = statistics.median(values)
-    return f"{mid:.1f} s" if len(values) == 1 else f"{mid:.1f} s ({min(values):.1f}–{max(values):.1f})"
+    text = f"{mid:.{digits}f}{unit}"
+    return text if len(values) == 1 else f"{text} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def _per_task_ms(run: dict[str, Any]) -> float | None:
+    tasks = run.get("node_tasks") or 0
+    cpu = (run.get("cpu") or {}).get("triggerer")
+    return None if not tasks or cpu is None else cpu * 1000 / tasks
+
+
+def _rss_rise(run: dict[str, Any]) -> float:
+    return sum(max(v, 0) for v in (run.get("triggerer_rss_rise") or {}).values()) / 2**20
+
+
+def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per size, the figures the goals are judged on (medians over the rounds, soak runs included)."""
+    rows = []
+    for size in results["sizes"]:
+        runs = [r for r in size["runs"] if not r.get("hung")]
+        def of(variant: str, key: str, runs: list[dict[str, Any]] = runs) -> list[float]:
+            return [r[key] for r in runs if r["variant"] == variant and r.get(key) is not None]
+        bare, sh = _med(of("bare", "dag_wall")), _med(of("shell", "dag_wall"))
+        row: dict[str, Any] = {"models": size["models"], "bare": bare, "shell": sh}
+        for variant in ("dbtbus-redis", "dbtbus-xcom", "cosmos-watcher"):
+            wall = _med(of(variant, "dag_wall"))
+            row[variant] = {
+                "wall": wall, "ratio": wall / bare if wall and bare else None,
+                "ratio_shell": wall / sh if wall and sh else None,
+                "tail": _med(of(variant, "tail")),
+                "worker_runs": max(of(variant, "node_worker_runs") or [0]),
+                "node_tasks": max(of(variant, "node_tasks") or [0]),
+                "trig_ms": _med([v for r in runs if r["variant"] == variant if (v := _per_task_ms(r)) is not None]),
+                "rss_rise_mb": _med([_rss_rise(r) for r in runs if r["variant"] == variant]),
+                "scheduler_cpu": _med([r["cpu"].get("scheduler", 0) for r in runs if r["variant"] == variant]),
+                "processor_cpu": _med([r["cpu"].get("dag-processor", 0) for r in runs if r["variant"] == variant]),
+                "lag_p95": _med([r["outcome_lag"]["p95"] for r in runs if r["variant"] == variant
+                                 and r.get("outcome_lag")]),
+                "lag_max": max([r["outcome_lag"]["max"] for r in runs if r["variant"] == variant
+                                and r.get("outcome_lag")] or [0]) or None,
+            }
+        row["failure_to_terminal"] = _med(of("dbtbus-redis-failing", "failure_to_terminal"))
+        hung = [r for r in size["runs"] if r["variant"].startswith("dbtbus") and r.get("hung")]
+        ran = [r for r in size["runs"] if r["variant"].startswith("dbtbus")]
+        row["hung"], row["dbtbus_runs"] = len(hung), len(ran)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
 
 
 def render(results: dict[str, Any]) -> str:
     cosmos = f" astronomer-cosmos {results['cosmos']};" if results.get("cosmos") else ""
+    rows = summary(results)
     lines = [
         SECTION, "",
         f"`bench/airflow_live.py`: one Airflow {results['airflow']} deployment (api-server, scheduler with "
         f"LocalExecutor and parallelism 4, dag-processor, triggerer; PostgreSQL metadata DB) on "
         f"{results['machine']}, measured {results['measured_at']};{cosmos} variants alternating within each "
-        "round. Median (min–max) over the rounds. The triggerer's RSS is its whole process tree after the run "
-        "(it grows with the runs before it).", "",
+        "round; dbtbus in `render_dbt_task_group`'s default layout (node tasks in the DAG up to 50 nodes, "
+        "in node DAGs of at most 50 beyond). DAG wall runs from the DAG run's start to the end of the last of "
+        "it and its node DAGs' runs. Medians (min–max) over the rounds.", "",
+        "### At every size", "",
+        "| models | bare task | shell | dbtbus Redis ÷ bare | ÷ shell | tail | failure → descendants terminal "
+        "| node task ends after its node (p95 / max) | triggerer CPU per node task | triggerer peak RSS rise "
+        "| scheduler + workers CPU | dag-processor CPU | node tasks on a worker | hung runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for row in rows:
+        r = row["dbtbus-redis"]
+        lines.append(
+            f"| {row['models']} | {_fmt(row['bare'], '.1f')} s | {_fmt(row['shell'], '.1f')} s "
+            f"| **{_fmt(r['ratio'], '.2f')}×** | {_fmt(r['ratio_shell'], '.2f')}× | {_fmt(r['tail'], '.1f')} s "
+            f"| {_fmt(row['failure_to_terminal'], '.1f')} s | {_fmt(r['lag_p95'], '.1f')} / "
+            f"{_fmt(r['lag_max'], '.1f')} s | {_fmt(r['trig_ms'], '.0f')} ms | {_fmt(r['rss_rise_mb'], '.0f')} MB "
+            f"| {_fmt(r['scheduler_cpu'], '.0f')} s | {_fmt(r['processor_cpu'], '.0f')} s "
+            f"| {r['worker_runs']} of {r['node_tasks']} | {row['hung']} of {row['dbtbus_runs']} |")
+    lines += ["", f"![Airflow cost against project size]({PLOT.name})", ""]
     for size in results["sizes"]:
         runs = size["runs"]
-        bare = [r["dag_wall"] for r in runs if r["variant"] == "bare"]
+        bare = [r["dag_wall"] for r in runs if r["variant"] == "bare" and "dag_wall" in r]
+        soak = size.get("soak", 0)
         lines += [
-            f"### {size['models']} models ({size['nodes']} dbt nodes), {size['repeat']} round(s)", "",
-            "| | DAG run wall | ÷ bare | producer task | DAG end − producer end | sensors run on a worker |"
-            " triggerer RSS |",
-            "|---|---|---|---|---|---|---|",
+            f"### {size['models']} models ({size['nodes']} dbt nodes), {size['repeat']} round(s)"
+            + (f" + {soak} soak runs" if soak else ""), "",
+            "| | DAG wall | ÷ bare | producer task | tail | node tasks on a worker | triggerer CPU / node task "
+            "| triggerer peak RSS rise |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for variant in VARIANTS:
-            mine = [r for r in runs if r["variant"] == variant]
+        for variant in ("shell", *VARIANTS):
+            mine = [r for r in runs if r["variant"] == variant and "dag_wall" in r and not r.get("hung")]
             if not mine or variant == "dbtbus-redis-failing":
                 continue
             walls = [r["dag_wall"] for r in mine]
             ratio = f"{statistics.median(walls) / statistics.median(bare):.2f}×" if bare else "–"
-            rss = [r["triggerer_rss"] for r in mine if r.get("triggerer_rss")]
             green = all(r["state"] == "success" for r in mine)
-            rss_text = f"{statistics.median(rss) / 2**20:.0f} MiB" if rss else "–"
-            worker_runs = max(r["sensor_worker_runs"] for r in mine)
-            sensors = "–" if variant == "bare" else f"{worker_runs} of {mine[0]['sensors']}"
-            tail = "–" if variant == "bare" else _median([r["tail"] for r in mine if "tail" in r])
+            per_task = [v for r in mine if (v := _per_task_ms(r)) is not None]
+            node = "–" if variant in ("shell", "bare") else (
+                f"{max(r.get('node_worker_runs', 0) for r in mine)} of {mine[0].get('node_tasks', 0)}")
             lines.append(
-                f"| {LABELS[variant]}{'' if green else ' (**not all green**)'} | {_median(walls)} | {ratio} | "
-                f"{_median([r['producer'] for r in mine if 'producer' in r])} | {tail} | {sensors} | {rss_text} |"
-            )
-        lines += _cost_table(runs)
-        failing = [r for r in runs if r["variant"] == "dbtbus-redis-failing"]
+                f"| {LABELS[variant]}{'' if green else ' (**not all green**)'} | {_median(walls)} | {ratio} "
+                f"| {_median([r['producer'] for r in mine if 'producer' in r])} "
+                f"| {'–' if variant in ('shell', 'bare') else _median([r['tail'] for r in mine if 'tail' in r])} "
+                f"| {node} | {_median(per_task, ' ms', 0) if variant not in ('shell', 'bare') else '–'} "
+                f"| {_median([_rss_rise(r) for r in mine], ' MB', 0) if variant not in ('shell', 'bare') else '–'} |")
+        failing = [r for r in runs if r["variant"] == "dbtbus-redis-failing" and not r.get("hung")]
         if failing:
             pick = size["failing"]
             times = [r["failure_to_terminal"] for r in failing if "failure_to_terminal" in r]
@@ -275,34 +459,64 @@ def render(results: dict[str, Any]) -> str:
                 f"failure's publication to its task and all its descendants' tasks terminal: **{_median(times)}**"
                 + ("" if complete else " (**some never ended**)")
                 + (", every one of them before the producer task ended" if during else "")
-                + f"; the DAG run ended `{failing[0]['state']}` after {_median([r['dag_wall'] for r in failing])}.",
+                + f"; the DAG run ended `{failing[0]['state']}`.",
             ]
+        hung = [r for r in runs if r.get("hung")]
+        if hung:
+            lines += ["", "Hung runs: " + "; ".join(f"{r['variant']} {r['run_id']} ({', '.join(r['hung_dags'])})"
+                                                    for r in hung) + "."]
         lines.append("")
+    if results.get("cosmos_max"):
+        lines += [f"cosmos watcher ran up to {results['cosmos_max']} models only: above that one worker run per "
+                  "consumer makes a round take longer than the rest of the benchmark together.", ""]
     return "\n".join(lines)
 
 
-def _cost_table(runs: list[dict[str, Any]]) -> list[str]:
-    """Who paid for each variant on the shared machine: CPU seconds per Airflow component during the DAG run
-    (medians; dbt runs in a task process under the scheduler's LocalExecutor), and the triggerer's peak RSS
-    rise during the run per sensor."""
-    if not any(r.get("cpu") for r in runs):
-        return []
-    lines = ["", "| | CPU: scheduler + its workers (dbt) | triggerer | dag-processor | api-server "
-             "| triggerer peak RSS rise per sensor |", "|---|---|---|---|---|---|"]
-    for variant in VARIANTS:
-        mine = [r for r in runs if r["variant"] == variant and r.get("cpu")]
-        if not mine:
-            continue
+def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
+    """The summary against project size (matplotlib; None without it)."""
+    try:
+        import matplotlib
 
-        def cpu(name: str, mine: list[dict[str, Any]] = mine) -> str:
-            values = [r["cpu"][name] for r in mine if name in r["cpu"]]
-            return f"{statistics.median(values):.1f} s" if values else "–"
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = summary(results)
+    if not rows:
+        return None
+    plt.rcParams["svg.hashsalt"] = "dbtbus"
+    models = [r["models"] for r in rows]
+    panels = [
+        ("DAG wall ÷ bare task", "ratio", 1.3, ""),
+        ("tail after the producer (s)", "tail", 3.0, ""),
+        ("triggerer CPU per node task (ms)", "trig_ms", 10.0, ""),
+        ("triggerer peak RSS rise (MB)", "rss_rise_mb", 100.0, ""),
+    ]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(20, 4))
+    for ax, (title, key, goal, _) in zip(axes, panels, strict=False):
+        for variant, colour in (("dbtbus-redis", "tab:red"), ("dbtbus-xcom", "tab:blue")):
+            ys = [r[variant][key] for r in rows]
+            ax.plot(models, [y if y is not None else float("nan") for y in ys], "-o", color=colour, label=variant)
+        ax.axhline(goal, color="grey", linestyle=":", label="goal")
+        ax.set_title(title)
+        ax.set_xlabel("models")
+        ax.set_xscale("log")
+        ax.set_xticks(models, [str(m) for m in models])
+        ax.legend(fontsize=7)
+    ax = axes[-1]
+    ys = [r["failure_to_terminal"] for r in rows]
+    ax.plot(models, [y if y is not None else float("nan") for y in ys], "-o", color="tab:red")
+    ax.axhline(3.0, color="grey", linestyle=":")
+    ax.set_title("failure → descendants terminal (s)")
+    ax.set_xscale("log")
+    ax.set_xticks(models, [str(m) for m in models])
+    fig.tight_layout()
+    fig.savefig(out, format="svg")
+    plt.close(fig)
+    return out
 
-        rises = [r["triggerer_rss_rise"] / r["sensors"] for r in mine if r.get("triggerer_rss_rise") and r["sensors"]]
-        rise = f"{statistics.median(rises) / 1024:.0f} KB" if rises else "–"
-        lines.append(f"| {LABELS[variant]} | {cpu('scheduler')} | {cpu('triggerer')} | {cpu('dag-processor')} "
-                     f"| {cpu('api-server')} | {rise} |")
-    return lines
+
+# ---------------------------------------------------------------------------------------------- main
 
 
 def _failing_pick(project: Any) -> dict[str, Any]:
@@ -345,21 +559,43 @@ def _version(dist: str) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", type=int, nargs="+", default=[50])
+    parser.add_argument("--models", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--large", action="store_true", help="add 1,000 models (one round)")
     parser.add_argument("--repeat", type=int, nargs="+", default=[1],
                         help="rounds per size, in the order of --models (the last one repeats)")
     parser.add_argument("--variants", nargs="*",
-                        default=["bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing"])
+                        default=["shell", "bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing"])
     parser.add_argument("--cosmos", action="store_true", help="add cosmos-watcher (astronomer-cosmos importable)")
+    parser.add_argument("--cosmos-max", type=int, default=200, help="cosmos only up to this many models")
+    parser.add_argument("--soak", nargs="*", default=[], metavar="SIZE:N",
+                        help="N more consecutive dbtbus-redis runs at SIZE models (hung runs counted)")
+    parser.add_argument("--hang-after", type=float, default=4.0,
+                        help="a run not ended after this many times the bare task's time is hung")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "airflow_live.json")
     parser.add_argument("--write", type=Path, help="replace the section in this markdown file")
+    parser.add_argument("--render-only", action="store_true", help="render the page from --json, run nothing")
     args = parser.parse_args()
-    variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else [])
+    if args.render_only:
+        results = json.loads(args.json.read_text())
+    else:
+        results = _run(args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    text = render(results)
+    print(text)
+    plot(results)
+    if args.write:
+        replace_doc_section(args.write, SECTION, text)
 
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes_wanted = list(args.models) + ([1000] if args.large and 1000 not in args.models else [])
+    soak = {int(k): int(v) for k, v in (item.split(":") for item in args.soak)}
+    variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else [])
     from dbtbus.testing.redis_server import RedisServer
 
     work = Path(tempfile.mkdtemp(prefix="af-live-bench-")).resolve()
-    prepared = {models: _prepare(work, models) for models in args.models}
+    prepared = {models: _prepare(work, models) for models in sizes_wanted}
     sizes: list[dict[str, Any]] = []
     with RedisServer() as redis:
         env = {"DBTBUS_BENCH_REDIS": redis.url}
@@ -368,35 +604,48 @@ def main() -> None:
         with Deployment(home, BIN, env) as af:
             for models, (project, _, failing_path) in prepared.items():
                 for variant in variants:
+                    if variant == "shell":
+                        continue
                     which = DAG_FILES[variant]
                     (af.dags / f"dbtbus_bench_{models}_{which}.py").write_text(DAG_FILE.format(
                         which=which, models=models, project=str(project.path), failing=str(failing_path)))
-            for index, models in enumerate(args.models):
+            for index, models in enumerate(sizes_wanted):
                 project, failing, _ = prepared[models]
-                rounds = args.repeat[min(index, len(args.repeat) - 1)]
+                rounds = 1 if models == 1000 and models not in args.models else \
+                    args.repeat[min(index, len(args.repeat) - 1)]
                 runs: list[dict[str, Any]] = []
+                expected = 30.0 + models * 0.2  # until the first bare run says better
                 for round_ in range(rounds):
                     for variant in variants:
-                        result = one(af, variant, models, failing, redis.url)
-                        result["repeat"] = round_
+                        if variant == "cosmos-watcher" and models > args.cosmos_max:
+                            continue
+                        if variant == "shell":
+                            result = shell(project.path, models)
+                        else:
+                            result = one(af, variant, models, failing, redis.url, work,
+                                         hang_after=max(120.0, args.hang_after * expected))
+                        if variant == "bare" and result.get("dag_wall"):
+                            expected = result["dag_wall"]
+                        result["round"] = round_
                         print(json.dumps(result), flush=True)
                         runs.append(result)
+                for n in range(soak.get(models, 0)):
+                    result = one(af, "dbtbus-redis", models, failing, redis.url, work,
+                                 hang_after=max(120.0, args.hang_after * expected))
+                    result["soak"] = n
+                    print(json.dumps(result), flush=True)
+                    runs.append(result)
                 sizes.append({"models": models, "nodes": len(project.nodes), "repeat": rounds, "runs": runs,
-                              "failing": failing})
+                              "failing": failing, "soak": soak.get(models, 0)})
     from importlib.metadata import version
 
-    results = {"sizes": sizes, "airflow": version("apache-airflow"),
-               "cosmos": _version("astronomer-cosmos") if args.cosmos else None,
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-               "load_average_at_end": list(os.getloadavg()),
-               "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    text = render(results)
-    print(text)
-    if args.write:
-        replace_doc_section(args.write, SECTION, text)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work / "airflow-home", ignore_errors=True)
+    return {"sizes": sizes, "airflow": version("apache-airflow"),
+            "cosmos": _version("astronomer-cosmos") if args.cosmos else None,
+            "cosmos_max": args.cosmos_max if args.cosmos else None,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+            "load_average_at_end": list(os.getloadavg()),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["DAG_RUN_DONE", "dag_run_state", "start_dag_runs"]
+__all__ = ["DAG_RUN_DONE", "dag_run_state", "start_dag_runs", "wait_until_waiting"]
 
 #: DAG run states after which a run changes no more.
 DAG_RUN_DONE: Final = frozenset({"success", "failed"})
@@ -50,6 +50,43 @@ def start_dag_runs(dag_ids: Sequence[str], run_id: str, conf: Mapping[str, Any],
             continue
         outcome[dag_id] = "started"
     return outcome
+
+
+def wait_until_waiting(dag_ids: Sequence[str], run_id: str, timeout: float, log: Any) -> float:
+    """Wait until every task of the node DAGs' runs ``run_id`` has left ``None`` (deferred, in the
+    triggerer's hands, or already done), at most ``timeout`` seconds; return how long it took.
+
+    A node DAG's run starts when the producer does, where the rendering DAG's own tasks are deferred from its
+    first moment: without this wait dbt's first nodes finish before their tasks wait, and those tasks end
+    seconds after their nodes instead of at once. A run that never gets there (a paused node DAG, a
+    scheduler at its limits) delays dbt by ``timeout`` at most, said in the log.
+    """
+    import time
+
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from ..backends.xcom import TaskSdkXComApi
+
+    began = time.monotonic()
+    pending = list(dag_ids)
+    while pending and time.monotonic() - began < timeout:
+        still = []
+        for dag_id in pending:
+            try:
+                with TaskSdkXComApi.comms_lock():
+                    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
+            except Exception:
+                states = {}
+            if not states or any(state is None for state in states.values()):
+                still.append(dag_id)
+        pending = still
+        if pending:
+            time.sleep(0.2)
+    waited = time.monotonic() - began
+    if pending:
+        log.warning("dbtbus: after %.0f s the tasks of %s are not waiting yet; dbt starts all the same (their "
+                    "tasks end once they start waiting)", waited, ", ".join(pending))
+    return waited
 
 
 def dag_run_state(dag_id: str, run_id: str) -> str | None:

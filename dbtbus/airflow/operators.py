@@ -74,7 +74,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
 
     ``node_dag_ids``: the DAGs holding the node tasks in the split layout of
     :func:`~dbtbus.airflow.render_dbt_task_group`; the producer starts their runs, with its own run's id,
-    before dbt starts (a run that exists already, from an earlier try, is left as it is).
+    and starts dbt once their tasks wait in the triggerer (``node_dag_wait`` seconds at most), so no node
+    finishes before its task waits for it. A run that exists already (an earlier try's) is left as it is.
 
     **memray.** ``memray_output`` (templated) profiles dbt's memory into that file: in the task's process
     for ``in_process``, under ``memray run`` in dbt's own interpreter for ``subprocess`` (memray installed
@@ -110,6 +111,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         fail_on_dbt_failure: bool = True,
         memray_output: str | None = None,
         node_dag_ids: Sequence[str] = (),
+        node_dag_wait: float = 20.0,
         **kwargs: Any,
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
@@ -133,6 +135,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.fail_on_dbt_failure = fail_on_dbt_failure
         self.memray_output = memray_output
         self.node_dag_ids = list(node_dag_ids)
+        self.node_dag_wait = node_dag_wait
 
     def _resume_excludes(self, url: str, run_id: str) -> list[str]:
         """What this attempt leaves out: ``RunState.resume_excludes()`` of the run as the bus holds it."""
@@ -160,11 +163,13 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         url = bus_url_for(self.bus_url, self.bus_conn_id, ti, self.carrier_task_id)
         attempt = int(getattr(ti, "try_number", 1) or 1)
         if self.node_dag_ids:
-            from ._dag_runs import start_dag_runs
+            from ._dag_runs import start_dag_runs, wait_until_waiting
 
             started = start_dag_runs(self.node_dag_ids, ti.run_id, {"dbtbus_run_id": run_id}, self.log)
-            self.log.info("dbtbus: the node DAGs' runs %s: %s", ti.run_id,
-                          ", ".join(f"{dag_id} {how}" for dag_id, how in started.items()))
+            waited = wait_until_waiting([d for d, how in started.items() if how in ("started", "existed")],
+                                        ti.run_id, self.node_dag_wait, self.log)
+            self.log.info("dbtbus: the node DAGs' runs %s (their tasks waiting after %.1f s): %s", ti.run_id,
+                          waited, ", ".join(f"{dag_id} {how}" for dag_id, how in started.items()))
         producer = Producer(url, run_id, heartbeat_interval=self.heartbeat_interval, attempt=attempt,
                             retention=self.retention, memray_output=self.memray_output or None)
         args = list(self.dbt_args)

@@ -100,6 +100,9 @@ class Deployment:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # A triggerer whose heartbeat is older than this loses its triggers to another (default 30 s):
+            # the triggerer-death scenarios wait one threshold.
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "15",
             "DO_NOT_TRACK": "1",
             "SCARF_NO_ANALYTICS": "true",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -136,13 +139,41 @@ class Deployment:
         if migrate.returncode != 0:
             raise DeploymentError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-4000:]}")
         for name in _PROCESSES:
-            log = open(self.home / f"{name}.out", "wb")  # noqa: SIM115 - closed with the process
-            self.procs[name] = subprocess.Popen(
-                [str(self.bin / "airflow"), name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home),
-            )
-            log.close()
+            self.start_process(name)
         self._wait_healthy(timeout=240)
+
+    def start_process(self, name: str, command: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow <command>`` (default: ``name``) as process ``name``, in a process group of its own."""
+        log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [str(self.bin / "airflow"), command or name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home),
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def kill_process(self, name: str) -> None:
+        """SIGKILL process ``name``'s whole group (a triggerer: its supervisor and its trigger runner)."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def signal_process(self, name: str, sig: int) -> None:
+        """Send ``sig`` to process ``name``'s group (SIGSTOP freezes it whole, SIGCONT thaws it)."""
+        os.killpg(self.procs[name].pid, sig)
+
+    def wait_triggerers(self, healthy: int, timeout: float = 120) -> None:
+        """Wait until ``healthy`` triggerers heartbeat (the metadata DB's ``job`` table)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.query("select count(*) from job where job_type = 'TriggererJob' and state = 'running' "
+                              "and latest_heartbeat > now() - interval '10 seconds'")
+            if rows and int(rows[0][0]) >= healthy:
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"{healthy} triggerer(s) never heartbeat in {timeout:.0f} s\n{self.tails()}")
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -168,7 +199,7 @@ class Deployment:
 
     def tails(self, lines: int = 30) -> str:
         out = []
-        for name in _PROCESSES:
+        for name in sorted({*_PROCESSES, *self.procs}):
             path = self.home / f"{name}.out"
             if path.exists():
                 text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -228,11 +259,11 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
+            errors = self._http("GET", "/api/v2/importErrors")
+            if errors and errors.get("import_errors"):
+                raise DeploymentError(f"DAG import errors: {errors['import_errors']}")
             with contextlib.suppress(DeploymentError):
                 self._http("GET", f"/api/v2/dags/{dag_id}")
-                errors = self._http("GET", "/api/v2/importErrors")
-                if errors and errors.get("import_errors"):
-                    raise DeploymentError(f"DAG import errors: {errors['import_errors']}")
                 return
             time.sleep(1)
         raise DeploymentError(f"DAG {dag_id} was not parsed in {timeout:.0f} s\n{self.tails()}")

@@ -49,17 +49,20 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
-def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated 12-model project (absolute paths), one gated model, one slow Python model; parsed once."""
+#: The scale scenarios' project: what render_dbt_task_group splits into node DAGs by default.
+SCALE_MODELS = 200
+
+
+def _gated_project(path: Path, models: int, *, slow: bool) -> Path:
+    """A generated project (absolute paths) whose model GATED reads the ``gate`` var's CSV; parsed once."""
     from dbtbus.testing.projects import generate_project
 
-    path = tmp_path_factory.mktemp("live-project").resolve()
-    generate_project(path, models=12, tests_per_model=1, threads=4)
+    generate_project(path, models=models, tests_per_model=1, threads=4)
     gated = path / "models" / f"{GATED}.sql"
     gate = "\nwhere exists (select 1 from read_csv_auto('{{ var(\"gate\") }}'))\n"
     gated.write_text(gated.read_text().rstrip() + gate)
-    (path / "models" / "slow.py").write_text(SLOW_PY.format(flag=str(path / "slow.flag")))
+    if slow:
+        (path / "models" / "slow.py").write_text(SLOW_PY.format(flag=str(path / "slow.flag")))
     proc = subprocess.run([str(BIN / "dbt"), "parse", "--project-dir", str(path), "--profiles-dir", str(path)],
                           capture_output=True, text=True, cwd=path, check=False,
                           env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"})
@@ -68,6 +71,18 @@ def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = json.loads((path / "manifest.render.json").read_text())
     assert manifest["metadata"]["project_name"] == "gen"
     return path
+
+
+@pytest.fixture(scope="session")
+def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated 12-model project, one gated model, one slow Python model."""
+    return _gated_project(tmp_path_factory.mktemp("live-project").resolve(), 12, slow=True)
+
+
+@pytest.fixture(scope="session")
+def scale_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated SCALE_MODELS-model project with the same gated model."""
+    return _gated_project(tmp_path_factory.mktemp("scale-project").resolve(), SCALE_MODELS, slow=False)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +96,8 @@ def live_redis() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def airflow(live_project: Path, live_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def airflow(live_project: Path, scale_project: Path, live_redis: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The deployment, started once for the suite and stopped (every process group) at its end."""
     if importlib.util.find_spec("airflow") is None:
         _unavailable("Apache Airflow is not installed")
@@ -93,7 +109,8 @@ def airflow(live_project: Path, live_redis: str, tmp_path_factory: pytest.TempPa
     if why is not None:
         _unavailable(f"PostgreSQL does not answer on 127.0.0.1:5432: {why}")
     home = tmp_path_factory.mktemp("airflow-home").resolve()
-    env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_REDIS": live_redis}
+    env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_SCALE_PROJECT": str(scale_project),
+           "DBTBUS_LIVE_REDIS": live_redis}
     with deployment(home, BIN, env) as af:
         af.create_pool("dbt_rerun", 1)
         shutil.copy(HERE / "live_dags.py", af.dags / "dbtbus_live_dags.py")

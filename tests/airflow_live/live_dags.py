@@ -70,3 +70,15 @@ bad_args = _dag("live_bad_args", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY,
 # dbt profiled with memray in the producer's task process (a worker's, under the scheduler), one file a try.
 MEMRAY_OUTPUT = str(PROJECT / "memray-{{ dag_run.run_id }}-{{ ti.try_number }}.bin")
 profiled = _dag("live_memray", REDIS_URL, producer={**NO_RETRY, "memray_output": MEMRAY_OUTPUT}, sensor=NO_RETRY)
+
+
+# The scale scenarios: a 200-model project rendered with render_dbt_task_group's defaults (its layout picks
+# node DAGs of at most 50 tasks), nothing tuned.
+SCALE = Path(os.environ["DBTBUS_LIVE_SCALE_PROJECT"])
+SCALE_ARGS = ["build", "--project-dir", str(SCALE), "--profiles-dir", str(SCALE), "--vars", VARS]
+for _name, _producer in (("live_scale", NO_RETRY),
+                         ("live_scale_retry", {"retries": 1, "retry_delay": timedelta(seconds=8)})):
+    with DAG(_name, schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]):
+        render_dbt_task_group(SCALE / "manifest.render.json", REDIS_URL, SCALE_ARGS,
+                              producer_kwargs={"heartbeat_interval": 2.0, **_producer},
+                              sensor_kwargs={"timeout": 600, **(RETRYING_SENSOR if _producer["retries"] else NO_RETRY)})

@@ -22,7 +22,7 @@ import pytest
 from dbtbus._graph import descendants
 
 from ._deployment import Deployment
-from ._scenario import PRODUCER, Scenario
+from ._scenario import PRODUCER, Scenario, project_nodes
 from .conftest import GATED
 
 FIGURES: dict[str, Any] = {}
@@ -246,3 +246,127 @@ def test_memray_profile_on_a_worker(airflow: Deployment, live_project: Path, tmp
     assert reader.metadata.total_allocations > 0
     assert reader.metadata.peak_memory > 2**20
     assert f"dbt's memory profile is in {profile}" in run.log(PRODUCER)
+
+
+# ---------------------------------------------------------------------------------------------- at scale
+# A 200-model project rendered with render_dbt_task_group's defaults: node DAGs of at most 50 tasks.
+
+
+def _scale_outcome_lag(run: Scenario, live_redis: str) -> float:
+    """The slowest node task: its end − its node's finish on the bus (seconds)."""
+    import anyio
+
+    import dbtbus
+    from dbtbus.airflow import dbtbus_run_id
+
+    async def records() -> dict[str, Any]:
+        async with dbtbus.connect(live_redis) as bus:
+            state = await bus.run_state(dbtbus_run_id(run.dag_id, run.run_id, -1, "dbt"))
+        return dict(state.results)
+
+    results = anyio.run(records)
+    lags = []
+    for label, task in run.nodes().items():
+        name = label.removeprefix("dbt.")
+        uid = "seed.gen.raw" if name == "raw_seed" else f"model.gen.{name}"
+        record = results.get(uid)
+        if task.end is not None and record is not None and record.finished_at is not None:
+            lags.append(task.end - record.finished_at.timestamp())
+    return max(lags)
+
+
+def test_scale_clean_run(airflow: Deployment, scale_project: Path, live_redis: str, tmp_path: Path) -> None:
+    run = _start(airflow, "live_scale", "one_dag", {"gate": str(_gate(tmp_path))})
+    assert run.wait(timeout=600) == "success"
+    nodes = run.nodes()
+    assert len(nodes) == project_nodes(scale_project) + 1 == 201  # the seed too
+    assert {t.state for t in nodes.values()} == {"success"}
+    node_dags = run.node_dags()
+    assert len(node_dags) >= 5 and all(len(airflow.tasks(d, run.run_id)) <= 50 for d in node_dags)
+    assert not [k for k, t in nodes.items() if t.queued], "node tasks ran on a worker"
+    FIGURES["scale_200"] = {**run.timings(), "slowest_node_task_after_its_node_s": round(
+        _scale_outcome_lag(run, live_redis), 2)}
+
+
+def test_scale_failing_model(airflow: Deployment, scale_project: Path, tmp_path: Path) -> None:
+    doomed = _descendants(scale_project, f"model.gen.{GATED}")
+    assert len(doomed) >= 10
+    run = _start(airflow, "live_scale", "one_dag", {"gate": str(_gate(tmp_path, create=False))})
+    assert run.wait(timeout=600) == "failed"
+    nodes = run.nodes()
+    failed = {k for k, t in nodes.items() if t.state == "failed"}
+    assert failed == {f"dbt.{GATED}"} | doomed
+    assert {nodes[k].state for k in set(nodes) - failed} == {"success"}
+    producer = run.producer()
+    assert producer.end is not None
+    ends = [nodes[t].end for t in failed]
+    assert all(e is not None and e < producer.end for e in ends), "a doomed task ended only after dbt"
+    assert "[upstream_failed]" in run.log(sorted(doomed)[-1])
+    FIGURES["scale_200_failure_to_descendants_terminal_s"] = round(
+        max(e for e in ends if e is not None) - (nodes[f"dbt.{GATED}"].end or 0), 2)
+
+
+def test_scale_producer_retry(airflow: Deployment, tmp_path: Path) -> None:
+    gate = _gate(tmp_path, create=False)
+    run = _start(airflow, "live_scale_retry", "one_dag", {"gate": str(gate)})
+    _heal_when_producer_retries(run, gate)
+    assert run.wait(timeout=600) == "success"
+    assert {t.state for t in run.nodes().values()} == {"success"}
+    assert run.producer().try_number == 2
+    assert _reran_dbt(run) == [], "a node task ran dbt while the producer was retrying"
+    assert f"dbt.{GATED}" in {label for label, _ in run.history()}
+
+
+# ---------------------------------------------------------------------------------------------- triggerer loss
+# These change the deployment (a triggerer killed and replaced, a second one frozen): they run last and leave
+# one healthy triggerer behind. The deployment's health-check threshold is 15 s (conftest's Deployment).
+
+THRESHOLD = 15.0
+
+
+def _assert_every_node_task_true(run: Scenario) -> None:
+    nodes = run.nodes()
+    assert len(nodes) == 14 and {t.state for t in nodes.values()} == {"success"}, {k: t.state for k, t in nodes.items()}
+
+
+def test_a_killed_triggerer_costs_one_heartbeat_threshold(airflow: Deployment, live_project: Path,
+                                                          tmp_path: Path) -> None:
+    with _slow(live_project) as flag:
+        run = _start(airflow, "live_redis", "split", {"gate": str(_gate(tmp_path))})
+        run.wait_node("dbt.m000", {"success"})  # dbt runs; the other node tasks wait in the triggerer
+        killed_at = time.time()
+        airflow.kill_process("triggerer")
+        airflow.start_process("triggerer")
+        flag.unlink()  # dbt finishes while the new triggerer waits for the dead one's triggers
+        assert run.wait(timeout=300) == "success"
+    _assert_every_node_task_true(run)
+    ends = [t.end for t in run.nodes().values() if t.end is not None]
+    recovered = max(ends) - killed_at
+    # the dead triggerer's triggers go to the new one once its heartbeat is THRESHOLD old; then they end at once
+    assert recovered < THRESHOLD + 20, recovered
+    FIGURES["killed_triggerer_to_last_node_task_end_s"] = round(recovered, 2)
+
+
+def test_a_frozen_triggerer_loses_its_triggers_to_the_other(airflow: Deployment, live_project: Path,
+                                                            tmp_path: Path) -> None:
+    with _slow(live_project) as flag:
+        run = _start(airflow, "live_redis", "split", {"gate": str(_gate(tmp_path))})
+        run.wait_node("dbt.m000", {"success"})  # the one triggerer holds every waiting node task
+        airflow.start_process("triggerer-2", "triggerer")
+        airflow.wait_triggerers(2)
+        frozen_at = time.time()
+        airflow.signal_process("triggerer", signal.SIGSTOP)
+        try:
+            flag.unlink()
+            assert run.wait(timeout=300) == "success"
+            _assert_every_node_task_true(run)
+            before = {k: (t.state, t.try_number, t.end) for k, t in run.nodes().items()}
+        finally:
+            airflow.signal_process("triggerer", signal.SIGCONT)
+    time.sleep(THRESHOLD)  # the thawed triggerer finds its triggers gone and must not touch their tasks
+    after = {k: (t.state, t.try_number, t.end) for k, t in run.nodes().items()}
+    assert after == before
+    ends = [t.end for t in run.nodes().values() if t.end is not None]
+    FIGURES["frozen_triggerer_to_last_node_task_end_s"] = round(max(ends) - frozen_at, 2)
+    airflow.kill_process("triggerer-2")
+    airflow.check_alive()
