@@ -521,7 +521,7 @@ def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
 
 def _failing_pick(project: Any) -> dict[str, Any]:
     """The model with the most model descendants (ties: the earliest), and those descendants' names."""
-    from dbtbus._graph import descendants
+    from dbtbus._dbt.graph import descendants
 
     children: dict[str, list[str]] = {}
     for uid in project.models:

@@ -594,7 +594,7 @@ def producer_memory(data: dict[str, Any]) -> list[str]:
         "  parent of every node below what it tests. At 1,000 models its graph has 148,065 edges: the",
         "  producer's copy took ~1.4 MiB (~690 B per node) and `RunStarted` encoded to 5.8 MB — over the",
         "  4 MiB record limit, so it went out without its graph, and over the subprocess producer's 1 MiB line",
-        "  limit. The copy now leaves out the test edges another path implies (`dbtbus/_test_edges.py`; every",
+        "  limit. The copy now leaves out the test edges another path implies (`dbtbus/_dbt/test_edges.py`; every",
         "  node keeps dbt's ancestors): 4,672 edges, a 230 KB `RunStarted`, the graph delivered again.",
         "- **Decoded terminal records**: the producer kept each node's `NodeResult` (timing phases, datetimes,",
         "  adapter response: ~1.3 KB) for `ProducerResult.results`. It now keeps the bytes it published (on",

@@ -521,7 +521,7 @@ class Bus:
 
 
 def _is_test(node: Any) -> bool:
-    from ._graph import is_test
+    from ._dbt.graph import is_test
 
     return is_test(node)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ._graph import children_index, is_test
+from ._dbt.graph import children_index, is_test
 from ._outcome import Outcome, OutcomeKind, RunStatus
 from .events import (
     BatchResult,

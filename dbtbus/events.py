@@ -41,7 +41,6 @@ __all__ = [
     "FAILURE_STATUSES",
     "HEARTBEAT_RANGE",
     "SCHEMA_VERSION",
-    "SKIP_CHILDREN_ON",
     "SUCCESS_STATUSES",
     "BatchResult",
     "GraphNode",
@@ -103,13 +102,6 @@ SUCCESS_STATUSES: Final = frozenset(
 FAILURE_STATUSES: Final = frozenset(
     {NodeStatus.ERROR, NodeStatus.FAIL, NodeStatus.RUNTIME_ERROR, NodeStatus.PARTIAL_SUCCESS}
 )
-#: What makes dbt skip a node's children, per command (``dbt/task/build.py`` and ``run.py``).
-SKIP_CHILDREN_ON: Final[Mapping[str, frozenset[NodeStatus]]] = {
-    "build": frozenset({NodeStatus.ERROR, NodeStatus.FAIL, NodeStatus.SKIPPED, NodeStatus.PARTIAL_SUCCESS}),
-    "run": frozenset({NodeStatus.ERROR, NodeStatus.PARTIAL_SUCCESS}),
-}
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from dbtbus.events import SKIP_CHILDREN_ON, GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
+from dbtbus._dbt.rules import SKIP_CHILDREN_ON
+from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
 
 RUN = "run-1"
 

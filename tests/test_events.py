@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbtbus import DecodeError
+from dbtbus._dbt.rules import SKIP_CHILDREN_ON
 from dbtbus.events import (
     COMPILED_CODE_LIMIT,
     FAILURE_STATUSES,
     SCHEMA_VERSION,
-    SKIP_CHILDREN_ON,
     SUCCESS_STATUSES,
     GraphNode,
     Heartbeat,

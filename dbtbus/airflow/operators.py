@@ -137,18 +137,18 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.node_dag_ids = list(node_dag_ids)
         self.node_dag_wait = node_dag_wait
 
-    def _resume_excludes(self, url: str, run_id: str) -> list[str]:
-        """What this attempt leaves out: ``RunState.resume_excludes()`` of the run as the bus holds it."""
+    def _resumed(self, url: str, run_id: str, args: list[str]) -> tuple[list[str], list[str]]:
+        """This attempt's dbt arguments, and the nodes it leaves out (:func:`dbtbus._dbt.args.resume_args`)."""
         import anyio
 
         from .._bus import connect
+        from .._dbt.args import resume_args
 
-        async def look() -> list[str]:
+        async def look() -> tuple[list[str], list[str]]:
             async with connect(url) as bus:
-                state = await bus.run_state(run_id)
-            return list(state.resume_excludes())
+                return resume_args(await bus.run_state(run_id), args)
 
-        result: list[str] = anyio.run(look)
+        result: tuple[list[str], list[str]] = anyio.run(look)
         return result
 
     def execute(self, context: Any) -> Any:
@@ -156,7 +156,6 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         # imported, so a sensor's retry never mistakes attempt N-1's ending for the last word.
         from ..producer import Producer
         from ..producer._memray import output_path
-        from ._dbt import exclude_args, node_selector
 
         ti = context["ti"]
         run_id = self.dbtbus_run_id or run_id_from_context(context, self.run_group)
@@ -174,11 +173,10 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                             retention=self.retention, memray_output=self.memray_output or None)
         args = list(self.dbt_args)
         if attempt > 1 and self.resume:
-            done = self._resume_excludes(url, run_id)
+            args, done = self._resumed(url, run_id, args)
             if done:
                 self.log.info("dbtbus: attempt %d of run %s resumes; %d nodes already succeeded: %s",
                               attempt, run_id, len(done), ", ".join(done))
-                args = exclude_args(args, sorted({node_selector(uid) for uid in done}))
         self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, redact_url(url), attempt,
                       " ".join(args))
         try:

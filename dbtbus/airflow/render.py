@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.sdk import DAG, TaskGroup
 
-from .._graph import graph_from_manifest, topological_order
+from .._dbt.graph import graph_from_manifest, topological_order
 from ._layout import DEFAULT_MAX_TASKS_PER_DAG, Layout, NodeDag, check_dag_ids, node_dags, wants_split
 from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
 from .sensors import DbtNodeDagSensor, DbtNodeSensor

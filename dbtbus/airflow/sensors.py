@@ -206,7 +206,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         return self._rerun(decision.args, run_id, decision.reason)
 
     def _rerun(self, producer_args: list[str] | None, run_id: str, reason: str) -> Any:
-        from ._dbt import rerun_args, run_dbt
+        from .._dbt.args import rerun_args, run_dbt
 
         if not producer_args:
             raise AirflowException(f"cannot re-run {self.unique_id}: the producer of run {run_id} never published "

@@ -57,7 +57,7 @@ def resume_plan(state: RunState, dbt_args: Sequence[str] = ()) -> ResumePlan:
     bus does not know and one whose previous attempt is still in progress (its producer is alive) with
     :class:`~dbtbus.ConfigurationError`.
     """
-    from ..airflow._dbt import exclude_args, node_selector
+    from .._dbt.args import resume_args
 
     started = state.started
     if started is None:
@@ -70,9 +70,8 @@ def resume_plan(state: RunState, dbt_args: Sequence[str] = ()) -> ResumePlan:
     args = list(dbt_args) or _without_output_flags(started.args)
     if not args:
         raise ConfigurationError(f"cannot resume run {state.run_id}: its command line is unknown; pass -- <dbt args>")
-    excluded = list(state.resume_excludes())
-    selectors = sorted({node_selector(uid) for uid in excluded})
-    return ResumePlan(state.run_id, started.attempt + 1, exclude_args(args, selectors), excluded)
+    resumed, excluded = resume_args(state, args)
+    return ResumePlan(state.run_id, started.attempt + 1, resumed, excluded)
 
 
 def resume(bus_url: str, run_id: str, dbt_args: Sequence[str] = (), **producer_options: Any) -> ProducerResult:

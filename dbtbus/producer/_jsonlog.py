@@ -22,12 +22,12 @@ import anyio.to_thread
 import orjson
 
 from .._bus import Bus, connect
-from .._graph import graph_from_manifest
+from .._dbt.exit_codes import dbt_exit_code
+from .._dbt.graph import graph_from_manifest
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from .._wakeup import capture_scheduler
 from ..events import GraphNode
 from ._callback import Item
-from ._dbt_hook import dbt_exit_code
 from ._normalise import INFO_NODE_EVENTS, LOG_WANTED, Normaliser, producer_info
 from ._publisher import Ending, Publisher
 

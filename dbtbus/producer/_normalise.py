@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from .._dbt.graph import add_test_edges, children_index, descendants, graph_from_payload, is_test
+from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT
+from .._dbt.rules import command_of, skip_children_on
 from .._exceptions import DecodeError
-from .._graph import add_test_edges, children_index, descendants, is_test
 from .._version import __version__
 from ..events import (
-    SKIP_CHILDREN_ON,
     BatchResult,
     GraphNode,
     NodeResult,
@@ -33,7 +34,6 @@ from ..events import (
     TimingPhase,
     parse_timestamp,
 )
-from ._dbt_hook import GRAPH_EVENT, RESULTS_EVENT
 
 logger = logging.getLogger("dbtbus.producer")
 
@@ -57,8 +57,6 @@ WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | {GRAPH_EVENT, RESULTS_
 #: What a JSON log line parser hands over.
 LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
-#: What makes dbt skip children for commands not in SKIP_CHILDREN_ON (GraphRunnableTask's default).
-_DEFAULT_SKIP_ON: Final = frozenset({NodeStatus.ERROR, NodeStatus.PARTIAL_SUCCESS})
 NOT_RUN_MESSAGE: Final = "the run ended without dbt reporting this node"
 
 
@@ -66,20 +64,6 @@ def producer_info(kind: str) -> ProducerInfo:
     return ProducerInfo(
         id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), dbtbus_version=__version__, kind=kind
     )
-
-
-def command_of(args: Sequence[str]) -> str:
-    """The dbt sub-command in ``args`` (``build``, ``run``, ``source freshness``…), or ``""``."""
-    words: list[str] = []
-    for arg in args:
-        if arg.startswith("-"):
-            break
-        words.append(arg)
-    return " ".join(words[:2]) if words[:1] == ["source"] else (words[0] if words else "")
-
-
-def skip_children_on(command: str) -> frozenset[NodeStatus]:
-    return SKIP_CHILDREN_ON.get(command, _DEFAULT_SKIP_ON)
 
 
 def _text(value: Any) -> str | None:
@@ -142,12 +126,6 @@ def _worker_exception(data: Mapping[str, Any]) -> str:
     exc = _text(data.get("exc")) or ""
     prefix = "Exception on worker thread."
     return exc if exc.startswith(prefix) else f"{prefix} {exc}".strip()
-
-
-def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode], frozenset[str]]:
-    nodes = payload.get("nodes") or {}
-    graph = {uid: GraphNode(str(spec[0]), tuple(spec[1])) for uid, spec in nodes.items()}
-    return graph, frozenset(payload.get("continue_on_error") or ())
 
 
 #: The message of an ephemeral model's result in an info-level log, where dbt reports nothing for it.

@@ -19,28 +19,19 @@ import anyio
 import anyio.to_thread
 
 from .._bus import Bus
+from .._dbt.args import DBT_LOCK
+from .._dbt.exit_codes import EXIT_ERROR, dbt_exit_code, exit_code_crashed
+from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import NodeResult
 from . import _memray, _rss
 from ._callback import Item, make_callback
-from ._dbt_hook import (
-    EXIT_ERROR,
-    GRAPH_EVENT,
-    RESULTS_EVENT,
-    dbt_exit_code,
-    exit_code_crashed,
-    install_graph_hook,
-    results_payload,
-)
 from ._jsonlog import LineParser, read_lines
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
 
 logger = logging.getLogger("dbtbus.producer")
-
-#: dbt keeps its event manager, flags and adapters in module globals: one in-process invocation at a time.
-_DBT_LOCK = threading.Lock()
 
 #: Flags the subprocess producer appends: JSON on stdout at debug level (NodeStart/NodeFinished are debug).
 SUBPROCESS_LOG_ARGS: tuple[str, ...] = ("--log-format", "json", "--log-level", "debug")
@@ -139,13 +130,14 @@ def _python_of(executable: str) -> str | None:
 
 
 def _bootstrap_source() -> str:
-    """The ``python -c`` program of the subprocess producer: the dbt hook, its test-edge rule, the bootstrap.
+    """The ``python -c`` program of the subprocess producer: the dbt hook, dbt's exit codes, the test-edge
+    rule, the bootstrap (:mod:`dbtbus._dbt`).
 
     Verbatim, in that order: the hook's ``from __future__`` import must come first.
     """
-    here = Path(__file__).parent
-    parts = (here / "_dbt_hook.py", here.parent / "_test_edges.py", here / "_bootstrap.py")
-    return "\n\n".join(path.read_text(encoding="utf-8") for path in parts)
+    here = Path(__file__).parent.parent / "_dbt"
+    parts = ("hook.py", "exit_codes.py", "test_edges.py", "bootstrap.py")
+    return "\n\n".join((here / name).read_text(encoding="utf-8") for name in parts)
 
 
 class Producer:
@@ -254,7 +246,7 @@ class Producer:
         started = time.perf_counter()
         res: Any = None
         reraise: BaseException | None = None
-        with _DBT_LOCK:
+        with DBT_LOCK:
             run_peak = _rss.start_run_peak()  # this invocation's peak, not the host process's lifetime one
             restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))), args)
             try:

@@ -36,12 +36,12 @@ from typing import Any
 import anyio
 
 from .._bus import Bus, connect
+from .._dbt.exit_codes import dbt_exit_code
 from .._exceptions import BackendRejected, RecordTooLarge
 from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
-from ._dbt_hook import dbt_exit_code
 from ._normalise import Normaliser
 from ._results import TerminalRecords
 

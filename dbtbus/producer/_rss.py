@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ._dbt_hook import vm_hwm
+from .._dbt.hook import vm_hwm
 
 logger = logging.getLogger("dbtbus.producer")
 

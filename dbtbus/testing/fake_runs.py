@@ -282,7 +282,7 @@ class FakeRun:
         """
         outcomes = dict(outcomes or {})
         doomed: dict[str, str] = {}
-        from .._graph import topological_order
+        from .._dbt.graph import topological_order
 
         for uid in topological_order(self.graph):
             if uid in doomed:
@@ -330,7 +330,8 @@ class EventFactory:
         bus) or ``url`` choose where to publish (default: this test's memory store).
         """
         from .. import __version__
-        from ..events import SKIP_CHILDREN_ON, GraphNode, ProducerInfo, RunStarted
+        from .._dbt.rules import skip_children_on
+        from ..events import GraphNode, ProducerInfo, RunStarted
 
         nodes: dict[str, GraphNode] | None = None
         if graph is not None:
@@ -356,7 +357,7 @@ class EventFactory:
             dbt_version="fake",
             invocation_id=str(uuid.uuid4()),
             graph=nodes,
-            skip_children_on=SKIP_CHILDREN_ON.get(command, SKIP_CHILDREN_ON["build"]),
+            skip_children_on=skip_children_on(command or "build"),
             continue_on_error=frozenset(continue_on_error),
             heartbeat_interval=heartbeat_interval,
             attempt=attempt,

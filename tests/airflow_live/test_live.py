@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dbtbus._graph import descendants
+from dbtbus._dbt.graph import descendants
 
 from ._deployment import Deployment
 from ._scenario import PRODUCER, Scenario, project_nodes

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 import dbtbus
-from dbtbus._graph import add_test_edges, children_index, descendants, graph_from_manifest
+from dbtbus._dbt.graph import add_test_edges, children_index, descendants, graph_from_manifest
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
 from dbtbus.producer import apublish_log, publish_log
 from dbtbus.producer._jsonlog import LineParser, _read_on_a_thread, read_lines

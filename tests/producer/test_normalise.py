@@ -6,8 +6,8 @@ from datetime import timezone
 
 import pytest
 
+from dbtbus._dbt.hook import GRAPH_EVENT, RESULTS_EVENT
 from dbtbus.events import GraphNode, NodeResult, NodeStarted, NodeStatus, RunStarted
-from dbtbus.producer._dbt_hook import GRAPH_EVENT, RESULTS_EVENT
 from dbtbus.producer._normalise import Normaliser, command_of, producer_info
 
 GRAPH = {

@@ -14,7 +14,8 @@ import pytest
 
 import dbtbus
 from dbtbus import OutcomeKind
-from dbtbus.events import SKIP_CHILDREN_ON, NodeResult, NodeStatus, RunFinished, RunStarted
+from dbtbus._dbt.rules import SKIP_CHILDREN_ON
+from dbtbus.events import NodeResult, NodeStatus, RunFinished, RunStarted
 from dbtbus.producer import Producer
 
 from ._helpers import DBT, copy_shop, read_records, shop_args

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from dbtbus._dbt.rules import SKIP_CHILDREN_ON
 from dbtbus.events import (
-    SKIP_CHILDREN_ON,
     GraphNode,
     Heartbeat,
     NodeResult,

@@ -1,11 +1,11 @@
-"""dbtbus._test_edges: build's implied test edges are dropped, and every node keeps its ancestors."""
+"""dbtbus._dbt.test_edges: build's implied test edges are dropped, and every node keeps its ancestors."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
 
-from dbtbus._test_edges import drop_implied_test_edges
+from dbtbus._dbt.test_edges import drop_implied_test_edges
 
 
 def _is_test(uid: str) -> bool:

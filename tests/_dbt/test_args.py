@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dbtbus.airflow._dbt import exclude_args, node_selector, rerun_args, strip_selection
+from dbtbus._dbt.args import exclude_args, node_selector, rerun_args, resume_args, strip_selection
 
 
 def test_strip_selection() -> None:
@@ -33,3 +33,30 @@ def test_rerun_args_keep_the_producers_flags() -> None:
 def test_exclude_args() -> None:
     assert exclude_args(["build"], []) == ["build"]
     assert exclude_args(["build"], ["shop.a", "shop.b"]) == ["build", "--exclude", "shop.a", "shop.b"]
+
+
+def test_exclude_args_merge_into_the_users_exclude() -> None:
+    """dbt keeps only the last --exclude: a second one would silently build what the user excluded."""
+    assert exclude_args(["build", "--exclude", "tag:slow", "x", "--target", "dev"], ["shop.a"]) == [
+        "build", "--exclude", "tag:slow", "x", "shop.a", "--target", "dev"]
+    assert exclude_args(["build", "--exclude=tag:slow"], ["shop.a"]) == ["build", "--exclude", "tag:slow", "shop.a"]
+    assert exclude_args(["build", "--exclude"], ["shop.a"]) == ["build", "--exclude", "shop.a"]
+
+
+def test_resume_args_leave_out_what_succeeded() -> None:
+    import anyio
+
+    from dbtbus import RunState
+    from dbtbus.testing import EventFactory
+
+    async def scenario() -> RunState:
+        run = await EventFactory("memory://resume-args").run("r", graph=None)
+        await run.succeed("model.shop.a")
+        await run.fail("model.shop.b")
+        await run.finish()
+        return run.state
+
+    state = anyio.run(scenario)
+    args, done = resume_args(state, ["build", "--target", "dev"])
+    assert done == ["model.shop.a"]
+    assert args == ["build", "--target", "dev", "--exclude", "resource_type:model,package:shop,a"]

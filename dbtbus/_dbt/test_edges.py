@@ -9,7 +9,7 @@ ancestors and descendants (all that skipping, propagation and a retry's redo nee
 person reads: a node's own ``depends_on`` and the tests it truly waits for.
 
 Standard library only, and no names from the rest of dbtbus: the subprocess producer runs this module's
-source verbatim in dbt's interpreter, next to ``producer/_dbt_hook.py``'s.
+source verbatim in dbt's interpreter, next to ``hook.py``'s.
 """
 
 from collections import Counter, deque

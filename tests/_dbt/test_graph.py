@@ -1,10 +1,10 @@
-"""The graph rules in dbtbus._graph: pure, iterative, on graphs with known answers."""
+"""The graph rules in dbtbus._dbt.graph: pure, iterative, on graphs with known answers."""
 
 from __future__ import annotations
 
 import orjson
 
-from dbtbus._graph import (
+from dbtbus._dbt.graph import (
     add_test_edges,
     children_index,
     descendants,
@@ -14,7 +14,7 @@ from dbtbus._graph import (
 )
 from dbtbus.events import GraphNode
 
-from ._records import DIAMOND, graph
+from .._records import DIAMOND, graph
 
 
 def test_is_test() -> None:

@@ -1,8 +1,8 @@
 """The subprocess producer's bootstrap: runs dbt like its CLI does, in dbt's own interpreter.
 
-The subprocess producer runs ``python -c <_dbt_hook.py, _test_edges.py and this module, verbatim> <dbt args...>``
-with the interpreter of the ``dbt`` console script (possibly another virtualenv, without dbtbus), so this
-module uses only the standard library and the names ``_dbt_hook`` defines. It prints dbt's selected graph
+The subprocess producer runs ``python -c <hook.py, exit_codes.py, test_edges.py and this module, verbatim>
+<dbt args...>`` with the interpreter of the ``dbt`` console script (possibly another virtualenv, without
+dbtbus), so this module uses only the standard library and the names those modules define. It prints dbt's selected graph
 as one JSON log line (``"name": "DbtbusGraph"``) before dbt's own events and dbt's final per-node results
 (``"name": "DbtbusResults"``) after them, then exits with dbt's own exit code.
 """
@@ -11,16 +11,9 @@ import sys
 import threading
 from typing import Any
 
-if __name__ != "__main__":  # imported as part of dbtbus; run verbatim, the hook's names are defined above
-    from ._dbt_hook import (
-        GRAPH_EVENT,
-        RESULTS_EVENT,
-        dbt_exit_code,
-        install_graph_hook,
-        json_line,
-        results_payload,
-        vm_hwm,
-    )
+if __name__ != "__main__":  # imported as part of dbtbus; run verbatim, these names are defined above
+    from .exit_codes import dbt_exit_code
+    from .hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, json_line, results_payload, vm_hwm
 
 
 def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the dbt subprocess

@@ -1,4 +1,4 @@
-"""The producer's hook into dbt: the selected graph as dbt builds it, dbt's final results, dbt's exit codes.
+"""The producer's hook into dbt: the selected graph as dbt builds it, and dbt's final results.
 
 dbt computes the nodes it will run (and the edges between them, with ``build``'s test edges and transitive
 edges through unselected nodes) into a ``GraphQueue``. For the duration of one invocation we wrap
@@ -12,9 +12,9 @@ payload also names the command retried (``args.which`` of the previous ``run_res
 rules the retry follows.
 
 This module imports nothing outside the standard library at import time, and it is self-contained but for
-``dbtbus/_test_edges.py``: the subprocess producer runs its source verbatim (``python -c``, followed by
-``_test_edges.py``'s and ``_bootstrap.py``'s) in the dbt process of another virtualenv, where dbtbus is not
-installed.
+``test_edges.py``: the subprocess producer runs its source verbatim (``python -c``, after ``exit_codes.py``'s
+and ``test_edges.py``'s, before ``bootstrap.py``'s) in the dbt process of another virtualenv, where dbtbus
+is not installed.
 """
 
 from __future__ import annotations
@@ -23,35 +23,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-if __name__ != "__main__":  # run verbatim in dbt's interpreter, _test_edges.py's source follows this one
-    from .._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges
+if __name__ != "__main__":  # run verbatim in dbt's interpreter, test_edges.py's source comes before this one
+    from .test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges
 
 GRAPH_EVENT = "DbtbusGraph"
 RESULTS_EVENT = "DbtbusResults"
 
-#: dbt's exit codes (``dbt.cli.exceptions``): the command ran and every node succeeded / the command ran
-#: and something failed (or ``--fail-fast`` stopped it) / dbt itself failed (an exception, bad arguments).
-EXIT_SUCCESS = 0
-EXIT_FAILURES = 1
-EXIT_ERROR = 2
-
 GraphPayload = dict[str, Any]
-
-
-def dbt_exit_code(success: bool, exception: object = None) -> int:
-    """dbt's exit code for a result: 0 success, 2 when dbt raised, else 1 — the one place the rule lives."""
-    if exception:
-        return EXIT_ERROR
-    return EXIT_SUCCESS if success else EXIT_FAILURES
-
-
-def exit_code_crashed(code: int) -> bool:
-    """Whether a dbt process that exited with ``code`` died before it could end the run itself.
-
-    A negative code is a signal (the process was killed); above 2 is not a code dbt returns (the
-    interpreter or the bootstrap died). 0, 1 and 2 mean dbt returned.
-    """
-    return code < 0 or code > EXIT_ERROR
 
 
 def _lookup(manifest: Any, unique_id: str) -> Any:

@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ._test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges, parents_first
-from .events import GraphNode
+from ..events import GraphNode
+from .test_edges import TEST_RESOURCE_TYPES, drop_implied_test_edges, parents_first
 
 __all__ = [
     "TEST_RESOURCE_TYPES",
@@ -20,6 +20,7 @@ __all__ = [
     "children_index",
     "descendants",
     "graph_from_manifest",
+    "graph_from_payload",
     "is_test",
     "topological_order",
 ]
@@ -140,3 +141,10 @@ def graph_from_manifest(
     for uid, node in list(graph.items()):
         graph[uid] = GraphNode(node.resource_type, tuple(sorted(p for p in node.parents if p in graph)))
     return add_test_edges(graph) if test_edges else graph
+
+
+def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode], frozenset[str]]:
+    """The graph and the ``on_error: continue`` nodes from the producer hook's payload (:mod:`.hook`)."""
+    nodes = payload.get("nodes") or {}
+    graph = {uid: GraphNode(str(spec[0]), tuple(spec[1])) for uid, spec in nodes.items()}
+    return graph, frozenset(payload.get("continue_on_error") or ())

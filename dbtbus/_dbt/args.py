@@ -1,13 +1,23 @@
-"""dbt command lines for the Airflow integration: resuming a producer, re-running one node."""
+"""dbt command lines: selecting one node, re-running it, resuming a run; running dbt, one invocation at a time.
+
+``DBT_LOCK``: dbt keeps process-wide state (its flags, its adapters, the event manager's callbacks), so two
+invocations in one process must not overlap: the producer, a sensor's re-run and the CLI all take it.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["node_selector", "rerun_args", "run_dbt", "strip_selection"]
+if TYPE_CHECKING:
+    from .._state import RunState
+
+__all__ = ["DBT_LOCK", "exclude_args", "node_selector", "rerun_args", "resume_args", "run_dbt", "strip_selection"]
+
+DBT_LOCK = threading.Lock()
 
 #: Flags (with their values) that choose what a producer runs; a single-node re-run drops them.
 SELECTION_FLAGS = frozenset(
@@ -69,11 +79,29 @@ def rerun_args(producer_args: Sequence[str], unique_id: str, *, include_tests: b
 
 
 def exclude_args(args: Sequence[str], names: Iterable[str]) -> list[str]:
-    """``args`` plus ``--exclude <names...>`` (merged into an existing ``--exclude``)."""
+    """``args`` plus ``--exclude <names...>``, merged into an ``--exclude`` already there: dbt keeps only the
+    last ``--exclude`` it is given, so a second one would drop the user's."""
     names = list(names)
     if not names:
         return list(args)
-    return [*args, "--exclude", *names]
+    out = list(args)
+    for index, arg in enumerate(out):
+        if arg.startswith("--exclude="):
+            out[index:index + 1] = ["--exclude", arg.split("=", 1)[1]]
+            arg = "--exclude"
+        if arg == "--exclude":
+            end = index + 1
+            while end < len(out) and not out[end].startswith("-"):
+                end += 1
+            return [*out[:end], *names, *out[end:]]
+    return [*out, "--exclude", *names]
+
+
+def resume_args(state: RunState, args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``args`` for the run's next attempt, and the nodes it leaves out: ``--exclude`` for every node that
+    already succeeded (``RunState.resume_excludes()``, the one resume rule), one selector each."""
+    done = list(state.resume_excludes())
+    return exclude_args(args, sorted({node_selector(uid) for uid in done})), done
 
 
 def run_dbt(args: Sequence[str], *, dbt_executable: str | None = None, env: dict[str, str] | None = None,
@@ -88,9 +116,7 @@ def run_dbt(args: Sequence[str], *, dbt_executable: str | None = None, env: dict
         return proc.returncode == 0, tail
     from dbt.cli.main import dbtRunner
 
-    from ..producer._producer import _DBT_LOCK
-
-    with _DBT_LOCK:
+    with DBT_LOCK:
         res: Any = dbtRunner().invoke(list(args))
     lines = []
     for result in getattr(res, "result", None) or []:
