@@ -26,6 +26,7 @@ newer major version, a foreign object or malformed bytes raise :class:`dbtbus.De
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ class RunStarted:
     skip_children_on: frozenset[NodeStatus] = field(default_factory=frozenset)
     #: Nodes configured ``on_error: continue``: their failure skips nothing.
     continue_on_error: frozenset[str] = field(default_factory=frozenset)
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = field(default=5.0, metadata={"wire": "heartbeat"})
     attempt: int = 1
 
 
@@ -178,7 +179,10 @@ class NodeResult:
     attempt: int = 1
     #: The ancestor whose failure made dbt skip this node (the root of the cascade, not an intermediate).
     skip_cause: str | None = None
-    compiled_code: str | None = None
+    #: Written only when there is code (and ``compiled_code_truncated`` with it).
+    compiled_code: str | None = field(
+        default=None, metadata={"wire": "omit_none", "with": ("compiled_code_truncated",)}
+    )
     compiled_code_truncated: bool = False
     relation_name: str | None = None
     #: dbt's phases of the node (``compile``, ``execute``) with their start and end, as run_results.json has.
@@ -279,7 +283,13 @@ class RunCrashed:
 
 Record = RunStarted | NodeStarted | NodeResult | BatchResult | Heartbeat | RunFinished | RunCrashed
 
-# ---------------------------------------------------------------------------------------------- encoding
+# ---------------------------------------------------------------------------------------------- wire codec
+#
+# Written once, generated from the records' fields: each record type's encoder, fast decoder (the usual shape
+# checked in one pass) and checked decoder (field by field, naming the field that is wrong) are compiled at
+# import from ``dataclasses.fields()`` and the table of kinds below. Adding a field to a record is one edit.
+# A field's ``metadata`` may say ``{"wire": "omit_none"}`` (left out of the wire form while None, with the
+# fields it names in "with") or ``{"wire": "heartbeat"}`` (clamped to HEARTBEAT_RANGE when read).
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -291,166 +301,18 @@ def _ts(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _node_result_dict(r: NodeResult) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "type": "node_result",
-        "run_id": r.run_id,
-        "unique_id": r.unique_id,
-        "status": r.status.value,
-        "resource_type": r.resource_type,
-        "started_at": _ts(r.started_at),
-        "finished_at": _ts(r.finished_at),
-        "execution_time": r.execution_time,
-        "message": r.message,
-        "adapter_response": dict(r.adapter_response),
-        "failures": r.failures,
-        "thread": r.thread,
-        "attempt": r.attempt,
-        "skip_cause": r.skip_cause,
-        "relation_name": r.relation_name,
-        "timing": [
-            {"name": t.name, "started_at": _ts(t.started_at), "completed_at": _ts(t.completed_at)} for t in r.timing
-        ],
-    }
-    if r.compiled_code is not None:
-        d["compiled_code"] = r.compiled_code
-        d["compiled_code_truncated"] = r.compiled_code_truncated
-    return d
+def _graph_dict(graph: Mapping[str, GraphNode] | None) -> dict[str, Any] | None:
+    if graph is None:
+        return None
+    return {uid: {"type": n.resource_type, "parents": list(n.parents)} for uid, n in graph.items()}
 
 
-def _to_dict(record: Record) -> dict[str, Any]:
-    if isinstance(record, NodeResult):
-        return _node_result_dict(record)
-    if isinstance(record, NodeStarted):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "node_started",
-            "run_id": record.run_id,
-            "unique_id": record.unique_id,
-            "resource_type": record.resource_type,
-            "started_at": _ts(record.started_at),
-            "thread": record.thread,
-            "attempt": record.attempt,
-        }
-    if isinstance(record, BatchResult):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "batch_result",
-            "run_id": record.run_id,
-            "unique_id": record.unique_id,
-            "status": record.status.value,
-            "batch_index": record.batch_index,
-            "total_batches": record.total_batches,
-            "batch": record.batch,
-            "started_at": _ts(record.started_at),
-            "finished_at": _ts(record.finished_at),
-            "execution_time": record.execution_time,
-            "message": record.message,
-            "adapter_response": dict(record.adapter_response),
-            "thread": record.thread,
-            "attempt": record.attempt,
-        }
-    if isinstance(record, RunStarted):
-        graph = None
-        if record.graph is not None:
-            graph = {uid: {"type": n.resource_type, "parents": list(n.parents)} for uid, n in record.graph.items()}
-        p = record.producer
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "run_started",
-            "run_id": record.run_id,
-            "producer": {"id": p.id, "host": p.host, "pid": p.pid, "dbtbus_version": p.dbtbus_version, "kind": p.kind},
-            "started_at": _ts(record.started_at),
-            "command": record.command,
-            "args": list(record.args),
-            "dbt_version": record.dbt_version,
-            "invocation_id": record.invocation_id,
-            "graph": graph,
-            "skip_children_on": sorted(s.value for s in record.skip_children_on),
-            "continue_on_error": sorted(record.continue_on_error),
-            "heartbeat_interval": record.heartbeat_interval,
-            "attempt": record.attempt,
-        }
-    if isinstance(record, Heartbeat):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "heartbeat",
-            "run_id": record.run_id,
-            "at": _ts(record.at),
-            "running": record.running,
-            "done": record.done,
-            "peak_rss": record.peak_rss,
-            "attempt": record.attempt,
-        }
-    if isinstance(record, RunFinished):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "run_finished",
-            "run_id": record.run_id,
-            "success": record.success,
-            "exit_code": record.exit_code,
-            "counts": dict(record.counts),
-            "elapsed": record.elapsed,
-            "peak_rss": record.peak_rss,
-            "finished_at": _ts(record.finished_at),
-            "error": record.error,
-            "attempt": record.attempt,
-            "peak_rss_scope": record.peak_rss_scope,
-        }
-    if isinstance(record, RunCrashed):
-        return {
-            "v": SCHEMA_VERSION,
-            "type": "run_crashed",
-            "run_id": record.run_id,
-            "error": record.error,
-            "elapsed": record.elapsed,
-            "peak_rss": record.peak_rss,
-            "finished_at": _ts(record.finished_at),
-            "exit_code": record.exit_code,
-            "attempt": record.attempt,
-            "peak_rss_scope": record.peak_rss_scope,
-        }
-    raise TypeError(f"not a dbtbus record: {type(record).__name__}")
+def _producer_dict(p: ProducerInfo) -> dict[str, Any]:
+    return {"id": p.id, "host": p.host, "pid": p.pid, "dbtbus_version": p.dbtbus_version, "kind": p.kind}
 
 
-def _json_safe(value: Any) -> Any:
-    """Coerce what JSON cannot hold (Decimals, 2**70, sets from an adapter) into strings, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, str, float)):
-        return value
-    if isinstance(value, int) and -(2**63) <= value < 2**64:
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def to_dict(record: Record) -> dict[str, Any]:
-    """The record as a JSON-able mapping (its wire form before serialisation); :func:`from_dict` inverts it."""
-    return _json_safe(_to_dict(record))  # type: ignore[no-any-return]
-
-
-def encode(record: Record) -> bytes:
-    """Serialise one record to its wire form (compact JSON bytes).
-
-    Free-form values (``adapter_response``) that JSON cannot hold are stored as strings rather than failing:
-    a producer must never lose a node's result over an adapter's exotic field.
-    """
-    obj = _to_dict(record)
-    try:
-        data = orjson.dumps(obj)
-    except TypeError:
-        data = orjson.dumps(_json_safe(obj))
-    # orjson hands back its whole write buffer (~8 KiB whatever the length): a copy of the exact size is
-    # ~20x smaller, which is what a log of thousands of records kept in memory (memory://) costs.
-    return bytes(memoryview(data))
-
-
-# ---------------------------------------------------------------------------------------------- decoding
+def _timing_list(timing: tuple[TimingPhase, ...]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "started_at": _ts(t.started_at), "completed_at": _ts(t.completed_at)} for t in timing]
 
 
 class _Fields:
@@ -611,107 +473,6 @@ def _clamped_heartbeat(value: float) -> float:
     return min(max(value, low), high)
 
 
-def _run_started(f: _Fields) -> RunStarted:
-    return RunStarted(
-        run_id=f.req_str("run_id"),
-        producer=_decode_producer(f),
-        started_at=f.dt("started_at") or utcnow(),
-        command=f.text("command"),
-        args=tuple(f.str_list("args")),
-        dbt_version=f.opt_str("dbt_version"),
-        invocation_id=f.opt_str("invocation_id"),
-        graph=_decode_graph(f),
-        skip_children_on=_decode_statuses(f, "skip_children_on"),
-        continue_on_error=frozenset(f.str_list("continue_on_error")),
-        heartbeat_interval=_clamped_heartbeat(f.number("heartbeat_interval", 5.0)),
-        attempt=f.integer("attempt", 1),
-    )
-
-
-def _node_started(f: _Fields) -> NodeStarted:
-    return NodeStarted(
-        run_id=f.req_str("run_id"),
-        unique_id=f.req_str("unique_id"),
-        resource_type=f.text("resource_type"),
-        started_at=f.dt("started_at"),
-        thread=f.opt_str("thread"),
-        attempt=f.integer("attempt", 1),
-    )
-
-
-_STATUS_BY_VALUE: Final[Mapping[str, NodeStatus]] = {status.value: status for status in NodeStatus}
-_OPTIONAL_TEXT: Final = ("resource_type", "message", "thread", "skip_cause", "compiled_code", "relation_name")
-
-
-def _node_result(f: _Fields) -> NodeResult:
-    # Every reader decodes every node's record: the usual shape is checked in one pass here, and anything off
-    # it goes through the field-by-field path below, which names the field that is wrong.
-    obj = f.obj
-    get = obj.get
-    run_id, unique_id, status = get("run_id"), get("unique_id"), get("status")
-    execution_time, failures, attempt = get("execution_time"), get("failures"), get("attempt", 1)
-    adapter_response, started_at, finished_at = get("adapter_response"), get("started_at"), get("finished_at")
-    truncated = get("compiled_code_truncated", False)
-    text = [get(key) for key in _OPTIONAL_TEXT]
-    if (
-        type(run_id) is str
-        and type(unique_id) is str
-        and type(status) is str
-        and status in _STATUS_BY_VALUE
-        and (execution_time is None or type(execution_time) is float or type(execution_time) is int)
-        and (failures is None or type(failures) is int)
-        and type(attempt) is int
-        and (adapter_response is None or type(adapter_response) is dict)
-        and (started_at is None or type(started_at) is str)
-        and (finished_at is None or type(finished_at) is str)
-        and type(truncated) is bool
-        and all(value is None or type(value) is str for value in text)
-    ):
-        resource_type, message, thread, skip_cause, compiled_code, relation_name = text
-        return NodeResult(
-            run_id=run_id,
-            unique_id=unique_id,
-            status=_STATUS_BY_VALUE[status],
-            resource_type=resource_type or "",
-            started_at=None if started_at is None else parse_timestamp(started_at, f),
-            finished_at=None if finished_at is None else parse_timestamp(finished_at, f),
-            execution_time=None if execution_time is None else float(execution_time),
-            message=message,
-            adapter_response={} if adapter_response is None else adapter_response,
-            failures=failures,
-            thread=thread,
-            attempt=attempt,
-            skip_cause=skip_cause,
-            compiled_code=compiled_code,
-            compiled_code_truncated=truncated,
-            relation_name=relation_name,
-            timing=_decode_timing(f),
-        )
-    return _node_result_checked(f)
-
-
-def _node_result_checked(f: _Fields) -> NodeResult:
-    return NodeResult(
-        run_id=f.req_str("run_id"),
-        unique_id=f.req_str("unique_id"),
-        status=f.status("status"),
-        resource_type=f.text("resource_type"),
-        started_at=f.dt("started_at"),
-        finished_at=f.dt("finished_at"),
-        execution_time=f.opt_float("execution_time"),
-        message=f.opt_str("message"),
-        adapter_response=f.mapping("adapter_response"),
-        failures=f.opt_int("failures"),
-        thread=f.opt_str("thread"),
-        attempt=f.integer("attempt", 1),
-        skip_cause=f.opt_str("skip_cause"),
-        compiled_code=f.opt_str("compiled_code"),
-        compiled_code_truncated=f.boolean("compiled_code_truncated", False),
-        relation_name=f.opt_str("relation_name"),
-        timing=_decode_timing(f),
-    )
-
-
 def _decode_timing(f: _Fields) -> tuple[TimingPhase, ...]:
     raw = f.obj.get("timing")
     if raw is None:
@@ -732,72 +493,173 @@ def _decode_timing(f: _Fields) -> tuple[TimingPhase, ...]:
     return tuple(phases)
 
 
-def _batch_result(f: _Fields) -> BatchResult:
-    return BatchResult(
-        run_id=f.req_str("run_id"),
-        unique_id=f.req_str("unique_id"),
-        status=f.status("status"),
-        batch_index=f.integer("batch_index", 0),
-        total_batches=f.integer("total_batches", 0),
-        batch=f.opt_str("batch"),
-        started_at=f.dt("started_at"),
-        finished_at=f.dt("finished_at"),
-        execution_time=f.opt_float("execution_time"),
-        message=f.opt_str("message"),
-        adapter_response=f.mapping("adapter_response"),
-        thread=f.opt_str("thread"),
-        attempt=f.integer("attempt", 1),
-    )
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one kind of field goes on the wire and comes back, as code templates of the generated functions.
+
+    ``encode`` makes the wire value of ``{v}``; ``fast`` tests a raw value ``{x}`` for the usual shape and
+    ``convert`` makes the field from it (no ``fast``: the checked form serves both paths); ``checked`` reads
+    key ``{k}`` through the accessor ``f``, naming the field when it is wrong (``{default}``, ``{factory}``:
+    the field's default and default factory).
+    """
+
+    encode: str
+    checked: str
+    fast: str | None = None
+    convert: str = "{x}"
 
 
-def _heartbeat(f: _Fields) -> Heartbeat:
-    return Heartbeat(
-        run_id=f.req_str("run_id"),
-        at=f.dt("at") or utcnow(),
-        running=f.integer("running", 0),
-        done=f.integer("done", 0),
-        peak_rss=f.opt_int("peak_rss"),
-        attempt=f.opt_int("attempt"),
-    )
-
-
-def _run_finished(f: _Fields) -> RunFinished:
-    return RunFinished(
-        run_id=f.req_str("run_id"),
-        success=f.boolean("success"),
-        exit_code=f.integer("exit_code", 0),
-        counts=_decode_counts(f),
-        elapsed=f.number("elapsed", 0.0),
-        peak_rss=f.opt_int("peak_rss"),
-        finished_at=f.dt("finished_at") or utcnow(),
-        error=f.opt_str("error"),
-        attempt=f.opt_int("attempt"),
-        peak_rss_scope=f.opt_str("peak_rss_scope"),
-    )
-
-
-def _run_crashed(f: _Fields) -> RunCrashed:
-    return RunCrashed(
-        run_id=f.req_str("run_id"),
-        error=f.req_str("error"),
-        elapsed=f.number("elapsed", 0.0),
-        peak_rss=f.opt_int("peak_rss"),
-        finished_at=f.dt("finished_at") or utcnow(),
-        exit_code=f.opt_int("exit_code"),
-        attempt=f.opt_int("attempt"),
-        peak_rss_scope=f.opt_str("peak_rss_scope"),
-    )
-
-
-_DECODERS: dict[str, Callable[[_Fields], Record]] = {
-    "run_started": _run_started,
-    "node_started": _node_started,
-    "node_result": _node_result,
-    "batch_result": _batch_result,
-    "heartbeat": _heartbeat,
-    "run_finished": _run_finished,
-    "run_crashed": _run_crashed,
+_KINDS: Final[Mapping[str, _Kind]] = {
+    "str": _Kind("{v}", "f.req_str({k})", "type({x}) is str"),
+    "str | None": _Kind("{v}", "f.opt_str({k})", "{x} is None or type({x}) is str"),
+    "str=": _Kind("{v}", "f.text({k})", "{x} is None or type({x}) is str", "{x} or ''"),
+    "int=": _Kind("{v}", "f.integer({k}, {default})", "type({x}) is int"),
+    "int | None": _Kind("{v}", "f.opt_int({k})", "{x} is None or type({x}) is int"),
+    "float=": _Kind("{v}", "f.number({k}, {default})", "type({x}) is float or type({x}) is int", "float({x})"),
+    "float | None": _Kind("{v}", "f.opt_float({k})", "{x} is None or type({x}) is float or type({x}) is int",
+                          "None if {x} is None else float({x})"),
+    "bool": _Kind("{v}", "f.boolean({k})", "type({x}) is bool"),
+    "bool=": _Kind("{v}", "f.boolean({k}, {default})", "type({x}) is bool"),
+    "datetime": _Kind("_ts({v})", "f.dt({k}) or {factory}()"),
+    "datetime | None": _Kind("_ts({v})", "f.dt({k})", "{x} is None or type({x}) is str",
+                             "None if {x} is None else parse_timestamp({x}, f)"),
+    "NodeStatus": _Kind("{v}.value", "f.status({k})", "type({x}) is str and {x} in _STATUS_BY_VALUE",
+                        "_STATUS_BY_VALUE[{x}]"),
+    "Mapping[str, Any]": _Kind("dict({v})", "f.mapping({k})", "{x} is None or type({x}) is dict",
+                               "{{}} if {x} is None else {x}"),
+    "Mapping[str, int]": _Kind("dict({v})", "_decode_counts(f)"),
+    "tuple[str, ...]": _Kind("list({v})", "tuple(f.str_list({k}))"),
+    "frozenset[str]": _Kind("sorted({v})", "frozenset(f.str_list({k}))"),
+    "frozenset[NodeStatus]": _Kind("sorted(s.value for s in {v})", "_decode_statuses(f, {k})"),
+    "Mapping[str, GraphNode] | None": _Kind("_graph_dict({v})", "_decode_graph(f)"),
+    "ProducerInfo": _Kind("_producer_dict({v})", "_decode_producer(f)"),
+    "tuple[TimingPhase, ...]": _Kind("_timing_list({v})", "_decode_timing(f)"),
 }
+
+
+class _Codec:
+    """A record type's wire form: ``encode(record) -> dict``; ``decode(fields) -> record`` (fast, else checked)."""
+
+    def __init__(self, cls: type, tag: str) -> None:
+        self.cls, self.tag = cls, tag
+        namespace: dict[str, Any] = {**globals(), "_cls": cls}
+        written: list[str] = []
+        optional: list[str] = []
+        reads = ["    get = obj.get"]
+        tests: list[str] = []
+        fast_args: list[str] = []
+        checked_args: list[str] = []
+        together = {extra for fld in dataclasses.fields(cls) for extra in fld.metadata.get("with", ())}
+        for index, fld in enumerate(dataclasses.fields(cls)):
+            name, wire = fld.name, fld.metadata.get("wire")
+            kind = _KINDS.get(_kind_name(fld))
+            if kind is None:
+                raise TypeError(f"{cls.__name__}.{name}: no wire kind for {fld.type!r}")
+            namespace[f"_default_{index}"] = fld.default
+            namespace[f"_factory_{index}"] = fld.default_factory
+            checked = kind.checked.format(k=repr(name), default=f"_default_{index}", factory=f"_factory_{index}")
+            if wire == "heartbeat":
+                checked = f"_clamped_heartbeat({checked})"
+            checked_args.append(f"{name}={checked}")
+            if wire == "omit_none":
+                optional.append(f"    if r.{name} is not None:")
+                optional.extend(f"        d[{extra!r}] = r.{extra}" for extra in (name, *fld.metadata["with"]))
+            elif name not in together:
+                written.append(f"{name!r}: {kind.encode.format(v=f'r.{name}')}")
+            if kind.fast is None or wire is not None:
+                fast_args.append(f"{name}={checked}")
+                continue
+            raw = f"x{index}"
+            missing = "None" if fld.default is dataclasses.MISSING else f"_default_{index}"
+            reads.append(f"    {raw} = get({name!r}, {missing})")
+            tests.append("(" + kind.fast.format(x=raw) + ")")
+            fast_args.append(f"{name}={kind.convert.format(x=raw)}")
+        source = "\n".join([
+            "def encode(r):",
+            f"    d = {{'v': {SCHEMA_VERSION}, 'type': {tag!r}, " + ", ".join(written) + "}",
+            *optional,
+            "    return d",
+            "def checked(f):",
+            f"    return _cls({', '.join(checked_args)})",
+            "def fast(obj, f):",
+            *reads,
+            f"    if not ({' and '.join(tests) or 'True'}):",
+            "        return None",
+            f"    return _cls({', '.join(fast_args)})",
+        ])
+        exec(compile(source, f"<dbtbus codec {tag}>", "exec"), namespace)
+        self.encode: Callable[[Any], dict[str, Any]] = namespace["encode"]
+        self.checked: Callable[[_Fields], Any] = namespace["checked"]
+        self.fast: Callable[[dict[str, Any], _Fields], Any] = namespace["fast"]
+
+    def decode(self, f: _Fields) -> Record:
+        record: Record | None = self.fast(f.obj, f)
+        if record is None:
+            record = self.checked(f)
+        return record
+
+
+def _kind_name(fld: dataclasses.Field[Any]) -> str:
+    """The kind of a field: its annotation, with ``=`` for a plain type that has a default."""
+    name = str(fld.type)
+    has_default = fld.default is not dataclasses.MISSING or fld.default_factory is not dataclasses.MISSING
+    if has_default and name in ("str", "int", "float", "bool"):
+        return name + "="
+    return name
+
+
+_STATUS_BY_VALUE: Final[Mapping[str, NodeStatus]] = {status.value: status for status in NodeStatus}
+_CODECS: Final[dict[str, _Codec]] = {
+    tag: _Codec(cls, tag)
+    for tag, cls in (("run_started", RunStarted), ("node_started", NodeStarted), ("node_result", NodeResult),
+                     ("batch_result", BatchResult), ("heartbeat", Heartbeat), ("run_finished", RunFinished),
+                     ("run_crashed", RunCrashed))
+}
+_CODEC_OF: Final[dict[type, _Codec]] = {codec.cls: codec for codec in _CODECS.values()}
+
+
+def _to_dict(record: Record) -> dict[str, Any]:
+    codec = _CODEC_OF.get(type(record))
+    if codec is None:
+        raise TypeError(f"not a dbtbus record: {type(record).__name__}")
+    return codec.encode(record)
+
+
+def _json_safe(value: Any) -> Any:
+    """Coerce what JSON cannot hold (Decimals, 2**70, sets from an adapter) into strings, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    """The record as a JSON-able mapping (its wire form before serialisation); :func:`from_dict` inverts it."""
+    return _json_safe(_to_dict(record))  # type: ignore[no-any-return]
+
+
+def encode(record: Record) -> bytes:
+    """Serialise one record to its wire form (compact JSON bytes).
+
+    Free-form values (``adapter_response``) that JSON cannot hold are stored as strings rather than failing:
+    a producer must never lose a node's result over an adapter's exotic field.
+    """
+    obj = _to_dict(record)
+    try:
+        data = orjson.dumps(obj)
+    except TypeError:
+        data = orjson.dumps(_json_safe(obj))
+    # orjson hands back its whole write buffer (~8 KiB whatever the length): a copy of the exact size is
+    # ~20x smaller, which is what a log of thousands of records kept in memory (memory://) costs.
+    return bytes(memoryview(data))
 
 
 def decode(data: bytes | bytearray | memoryview | str) -> Record:
@@ -834,11 +696,11 @@ def _from_obj(obj: Any, raw: bytes | None) -> Record:
     if version < 1:
         raise DecodeError(f"not a dbtbus record: invalid schema version {version}", raw)
     kind = obj.get("type")
-    decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
-    if decoder is None or not isinstance(kind, str):
+    codec = _CODECS.get(kind) if isinstance(kind, str) else None
+    if codec is None or not isinstance(kind, str):
         raise DecodeError(f"not a dbtbus record: unknown record type {kind!r}", raw)
     try:
-        return decoder(_Fields(obj, kind, raw))
+        return codec.decode(_Fields(obj, kind, raw))
     except DecodeError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. a timestamp out of range

@@ -250,10 +250,10 @@ node_result_like = st.fixed_dictionaries(
 
 
 def _checked(obj: dict[str, object]) -> object:
-    from dbtbus.events import _Fields, _node_result_checked
+    from dbtbus.events import _CODECS, _Fields
 
     try:
-        return _node_result_checked(_Fields(obj, "node_result", None))
+        return _CODECS["node_result"].checked(_Fields(obj, "node_result", None))
     except DecodeError as exc:
         return str(exc)
 
@@ -360,7 +360,7 @@ def test_a_well_formed_node_result_takes_the_fast_path(monkeypatch: pytest.Monke
     def refuse(fields: object) -> NodeResult:
         raise AssertionError("took the field-by-field path")
 
-    monkeypatch.setattr(events, "_node_result_checked", refuse)
+    monkeypatch.setattr(events._CODECS["node_result"], "checked", refuse)
     assert decode(data) == record
     with pytest.raises(AssertionError, match="field-by-field"):
         decode(data.replace(b'"attempt":2', b'"attempt":"2"'))
