@@ -32,17 +32,17 @@ CAPTURE_MODELS = 20
 ROUNDS = 200
 
 
-def _time_calls(callback: Any, msgs: list[Any], rounds: int, after: Any = None) -> list[float]:
-    """ns per call, one value per round over all ``msgs``."""
+def _time_calls(make: Any, msgs: list[Any], rounds: int) -> list[float]:
+    """ns per call, one value per round over all ``msgs``; ``make()`` gives each round its callback (a fresh
+    publisher's, so what one round queued never weighs on the next)."""
     per_round: list[float] = []
     clock = time.perf_counter_ns
     for _ in range(rounds):
+        callback = make()
         start = clock()
         for msg in msgs:
             callback(msg)
         per_round.append((clock() - start) / len(msgs))
-        if after is not None:
-            after()
     return per_round
 
 
@@ -66,20 +66,19 @@ def child_main(rounds: int) -> None:
         raise SystemExit("capture build failed")
     wanted = [m for m in events if m.info.name in WANTED]
     unwanted = [m for m in events if m.info.name not in WANTED]
-    normaliser = Normaliser("bench", producer=producer_info("dbtRunner"), args=tuple(args))
-    publisher = Publisher(normaliser)
-    callback = make_callback(publisher.push)
+    def callback() -> Any:
+        normaliser = Normaliser("bench", producer=producer_info("dbtRunner"), args=tuple(args))
+        return make_callback(Publisher(normaliser).push)
 
     def noop(msg: Any) -> None:
         pass
 
-    clear = publisher._fifo.clear
     timings = {
-        "noop_all": _time_calls(noop, events, rounds),
-        "callback_wanted": _time_calls(callback, wanted, rounds, clear),
-        "callback_unwanted": _time_calls(callback, unwanted, rounds, clear),
-        "callback_all": _time_calls(callback, events, rounds, clear),
-        "extract_wanted": _time_calls(lambda m: extract(m.info.name, m), wanted, max(rounds // 10, 5)),
+        "noop_all": _time_calls(lambda: noop, events, rounds),
+        "callback_wanted": _time_calls(callback, wanted, rounds),
+        "callback_unwanted": _time_calls(callback, unwanted, rounds),
+        "callback_all": _time_calls(callback, events, rounds),
+        "extract_wanted": _time_calls(lambda: lambda m: extract(m.info.name, m), wanted, max(rounds // 10, 5)),
     }
     counts: dict[str, int] = {}
     for m in wanted:

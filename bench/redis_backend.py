@@ -207,7 +207,7 @@ async def bench_latency_many_waiters(url: str, prefix: str, waiters: int, events
         current.set()
 
     tasks = [asyncio.ensure_future(waiter(uid)) for uid in uids]
-    await _until(lambda: run_id in consumer._readers and consumer._readers[run_id].count >= waiters)
+    await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters)
     samples: list[float] = []
     for uid in uids[:events]:
         current.clear()
@@ -267,8 +267,7 @@ async def bench_fan_out(
             sink.append(time.perf_counter())
 
         tasks = [asyncio.ensure_future(waiter()) for _ in range(waiters)]
-        reader_of = consumer._readers
-        await _until(lambda: run_id in reader_of and reader_of[run_id].count >= waiters)  # noqa: B023
+        await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters)  # noqa: B023
         await asyncio.sleep(0.05)
         start = time.perf_counter()
         await producer.publish(_result(run_id, "model.hot"))
@@ -360,7 +359,7 @@ async def bench_memory(url: str, prefix: str, waiters: int) -> dict[str, float]:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     tasks = [asyncio.ensure_future(consumer.wait(run_id, uid, timeout=3600)) for uid in uids]
-    await _until(lambda: consumer._readers[run_id].count >= waiters + 1)
+    await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters + 1)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -376,7 +375,7 @@ async def bench_memory(url: str, prefix: str, waiters: int) -> dict[str, float]:
     base = tracemalloc.get_traced_memory()[0]
     iterator = consumer.as_completed(run_id, uids, timeout=3600)
     first = asyncio.ensure_future(iterator.__anext__())
-    await _until(lambda: consumer._readers[run_id].count >= waiters + 1)
+    await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters + 1)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

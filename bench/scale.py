@@ -141,7 +141,7 @@ async def _waiters(url: str, prefix: str, graph: dict[str, Any], nodes: list[str
 
         clock = Clock()
         tasks = [asyncio.ensure_future(waiter(uid)) for uid in targets]
-        await _until(lambda: run_id in consumer._readers and consumer._readers[run_id].count >= WAITERS)
+        await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= WAITERS)
         registered = clock.read()
         if early:
             await producer.publish(started)

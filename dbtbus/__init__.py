@@ -18,6 +18,7 @@ from ._version import __version__
 _EXPORTS: dict[str, str] = {
     # the bus
     "Bus": "._bus",
+    "BusStatistics": "._bus",
     "LogEntry": "._bus",
     "NodeOutcome": "._bus",
     "connect": "._bus",

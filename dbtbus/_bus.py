@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -24,13 +24,23 @@ import sniffio
 from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost, WaitError
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._outcome import Outcome, OutcomeKind
-from ._reader import CollectingWaiter, Collector, EventWaiter, FutureWaiter, LogTail, RunReader, Waiter, decode_entry
+from ._reader import (
+    CollectingWaiter,
+    Collector,
+    EventWaiter,
+    FutureWaiter,
+    LogTail,
+    ReaderSettings,
+    RunReader,
+    Waiter,
+    decode_entry,
+)
 from ._state import RunState
 from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
 from .events import NodeResult, Record, RunStarted
 
-__all__ = ["Bus", "LogEntry", "NodeOutcome", "connect"]
+__all__ = ["Bus", "BusStatistics", "LogEntry", "NodeOutcome", "connect"]
 
 logger = logging.getLogger("dbtbus")
 
@@ -40,6 +50,18 @@ _MAX_PROBES: Final = 16
 #: (unique ids never start with "@").
 RUN_KEY: Final = "@run"
 
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """A snapshot of what a :class:`Bus` holds: ``readers`` maps each run it is reading to its pending waiters
+    (one reader per run, however many waiters)."""
+
+    readers: Mapping[str, int]
+
+    @property
+    def waiters(self) -> int:
+        return sum(self.readers.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,7 @@ class Bus:
         self._key_prefix = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._key_count = itertools.count()
         self._readers: dict[str, RunReader] = {}
+        self._reader_settings = ReaderSettings(backend, read_block, read_batch, linger, max_record_size)
         self._probes: dict[str, int] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._asyncio_loop: asyncio.AbstractEventLoop | None = None
@@ -165,7 +188,7 @@ class Bus:
         covers the backend's own retries.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
-        return await self._publish_encoded([(record, None) for record in batch], keys=keys)
+        return await self.publish_encoded([(record, None) for record in batch], keys=keys)
 
     def _fit(self, record: Record, data: bytes | None = None) -> tuple[Record, bytes]:
         """``record`` and its wire bytes within ``max_record_size`` (``data``, its encoding, is reused if it fits)."""
@@ -180,12 +203,16 @@ class Bus:
             )
         return fit
 
-    async def _publish_encoded(
+    async def publish_encoded(
         self, batch: Sequence[tuple[Record, bytes | None]], *, keys: Sequence[str] | None = None
     ) -> list[str]:
-        """:meth:`publish`, where each record may come with its encoding (``events.encode``, fitted): the
-        producer's publisher fits each record once and keeps the bytes it published. A record without
-        bytes, or over this bus's ``max_record_size``, is fitted here."""
+        """:meth:`publish`, where each record may come with its wire bytes (:func:`dbtbus.events.encode`).
+
+        The producer's door into the bus (as ``handle_request`` is an httpx client's into its transport): the
+        publisher fits each record to its size limit once and keeps the bytes it published, so they are not
+        encoded twice. Bytes that are not the record's encoding store a different record than the one given:
+        pass ``None`` when unsure. A record without bytes, or over this bus's ``max_record_size``, is fitted
+        here, as :meth:`publish` does."""
         if keys is not None and len(keys) != len(batch):
             raise ValueError(f"publish got {len(batch)} records and {len(keys)} keys")
         fits = [self._fit(record, data) for record, data in batch]
@@ -379,13 +406,17 @@ class Bus:
     def _reader(self, run_id: str) -> RunReader:
         reader = self._readers.get(run_id)
         if reader is None:
-            reader = self._readers[run_id] = RunReader(self, run_id)
+            reader = self._readers[run_id] = RunReader(self._reader_settings, run_id, self._forget_reader)
             self._require_open().start_soon(reader.run, name=f"dbtbus reader {run_id}")
         return reader
 
     def _forget_reader(self, reader: RunReader) -> None:
         if self._readers.get(reader.run_id) is reader:
             del self._readers[reader.run_id]
+
+    def statistics(self) -> BusStatistics:
+        """What the bus holds right now: each run it reads and its pending waiters (anyio's ``statistics()``)."""
+        return BusStatistics(readers={run_id: reader.count for run_id, reader in self._readers.items()})
 
     async def as_completed(
         self,

@@ -20,8 +20,9 @@ import asyncio
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
 
@@ -32,10 +33,7 @@ from ._wakeup import capture_clock
 from .backends.base import Backend, Entry
 from .events import Record, decode
 
-if TYPE_CHECKING:
-    from ._bus import Bus
-
-__all__ = ["EVERYTHING", "Batch", "LogTail", "RunReader"]
+__all__ = ["EVERYTHING", "Batch", "LogTail", "ReaderSettings", "RunReader"]
 
 logger = logging.getLogger("dbtbus")
 
@@ -311,13 +309,32 @@ def _run_level(outcome: Outcome) -> bool:
     return outcome.kind is OutcomeKind.PRODUCER_LOST or (outcome.kind is OutcomeKind.NOT_RUN and outcome.record is None)
 
 
-class RunReader:
-    """The one reader of a run in a bus: reads its log once and resolves every waiter on it."""
+@dataclass(frozen=True)
+class ReaderSettings:
+    """What a :class:`RunReader` needs of its bus: the backend and how to read it."""
 
-    def __init__(self, bus: Bus, run_id: str) -> None:
-        self.bus = bus
+    backend: Backend
+    #: The longest blocking read (seconds).
+    read_block: float
+    #: Entries per read.
+    read_batch: int
+    #: How long a reader without waiters lingers before it stops (seconds).
+    linger: float
+    max_record_size: int
+
+
+class RunReader:
+    """The one reader of a run in a bus: reads its log once and resolves every waiter on it.
+
+    ``on_done`` is called with the reader when it stops (its bus then forgets it).
+    """
+
+    def __init__(self, settings: ReaderSettings, run_id: str, on_done: Callable[[RunReader], None]) -> None:
+        self.settings = settings
+        self.on_done = on_done
         self.run_id = run_id
-        self.tail = LogTail(bus.backend, run_id, batch=bus.read_batch, max_record_size=bus.max_record_size)
+        self.tail = LogTail(settings.backend, run_id, batch=settings.read_batch,
+                            max_record_size=settings.max_record_size)
         self.state = self.tail.state
         #: Pending waiters by node, then by what they ask (include_tests, min_attempt): one decision per group.
         #: A group of one is the waiter itself (a triggerer holds thousands of those: no set for each).
@@ -386,7 +403,7 @@ class RunReader:
         if self.count == 0:
             self.idle_since = self.clock()
             if self.read_scope is not None:  # do not sit in a long blocking read past the linger
-                self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.bus.linger)
+                self.read_scope.deadline = min(self.read_scope.deadline, self.idle_since + self.settings.linger)
 
     def _interrupt_read(self) -> None:
         if self.read_scope is not None:
@@ -446,18 +463,18 @@ class RunReader:
             logger.exception("dbtbus: the reader of run %r failed", self.run_id)
             self.fail_all(DbtBusError(f"the reader of run {self.run_id!r} failed: {exc!r}"))
         finally:
-            self.bus._forget_reader(self)
+            self.on_done(self)
             if self.waiters:  # closed under waiters' feet (bus shutting down)
                 self.fail_all(DbtBusError("the bus was closed"))
 
     async def _loop(self) -> None:
-        bus = self.bus
+        settings = self.settings
         tail = self.tail
         changed: Changed = {}
         while True:
-            timeout = 0.0 if not self.caught_up or self.recheck else min(bus.read_block, tail.liveness.interval)
+            timeout = 0.0 if not self.caught_up or self.recheck else min(settings.read_block, tail.liveness.interval)
             if self.count == 0 and self.idle_since is not None:
-                timeout = min(timeout, max(self.idle_since + bus.linger - self.clock(), 0.0))
+                timeout = min(timeout, max(self.idle_since + settings.linger - self.clock(), 0.0))
             batch = Batch(more=True)
             with anyio.CancelScope() as self.read_scope:
                 batch = await tail.read(timeout)
@@ -478,5 +495,5 @@ class RunReader:
                     # The waiters just resolved run before this reader sets up its next read: that setup is
                     # not theirs to wait for (a third of a memory:// wake-up).
                     await anyio.lowlevel.checkpoint()
-            if self.count == 0 and self.idle_since is not None and self.clock() - self.idle_since >= bus.linger:
+            if self.count == 0 and self.idle_since is not None and self.clock() - self.idle_since >= settings.linger:
                 return

@@ -54,7 +54,7 @@ async def test_late_waiter_returns_at_once(bus: Bus) -> None:
     await bus.publish([started(DIAMOND), result("seed.s"), result("model.a", message="OK")])
     record = await bus.wait(RUN, "model.a", timeout=1)
     assert record.status is NodeStatus.SUCCESS and record.message == "OK"
-    assert not bus._readers  # answered from the node key, no log replay
+    assert not bus.statistics().readers  # answered from the node key, no log replay
 
 
 async def test_early_waiter_waits_for_the_run_to_start(bus: Bus) -> None:
@@ -302,10 +302,9 @@ async def test_cancelled_waiters_leave_nothing_behind(bus: Bus) -> None:
         async with anyio.create_task_group() as tg:
             for uid in DIAMOND:
                 tg.start_soon(bus.wait, RUN, uid)
-    reader = bus._readers[RUN]
-    assert reader.count == 0 and not reader.waiters
+    assert bus.statistics().readers == {RUN: 0}  # every waiter gone, the reader lingers
     await anyio.sleep(0.4)  # linger is 0.05 s
-    assert RUN not in bus._readers
+    assert RUN not in bus.statistics().readers
 
 
 async def test_closing_the_bus_fails_pending_waiters_instead_of_hanging(memory_url: str) -> None:
@@ -345,7 +344,7 @@ async def test_ten_thousand_waiters_share_one_reader(memory_url: str) -> None:
     assert len(got) == 10_000
     assert backend.calls["get_node"] <= 16  # the bounded probe, then everyone joins the reader
     assert backend.calls["read"] <= 10
-    assert len(bus._readers) == 0
+    assert not bus.statistics().readers
 
 
 async def test_as_completed_yields_each_node_once_in_completion_order(bus: Bus) -> None:
@@ -587,7 +586,7 @@ async def test_no_tasks_leak(memory_url: str) -> None:
             with pytest.raises(WaitTimeout):
                 await bus.wait(RUN, "model.a", timeout=0.01)
         await anyio.sleep(0.3)
-        assert not bus._readers
+        assert not bus.statistics().readers
     gc.collect()
 
 

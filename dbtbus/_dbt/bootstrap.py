@@ -2,8 +2,8 @@
 
 The subprocess producer runs ``python -c <hook.py, exit_codes.py, test_edges.py and this module, verbatim>
 <dbt args...>`` with the interpreter of the ``dbt`` console script (possibly another virtualenv, without
-dbtbus), so this module uses only the standard library and the names those modules define. It prints dbt's selected graph
-as one JSON log line (``"name": "DbtbusGraph"``) before dbt's own events and dbt's final per-node results
+dbtbus), so this module uses only the standard library and the names those modules define. It prints dbt's
+selected graph as one JSON log line (``"name": "DbtbusGraph"``) before dbt's own events and dbt's final per-node results
 (``"name": "DbtbusResults"``) after them, then exits with dbt's own exit code.
 """
 

@@ -82,6 +82,19 @@ class Ending:
     peak_rss_scope: str | None = None
 
 
+@dataclass(frozen=True)
+class PublisherStatistics:
+    """A snapshot of a :class:`Publisher`: events handed over and not yet normalised (``queued``), records
+    waiting for the backend (``pending``), and the counts so far."""
+
+    queued: int
+    pending: int
+    published: int
+    unpublished: int
+    dropped: int
+    oversized: int
+
+
 class Publisher:
     def __init__(
         self,
@@ -144,6 +157,10 @@ class Publisher:
         self.results = TerminalRecords()
 
     # ------------------------------------------------------------------------------------------ any thread
+
+    def statistics(self) -> PublisherStatistics:
+        return PublisherStatistics(queued=len(self._fifo), pending=len(self._pending), published=self.published,
+                                   unpublished=self.unpublished, dropped=self._dropped, oversized=self.oversized)
 
     def push(self, item: Item) -> None:
         """Hand one event over (called on dbt's threads: O(1), never blocks, never raises)."""
@@ -362,7 +379,7 @@ class Publisher:
 
     async def _publish(self, bus: Bus, batch: list[Encoded], what: str) -> bool:
         try:
-            await bus._publish_encoded(batch, keys=self._keys(len(batch)))
+            await bus.publish_encoded(batch, keys=self._keys(len(batch)))
         except Exception as exc:
             if _is_too_large(exc):
                 return await self._publish_one_by_one(bus, batch, what, exc)
@@ -380,7 +397,7 @@ class Publisher:
         for offset, item in enumerate(batch):
             if len(batch) > 1:
                 try:
-                    await bus._publish_encoded([item], keys=self._keys(1, offset))
+                    await bus.publish_encoded([item], keys=self._keys(1, offset))
                 except Exception as exc:
                     if not _is_too_large(exc):
                         self._failed(exc, what)
