@@ -28,8 +28,8 @@ _EXPORTS: dict[str, str] = {
     "wait_many_sync": "._sync",
     # what runs mean
     "Outcome": "._outcome",
-    "OutcomeKind": "._outcome",
-    "RunStatus": "._outcome",
+    "OutcomeKind": "._kinds",
+    "RunStatus": "._kinds",
     "RunState": "._state",
     # the producer
     "Producer": ".producer",
@@ -58,19 +58,19 @@ _EXPORTS: dict[str, str] = {
     "DecodeError": "._exceptions",
     "InvalidCursor": "._exceptions",
     "MemrayUnavailable": "._exceptions",
-    "NodeFailed": "._exceptions",
-    "NodeNotInRun": "._exceptions",
-    "NodeNotRun": "._exceptions",
+    "NodeFailed": "._outcome",
+    "NodeNotInRun": "._outcome",
+    "NodeNotRun": "._outcome",
     "PermissionDenied": "._exceptions",
-    "ProducerLost": "._exceptions",
+    "ProducerLost": "._outcome",
     "RecordTooLarge": "._exceptions",
     "RunClaimed": "._exceptions",
     "RunError": "._exceptions",
     "RunLost": "._exceptions",
     "UnknownBackend": "._exceptions",
-    "UpstreamFailed": "._exceptions",
-    "WaitError": "._exceptions",
-    "WaitTimeout": "._exceptions",
+    "UpstreamFailed": "._outcome",
+    "WaitError": "._outcome",
+    "WaitTimeout": "._outcome",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -21,9 +21,10 @@ import anyio
 import anyio.abc
 import sniffio
 
-from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost, WaitError
+from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost
+from ._kinds import OutcomeKind
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
-from ._outcome import Outcome, OutcomeKind
+from ._outcome import Outcome, WaitError
 from ._reader import (
     CollectingWaiter,
     Collector,

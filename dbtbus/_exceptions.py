@@ -25,20 +25,14 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
         ├── ProducerLost                      kind PRODUCER_LOST
         └── WaitTimeout (TimeoutError)        kind TIMEOUT
 
-Every :class:`WaitError` is made from an :class:`dbtbus.Outcome` (kept on ``.outcome``) and its class
-carries the same :class:`dbtbus.OutcomeKind` on ``.kind``: handle outcomes with a table keyed by kind.
+The :class:`WaitError` family lives beside :class:`dbtbus.Outcome` (``_outcome.py``): each is made from an
+outcome, kept on ``.outcome``, its text the outcome's ``message``.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from ._outcome import OutcomeKind
-
-if TYPE_CHECKING:
-    from ._outcome import Outcome
-    from .events import NodeResult
+from typing import Any
 
 __all__ = [
     "AuthenticationFailed",
@@ -50,19 +44,12 @@ __all__ = [
     "DecodeError",
     "InvalidCursor",
     "MemrayUnavailable",
-    "NodeFailed",
-    "NodeNotInRun",
-    "NodeNotRun",
     "PermissionDenied",
-    "ProducerLost",
     "RecordTooLarge",
     "RunClaimed",
     "RunError",
     "RunLost",
     "UnknownBackend",
-    "UpstreamFailed",
-    "WaitError",
-    "WaitTimeout",
 ]
 
 
@@ -148,157 +135,3 @@ class RunLost(RunError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (functools.partial(RunLost, run_id=self.run_id), ())
-
-
-class WaitError(DbtBusError):
-    """Base class of every outcome of ``wait`` that is not a usable node result.
-
-    ``outcome`` is the :class:`dbtbus.Outcome` it was made from; ``run_id`` and ``unique_id`` name what was
-    awaited.
-    """
-
-    kind: ClassVar[OutcomeKind]
-
-    def __init__(self, outcome: Outcome, message: str | None = None) -> None:
-        super().__init__(message if message is not None else self.describe(outcome))
-        self.outcome = outcome
-        self.run_id = outcome.run_id
-        self.unique_id = outcome.unique_id
-
-    @classmethod
-    def from_outcome(cls, outcome: Outcome) -> WaitError:
-        return cls(outcome)
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles (across processes) rebuild from the outcome
-        return (type(self).from_outcome, (self.outcome,))
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        return f"waiting for {outcome.unique_id} in run {outcome.run_id!r} failed"
-
-
-class NodeFailed(WaitError):
-    """The node (or, with ``include_tests=True``, one of its tests) finished with a failing status.
-
-    ``record`` is the failing node's result: the awaited node itself, or the failing test.
-    """
-
-    kind = OutcomeKind.FAILED
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome)
-        assert outcome.record is not None
-        self.record: NodeResult = outcome.record
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        record = outcome.record
-        assert record is not None
-        awaited = outcome.unique_id
-        what = record.unique_id if awaited == record.unique_id else f"{record.unique_id} (a test of {awaited})"
-        detail = f": {record.message}" if record.message else ""
-        return f"{what} finished with status {record.status.value!r}{detail}"
-
-
-class UpstreamFailed(WaitError):
-    """An ancestor failed in a way dbt propagates, so dbt skips (or has skipped) this node.
-
-    Raised as soon as the failing ancestor's result is published, not when dbt gets round to skipping the
-    node. ``cause`` is the unique_id of the ancestor whose failure started the cascade (never an
-    intermediate skipped node); ``cause_record`` is its result when the bus has seen it; ``record`` is this
-    node's own ``skipped`` / ``not_run`` result when dbt has already published it.
-    """
-
-    kind = OutcomeKind.UPSTREAM_FAILED
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome)
-        self.cause: str = outcome.cause or ""
-        self.cause_record = outcome.cause_record
-        self.record = outcome.record
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        cause_record = outcome.cause_record
-        status = f" with status {cause_record.status.value!r}" if cause_record is not None else ""
-        message = f": {cause_record.message}" if cause_record is not None and cause_record.message else ""
-        if outcome.cause is None:
-            extra = f" ({outcome.detail})" if outcome.detail else ""
-            return f"{outcome.unique_id} will not run: an upstream node failed{extra}"
-        return f"{outcome.unique_id} will not run: upstream {outcome.cause} failed{status}{message}"
-
-
-class ProducerLost(WaitError):
-    """The producer's liveness lease expired before the node finished: it died, hung or lost its backend."""
-
-    kind = OutcomeKind.PRODUCER_LOST
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        extra = f" ({outcome.detail})" if outcome.detail else ""
-        return (
-            f"the producer of run {outcome.run_id!r} stopped heartbeating before {outcome.unique_id} "
-            f"finished{extra}"
-        )
-
-
-class NodeNotRun(WaitError):
-    """The run ended without running the node.
-
-    ``record`` is the node's ``not_run`` / ``skipped`` result when one was published; ``ending`` is the run's
-    finished or crashed record when the bus saw it.
-    """
-
-    kind = OutcomeKind.NOT_RUN
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome)
-        self.record = outcome.record
-        self.ending = outcome.ending
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        from .events import RunCrashed
-
-        record, ending = outcome.record, outcome.ending
-        reason = ""
-        if record is not None and record.message:
-            reason = f": {record.message}"
-        elif isinstance(ending, RunCrashed):
-            reason = f": the run crashed: {ending.error}"
-        elif ending is not None and ending.error:
-            reason = f": dbt returned with an error: {ending.error}"
-        elif outcome.detail:
-            reason = f": {outcome.detail}"
-        return f"run {outcome.run_id!r} ended without running {outcome.unique_id}{reason}"
-
-
-class NodeNotInRun(WaitError):
-    """The run has started and the node is not in its selected graph: it will never get a result."""
-
-    kind = OutcomeKind.NOT_IN_RUN
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        return f"{outcome.unique_id} is not in the graph selected by run {outcome.run_id!r}"
-
-
-class WaitTimeout(WaitError, TimeoutError):
-    """The timeout passed to ``wait`` elapsed before the node's outcome was known."""
-
-    kind = OutcomeKind.TIMEOUT
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome)
-        self.timeout: float = outcome.timeout if outcome.timeout is not None else 0.0
-
-    @staticmethod
-    def describe(outcome: Outcome) -> str:
-        timeout = outcome.timeout if outcome.timeout is not None else 0.0
-        return f"no outcome for {outcome.unique_id} in run {outcome.run_id!r} within {timeout:g} s"
-
-
-#: The exception class of each outcome kind that is an error.
-WAIT_ERRORS: dict[OutcomeKind, type[WaitError]] = {
-    cls.kind: cls for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, WaitTimeout)
-}

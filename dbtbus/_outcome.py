@@ -1,59 +1,46 @@
 """A node's outcome as data: what :class:`dbtbus.RunState` decides and every consumer reads.
 
-An :class:`Outcome` is a small frozen value with a stable :class:`OutcomeKind`. Exceptions are made from it
-only at the API edge (``Bus.wait`` raises ``outcome.error()``), so the CLI's exit codes, the progress
+An :class:`Outcome` is a small frozen value with a stable :class:`OutcomeKind`, and the one place an outcome is
+put into words (:attr:`Outcome.message`, :attr:`Outcome.label`, :meth:`Outcome.explain`). Exceptions are made
+from it only at the API edge (``Bus.wait`` raises ``outcome.error()``), so the CLI's exit codes, the progress
 display and the Airflow trigger's task states are tables keyed by ``kind`` rather than ``isinstance``
-ladders, and an outcome crosses a process boundary (a trigger event, an NDJSON line) as
+ladders (the :class:`WaitError` family, made from outcomes, lives here with them), and an outcome crosses a
+process boundary (a trigger event, an NDJSON line) as
 :meth:`Outcome.to_dict` / :meth:`Outcome.from_dict`.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Final
 
-if TYPE_CHECKING:
-    from ._exceptions import WaitError
-    from .events import NodeResult, RunCrashed, RunFinished
+from ._exceptions import DbtBusError, DecodeError
+from ._kinds import OutcomeKind
+from .events import NodeResult, RunCrashed, RunFinished, from_dict, to_dict
 
-__all__ = ["Outcome", "OutcomeKind", "RunStatus"]
+__all__ = [
+    "NodeFailed",
+    "NodeNotInRun",
+    "NodeNotRun",
+    "Outcome",
+    "ProducerLost",
+    "UpstreamFailed",
+    "WaitError",
+    "WaitTimeout",
+]
 
-
-class OutcomeKind(str, enum.Enum):
-    """What became of a node a consumer waits for. The values are stable: they travel in payloads."""
-
-    #: The node's result is success-like (success, pass, warn, no-op, reused).
-    SUCCESS = "success"
-    #: The node — or, with ``include_tests``, one of its tests — failed.
-    FAILED = "failed"
-    #: An ancestor failed in a way dbt propagates: dbt skips (or skipped) the node.
-    UPSTREAM_FAILED = "upstream_failed"
-    #: The run's selected graph lacks the node: it will never have a result in this run.
-    NOT_IN_RUN = "not_in_run"
-    #: The run ended (finished or crashed) without running the node.
-    NOT_RUN = "not_run"
-    #: The producer's liveness lease expired before the node finished.
-    PRODUCER_LOST = "producer_lost"
-    #: The caller's timeout passed first. Made by the bus; :class:`RunState` never answers it.
-    TIMEOUT = "timeout"
-    #: Not known yet.
-    PENDING = "pending"
-
-
-class RunStatus(str, enum.Enum):
-    """Where a run stands, as its log says."""
-
-    #: No ``RunStarted`` yet: the producer has not announced the run (consumers may well be early).
-    PENDING = "pending"
-    RUNNING = "running"
-    #: dbt returned (with or without failing nodes): the run's ``RunFinished``.
-    FINISHED = "finished"
-    #: The producer recorded that dbt or the producer itself died: the run's ``RunCrashed``.
-    CRASHED = "crashed"
-    #: The producer's lease expired mid-run.
-    LOST = "lost"
+#: A few words for each kind (progress lines, the demo's table, ``Outcome.label``).
+LABELS: Final[Mapping[OutcomeKind, str]] = {
+    OutcomeKind.SUCCESS: "ok",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.UPSTREAM_FAILED: "upstream failed",
+    OutcomeKind.PRODUCER_LOST: "producer lost",
+    OutcomeKind.NOT_RUN: "not run",
+    OutcomeKind.NOT_IN_RUN: "not in run",
+    OutcomeKind.TIMEOUT: "timeout",
+    OutcomeKind.PENDING: "pending",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +76,70 @@ class Outcome:
 
     @property
     def message(self) -> str:
-        """One line a person can read."""
-        if self.kind is OutcomeKind.SUCCESS:
+        """One line a person can read (for an error kind: the exception's text)."""
+        kind = self.kind
+        if kind is OutcomeKind.SUCCESS:
             assert self.record is not None
             status = self.record.status.value
             took = f" in {self.record.execution_time:.2f} s" if self.record.execution_time is not None else ""
             return f"{self.unique_id} {status}{took}"
-        if self.kind is OutcomeKind.PENDING:
+        if kind is OutcomeKind.PENDING:
             return f"{self.unique_id} has no outcome yet in run {self.run_id!r}"
-        return str(self.error())
+        if kind is OutcomeKind.FAILED:
+            record = self.record
+            assert record is not None
+            what = record.unique_id if self.unique_id == record.unique_id else \
+                f"{record.unique_id} (a test of {self.unique_id})"
+            detail = f": {record.message}" if record.message else ""
+            return f"{what} finished with status {record.status.value!r}{detail}"
+        if kind is OutcomeKind.UPSTREAM_FAILED:
+            cause = self.cause_record
+            if self.cause is None:
+                extra = f" ({self.detail})" if self.detail else ""
+                return f"{self.unique_id} will not run: an upstream node failed{extra}"
+            status = f" with status {cause.status.value!r}" if cause is not None else ""
+            message = f": {cause.message}" if cause is not None and cause.message else ""
+            return f"{self.unique_id} will not run: upstream {self.cause} failed{status}{message}"
+        if kind is OutcomeKind.PRODUCER_LOST:
+            extra = f" ({self.detail})" if self.detail else ""
+            return f"the producer of run {self.run_id!r} stopped heartbeating before {self.unique_id} finished{extra}"
+        if kind is OutcomeKind.NOT_RUN:
+            return f"run {self.run_id!r} ended without running {self.unique_id}{self._why_not_run()}"
+        if kind is OutcomeKind.NOT_IN_RUN:
+            return f"{self.unique_id} is not in the graph selected by run {self.run_id!r}"
+        timeout = self.timeout if self.timeout is not None else 0.0
+        return f"no outcome for {self.unique_id} in run {self.run_id!r} within {timeout:g} s"
+
+    def _why_not_run(self) -> str:
+        record, ending = self.record, self.ending
+        if record is not None and record.message:
+            return f": {record.message}"
+        if isinstance(ending, RunCrashed):
+            return f": the run crashed: {ending.error}"
+        if ending is not None and ending.error:
+            return f": dbt returned with an error: {ending.error}"
+        return f": {self.detail}" if self.detail else ""
+
+    @property
+    def label(self) -> str:
+        """A few words: ``ok``, ``failed``, ``upstream failed (model.x.a)``."""
+        label = LABELS[self.kind]
+        return f"{label} ({self.cause})" if self.cause is not None else label
+
+    def explain(self) -> str:
+        """:attr:`message` and what explains it: the root cause's own message, the run's error (a task log's
+        line, where the reader has nothing else to go on)."""
+        text = self.message
+        cause = self.cause_record
+        if self.kind is OutcomeKind.UPSTREAM_FAILED and cause is not None and cause.message:
+            text += f" — root cause {cause.unique_id}: {cause.message}"
+        error = getattr(self.ending, "error", None)
+        if error and error not in text:
+            text += f" — the run ended with: {error}"
+        return text
 
     def error(self) -> WaitError:
         """The exception for this outcome (its class has the same ``kind``). Not for ``SUCCESS``/``PENDING``."""
-        from ._exceptions import WAIT_ERRORS
-
         cls = WAIT_ERRORS.get(self.kind)
         if cls is None:
             raise ValueError(f"a {self.kind.value} outcome is not an error")
@@ -118,8 +155,6 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able mapping (records in their wire form); :meth:`from_dict` reads it back."""
-        from .events import to_dict
-
         out: dict[str, Any] = {"kind": self.kind.value, "run_id": self.run_id, "unique_id": self.unique_id}
         if self.record is not None:
             out["record"] = to_dict(self.record)
@@ -139,9 +174,6 @@ class Outcome:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
         """Read :meth:`to_dict`'s form back; raises :class:`dbtbus.DecodeError` for anything else."""
-        from ._exceptions import DecodeError
-        from .events import NodeResult, RunCrashed, RunFinished, from_dict
-
         if not isinstance(data, Mapping):
             raise DecodeError(f"an outcome is a mapping, not {type(data).__name__}")
         try:
@@ -180,3 +212,111 @@ class Outcome:
             detail=str(data.get("detail") or ""),
             timeout=float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else None,
         )
+
+
+# ---------------------------------------------------------------------------------------------- as exceptions
+
+
+class WaitError(DbtBusError):
+    """Base class of every outcome of ``wait`` that is not a usable node result.
+
+    ``outcome`` is the :class:`dbtbus.Outcome` it was made from; ``run_id`` and ``unique_id`` name what was
+    awaited.
+    """
+
+    kind: ClassVar[OutcomeKind]
+
+    def __init__(self, outcome: Outcome, message: str | None = None) -> None:
+        super().__init__(message if message is not None else outcome.message)
+        self.outcome = outcome
+        self.run_id = outcome.run_id
+        self.unique_id = outcome.unique_id
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome) -> WaitError:
+        return cls(outcome)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (across processes) rebuild from the outcome
+        return (type(self).from_outcome, (self.outcome,))
+
+
+
+class NodeFailed(WaitError):
+    """The node (or, with ``include_tests=True``, one of its tests) finished with a failing status.
+
+    ``record`` is the failing node's result: the awaited node itself, or the failing test.
+    """
+
+    kind = OutcomeKind.FAILED
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        assert outcome.record is not None
+        self.record: NodeResult = outcome.record
+
+
+
+class UpstreamFailed(WaitError):
+    """An ancestor failed in a way dbt propagates, so dbt skips (or has skipped) this node.
+
+    Raised as soon as the failing ancestor's result is published, not when dbt gets round to skipping the
+    node. ``cause`` is the unique_id of the ancestor whose failure started the cascade (never an
+    intermediate skipped node); ``cause_record`` is its result when the bus has seen it; ``record`` is this
+    node's own ``skipped`` / ``not_run`` result when dbt has already published it.
+    """
+
+    kind = OutcomeKind.UPSTREAM_FAILED
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.cause: str = outcome.cause or ""
+        self.cause_record = outcome.cause_record
+        self.record = outcome.record
+
+
+
+class ProducerLost(WaitError):
+    """The producer's liveness lease expired before the node finished: it died, hung or lost its backend."""
+
+    kind = OutcomeKind.PRODUCER_LOST
+
+
+
+class NodeNotRun(WaitError):
+    """The run ended without running the node.
+
+    ``record`` is the node's ``not_run`` / ``skipped`` result when one was published; ``ending`` is the run's
+    finished or crashed record when the bus saw it.
+    """
+
+    kind = OutcomeKind.NOT_RUN
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.record = outcome.record
+        self.ending = outcome.ending
+
+
+
+class NodeNotInRun(WaitError):
+    """The run has started and the node is not in its selected graph: it will never get a result."""
+
+    kind = OutcomeKind.NOT_IN_RUN
+
+
+
+class WaitTimeout(WaitError, TimeoutError):
+    """The timeout passed to ``wait`` elapsed before the node's outcome was known."""
+
+    kind = OutcomeKind.TIMEOUT
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome)
+        self.timeout: float = outcome.timeout if outcome.timeout is not None else 0.0
+
+
+
+#: The exception class of each outcome kind that is an error.
+WAIT_ERRORS: dict[OutcomeKind, type[WaitError]] = {
+    cls.kind: cls for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, WaitTimeout)
+}

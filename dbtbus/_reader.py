@@ -27,7 +27,8 @@ from typing import Final
 import anyio
 
 from ._exceptions import BackendError, BackendRejected, DbtBusError, DecodeError
-from ._outcome import Outcome, OutcomeKind
+from ._kinds import OutcomeKind
+from ._outcome import Outcome
 from ._state import RunState
 from ._wakeup import capture_clock
 from .backends.base import Backend, Entry

@@ -33,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from ._dbt.graph import children_index, is_test
-from ._outcome import Outcome, OutcomeKind, RunStatus
+from ._kinds import OutcomeKind, RunStatus
+from ._outcome import Outcome
 from .events import (
     BatchResult,
     GraphNode,

@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 
 from ._bus import connect
-from ._exceptions import DbtBusError, WaitError
+from ._exceptions import DbtBusError
+from ._outcome import WaitError
 from .events import NodeResult
 
 __all__ = ["wait", "wait_many", "wait_many_sync", "wait_sync"]

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import anyio
 
 from .._bus import Bus
-from .._outcome import Outcome, OutcomeKind
+from .._kinds import OutcomeKind
+from .._outcome import Outcome
 from .._state import RunState
 from ._task_states import PRODUCER_DONE, DagRunRef, ProducerWatch, TaskStates
 

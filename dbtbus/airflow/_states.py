@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._outcome import Outcome, OutcomeKind
+from .._kinds import OutcomeKind
+from .._outcome import Outcome
 from ..events import NodeResult, RunFinished
 
-__all__ = ["AIRFLOW_STATE", "airflow_state", "alog_outcome", "describe", "log_outcome", "result_summary"]
+__all__ = ["AIRFLOW_STATE", "airflow_state", "alog_outcome", "log_outcome", "result_summary"]
 
 #: The Airflow state each outcome ends its task in ("fail_now": failed without a retry, from a worker).
 AIRFLOW_STATE: Mapping[OutcomeKind, str] = {
@@ -36,18 +37,6 @@ def airflow_state(outcome: Outcome, not_run: str = "skip") -> str:
     return state
 
 
-def describe(outcome: Outcome) -> str:
-    """The outcome's message, plus what explains it: the root cause's message, the run's error."""
-    text = outcome.message
-    cause = outcome.cause_record
-    if outcome.kind is OutcomeKind.UPSTREAM_FAILED and cause is not None and cause.message:
-        text += f" — root cause {cause.unique_id}: {cause.message}"
-    error = getattr(outcome.ending, "error", None)
-    if error and error not in text:
-        text += f" — the run ended with: {error}"
-    return text
-
-
 def result_summary(outcome: Outcome) -> dict[str, Any]:
     """The sensor's XCom for a success: a short summary of the node's result."""
     record: NodeResult | None = outcome.record
@@ -68,7 +57,7 @@ def log_outcome(log: Any, outcome: Outcome, state: str) -> None:
         log.info("dbtbus: %s", outcome.message)
         return
     level = log.warning if state == "skipped" else log.error
-    level("dbtbus: [%s] %s", outcome.kind.value, describe(outcome))
+    level("dbtbus: [%s] %s", outcome.kind.value, outcome.explain())
 
 
 async def alog_outcome(log: Any, outcome: Outcome, state: str) -> None:
@@ -83,4 +72,4 @@ async def alog_outcome(log: Any, outcome: Outcome, state: str) -> None:
         await log.ainfo("dbtbus: %s", outcome.message)
         return
     level = log.awarning if state == "skipped" else log.aerror
-    await level("dbtbus: [%s] %s", outcome.kind.value, describe(outcome))
+    await level("dbtbus: [%s] %s", outcome.kind.value, outcome.explain())

@@ -16,7 +16,7 @@ from .._outcome import Outcome
 from ._compat import AirflowException, AirflowFailException, AirflowSkipException
 from ._policy import decide
 from ._run_id import run_id_from_context
-from ._states import airflow_state, describe, log_outcome, result_summary
+from ._states import airflow_state, log_outcome, result_summary
 from ._urls import bus_url_for
 from .triggers import CLASSPATH, NODE_DAG_CLASSPATH, DbtNodeDagTrigger, DbtNodeTrigger
 
@@ -225,7 +225,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         state = airflow_state(outcome, self.not_run)
         if state == "success":
             return result_summary(outcome)
-        message = describe(outcome)
+        message = outcome.explain()
         if state == "skipped":
             raise AirflowSkipException(message)
         if state == "fail_now":

@@ -49,7 +49,7 @@ from ._dag_runs import DAG_RUN_DONE, dag_run_state
 from ._policy import Rerun, WaitSpec, decide
 from ._run_id import run_id_from_ti
 from ._shared_bus import shared_bus
-from ._states import airflow_state, alog_outcome, describe, result_summary
+from ._states import airflow_state, alog_outcome, result_summary
 from ._task_states import DagRunRef, ProducerWatch, TaskStates
 from ._urls import resolve_bus_url
 
@@ -364,7 +364,7 @@ class DbtNodeDagTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
             for uid in self.unique_ids:
                 tg.start_soon(one, bus, uid)
         failed = {uid: o for uid, o in outcomes.items() if not o.ok}
-        detail = "".join(f"\n  {uid}: [{o.kind.value}] {describe(o)}" for uid, o in sorted(failed.items()))
+        detail = "".join(f"\n  {uid}: [{o.kind.value}] {o.explain()}" for uid, o in sorted(failed.items()))
         return await self._follow_dag_run(ti.run_id, not failed, detail)
 
     async def _follow_dag_run(self, run_id: str, all_ok: bool, detail: str) -> tuple[bool, str, str]:

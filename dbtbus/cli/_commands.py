@@ -16,7 +16,8 @@ import anyio
 from .._bus import Bus, connect
 from .._exceptions import RunLost
 from .._format import format_counts, redact_url
-from .._outcome import Outcome, OutcomeKind, RunStatus
+from .._kinds import OutcomeKind, RunStatus
+from .._outcome import Outcome
 from .._state import RunState
 from ..events import RunCrashed, RunFinished, RunStarted
 from . import (

@@ -25,7 +25,7 @@ import anyio
 from .._outcome import Outcome
 from ..events import NodeResult, RunCrashed, RunFinished, RunStarted
 from . import EXIT_OK, EXIT_USAGE, _UsageError
-from ._progress import Progress, describe, make_progress
+from ._progress import Progress, make_progress
 
 DEMO_URL = "memory://dbtbus-demo"
 PROJECT = Path(__file__).resolve().parent.parent / "_demo_project"
@@ -48,7 +48,7 @@ class Learnt:
 
     @property
     def label(self) -> str:
-        return describe(self.outcome)
+        return self.outcome.label
 
 
 def _check_dbt() -> None:

@@ -7,30 +7,10 @@ import time
 from typing import IO, Any
 
 from .._format import format_bytes, format_counts
-from .._outcome import Outcome, OutcomeKind
 from .._state import RunState
 from ..events import BatchResult, Heartbeat, NodeResult, NodeStarted, Record, RunCrashed, RunFinished, RunStarted
 
 __all__ = ["Progress", "make_progress"]
-
-
-#: A few words for each outcome kind (the demo's table, progress lines).
-OUTCOME_LABELS: dict[OutcomeKind, str] = {
-    OutcomeKind.SUCCESS: "ok",
-    OutcomeKind.FAILED: "failed",
-    OutcomeKind.UPSTREAM_FAILED: "upstream failed",
-    OutcomeKind.PRODUCER_LOST: "producer lost",
-    OutcomeKind.NOT_RUN: "not run",
-    OutcomeKind.NOT_IN_RUN: "not in run",
-    OutcomeKind.TIMEOUT: "timeout",
-    OutcomeKind.PENDING: "pending",
-}
-
-
-def describe(outcome: Outcome) -> str:
-    """``ok``, ``failed``, ``upstream failed (model.x.a)``..."""
-    label = OUTCOME_LABELS[outcome.kind]
-    return f"{label} ({outcome.cause})" if outcome.cause is not None else label
 
 
 class Progress:
