@@ -10,10 +10,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .._state import RunState
+from typing import Any, Protocol
 
 __all__ = ["DBT_LOCK", "exclude_args", "node_selector", "rerun_args", "resume_args", "run_dbt", "strip_selection"]
 
@@ -97,7 +94,13 @@ def exclude_args(args: Sequence[str], names: Iterable[str]) -> list[str]:
     return [*out, "--exclude", *names]
 
 
-def resume_args(state: RunState, args: Sequence[str]) -> tuple[list[str], list[str]]:
+class _Resumable(Protocol):
+    """What a resume asks of a run's state (``RunState``, which decides: the rule lives there)."""
+
+    def resume_excludes(self) -> Iterable[str]: ...
+
+
+def resume_args(state: _Resumable, args: Sequence[str]) -> tuple[list[str], list[str]]:
     """``args`` for the run's next attempt, and the nodes it leaves out: ``--exclude`` for every node that
     already succeeded (``RunState.resume_excludes()``, the one resume rule), one selector each."""
     done = list(state.resume_excludes())

@@ -9,7 +9,8 @@ See ``docs/producer.md``. Nothing here imports dbt, protobuf or psutil until a r
 
 from __future__ import annotations
 
-from ._jsonlog import apublish_log, publish_log
-from ._producer import Producer, ProducerResult
+from ._producer import Producer
+from ._replay import apublish_log, publish_log
+from ._results import ProducerResult
 
 __all__ = ["Producer", "ProducerResult", "apublish_log", "publish_log"]

@@ -174,7 +174,14 @@ class Normaliser:
         continue_on_error: Iterable[str] = (),
         heartbeat_interval: float = 5.0,
         attempt: int = 1,
+        selection_known: bool = True,
+        add_test_edges: bool = False,
+        ephemeral: Iterable[str] = (),
     ) -> None:
+        """``graph`` is dbt's selection when known (``selection_known``), or the project's whole graph from a
+        manifest (then no ``not_run`` records come from it, and ``add_test_edges`` adds build's test edges once
+        the command is known); ``ephemeral`` names ephemeral models (dbt logs nothing for them at info
+        level). dbt's graph hook, when it reports, replaces all three."""
         self.run_id = run_id
         self.producer = producer
         self.args = tuple(args)
@@ -197,14 +204,14 @@ class Normaliser:
         self._children: dict[str, list[str]] | None = None
         self.end = RunEnd()
         #: False when the graph is the whole project (from a manifest), not dbt's selection.
-        self.selection_known = True
+        self.selection_known = selection_known
         #: True when the graph lacks build's test edges (it came from a manifest): added once the command is known.
-        self.add_test_edges = False
+        self.add_test_edges = add_test_edges
         self.last_error: str | None = None
         #: ``dbt retry``: the command retried (its skip rules apply), from the graph hook.
         self.retry_of: str | None = None
         #: Ephemeral models of the graph (dbt logs nothing for them at info level).
-        self.ephemeral: frozenset[str] = frozenset()
+        self.ephemeral: frozenset[str] = frozenset(ephemeral)
         #: A debug-level node event was seen: NodeFinished, not the info-level result lines, is the truth.
         self.saw_debug_events = False
         self._refined = False

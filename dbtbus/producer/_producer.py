@@ -10,8 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ from .._dbt.exit_codes import EXIT_ERROR, dbt_exit_code, exit_code_crashed
 from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
-from ..events import NodeResult
 from . import _memray, _rss
 from ._callback import Item, make_callback
-from ._jsonlog import LineParser, read_lines
+from ._lines import LineParser, read_lines
 from ._normalise import Normaliser, producer_info
 from ._publisher import Ending, Publisher
+from ._results import ProducerResult, result_of
 
 logger = logging.getLogger("dbtbus.producer")
 
@@ -43,40 +42,6 @@ class Terminated(SystemExit):
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
         self.signum = signum
-
-
-@dataclass
-class ProducerResult:
-    """What one invocation did. ``results`` holds each node's terminal record as published.
-
-    ``results`` is a read-only mapping that keeps the records' wire bytes and decodes one on each access
-    (a decoded record takes twice the memory, and a 10,000-node run is rarely read whole): hold on to the
-    records you use. A record that had to be cut to ``max_record_size`` is there as published, marked.
-
-    ``success`` is True only when dbt succeeded AND the whole run reached the bus (its ending included).
-    ``published`` counts the records the backend accepted; ``unpublished`` those it never got (a backend
-    that failed past ``flush_timeout``, or a permanent rejection); ``oversized`` those that did not fit
-    ``max_record_size`` even truncated; ``rejected`` is the permanent backend error that stopped publishing.
-    """
-
-    run_id: str
-    success: bool
-    exit_code: int | None
-    crashed: bool
-    error: str | None
-    counts: dict[str, int]
-    elapsed: float
-    peak_rss: int | None
-    dbt_result: Any = None
-    results: Mapping[str, NodeResult] = field(default_factory=dict)
-    published: int = 0
-    unpublished: int = 0
-    oversized: int = 0
-    truncated: int = 0
-    rejected: BaseException | None = None
-    #: ``"invocation"``: ``peak_rss`` is this run's own peak; ``"process"``: the host process's lifetime peak
-    #: (in process where the kernel cannot reset the high-water mark).
-    peak_rss_scope: str | None = None
 
 
 @contextlib.contextmanager
@@ -506,32 +471,3 @@ class Producer:
         return Ending(
             crashed=False, success=code == 0, exit_code=code, error=failed, elapsed=elapsed, peak_rss=peak
         )
-
-
-def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> ProducerResult:
-    """The summary of one invocation (any producer, the replay included) from its publisher and ending."""
-    normaliser = publisher.normaliser
-    error = ending.error
-    rejected = publisher.rejected
-    if rejected is not None:
-        note = (f"the bus rejected the run ({type(rejected).__name__}: {rejected}); "
-                f"{publisher.published} records published")
-        error = f"{error}; {note}" if error else note
-    return ProducerResult(
-        run_id=normaliser.run_id,
-        success=ending.success and not ending.crashed and publisher.ended and rejected is None,
-        exit_code=ending.exit_code,
-        crashed=ending.crashed,
-        error=error,
-        counts=normaliser.counts(),
-        elapsed=ending.elapsed,
-        peak_rss=ending.peak_rss,
-        dbt_result=dbt_result,
-        results=publisher.results,
-        published=publisher.published,
-        unpublished=publisher.unpublished,
-        oversized=publisher.oversized,
-        truncated=publisher.fitter.truncated,
-        rejected=rejected,
-        peak_rss_scope=ending.peak_rss_scope,
-    )

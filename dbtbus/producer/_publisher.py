@@ -43,7 +43,7 @@ from .._wakeup import capture_scheduler
 from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted
 from ._callback import Item, extract
 from ._normalise import Normaliser
-from ._results import TerminalRecords
+from ._terminal import TerminalRecords
 
 logger = logging.getLogger("dbtbus.producer")
 

@@ -1,43 +1,76 @@
-"""Each node's terminal record as the producer published it, kept as its wire bytes.
-
-A decoded ``NodeResult`` with its timing phases, datetimes and adapter response takes ~1.3 KB; its encoding
-~630 B, and on ``memory://`` the very bytes object the run's log holds, so keeping it costs nothing more.
-A 10,000-node run's summary (:attr:`ProducerResult.results`) is then a few MiB at most, decoded only for
-the nodes someone looks at.
-"""
+"""What one invocation did: :class:`ProducerResult`, made by :func:`result_of` from the publisher and the
+invocation's ending (every producer, the log replay included)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import cast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..events import NodeResult, decode
+from ..events import NodeResult
+from ._publisher import Ending, Publisher
+
+__all__ = ["ProducerResult", "result_of"]
 
 
-class TerminalRecords(Mapping[str, NodeResult]):
-    """``unique_id`` → the node's terminal record, decoded on each access (hold on to what you use)."""
+@dataclass
+class ProducerResult:
+    """What one invocation did. ``results`` holds each node's terminal record as published.
 
-    __slots__ = ("_kept",)
+    ``results`` is a read-only mapping that keeps the records' wire bytes and decodes one on each access
+    (a decoded record takes twice the memory, and a 10,000-node run is rarely read whole): hold on to the
+    records you use. A record that had to be cut to ``max_record_size`` is there as published, marked.
 
-    def __init__(self) -> None:
-        self._kept: dict[str, bytes | NodeResult] = {}
+    ``success`` is True only when dbt succeeded AND the whole run reached the bus (its ending included).
+    ``published`` counts the records the backend accepted; ``unpublished`` those it never got (a backend
+    that failed past ``flush_timeout``, or a permanent rejection); ``oversized`` those that did not fit
+    ``max_record_size`` even truncated; ``rejected`` is the permanent backend error that stopped publishing.
+    """
 
-    def keep(self, record: NodeResult, data: bytes | None) -> None:
-        """Keep ``record`` as ``data`` (its encoding), or as itself where it has none (it was never published)."""
-        self._kept[record.unique_id] = record if data is None else data
+    run_id: str
+    success: bool
+    exit_code: int | None
+    crashed: bool
+    error: str | None
+    counts: dict[str, int]
+    elapsed: float
+    peak_rss: int | None
+    dbt_result: Any = None
+    results: Mapping[str, NodeResult] = field(default_factory=dict)
+    published: int = 0
+    unpublished: int = 0
+    oversized: int = 0
+    truncated: int = 0
+    rejected: BaseException | None = None
+    #: ``"invocation"``: ``peak_rss`` is this run's own peak; ``"process"``: the host process's lifetime peak
+    #: (in process where the kernel cannot reset the high-water mark).
+    peak_rss_scope: str | None = None
 
-    def __getitem__(self, unique_id: str) -> NodeResult:
-        kept = self._kept[unique_id]
-        return kept if isinstance(kept, NodeResult) else cast(NodeResult, decode(kept))
 
-    def __contains__(self, unique_id: object) -> bool:
-        return unique_id in self._kept
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._kept)
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def __repr__(self) -> str:
-        return f"<TerminalRecords of {len(self._kept)} nodes>"
+def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> ProducerResult:
+    """The summary of one invocation (any producer, the replay included) from its publisher and ending."""
+    normaliser = publisher.normaliser
+    error = ending.error
+    rejected = publisher.rejected
+    if rejected is not None:
+        note = (f"the bus rejected the run ({type(rejected).__name__}: {rejected}); "
+                f"{publisher.published} records published")
+        error = f"{error}; {note}" if error else note
+    return ProducerResult(
+        run_id=normaliser.run_id,
+        success=ending.success and not ending.crashed and publisher.ended and rejected is None,
+        exit_code=ending.exit_code,
+        crashed=ending.crashed,
+        error=error,
+        counts=normaliser.counts(),
+        elapsed=ending.elapsed,
+        peak_rss=ending.peak_rss,
+        dbt_result=dbt_result,
+        results=publisher.results,
+        published=publisher.published,
+        unpublished=publisher.unpublished,
+        oversized=publisher.oversized,
+        truncated=publisher.fitter.truncated,
+        rejected=rejected,
+        peak_rss_scope=ending.peak_rss_scope,
+    )

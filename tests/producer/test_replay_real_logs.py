@@ -19,8 +19,8 @@ import pytest
 import dbtbus
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished
 from dbtbus.producer import publish_log
-from dbtbus.producer._jsonlog import NO_EVENTS, TRUNCATED
 from dbtbus.producer._normalise import EPHEMERAL_MESSAGE
+from dbtbus.producer._replay import NO_EVENTS, TRUNCATED
 
 from ._helpers import DBT, copy_shop, node_results, read_records, shop_args, started_of
 

@@ -9,7 +9,7 @@ import pytest
 from dbtbus.backends.memory import get_store
 from dbtbus.events import NodeResult, NodeStatus, encode
 from dbtbus.producer import publish_log
-from dbtbus.producer._results import TerminalRecords
+from dbtbus.producer._terminal import TerminalRecords
 
 from ._helpers import node_results, read_records
 

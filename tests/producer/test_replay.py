@@ -1,9 +1,7 @@
-"""JSON log lines: parsing, pass-through of non-JSON lines, bounded reading, replay."""
+"""Replaying a dbt JSON log as a run: what the replay publishes, how it ends, how it reads its source."""
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 import threading
 import time
@@ -19,7 +17,6 @@ import dbtbus
 from dbtbus._dbt.graph import add_test_edges, children_index, descendants, graph_from_manifest
 from dbtbus.events import NodeResult, NodeStatus, RunCrashed, RunFinished, RunStarted
 from dbtbus.producer import apublish_log, publish_log
-from dbtbus.producer._jsonlog import LineParser, _read_on_a_thread, read_lines
 
 from ._helpers import read_records, started_of
 
@@ -41,29 +38,6 @@ def line(name: str, data: dict[str, object], level: str = "debug", msg: str = ""
         )
         + b"\n"
     )
-
-
-def test_non_json_lines_go_to_the_logger(caplog: pytest.LogCaptureFixture) -> None:
-    items: list[object] = []
-    parser = LineParser(items.append)
-    with caplog.at_level(logging.INFO, logger="dbtbus.dbt"):
-        parser.feed(b"Please open https://login.example/xyz\n")
-        parser.feed(b"{not json\n")
-        parser.feed(line("NodeStart", {"node_info": {"unique_id": "model.p.a"}}))
-        parser.feed(line("SQLQuery", {"sql": "select 1"}))
-        parser.feed(line("RunResultError", {}, level="error", msg="boom"))
-    assert [i[0] for i in items] == ["NodeStart"]  # type: ignore[index]
-    texts = [r.getMessage() for r in caplog.records]
-    assert "Please open https://login.example/xyz" in texts and "{not json" in texts and "boom" in texts
-    assert parser.last_error == "boom"
-
-
-def test_read_lines_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    stream = io.BytesIO(b"short\n" + b"x" * 5000 + b"\nafter\nlast-without-newline")
-    seen: list[bytes] = []
-    read_lines(stream, seen.append, max_line=1024)
-    assert seen == [b"short\n", b"after\n", b"last-without-newline"]
-    assert "longer than 1024" in caplog.text
 
 
 def test_publish_log_replays_a_log(memory_url: str) -> None:
@@ -199,51 +173,6 @@ def test_a_blocking_source_is_read_on_a_thread(memory_url: str) -> None:
     assert outcomes["model.shop.customers_summary"].status is NodeStatus.SUCCESS  # type: ignore[union-attr]
     skipped = outcomes["model.shop.top_customers"]  # a skip without a named cause is still an upstream failure
     assert isinstance(skipped, dbtbus.UpstreamFailed) and skipped.cause == ""
-
-
-def test_a_threaded_source_hands_over_every_line_in_order_within_its_buffer() -> None:
-    read: list[int] = []
-    handled: list[bytes | str] = []
-
-    def source() -> Iterator[bytes]:
-        for i in range(5_000):
-            read.append(i)
-            if i % 1_000 == 999:
-                time.sleep(0.05)  # a pause: the reader sleeps and must be woken for the next line
-            yield b"%d" % i
-
-    async def handle(line: bytes | str) -> None:
-        assert len(read) - len(handled) <= 33  # the thread never runs more than the buffer (+ the line in hand) ahead
-        handled.append(line)
-        if len(handled) % 500 == 0:
-            await anyio.sleep(0.01)  # a slow consumer: the thread must wait, not fill memory
-
-    anyio.run(partial(_read_on_a_thread, source(), handle, buffer=32))
-    assert handled == [b"%d" % i for i in range(5_000)]
-
-
-def test_a_threaded_source_that_fails_fails_the_read_and_stop_ends_it() -> None:
-    def broken() -> Iterator[bytes]:
-        yield b"one"
-        raise OSError("the pipe broke")
-
-    handled: list[bytes | str] = []
-
-    async def collect(line: bytes | str) -> None:
-        handled.append(line)
-
-    with pytest.raises(OSError, match="the pipe broke") as info:
-        anyio.run(_read_on_a_thread, broken(), collect)
-    assert type(info.value) is OSError  # itself, not wrapped in a task group's exception group
-    assert handled == [b"one"]  # what was read before the failure is handled first
-    seen: list[bytes | str] = []
-
-    async def keep(line: bytes | str) -> None:
-        seen.append(line)
-
-    endless = (b"x" for _ in iter(int, 1))
-    anyio.run(partial(_read_on_a_thread, endless, keep, stop=lambda: len(seen) >= 100))
-    assert len(seen) == 100
 
 
 @pytest.mark.parametrize("source_kind", ["blocking", "async"])
