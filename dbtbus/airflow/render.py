@@ -7,7 +7,6 @@ for why and docs/airflow.md ("At scale") for the measurements.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -16,8 +15,8 @@ from typing import Any
 
 from airflow.sdk import DAG, TaskGroup
 
-from .._dbt.graph import graph_from_manifest, topological_order
 from ._layout import DEFAULT_MAX_TASKS_PER_DAG, Layout, NodeDag, check_dag_ids, node_dags, wants_split
+from ._plan import plan_for, select_nodes
 from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
 from .sensors import DbtNodeDagSensor, DbtNodeSensor
 
@@ -25,66 +24,6 @@ __all__ = ["render_dbt_task_group", "select_nodes"]
 
 RESOURCE_TYPES = ("model", "seed", "snapshot")
 _TASK_ID = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _load(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(manifest, Mapping):
-        return manifest
-    with open(manifest, encoding="utf-8") as fh:
-        loaded: Mapping[str, Any] = json.load(fh)
-    return loaded
-
-
-def _wanted(node: Mapping[str, Any], select: set[str] | None) -> bool:
-    if select is None:
-        return True
-    uid = node["unique_id"]
-    return uid in select or node.get("name") in select or any(f"tag:{t}" in select for t in node.get("tags", ()))
-
-
-def select_nodes(
-    manifest: str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    select: Iterable[str] | None = None,
-    resource_types: Sequence[str] = RESOURCE_TYPES,
-    include_ephemeral: bool = False,
-) -> tuple[dict[str, list[str]], dict[str, Mapping[str, Any]]]:
-    """The selected nodes and, for each, its nearest selected ancestors (through unselected/ephemeral ones).
-
-    ``select`` holds unique ids, node names or ``tag:<tag>``; ``None`` selects every node of
-    ``resource_types``. Ephemeral models have no result of their own and get no sensor unless asked.
-    """
-    data = _load(manifest)
-    nodes: Mapping[str, Mapping[str, Any]] = data.get("nodes", {})
-    wanted = set(select) if select is not None else None
-    chosen = {
-        uid: node
-        for uid, node in nodes.items()
-        if node.get("resource_type") in resource_types
-        and _wanted(node, wanted)
-        and (include_ephemeral or node.get("config", {}).get("materialized") != "ephemeral")
-    }
-    # In topological order every parent's answer is known before its children ask: no recursion.
-    graph = graph_from_manifest(data)
-    nearest: dict[str, frozenset[str]] = {}
-    for uid in topological_order(graph):
-        found: set[str] = set()
-        for parent in graph[uid].parents:
-            if parent in chosen:
-                found.add(parent)
-            else:
-                found |= nearest.get(parent, frozenset())
-        found.discard(uid)
-        nearest[uid] = frozenset(found)
-    parents = {uid: sorted(nearest.get(uid, frozenset())) for uid in chosen}
-    return parents, chosen
-
-
-def relative_root_paths(manifest: Mapping[str, Any]) -> list[str]:
-    """Nodes whose ``root_path`` is relative: the manifest was parsed with a relative ``--project-dir``."""
-    nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
-    return sorted(uid for uid, node in nodes.items()
-                  if isinstance(node.get("root_path"), str) and not os.path.isabs(node["root_path"]))
 
 
 def _task_id(node: Mapping[str, Any], taken: set[str]) -> str:
@@ -149,17 +88,16 @@ def render_dbt_task_group(
     Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
     ``root_path`` and makes a build started from a worker's directory fail (a warning says so).
     """
-    manifest = _load(manifest_path)
-    relative = relative_root_paths(manifest)
-    if relative:
+    plan = plan_for(manifest_path, select=select, resource_types=resource_types)
+    if plan.relative:
         message = (f"the dbt manifest {manifest_path if not isinstance(manifest_path, Mapping) else ''} was parsed "
-                   f"with a relative --project-dir (root_path of {relative[0]} is "
-                   f"{manifest['nodes'][relative[0]]['root_path']!r}): seeds fail when a worker starts dbt from "
-                   "another directory; parse with an absolute --project-dir")
+                   f"with a relative --project-dir (root_path of {plan.relative[0]} is {plan.relative_root!r}): "
+                   "seeds fail when a worker starts dbt from another directory; parse with an absolute "
+                   "--project-dir")
         warnings.warn(message, UserWarning, stacklevel=2)
     if bus_url is None and bus_conn_id is None:
         raise ValueError("render_dbt_task_group needs bus_url or bus_conn_id")
-    parents, chosen = select_nodes(manifest, select=select, resource_types=resource_types)
+    parents, chosen = plan.parents, plan.nodes
     split = wants_split(layout, len(chosen), max_tasks_per_dag)
     if split and sensors_after_producer:
         raise ValueError("sensors_after_producer=True runs every task in one DAG: use layout='one_dag' with it")
@@ -183,9 +121,8 @@ def render_dbt_task_group(
             carrier_task_id = f"{prefix}dbtbus_carrier"
         dags: list[NodeDag] = []
         if split:
-            project = (manifest.get("metadata") or {}).get("project_name")
             dags = node_dags(chosen, dag_id=group.dag.dag_id, group_id=run_group, max_tasks=max_tasks_per_dag,
-                             root_package=project if isinstance(project, str) else None)
+                             root_package=plan.project)
             check_dag_ids(dags)
         producer = DbtBusProducerOperator(
             task_id="dbt_producer",

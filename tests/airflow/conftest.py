@@ -42,6 +42,7 @@ _configure("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 _dags = _configure("AIRFLOW__CORE__DAGS_FOLDER", str(_HOME / "dags"))
 _configure("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 _configure("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+_configure("DBTBUS_CACHE_DIR", str(_HOME / "dbtbus-cache"))  # render plans: never the user's cache
 
 if HAVE_AIRFLOW:
     Path(_dags).mkdir(parents=True, exist_ok=True)

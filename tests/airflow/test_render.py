@@ -7,17 +7,6 @@ import pytest
 from airflow.sdk import DAG
 
 from dbtbus.airflow import DbtBusProducerOperator, DbtNodeSensor, DbtNodeTrigger, render_dbt_task_group
-from dbtbus.airflow.render import select_nodes
-
-
-def test_select_nodes_wires_through_ephemeral(shop_template: Path) -> None:
-    parents, chosen = select_nodes(shop_template / "target" / "manifest.json")
-    assert "model.shop.order_payments" not in chosen  # ephemeral: no result of its own, no sensor
-    assert parents["model.shop.orders_enriched"] == ["model.shop.stg_orders", "model.shop.stg_payments"]
-    assert parents["model.shop.stg_customers"] == ["seed.shop.customers"]
-    assert parents["snapshot.shop.orders_snapshot"] == ["seed.shop.orders"]
-    assert not any(uid.startswith("test.") for uid in chosen)
-    assert len(chosen) == 14  # 10 models without the ephemeral one, 3 seeds, 1 snapshot
 
 
 def test_render_group(shop_template: Path) -> None:
@@ -72,13 +61,6 @@ def _chain_manifest(depth: int, root_path: str = "/abs/project") -> dict[str, ob
                       "config": {"materialized": "ephemeral" if i % 2 else "view"}, "depends_on": {"nodes": [parent]}}
         parent = uid
     return {"nodes": nodes}
-
-
-def test_select_nodes_on_a_10000_deep_chain_does_not_recurse() -> None:
-    parents, chosen = select_nodes(_chain_manifest(10_000))
-    assert len(chosen) == 5_001  # the seed and every non-ephemeral model
-    assert parents["model.p.m2"] == ["model.p.m0"]  # through the ephemeral m1
-    assert parents["model.p.m0"] == ["seed.p.s"]
 
 
 def test_render_warns_on_a_relative_root_path() -> None:

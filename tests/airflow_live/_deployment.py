@@ -107,6 +107,7 @@ class Deployment:
             "SCARF_NO_ANALYTICS": "true",
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "PYTHONFAULTHANDLER": "1",
+            "DBTBUS_CACHE_DIR": str(home / "dbtbus-cache"),
             **extra_env,
         }
         self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", None)
