@@ -58,6 +58,7 @@ from tests.airflow_live._deployment import Deployment
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 SECTION = "## Airflow under a real scheduler"
+LAYOUT_SECTION = "## Airflow: one DAG or node DAGs"
 BIN = Path(sys.executable).parent
 
 DAG_FILE = '''"""dbtbus benchmark DAG {which!r} for the {models}-model project (airflow dag file)."""
@@ -84,14 +85,15 @@ if WHICH == "bare":
     with DAG("bench_bare_{models}", schedule=None, catchup=False) as bare:
         PythonOperator(task_id="dbt_producer", python_callable=build)
 
-if WHICH in ("redis", "xcom", "redis_failing"):
+if WHICH in ("redis", "xcom", "redis_failing", "redis_one_dag", "redis_split"):
     from dbtbus.airflow import render_dbt_task_group
 
     url = os.environ["DBTBUS_BENCH_REDIS"] if WHICH != "xcom" else "xcom://?poll=0.2"
     project = FAILING if WHICH == "redis_failing" else PROJECT
+    layout = {{"redis_one_dag": "one_dag", "redis_split": "split"}}.get(WHICH, "auto")
     args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
     with DAG(f"bench_dbtbus_{{WHICH}}_{models}", schedule=None, catchup=False) as dag:
-        render_dbt_task_group(project / "manifest.render.json", url, args, group_id="dbt",
+        render_dbt_task_group(project / "manifest.render.json", url, args, group_id="dbt", layout=layout,
                               sensor_kwargs={{"timeout": 1800}})
 
 if WHICH == "cosmos":
@@ -111,13 +113,16 @@ if WHICH == "cosmos":
 #: One DAG file per variant: a task ended from the triggerer makes Airflow send the dag-processor a callback
 #: request, which parses that task's DAG file — each variant pays for parsing its own DAG only.
 DAG_FILES = {"bare": "bare", "dbtbus-redis": "redis", "dbtbus-xcom": "xcom", "dbtbus-redis-failing": "redis_failing",
-             "cosmos-watcher": "cosmos"}
+             "cosmos-watcher": "cosmos", "dbtbus-redis-one-dag": "redis_one_dag", "dbtbus-redis-split": "redis_split"}
 
 VARIANTS = {"bare": "bench_bare", "dbtbus-redis": "bench_dbtbus_redis", "dbtbus-xcom": "bench_dbtbus_xcom",
-            "cosmos-watcher": "bench_cosmos", "dbtbus-redis-failing": "bench_dbtbus_redis_failing"}
+            "cosmos-watcher": "bench_cosmos", "dbtbus-redis-failing": "bench_dbtbus_redis_failing",
+            "dbtbus-redis-one-dag": "bench_dbtbus_redis_one_dag", "dbtbus-redis-split": "bench_dbtbus_redis_split"}
 LABELS = {"shell": "`dbt build` in a shell", "bare": "bare `dbt build` (one PythonOperator)",
           "dbtbus-redis": "dbtbus, Redis", "dbtbus-xcom": "dbtbus, XCom (`poll=0.2`)",
-          "cosmos-watcher": "astronomer-cosmos watcher", "dbtbus-redis-failing": "dbtbus, Redis, one model failing"}
+          "cosmos-watcher": "astronomer-cosmos watcher", "dbtbus-redis-failing": "dbtbus, Redis, one model failing",
+          "dbtbus-redis-one-dag": "dbtbus, Redis, every task in the DAG (`layout=\"one_dag\"`)",
+          "dbtbus-redis-split": "dbtbus, Redis, node DAGs (`layout=\"split\"`)"}
 NOT_NODE_TASKS = ("producer", "carrier", "nodes_")
 PLOT = ROOT / "docs" / "benchmarks-airflow.svg"
 
@@ -364,7 +369,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
             return [r[key] for r in runs if r["variant"] == variant and r.get(key) is not None]
         bare, sh = _med(of("bare", "dag_wall")), _med(of("shell", "dag_wall"))
         row: dict[str, Any] = {"models": size["models"], "bare": bare, "shell": sh}
-        for variant in ("dbtbus-redis", "dbtbus-xcom", "cosmos-watcher"):
+        for variant in ("dbtbus-redis", "dbtbus-xcom", "cosmos-watcher", "dbtbus-redis-one-dag", "dbtbus-redis-split"):
             wall = _med(of(variant, "dag_wall"))
             row[variant] = {
                 "wall": wall, "ratio": wall / bare if wall and bare else None,
@@ -401,8 +406,8 @@ def render(results: dict[str, Any]) -> str:
         f"`bench/airflow_live.py`: one Airflow {results['airflow']} deployment (api-server, scheduler with "
         f"LocalExecutor and parallelism 4, dag-processor, triggerer; PostgreSQL metadata DB) on "
         f"{results['machine']}, measured {results['measured_at']};{cosmos} variants alternating within each "
-        "round; dbtbus in `render_dbt_task_group`'s default layout (node tasks in the DAG up to 50 nodes, "
-        "in node DAGs of at most 50 beyond). DAG wall runs from the DAG run's start to the end of the last of "
+        "round; dbtbus in `render_dbt_task_group`'s default layout (node tasks in the DAG up to 100 selected "
+        "nodes, in node DAGs of at most 50 beyond). DAG wall runs from the DAG run's start to the end of the last of "
         "it and its node DAGs' runs. Medians (min–max) over the rounds.", "",
         "### At every size", "",
         "| models | bare task | shell | dbtbus Redis ÷ bare | ÷ shell | tail | failure → descendants terminal "
@@ -472,6 +477,33 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_layouts(results: dict[str, Any]) -> str:
+    """The same project with every node task in the rendering DAG and in node DAGs: the auto threshold."""
+    rows = summary(results)
+    lines = [
+        LAYOUT_SECTION, "",
+        f"`bench/airflow_live.py --layouts`: the deployment of the section above (Airflow {results['airflow']}, "
+        f"{results['machine']}, measured {results['measured_at']}), one generated project per size rendered "
+        "both ways and alternated within each round with a bare build: `layout=\"one_dag\"` (every node task "
+        "in the rendering DAG) and `\"split\"` (node DAGs of at most 50 tasks). Medians over the rounds; "
+        "what `layout=\"auto\"` picks is set from this table (one DAG up to 100 selected nodes).", "",
+        "| models | layout | DAG wall ÷ bare | tail | node task ends after its node (p95 / max) "
+        "| triggerer CPU per node task | triggerer peak RSS rise | dag-processor CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for variant, name in (("dbtbus-redis-one-dag", "one DAG"), ("dbtbus-redis-split", "node DAGs")):
+            r = row[variant]
+            if r["wall"] is None:
+                continue
+            lines.append(f"| {row['models']} | {name} | {_fmt(r['ratio'], '.2f')}× | {_fmt(r['tail'], '.1f')} s "
+                         f"| {_fmt(r['lag_p95'], '.1f')} / {_fmt(r['lag_max'], '.1f')} s "
+                         f"| {_fmt(r['trig_ms'], '.0f')} ms | {_fmt(r['rss_rise_mb'], '.0f')} MB "
+                         f"| {_fmt(r['processor_cpu'], '.0f')} s |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
     """The summary against project size (matplotlib; None without it)."""
     try:
@@ -500,7 +532,6 @@ def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
         ax.axhline(goal, color="grey", linestyle=":", label="goal")
         ax.set_title(title)
         ax.set_xlabel("models")
-        ax.set_xscale("log")
         ax.set_xticks(models, [str(m) for m in models])
         ax.legend(fontsize=7)
     ax = axes[-1]
@@ -508,7 +539,7 @@ def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
     ax.plot(models, [y if y is not None else float("nan") for y in ys], "-o", color="tab:red")
     ax.axhline(3.0, color="grey", linestyle=":")
     ax.set_title("failure → descendants terminal (s)")
-    ax.set_xscale("log")
+    ax.set_xlabel("models")
     ax.set_xticks(models, [str(m) for m in models])
     fig.tight_layout()
     fig.savefig(out, format="svg")
@@ -558,6 +589,10 @@ def _version(dist: str) -> str | None:
 
 
 def main() -> None:
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C: the deployment's processes and database are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--large", action="store_true", help="add 1,000 models (one round)")
@@ -574,18 +609,26 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "airflow_live.json")
     parser.add_argument("--write", type=Path, help="replace the section in this markdown file")
     parser.add_argument("--render-only", action="store_true", help="render the page from --json, run nothing")
+    parser.add_argument("--layouts", action="store_true",
+                        help="compare layout='one_dag' with 'split' (variants shell, bare and both; "
+                             "results in airflow_layouts.json, its own section)")
     args = parser.parse_args()
+    if args.layouts:
+        args.variants = ["shell", "bare", "dbtbus-redis-one-dag", "dbtbus-redis-split"]
+        if args.json == ROOT / "bench" / "results" / "airflow_live.json":
+            args.json = ROOT / "bench" / "results" / "airflow_layouts.json"
     if args.render_only:
         results = json.loads(args.json.read_text())
     else:
         results = _run(args)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    text = render(results)
+    text = render_layouts(results) if args.layouts else render(results)
     print(text)
-    plot(results)
+    if not args.layouts:
+        plot(results)
     if args.write:
-        replace_doc_section(args.write, SECTION, text)
+        replace_doc_section(args.write, LAYOUT_SECTION if args.layouts else SECTION, text)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -621,9 +664,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                             continue
                         if variant == "shell":
                             result = shell(project.path, models)
-                        else:
+                        else:  # cosmos's worker run per consumer takes minutes where dbtbus takes seconds
+                            factor = args.hang_after * (4 if variant == "cosmos-watcher" else 1)
                             result = one(af, variant, models, failing, redis.url, work,
-                                         hang_after=max(120.0, args.hang_after * expected))
+                                         hang_after=max(120.0, factor * expected))
                         if variant == "bare" and result.get("dag_wall"):
                             expected = result["dag_wall"]
                         result["round"] = round_

@@ -3,8 +3,8 @@
 Airflow 3.3 starts a ``start_from_trigger`` task by shipping its whole serialized DAG to the triggerer and
 deserializing it there (twice: in the supervisor and in the trigger runner), and it deserializes the whole
 DAG again to end a task as failed. With one task per dbt node in one DAG that is O(nodes) work per task:
-O(nodes²) per run (docs/airflow.md, "At scale"). Past ``max_tasks`` nodes the node tasks therefore live in
-small DAGs of their own — at most ``max_tasks`` tasks each — whose runs the producer starts with the same
+O(nodes²) per run (docs/airflow.md, "At scale"). Past ``ONE_DAG_UP_TO`` nodes the node tasks therefore live
+in small DAGs of their own — at most ``max_tasks`` tasks each — whose runs the producer starts with the same
 run id as its own; each costs the triggerer O(max_tasks) per task whatever the project's size.
 
 Nodes are packed by folder (a dbt project's folders are its layers and domains): whole folders in their
@@ -19,11 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-__all__ = ["DEFAULT_MAX_TASKS_PER_DAG", "Layout", "NodeDag", "check_dag_ids", "node_dags", "wants_split"]
+__all__ = ["DEFAULT_MAX_TASKS_PER_DAG", "ONE_DAG_UP_TO", "Layout", "NodeDag", "check_dag_ids", "node_dags",
+           "wants_split"]
 
 #: Measured (docs/airflow.md, "At scale"): the triggerer's CPU per node task grows by ~0.3 ms for every task
 #: in its DAG, over a floor of ~20 ms per task; at 50 a task costs ~1.7x the floor, at 300 ~5x.
 DEFAULT_MAX_TASKS_PER_DAG: Final = 50
+#: ``layout="auto"`` keeps every node task in the rendering DAG up to this many nodes: node DAGs' runs start
+#: only once the producer does, which costs a few seconds a run, more than the larger DAG costs up to here
+#: (docs/benchmarks.md, "Airflow: one DAG or node DAGs").
+ONE_DAG_UP_TO: Final = 100
 
 Layout = Literal["auto", "one_dag", "split"]
 _LAYOUTS: Final = ("auto", "one_dag", "split")
@@ -49,12 +54,13 @@ class _Pack:
 
 
 def wants_split(layout: Layout, nodes: int, max_tasks: int) -> bool:
-    """Whether the node tasks go into DAGs of their own (``auto``: when there are more than ``max_tasks``)."""
+    """Whether the node tasks go into DAGs of their own (``auto``: past ONE_DAG_UP_TO nodes, or ``max_tasks``
+    when it is larger)."""
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(_LAYOUTS)}, got {layout!r}")
     if max_tasks < 1:
         raise ValueError(f"max_tasks_per_dag must be at least 1, got {max_tasks}")
-    return layout == "split" or (layout == "auto" and nodes > max_tasks)
+    return layout == "split" or (layout == "auto" and nodes > max(ONE_DAG_UP_TO, max_tasks))
 
 
 def _folder(node: Mapping[str, Any], root_package: str | None) -> str:

@@ -160,10 +160,13 @@ def _node_dags(dag_id: str) -> dict[str, DAG]:
     return {d.dag_id: d for d, _ in DagContext.autoregistered_dags if d.dag_id.startswith(f"{dag_id}.")}
 
 
-def test_a_project_within_max_tasks_per_dag_stays_in_one_dag() -> None:
+def test_a_project_of_up_to_100_nodes_stays_in_one_dag() -> None:
     with DAG("render_small", schedule=None) as dag:
-        render_dbt_task_group(_wide_manifest(49), "redis://h:1/0", ["build"])
-    assert len(dag.task_dict) == 51 and not _node_dags("render_small")  # producer + 50 node tasks
+        render_dbt_task_group(_wide_manifest(99), "redis://h:1/0", ["build"])
+    assert len(dag.task_dict) == 101 and not _node_dags("render_small")  # producer + 100 node tasks
+    with DAG("render_101", schedule=None) as dag:
+        render_dbt_task_group(_wide_manifest(100), "redis://h:1/0", ["build"])
+    assert len(_node_dags("render_101")) == 3  # models in 50s, the seed apart
 
 
 def test_a_larger_project_gets_node_dags_of_bounded_size() -> None:
@@ -221,7 +224,7 @@ def test_node_dags_serialise_with_the_producers_dag_in_their_triggers() -> None:
     from airflow.serialization.serialized_objects import DagSerialization
 
     with DAG("render_split_ser", schedule=None):
-        render_dbt_task_group(_wide_manifest(60), "redis://h:1/0", ["build"])
+        render_dbt_task_group(_wide_manifest(60), "redis://h:1/0", ["build"], layout="split")
     for node_dag in _node_dags("render_split_ser").values():
         restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(node_dag))
         for task in restored.tasks:

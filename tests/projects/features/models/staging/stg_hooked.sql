@@ -1,0 +1,1 @@
+select id, note from {{ source('hooks', 'hook_made') }}
