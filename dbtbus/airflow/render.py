@@ -66,15 +66,15 @@ def render_dbt_task_group(
     ``sensors_after_producer=True`` keeps Airflow's default rule and makes the root sensors wait for the
     producer task (``all_done``) — only for executors that run one task at a time, such as ``dag.test()``.
 
-    **At scale.** Airflow 3.3 pays for every node task in proportion to the size of its DAG (it ships and
-    deserializes the whole DAG per task it starts in the triggerer), so with ``layout="auto"`` (default) a
-    project of more than 100 selected nodes (or ``max_tasks_per_dag``, when larger) gets its node tasks spread
-    over small DAGs of their own, ``<dag_id>.<group_id>.<folder>``, packed by dbt folder, at most ``max_tasks_per_dag`` tasks
-    each. Their runs are started by the producer with this DAG run's run id (same run id, so their tasks find
-    the run on the bus), and this group keeps one :class:`DbtNodeDagSensor` per node DAG that ends when that
-    DAG's nodes are decided: ``group >> downstream`` waits for every node, as with one DAG. ``layout`` forces
-    one way (``"one_dag"``, ``"split"``). Node DAGs inherit this DAG's ``default_args``, ``tags`` (plus
-    ``dbtbus``), ``max_active_runs`` and ``dagrun_timeout``, and are created unpaused.
+    **At scale.** Airflow 3.3 pays for every node task in proportion to the size of its DAG (it ships and deserializes
+    the whole DAG per task it starts in the triggerer), so with ``layout="auto"`` (default) a project of more than 100
+    selected nodes (or ``max_tasks_per_dag``, when larger) gets its node tasks spread over small DAGs of their own,
+    ``<dag_id>.<group_id>.<folder>``, packed by dbt folder, at most ``max_tasks_per_dag`` tasks each. Their runs are
+    started by the producer with this DAG run's run id (same run id, so their tasks find the run on the bus), and this
+    group keeps one :class:`DbtNodeDagSensor` per node DAG that ends when that DAG's nodes are decided: ``group >>
+    downstream`` waits for every node, as with one DAG. ``layout`` forces one way (``"one_dag"``, ``"split"``). Node
+    DAGs inherit this DAG's ``default_args``, ``tags`` (plus ``dbtbus``), ``max_active_runs`` and ``dagrun_timeout``,
+    and are created unpaused.
 
     Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise (or, when the producer
     is given no ``retries`` either, as the DAG's ``default_args`` say): a sensor that failed in the producer's
