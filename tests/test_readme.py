@@ -8,6 +8,7 @@ A fenced block is run according to its language, in a scratch directory holding 
 * ``bash`` / ``sh`` — with ``bash -euo pipefail``;
 * preceded by ``<!-- pytest -->`` — as a test module, with pytest;
 * preceded by ``<!-- dbtbus:example-test... (why) -->`` — run by tests/test_pytest_plugin.py, not twice;
+* preceded by ``<!-- airflow-quickstart: why -->`` — run by tests/airflow_live/test_quickstart.py, not here;
 * preceded by ``<!-- fragment: why -->`` — not run (it installs, configures Airflow, uses top-level
   ``await``...); a Python fragment must still compile;
 * no language or ``text`` — an output sample, not code.
@@ -31,8 +32,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
-MARK = re.compile(r"<!--\s*(?P<kind>fragment|pytest|dbtbus:example-test[\w-]*)\b(?P<why>[^>]*)-->\s*$")
+MARK = re.compile(
+    r"<!--\s*(?P<kind>fragment|pytest|airflow-quickstart|dbtbus:example-test[\w-]*)\b(?P<why>[^>]*)-->\s*$")
 RUNNABLE = {"python", "bash", "sh"}
+#: Blocks another test runs, not twice: tests/test_pytest_plugin.py (``dbtbus:example-test``) and, under
+#: ``airflow standalone``, tests/airflow_live/test_quickstart.py (``airflow-quickstart``).
+RUN_ELSEWHERE = ("dbtbus:", "airflow-quickstart")
 OUTPUT = {"", "text", "console-output"}
 
 
@@ -62,8 +67,8 @@ def blocks(page: Path) -> list[Block]:
                 line=text.count("\n", 0, match.start()) + 1,
                 lang=match.group("lang").lower(),
                 body=match.group("body"),
-                # tests/test_pytest_plugin.py runs the blocks it marks itself: not run twice.
-                mark=("fragment" if mark.group("kind").startswith("dbtbus:") else mark.group("kind")) if mark else "",
+                mark=(("fragment" if mark.group("kind").startswith(RUN_ELSEWHERE) else mark.group("kind"))
+                      if mark else ""),
                 why=mark.group("why").strip(" :") if mark else "",
             )
         )

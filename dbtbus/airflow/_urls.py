@@ -2,7 +2,8 @@
 
 * a ``redis`` connection (the Redis provider's type, fields as that provider reads them: host, port,
   login, password, ``extra.db``, ``extra.ssl``) becomes ``redis://`` / ``rediss://``;
-* a ``dbtbus`` connection holds a full bus URL in ``extra.url`` (or ``host``), e.g. ``xcom://``;
+* a ``dbtbus`` connection holds a full bus URL in ``extra.url`` (or ``host``), e.g. ``xcom://``; its login
+  and password fields, when set, go into a URL that names none;
 * a bare ``xcom://`` is filled in with the task instance carrying the run's XComs.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
 from ..backends.xcom import is_bare_xcom_url, resolve_xcom_url
@@ -54,11 +55,23 @@ def bus_url_from_connection(conn: Any) -> str:
         url = extra.get("url") or getattr(conn, "host", None)
         if not url:
             raise ConfigurationError(f"dbtbus connection {getattr(conn, 'conn_id', '?')!r} has no url")
-        return str(url)
+        return _with_credentials(str(url), getattr(conn, "login", None) or "", getattr(conn, "password", None) or "")
     raise ConfigurationError(
         f"connection {getattr(conn, 'conn_id', '?')!r} has type {conn_type!r}: a dbtbus bus needs a 'redis' or "
         f"'{CONN_TYPE}' connection"
     )
+
+
+def _with_credentials(url: str, login: str, password: str) -> str:
+    """The connection's login and password in its URL, where the URL names none: the password field is where
+    Airflow keeps a secret masked (the UI, the logs), so it need never be typed into the URL itself."""
+    if not (login or password):
+        return url
+    parts = urlsplit(url)
+    if "@" in parts.netloc or not parts.netloc:
+        return url
+    auth = f"{quote(login, safe='')}:{quote(password, safe='')}" if login else f":{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
 def connection_url(conn_id: str) -> str:

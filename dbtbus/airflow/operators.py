@@ -72,6 +72,9 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
 
     ``bus_conn_id`` takes the bus address from an Airflow connection (``redis`` or ``dbtbus`` type).
 
+    ``manifest_warnings``: what :func:`~dbtbus.airflow.render_dbt_task_group` found wrong with the manifest
+    (a relative ``root_path``), logged again at the start of every try, where its consequence shows.
+
     ``node_dag_ids``: the DAGs holding the node tasks in the split layout of
     :func:`~dbtbus.airflow.render_dbt_task_group`; the producer starts their runs, with its own run's id,
     and starts dbt once their tasks wait in the triggerer (``node_dag_wait`` seconds at most), so no node
@@ -112,6 +115,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         memray_output: str | None = None,
         node_dag_ids: Sequence[str] = (),
         node_dag_wait: float = 20.0,
+        manifest_warnings: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
@@ -136,6 +140,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.memray_output = memray_output
         self.node_dag_ids = list(node_dag_ids)
         self.node_dag_wait = node_dag_wait
+        self.manifest_warnings = list(manifest_warnings)
 
     def _resumed(self, url: str, run_id: str, args: list[str]) -> tuple[list[str], list[str]]:
         """This attempt's dbt arguments, and the nodes it leaves out (:func:`dbtbus._dbt.args.resume_args`)."""
@@ -158,6 +163,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         from ..producer._memray import output_path
 
         ti = context["ti"]
+        for warning in self.manifest_warnings:  # said where the DAG was parsed; the failure shows here
+            self.log.warning("dbtbus: %s", warning)
         run_id = self.dbtbus_run_id or run_id_from_context(context, self.run_group)
         url = bus_url_for(self.bus_url, self.bus_conn_id, ti, self.carrier_task_id)
         attempt = int(getattr(ti, "try_number", 1) or 1)

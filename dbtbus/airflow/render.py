@@ -86,15 +86,14 @@ def render_dbt_task_group(
     Airflow connection holding the bus address instead of ``bus_url`` (no password in the DAG file).
 
     Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
-    ``root_path`` and makes a build started from a worker's directory fail (a warning says so).
+    ``root_path`` and makes a build started from a worker's directory fail. A warning says so, with the whole
+    fix, where the DAG is parsed and again in the producer task's log, where the failure shows.
     """
     plan = plan_for(manifest_path, select=select, resource_types=resource_types)
+    manifest_warnings: list[str] = []
     if plan.relative:
-        message = (f"the dbt manifest {manifest_path if not isinstance(manifest_path, Mapping) else ''} was parsed "
-                   f"with a relative --project-dir (root_path of {plan.relative[0]} is {plan.relative_root!r}): "
-                   "seeds fail when a worker starts dbt from another directory; parse with an absolute "
-                   "--project-dir")
-        warnings.warn(message, UserWarning, stacklevel=2)
+        manifest_warnings.append(_relative_root_message(manifest_path, plan.relative[0], plan.relative_root))
+        warnings.warn(manifest_warnings[-1], UserWarning, stacklevel=2)
     if bus_url is None and bus_conn_id is None:
         raise ValueError("render_dbt_task_group needs bus_url or bus_conn_id")
     parents, chosen = plan.parents, plan.nodes
@@ -131,6 +130,7 @@ def render_dbt_task_group(
             carrier_task_id=carrier_task_id,
             priority_weight=producer_kwargs.pop("priority_weight", 100),
             node_dag_ids=[dag.dag_id for dag in dags],
+            manifest_warnings=manifest_warnings,
             **bus,
             **producer_kwargs,
         )
@@ -216,3 +216,15 @@ def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mappin
                         refs.append(f"{up_dag}/{up_task}")
                 if refs:
                     sensor.set_upstream_sensors(refs)
+
+
+def _relative_root_message(manifest_path: object, node: str, root: str | None) -> str:
+    """What to do about a manifest parsed with a relative ``--project-dir`` — all of it: dbt keeps the
+    relative ``root_path`` in ``target/partial_parse.msgpack`` too, so parsing again with an absolute
+    directory alone does not fix it (seeds still fail) until the partial-parse cache is bypassed."""
+    where = "" if isinstance(manifest_path, Mapping) else f" {manifest_path}"
+    return (f"the dbt manifest{where} was parsed with a relative --project-dir (root_path of {node} is {root!r}): "
+            "seeds fail when a worker starts dbt from another directory. Parse it again with an absolute "
+            "--project-dir and without dbt's partial-parse cache, which keeps the relative root_path: "
+            "dbt parse --no-partial-parse --project-dir /absolute/path/to/project (or delete "
+            "target/partial_parse.msgpack first)")

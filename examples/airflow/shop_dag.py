@@ -1,11 +1,9 @@
 """An Airflow 3 DAG over the DuckDB example project (examples/shop): one dbt build, one task per node.
 
-Setup (from the repository root)::
-
-    pip install 'dbtbus[airflow,redis,duckdb]'
-    dbt parse --project-dir examples/shop --profiles-dir examples/shop    # writes target/manifest.json
-    export DBTBUS_URL=redis://localhost:6379/0     # or xcom:// for a deployment without Redis
-    cp examples/airflow/shop_dag.py "$AIRFLOW_HOME/dags/"   # or point dags_folder here
+docs/airflow-quickstart.md sets it up from nothing under ``airflow standalone``. In short: put the ``shop``
+project beside this file in the DAGs folder (or point ``DBTBUS_SHOP_DIR`` at it), parse it with an absolute
+``--project-dir``, and give the bus as the Airflow connection ``dbtbus_default`` (a ``redis`` connection, or
+a ``dbtbus`` one holding e.g. ``xcom://``), or as ``DBTBUS_URL`` in the environment of every Airflow process.
 
 ``dbtbus_shop`` then has a ``dbt`` task group: ``dbt_producer`` runs ``dbt build`` once and publishes every
 node's result; each model, seed and snapshot has a :class:`~dbtbus.airflow.DbtNodeSensor` that waits in the
@@ -29,10 +27,17 @@ from airflow.sdk import DAG
 
 from dbtbus.airflow import render_dbt_task_group
 
-PROJECT = Path(os.environ.get("DBTBUS_SHOP_DIR", Path(__file__).resolve().parents[1] / "shop"))
-MANIFEST = PROJECT / "target" / "manifest.json"
-BUS_URL = os.environ.get("DBTBUS_URL", "redis://localhost:6379/0")
+HERE = Path(__file__).resolve().parent
+#: Where the project is looked for, in order: $DBTBUS_SHOP_DIR, beside this file, the repository's layout.
+CANDIDATES = [Path(p) for p in [os.environ.get("DBTBUS_SHOP_DIR", "")] if p] + [HERE / "shop", HERE.parent / "shop"]
+PROJECT = next((p.resolve() for p in CANDIDATES if (p / "dbt_project.yml").exists()), None)
+BUS_URL = os.environ.get("DBTBUS_URL")  # unset: the Airflow connection dbtbus_default holds the bus
 
+if PROJECT is None:
+    raise FileNotFoundError(
+        "the dbt project 'shop' is in none of " + ", ".join(map(str, CANDIDATES)) + ": copy examples/shop beside "
+        "this file or set DBTBUS_SHOP_DIR to its absolute path (for every Airflow process)")
+MANIFEST = PROJECT / "target" / "manifest.json"
 if not MANIFEST.exists():
     raise FileNotFoundError(f"{MANIFEST} is missing: run `dbt parse --project-dir {PROJECT} --profiles-dir {PROJECT}`")
 
@@ -53,6 +58,7 @@ with DAG(
             "--profiles-dir", str(PROJECT),
             "--vars", "{shop_break: {{ dag_run.conf.get('shop_break', false) | tojson }}}",
         ],
+        bus_conn_id=None if BUS_URL else "dbtbus_default",
         group_id="dbt",
         producer_kwargs={"heartbeat_interval": 5.0},
         sensor_kwargs={"timeout": 3600, "not_run": "skip"},

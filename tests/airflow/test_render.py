@@ -63,9 +63,21 @@ def _chain_manifest(depth: int, root_path: str = "/abs/project") -> dict[str, ob
     return {"nodes": nodes}
 
 
-def test_render_warns_on_a_relative_root_path() -> None:
-    with DAG("render_relative", schedule=None), pytest.warns(UserWarning, match="absolute --project-dir"):
+def test_render_warns_on_a_relative_root_path_with_the_whole_fix() -> None:
+    with DAG("render_relative", schedule=None) as dag, \
+            pytest.warns(UserWarning, match="absolute --project-dir") as caught:
         render_dbt_task_group(_chain_manifest(2, root_path="."), "redis://h:1/0", ["build"])
+    message = str(caught[0].message)
+    # An absolute --project-dir alone is not enough: dbt's partial-parse cache keeps the relative root_path.
+    assert "--no-partial-parse" in message and "partial_parse.msgpack" in message
+    # The producer task says it again in its own log, where the failing seeds show.
+    assert dag.get_task("dbt.dbt_producer").manifest_warnings == [message]
+
+
+def test_a_clean_manifest_gives_the_producer_nothing_to_say(shop_template: Path) -> None:
+    with DAG("render_clean", schedule=None) as dag:
+        render_dbt_task_group(shop_template / "target" / "manifest.json", "redis://h:1/0", ["build"])
+    assert dag.get_task("dbt.dbt_producer").manifest_warnings == []
 
 
 def test_sensors_wait_from_the_start_and_know_their_producer(shop_template: Path) -> None:
@@ -110,6 +122,22 @@ def test_connections_give_bus_urls() -> None:
     assert bus_url_from_connection(redis) == "rediss://:p%40ss@r.internal:6380/2"
     plain = SimpleNamespace(conn_type="dbtbus", host=None, extra_dejson={"url": "xcom://"})
     assert bus_url_from_connection(plain) == "xcom://"
+
+
+def test_a_dbtbus_connection_takes_its_password_from_the_password_field() -> None:
+    from types import SimpleNamespace
+
+    from dbtbus.airflow._urls import bus_url_from_connection
+
+    def conn(host: str, login: str | None = None, password: str | None = None) -> object:
+        return SimpleNamespace(conn_type="dbtbus", host=host, login=login, password=password, extra_dejson={})
+
+    assert bus_url_from_connection(conn("redis://r:6379/0", password="p@ss")) == "redis://:p%40ss@r:6379/0"
+    assert bus_url_from_connection(conn("rediss://r:6380/1", "team", "s")) == "rediss://team:s@r:6380/1"
+    # A URL that names its own credentials keeps them; a URL without a host (a bare xcom://) is left alone.
+    assert bus_url_from_connection(conn("redis://:mine@r:6379/0", password="other")) == "redis://:mine@r:6379/0"
+    assert bus_url_from_connection(conn("xcom://", password="x")) == "xcom://"
+    assert bus_url_from_connection(conn("redis://r:6379/0")) == "redis://r:6379/0"
 
 
 def test_provider_info_names_the_classes() -> None:
