@@ -82,6 +82,7 @@ if TYPE_CHECKING:  # each module's ``__all__`` holds exactly its names above (te
 
     from ._bus import *  # noqa: F403
     from ._exceptions import *  # noqa: F403
+    from ._kinds import *  # noqa: F403
     from ._outcome import *  # noqa: F403
     from ._state import *  # noqa: F403
     from ._sync import *  # noqa: F403

@@ -68,9 +68,9 @@ def render_dbt_task_group(
 
     **At scale.** Airflow 3.3 pays for every node task in proportion to the size of its DAG (it ships and
     deserializes the whole DAG per task it starts in the triggerer), so with ``layout="auto"`` (default) a
-    project of more than 100 selected nodes (or ``max_tasks_per_dag``, when larger) gets its node tasks spread
-    over small DAGs of their own, ``<dag_id>.<group_id>.<folder>``, packed by dbt folder, at most ``max_tasks_per_dag`` tasks
-    each. Their runs are started by the producer with this DAG run's run id (same run id, so their tasks find
+    project of more than 100 selected nodes (or ``max_tasks_per_dag``, when larger) gets its node tasks
+    spread over small DAGs of their own, ``<dag_id>.<group_id>.<folder>``, packed by dbt folder, at most
+    ``max_tasks_per_dag`` tasks each. Their runs are started by the producer with this DAG run's run id (same run id, so their tasks find
     the run on the bus), and this group keeps one :class:`DbtNodeDagSensor` per node DAG that ends when that
     DAG's nodes are decided: ``group >> downstream`` waits for every node, as with one DAG. ``layout`` forces
     one way (``"one_dag"``, ``"split"``). Node DAGs inherit this DAG's ``default_args``, ``tags`` (plus
