@@ -447,11 +447,13 @@ class Publisher:
         attempt = self.normaliser.attempt
         if started is not None and started.attempt >= attempt:
             when = f" on {started.started_at:%Y-%m-%d %H:%M:%S %Z}" if started.started_at is not None else ""
+            host = f" on {started.producer.host}" if started.producer.host else ""
             self._reject(
                 RunClaimed(
-                    f"run {self.run_id!r} already has attempt {started.attempt} (started{when}): a run id names "
-                    f"one run, so attempt {attempt} is not produced into it again; use a new run id, delete the "
-                    "old run (dbtbus gc), or continue it as a later attempt (dbtbus run --resume)"
+                    f"run {self.run_id!r} already has attempt {started.attempt}, claimed by producer "
+                    f"{started.producer.id!r}{host} (started{when}): a run id names one run, so attempt {attempt} "
+                    "is not produced into it again; use a new run id, delete the old run (dbtbus gc), or continue "
+                    "it as a later attempt (dbtbus run --resume)"
                 )
             )
 
