@@ -196,14 +196,34 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     }
 
 
+def _umask() -> int:
+    """The process's umask: from ``/proc`` where Linux says it, else by setting it and straight back (which
+    another thread creating a file in between would see)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_run_results(state: RunState, path: str | os.PathLike[str], *, now: datetime | None = None) -> Path:
-    """Write :func:`run_results` to ``path`` atomically (a reader never sees half a file); return the path."""
+    """Write :func:`run_results` to ``path`` atomically (a reader never sees half a file); return the path.
+
+    The file gets the mode dbt's own has, ``0666`` less the umask (``0644`` typically): the temporary file
+    it is renamed from is created ``0600``.
+    """
     target = Path(path)
     data = orjson.dumps(run_results(state, now=now), option=orjson.OPT_INDENT_2)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
