@@ -420,14 +420,16 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
     state = anyio.run(main)
     if state.started is None and not state.results:
         raise _UsageError(f"the bus has no record of run {args.run_id}")
-    if args.run_results == "-":
-        import orjson
+    import orjson
 
+    if args.run_results == "-":
         sys.stdout.write(orjson.dumps(run_results(state), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
-    write_run_results(state, args.run_results)
+    path = write_run_results(state, args.run_results)
+    # what the file holds: ephemeral models are left out and nodes a finished run never reached are in
+    written = len(orjson.loads(path.read_bytes())["results"])
     sys.stderr.write(
-        f"dbtbus: wrote {args.run_results}: {len(state.results)} result(s) of run {args.run_id} ({status_of(state)})\n"
+        f"dbtbus: wrote {args.run_results}: {written} result(s) of run {args.run_id} ({status_of(state)})\n"
     )
     return EXIT_OK
 

@@ -20,7 +20,7 @@ import anyio.to_thread
 from .._bus import Bus
 from .._dbt.args import DBT_LOCK
 from .._dbt.exit_codes import EXIT_ERROR, dbt_exit_code, exit_code_crashed
-from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
+from .._dbt.hook import COMPILED_EVENT, GRAPH_EVENT, RESULTS_EVENT, dbt_elapsed, install_graph_hook, results_payload
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from . import _memray, _rss
@@ -213,7 +213,11 @@ class Producer:
         reraise: BaseException | None = None
         with DBT_LOCK:
             run_peak = _rss.start_run_peak()  # this invocation's peak, not the host process's lifetime one
-            restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))), args)
+            restore = install_graph_hook(
+                lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))),
+                args,
+                lambda payload: publisher.push((COMPILED_EVENT, (payload, {}))),
+            )
             try:
                 with _sigterm_as_crash(), _memray.tracking(self.memray_output):
                     res = dbtRunner(callbacks=[callback]).invoke(list(args))
@@ -250,6 +254,7 @@ class Producer:
             dbt_results=results_payload(res),
             grace=self.grace,
             peak_rss_scope=scope,
+            dbt_elapsed=dbt_elapsed(res),
         )
         return res, ending, None
 

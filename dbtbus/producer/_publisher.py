@@ -80,6 +80,8 @@ class Ending:
     grace: float = 0.0
     #: What ``peak_rss`` covers: "invocation" (this run's own peak) or "process" (the host's lifetime peak).
     peak_rss_scope: str | None = None
+    #: dbt's own ``elapsed_time`` of the run, when dbt returned a result (in process).
+    dbt_elapsed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -584,6 +586,7 @@ class Publisher:
             peak_rss_scope=ending.peak_rss_scope,
             error=ending.error,
             attempt=normaliser.attempt,
+            dbt_elapsed=ending.dbt_elapsed if ending.dbt_elapsed is not None else normaliser.end.dbt_elapsed,
         )
 
     async def _release(self, bus: Bus) -> None:
