@@ -33,7 +33,9 @@ from ._results import ProducerResult, result_of
 logger = logging.getLogger("dbtbus.producer")
 
 #: Flags the subprocess producer appends: JSON on stdout at debug level (NodeStart/NodeFinished are debug).
-SUBPROCESS_LOG_ARGS: tuple[str, ...] = ("--log-format", "json", "--log-level", "debug")
+#: Appended after the caller's arguments (dbt keeps an option's last value): ``--no-quiet`` because a
+#: ``--quiet`` (or ``DBT_QUIET``) would silence the very log the producer reads — every node would end not_run.
+SUBPROCESS_LOG_ARGS: tuple[str, ...] = ("--log-format", "json", "--log-level", "debug", "--no-quiet")
 
 
 class Terminated(SystemExit):
@@ -350,7 +352,7 @@ class Producer:
     ) -> ProducerResult:
         """Run dbt in another process (``dbt_executable``, default ``dbt`` on PATH) and publish from its log.
 
-        dbt runs with ``log_args`` appended (default ``--log-format json --log-level debug``: NodeStart and
+        dbt runs with ``log_args`` appended (default ``--log-format json --log-level debug --no-quiet``: NodeStart and
         NodeFinished are debug-level; add ``--log-level-file none`` to skip dbt's own file log, ~2-3 % faster
         on a 2-core machine, see docs/benchmarks.md); stdout is read line by line. When the
         executable is a Python console script (the usual ``bin/dbt``), its interpreter runs a small
