@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from .._dbt.graph import add_test_edges, children_index, descendants, graph_from_payload, is_test
 from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT
-from .._dbt.rules import command_of, skip_children_on
+from .._dbt.rules import command_of, hook_message, skip_children_on
 from .._exceptions import DecodeError
 from .._version import __version__
 from ..events import (
@@ -50,10 +50,13 @@ RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCo
 #: A microbatch model's batches (info-level, so in every log): each batch also gets its own NodeStart /
 #: NodeFinished with the model's unique_id, which must never be taken for the model's own.
 BATCH_EVENTS: Final = frozenset({"LogStartBatch", "LogBatchResult"})
+#: A project hook (on-run-start / on-run-end), at any level: dbt runs hooks outside its node machinery, so
+#: they get no NodeStart / NodeFinished, only these (their result is a node of dbt's run_results.json).
+HOOK_EVENTS: Final = frozenset({"LogHookStartLine", "LogHookEndLine"})
 #: How a JSON log at info level shows dbt completing (``CommandCompleted`` is debug-level).
 LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "MainEncounteredError"})
 #: What the dbtRunner callback hands over (everything else is dropped by name, first thing).
-WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
+WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | HOOK_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
 #: What a JSON log line parser hands over.
 LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
@@ -215,6 +218,8 @@ class Normaliser:
         #: A debug-level node event was seen: NodeFinished, not the info-level result lines, is the truth.
         self.saw_debug_events = False
         self._refined = False
+        #: The project hook that failed: dbt skips the hooks after it (of the same on-run-start / -end).
+        self._failed_hook: str | None = None
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -287,6 +292,10 @@ class Normaliser:
         if name in BATCH_EVENTS:
             out = self.refine()
             out.extend(self._batch_line(name, data, info))
+            return out
+        if name in HOOK_EVENTS:
+            out = self.refine()
+            out.extend(self._node_start(data, info) if name == "LogHookStartLine" else self._hook_end(data, info))
             return out
         if name in INFO_NODE_EVENTS:
             out = self.refine()
@@ -500,6 +509,39 @@ class Normaliser:
         )
         return self._terminal(record)
 
+    def _hook_end(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """``LogHookEndLine``: a project hook's result (success, error, or skipped after an earlier one failed).
+
+        The event carries dbt's status and execution time, not the error's text: a failed hook's message is
+        dbt's own words without it.
+        """
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        status = _status(data.get("status")) or _status(node_info.get("node_status"))
+        if status is None:
+            logger.warning("dbtbus: LogHookEndLine for %s has no known status (%r); recording an error",
+                           uid, data.get("status"))
+            status = NodeStatus.ERROR
+        skip_cause = self._failed_hook if status is NodeStatus.SKIPPED else None
+        if status.is_failure:
+            self._failed_hook = uid
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=status,
+            resource_type=_text(node_info.get("resource_type")) or "operation",
+            started_at=_ts(node_info.get("node_started_at")) or self.running.get(uid),
+            finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+            execution_time=_number(data.get("execution_time")),
+            message=hook_message(_text(data.get("statement")) or uid, status),
+            thread=_text(info.get("thread")),
+            attempt=self.attempt,
+            skip_cause=skip_cause,
+        )
+        return self._terminal(record)
+
     def _generic_exception(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
         node_info = data.get("node_info") or {}
         uid = _text(data.get("unique_id")) or _text(node_info.get("unique_id"))
@@ -632,6 +674,13 @@ class Normaliser:
         children = self._children_index()
         if children is None:
             return
+        node = (self.graph or {}).get(uid)
+        if node is not None and node.resource_type == "unit_test" and (self.retry_of or self.command) in ("build", ""):
+            # dbt build runs a model's unit tests right before it: a failing one skips the model (its parent)
+            for model in node.parents:
+                self.skip_root.setdefault(model, root)
+                for child in descendants(children, model):
+                    self.skip_root.setdefault(child, root)
         for child in descendants(children, uid):
             self.skip_root.setdefault(child, root)  # an earlier cascade's root stands
 
