@@ -250,7 +250,7 @@ def status_of(state: RunState) -> str:
 
 def print_state(state: RunState) -> None:
     started = state.started
-    total = len(state.graph) if state.graph is not None else None
+    total = state.total
     print(f"run {state.run_id}: {status_of(state)}")
     if started is not None:
         print(f"  command:  dbt {' '.join(started.args) or started.command}")
@@ -485,7 +485,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 "run_id": state.run_id,
                 "status": status_of(state),
                 "success": ending.success if isinstance(ending, RunFinished) else None,
-                "nodes": len(state.graph) if state.graph is not None else None,
+                "nodes": state.total,
                 "done": len(state.results),
                 "counts": state.counts(),
                 "started_at": state.started.started_at.isoformat() if state.started is not None else None,
@@ -502,7 +502,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
     for state in states:
         ending = state.ending
         result = ("success" if ending.success else "failed") if isinstance(ending, RunFinished) else "-"
-        total = len(state.graph) if state.graph is not None else None
+        total = state.total
         done = f"{len(state.results)}/{total if total is not None else '?'}"
         rows.append(
             (
