@@ -9,7 +9,9 @@ runs, at the cost of one pass over the selected graph — no second parse, no se
 the one place every command goes through: ``dbt retry`` builds its own queue (``RetryTask``'s wrapper task
 overrides ``get_graph_queue``), so a hook on ``NodeSelector.get_graph_queue`` would miss it. For a retry the
 payload also names the command retried (``args.which`` of the previous ``run_results.json``), whose skip
-rules the retry follows.
+rules the retry follows. The project hooks the task runs around its nodes (``on-run-start``/``on-run-end``,
+results of their own in dbt's ``run_results.json``) are nodes of the payload too: ``_runtime_initialize``,
+which builds the queue, is wrapped as well, so the queue's wrapper knows its task.
 
 This module imports nothing outside the standard library at import time, and it is self-contained but for
 ``test_edges.py``: the subprocess producer runs its source verbatim (``python -c``, after ``exit_codes.py``'s
@@ -34,6 +36,8 @@ RESULTS_EVENT = "DbtbusResults"
 COMPILED_EVENT = "DbtbusCompiled"
 
 GraphPayload = dict[str, Any]
+#: The resource type of a project hook (``on-run-start`` / ``on-run-end``) in dbt's results.
+HOOK_RESOURCE_TYPE = "operation"
 
 
 def _lookup(manifest: Any, unique_id: str) -> Any:
@@ -66,11 +70,43 @@ def _config_value(node: Any, key: str) -> str | None:
     return str(getattr(value, "value", value))
 
 
-def payload_from_graph(manifest: Any, graph: Any) -> GraphPayload:
+def project_hooks(task: Any, graph: Any) -> list[str]:
+    """The project hooks (``on-run-start``, then ``on-run-end``) ``task`` runs around ``graph``'s nodes.
+
+    dbt's own rule, asked of the task itself: the ``RunTask`` family (``build``, ``run``, ``seed``,
+    ``snapshot``, ``test``, ``source freshness`` and their ``retry``) runs them, in
+    ``get_hooks_by_type``'s order, whenever it runs at least one node (with none it says "Nothing to do").
+    Each is a node of dbt's results (``operation.<package>.<package>-on-run-start-0``), without parents.
+    """
+    get_hooks = getattr(task, "get_hooks_by_type", None)
+    if get_hooks is None or getattr(task, "manifest", None) is None or not len(graph.nodes):
+        return []
+    out: list[str] = []
+    for hook_type in ("on-run-start", "on-run-end"):  # RunHookType's values (a StrEnum)
+        out.extend(str(hook.unique_id) for hook in get_hooks(hook_type))
+    return out
+
+
+def build_unit_tests(task: Any, graph: Any) -> list[tuple[str, str]]:
+    """``(unit test, its model)`` for the unit tests ``dbt build`` runs outside its queue.
+
+    ``BuildTask`` takes the selected unit tests out of the queue and runs each right before its model
+    (``model_to_unit_test_map``; a failing one skips the model). They are nodes of dbt's results, so of the
+    payload too, with the model as their parent, as ``depends_on`` (and ``dbt test``'s queue) has it.
+    """
+    by_model = getattr(task, "model_to_unit_test_map", None)
+    if not isinstance(by_model, dict):
+        return []
+    return [(str(uid), model) for model, tests in by_model.items() if model in graph.nodes for uid in tests]
+
+
+def payload_from_graph(manifest: Any, graph: Any, task: Any = None) -> GraphPayload:
     """Copy a queue's ``networkx`` graph (node → resource type, parents) into a JSON-able payload.
 
     ``build``'s test edges that another path implies are left out (``_test_edges.py``): every node keeps
-    the ancestors dbt gives it, in O(nodes) edges instead of dbt's O(nodes × depth).
+    the ancestors dbt gives it, in O(nodes) edges instead of dbt's O(nodes × depth). The project hooks the
+    queue's ``task`` runs (:func:`project_hooks`) are nodes too, without parents, and so are the unit
+    tests ``dbt build`` runs beside its queue (:func:`build_unit_tests`).
     """
     types: dict[str, str] = {}
     parents: dict[str, list[str]] = {}
@@ -87,6 +123,10 @@ def payload_from_graph(manifest: Any, graph: Any) -> GraphPayload:
                 ephemeral.append(uid)
     kept = drop_implied_test_edges(parents, lambda uid: types.get(uid) in TEST_RESOURCE_TYPES)
     nodes = {uid: [types[uid], kept[uid]] for uid in parents}
+    for uid, model in build_unit_tests(task, graph) if task is not None else ():
+        nodes.setdefault(uid, ["unit_test", [model]])
+    for uid in project_hooks(task, graph) if task is not None else ():
+        nodes.setdefault(uid, [HOOK_RESOURCE_TYPE, []])
     return {"nodes": nodes, "continue_on_error": continue_on_error, "ephemeral": ephemeral}
 
 
@@ -197,14 +237,25 @@ def install_graph_hook(
     courtesy to consumers, never a reason to fail dbt).
     """
     from dbt.graph.queue import GraphQueue
+    from dbt.task.runnable import GraphRunnableTask
 
     original_init = GraphQueue.__dict__["__init__"]
+    original_initialize = GraphRunnableTask.__dict__["_runtime_initialize"]
     retried: list[str] = []
+    #: The task building its queue (``_runtime_initialize`` builds it): it knows the hooks it will run.
+    tasks: list[Any] = []
+
+    def _runtime_initialize(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tasks.append(self)
+        try:
+            return original_initialize(self, *args, **kwargs)
+        finally:
+            tasks.pop()
 
     def __init__(self: Any, graph: Any, manifest: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, graph, manifest, *args, **kwargs)
         try:
-            payload = payload_from_graph(manifest, self.graph)
+            payload = payload_from_graph(manifest, self.graph, tasks[-1] if tasks else None)
             if retried:
                 payload["retry_of"] = retried[-1]
             payload.update(invocation_payload())
@@ -213,6 +264,7 @@ def install_graph_hook(
             return
 
     GraphQueue.__init__ = __init__  # type: ignore[method-assign]
+    GraphRunnableTask._runtime_initialize = _runtime_initialize  # type: ignore[method-assign]
     restore_retry = _hook_retry(retried) if "retry" in args else _nothing
     # Project hooks run in RunTask and its subclasses: a command that runs none is spared importing dbt.task.run.
     hooks = not _HOOK_COMMANDS.isdisjoint(args)
@@ -220,6 +272,7 @@ def install_graph_hook(
 
     def restore() -> None:
         GraphQueue.__init__ = original_init  # type: ignore[method-assign]
+        GraphRunnableTask._runtime_initialize = original_initialize  # type: ignore[method-assign]
         restore_retry()
         restore_compiled()
 

@@ -328,7 +328,7 @@ def status_of(state: RunState) -> str:
 
 def print_state(state: RunState, url: str | None = None) -> None:
     started = state.started
-    total = len(state.graph) if state.graph is not None else None
+    total = state.total
     if started is None and not state.results and state.ending is None:
         where = f" on {redact_url(url)}" if url is not None else ""
         print(f"run {state.run_id}: not seen{where}: it has not started (or the run id or the bus is wrong)")
@@ -695,7 +695,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 "run_id": state.run_id,
                 "status": status_of(state),
                 "success": ending.success if isinstance(ending, RunFinished) else None,
-                "nodes": len(state.graph) if state.graph is not None else None,
+                "nodes": state.total,
                 "done": len(state.results),
                 "counts": state.counts(),
                 "started_at": state.started.started_at.isoformat() if state.started is not None else None,
@@ -712,7 +712,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
     for state in states:
         ending = state.ending
         result = ("success" if ending.success else "failed") if isinstance(ending, RunFinished) else "-"
-        total = len(state.graph) if state.graph is not None else None
+        total = state.total
         done = f"{len(state.results)}/{total if total is not None else '?'}"
         rows.append(
             (

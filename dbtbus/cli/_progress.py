@@ -31,8 +31,7 @@ class Progress:
 
     @property
     def total(self) -> int | None:
-        graph = self.state.graph
-        return len(graph) if graph is not None else None
+        return self.state.total
 
     @property
     def done(self) -> int:

@@ -23,7 +23,7 @@ _STATUS = {NodeStatus.NOT_RUN: "skipped"}
 _INTEGER_KEYS = frozenset({"rows_affected"})
 #: Resource types that are not dbt's ``CompiledResource``: dbt writes ``compiled``, ``compiled_code`` and
 #: ``relation_name`` as null for them, whatever happened.
-_NOT_COMPILED = frozenset({"seed", "unit_test", "saved_query", "source", "exposure", "metric", "semantic_model"})
+_NOT_COMPILED = frozenset({"seed", "saved_query", "source", "exposure", "metric", "semantic_model"})
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -94,14 +94,19 @@ def _batch_results(batches: list[BatchResult] | None) -> dict[str, list[list[str
 
 def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dict[str, Any]:
     status = _STATUS.get(record.status, record.status.value)
-    # As dbt writes them: a seed, a unit test or a saved query is neither compiled nor named by relation in
+    # As dbt writes them: a seed or a saved query is neither compiled nor named by relation in
     # run_results; whatever dbt ran besides was compiled (but a microbatch model, whose batches were); what
     # it skipped was not.
-    seed = record.resource_type in _NOT_COMPILED
+    # A unit test is compiled when it runs (dbt builds a test query from its fixtures); one that errored
+    # is written as dbt's uncompiled definition, which has neither.
+    seed = record.resource_type in _NOT_COMPILED or (
+        record.resource_type == "unit_test" and record.status in (NodeStatus.ERROR, NodeStatus.RUNTIME_ERROR))
     compiled: bool | None = None if seed else not batches
     failures = record.failures
     if batches and failures is None:
         failures = 0  # dbt's microbatch result starts at 0 failures and merging the batches keeps it
+    if record.resource_type == "saved_query" and failures is None and record.status.is_success:
+        failures = 0  # dbt's saved-query runner writes a result with 0 failures
     if record.status in (NodeStatus.ERROR, NodeStatus.RUNTIME_ERROR) and record.resource_type != "operation":
         failures = None  # dbt's error_result counts none (a test that raised counted nothing)
     if record.status in (NodeStatus.SKIPPED, NodeStatus.NOT_RUN):
@@ -119,7 +124,7 @@ def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dic
         "unique_id": record.unique_id,
         "compiled": compiled,
         "compiled_code": None if seed else record.compiled_code,
-        "relation_name": None if seed else record.relation_name,
+        "relation_name": None if seed or record.resource_type == "unit_test" else record.relation_name,
         "batch_results": _batch_results(batches),
     }
 

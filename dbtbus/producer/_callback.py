@@ -108,7 +108,7 @@ def extract(name: str, msg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             data["status"] = d.status
             data["execution_time"] = d.execution_time
     elif name in ("LogHookStartLine", "LogHookEndLine"):
-        data = {"node_info": _node_info(d.node_info), "statement": d.statement}
+        data = {"node_info": _node_info(d.node_info), "statement": d.statement, "index": d.index, "total": d.total}
         if name == "LogHookEndLine":
             data["status"] = d.status
             data["execution_time"] = d.execution_time

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from .._dbt.graph import add_test_edges, children_index, descendants, graph_from_payload, is_test
 from .._dbt.hook import COMPILED_EVENT, GRAPH_EVENT, RESULTS_EVENT
-from .._dbt.rules import command_of, skip_children_on
+from .._dbt.rules import command_of, hook_message, skip_children_on
 from .._exceptions import DecodeError
 from .._version import __version__
 from ..events import (
@@ -51,10 +51,11 @@ RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCo
 #: A microbatch model's batches (info-level, so in every log): each batch also gets its own NodeStart /
 #: NodeFinished with the model's unique_id, which must never be taken for the model's own.
 BATCH_EVENTS: Final = frozenset({"LogStartBatch", "LogBatchResult"})
+#: A project hook (on-run-start / on-run-end), at any level: dbt runs hooks outside its node machinery, so
+#: they get no NodeStart / NodeFinished, only these (their result is a node of dbt's run_results.json).
+HOOK_EVENTS: Final = frozenset({"LogHookStartLine", "LogHookEndLine"})
 #: How a JSON log at info level shows dbt completing (``CommandCompleted`` is debug-level).
 LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "MainEncounteredError"})
-#: A project hook's start and end (info-level): dbt fires no NodeStart / NodeFinished for hooks.
-HOOK_EVENTS: Final = frozenset({"LogHookStartLine", "LogHookEndLine"})
 #: What the dbtRunner callback hands over (everything else is dropped by name, first thing).
 WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | HOOK_EVENTS | {GRAPH_EVENT, RESULTS_EVENT, COMPILED_EVENT}
 #: What a JSON log line parser hands over.
@@ -241,6 +242,8 @@ class Normaliser:
         self._hooks: dict[str, _HookRun] = {}
         #: A node → its compiled code (the hook's DbtbusCompiled), until the node's NodeFinished takes it.
         self._compiled: dict[str, str] = {}
+        #: The project hook that failed: dbt skips the hooks after it (of the same on-run-start / -end).
+        self._failed_hook: str | None = None
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -319,6 +322,11 @@ class Normaliser:
             out = self.refine()
             out.extend(self._batch_line(name, data, info))
             return out
+        if name in HOOK_EVENTS:
+            self._hook_event(name, data, info)  # what its record will carry of dbt's RunResult (timing, ...)
+            out = self.refine()
+            out.extend(self._node_start(data, info) if name == "LogHookStartLine" else self._hook_end(data, info))
+            return out
         if name in INFO_NODE_EVENTS:
             out = self.refine()
             if name == "LogStartLine":
@@ -370,9 +378,6 @@ class Normaliser:
             elapsed = _number(data.get("elapsed_time"))
             if elapsed is not None:
                 self.end.dbt_elapsed = elapsed
-            return []
-        if name in HOOK_EVENTS:
-            self._hook_event(name, data, info)
             return []
         if name == COMPILED_EVENT:
             uid, code = _text(data.get("unique_id")), data.get("compiled_code")
@@ -544,6 +549,39 @@ class Normaliser:
             relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
             timing=_timing(run_result.get("timing_info")),
             compiled_code=compiled_code,
+        )
+        return self._terminal(record)
+
+    def _hook_end(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """``LogHookEndLine``: a project hook's result (success, error, or skipped after an earlier one failed).
+
+        The event carries dbt's status and execution time, not the error's text: a failed hook's message is
+        dbt's own words without it.
+        """
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        status = _status(data.get("status")) or _status(node_info.get("node_status"))
+        if status is None:
+            logger.warning("dbtbus: LogHookEndLine for %s has no known status (%r); recording an error",
+                           uid, data.get("status"))
+            status = NodeStatus.ERROR
+        skip_cause = self._failed_hook if status is NodeStatus.SKIPPED else None
+        if status.is_failure:
+            self._failed_hook = uid
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=status,
+            resource_type=_text(node_info.get("resource_type")) or "operation",
+            started_at=_ts(node_info.get("node_started_at")) or self.running.get(uid),
+            finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+            execution_time=_number(data.get("execution_time")),
+            message=hook_message(_text(data.get("statement")) or uid, status),
+            thread=_text(info.get("thread")),
+            attempt=self.attempt,
+            skip_cause=skip_cause,
         )
         return self._terminal(record)
 
@@ -736,6 +774,13 @@ class Normaliser:
         children = self._children_index()
         if children is None:
             return
+        node = (self.graph or {}).get(uid)
+        if node is not None and node.resource_type == "unit_test" and (self.retry_of or self.command) in ("build", ""):
+            # dbt build runs a model's unit tests right before it: a failing one skips the model (its parent)
+            for model in node.parents:
+                self.skip_root.setdefault(model, root)
+                for child in descendants(children, model):
+                    self.skip_root.setdefault(child, root)
         for child in descendants(children, uid):
             self.skip_root.setdefault(child, root)  # an earlier cascade's root stands
 

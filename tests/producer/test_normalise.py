@@ -188,3 +188,50 @@ def test_compiled_code_goes_with_the_nodes_own_nodefinished_not_a_batchs() -> No
     assert record.compiled_code == "select 1 as a"
     out = n.feed("NodeFinished", finished("model.p.ok", "success"), {})
     assert next(r for r in out if isinstance(r, NodeResult)).compiled_code is None
+
+
+def _hook(uid: str, status: str | None = None) -> dict[str, object]:
+    data: dict[str, object] = {"node_info": node_info(uid, resource_type="operation"), "index": 1, "total": 2,
+                               "statement": uid.split(".")[-1].replace("p-on-run-", "p.on-run-").replace("-0", ".0")}
+    if status is not None:
+        data.update(status=status, execution_time=0.25)
+    return data
+
+
+def test_project_hooks_have_results_of_their_own() -> None:
+    """dbt runs project hooks outside its node machinery: LogHookStartLine / LogHookEndLine, no NodeFinished."""
+    start, end = "operation.p.p-on-run-start-0", "operation.p.p-on-run-end-0"
+    graph = {**GRAPH, start: GraphNode("operation", ()), end: GraphNode("operation", ())}
+    n = make(graph)
+    out = n.feed("LogHookStartLine", _hook(start), {"thread": "MainThread"})
+    assert isinstance(out[-1], NodeStarted) and out[-1].resource_type == "operation"
+    (record,) = n.feed("LogHookEndLine", _hook(start, "success"), {"thread": "MainThread"})
+    assert isinstance(record, NodeResult) and record.status is NodeStatus.SUCCESS
+    assert record.message == "p.on-run-start.0 passed"
+    assert record.started_at is not None and record.finished_at is not None
+    # as dbt's RunResult has it: the span between start and end, exactly, on the thread dbt calls "main"
+    assert record.execution_time == (record.finished_at - record.started_at).total_seconds()
+    assert record.thread == "main"
+    (failed,) = n.feed("LogHookEndLine", _hook(end, "error"), {})
+    assert failed.status is NodeStatus.ERROR and failed.message == "p.on-run-end.0 failed"
+    assert n.counts() == {"success": 1, "error": 1}
+    assert {r.unique_id for r in n.not_run()} == set(GRAPH)  # the hooks are done, not "not run"
+
+
+def test_a_hook_skipped_after_a_failed_one_names_it() -> None:
+    first, second = "operation.p.p-on-run-start-0", "operation.p.p-on-run-start-1"
+    n = make({first: GraphNode("operation", ()), second: GraphNode("operation", ())})
+    n.feed("LogHookEndLine", _hook(first, "error"), {})
+    (skipped,) = n.feed("LogHookEndLine", _hook(second, "skipped"), {})
+    assert skipped.status is NodeStatus.SKIPPED and skipped.skip_cause == first
+
+
+def test_a_failing_unit_test_of_build_is_the_cause_of_its_models_skip() -> None:
+    """dbt build runs a model's unit tests right before it, and a failing one skips the model and below."""
+    ut = "unit_test.p.a.checks_a"
+    n = make({**GRAPH, ut: GraphNode("unit_test", ("model.p.a",))})
+    n.feed("NodeFinished", finished(ut, "fail"), {})
+    n.feed("MarkSkippedChildren", {"unique_id": ut, "status": "fail"}, {})
+    (model,) = n.feed("NodeFinished", finished("model.p.a", "skipped"), {})
+    (child,) = n.feed("NodeFinished", finished("model.p.c", "skipped"), {})
+    assert model.skip_cause == ut and child.skip_cause == ut
