@@ -6,7 +6,6 @@ their coroutines. Each call opens a bus, waits, and closes it again — every co
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,7 +16,7 @@ from ._exceptions import DbtBusError
 from ._outcome import WaitError
 from .events import NodeResult
 
-__all__ = ["wait", "wait_many", "wait_many_sync", "wait_sync"]
+__all__ = ["wait", "wait_many"]
 
 
 def _run_blocking(func: Any, *args: Any) -> Any:
@@ -81,16 +80,3 @@ def wait_many(
     result: dict[str, NodeResult | WaitError] = _run_blocking(main)
     return result
 
-
-def wait_sync(url: str, run_id: str, unique_id: str, **kwargs: Any) -> NodeResult:
-    """Deprecated name of :func:`dbtbus.wait` (blocking calls have the plain name)."""
-    warnings.warn("dbtbus.wait_sync is deprecated: use dbtbus.wait", DeprecationWarning, stacklevel=2)
-    return wait(url, run_id, unique_id, **kwargs)
-
-
-def wait_many_sync(
-    url: str, run_id: str, unique_ids: Iterable[str], **kwargs: Any
-) -> dict[str, NodeResult | WaitError]:
-    """Deprecated name of :func:`dbtbus.wait_many` (blocking calls have the plain name)."""
-    warnings.warn("dbtbus.wait_many_sync is deprecated: use dbtbus.wait_many", DeprecationWarning, stacklevel=2)
-    return wait_many(url, run_id, unique_ids, **kwargs)
