@@ -22,7 +22,6 @@ _EXPORTS: dict[str, str] = {
     "Bus": "._bus",
     "BusStatistics": "._bus",
     "LogEntry": "._bus",
-    "NodeOutcome": "._bus",
     "connect": "._bus",
     "wait": "._sync",
     "wait_many": "._sync",

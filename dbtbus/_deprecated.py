@@ -17,6 +17,7 @@ __all__ = ["RENAMED", "renamed"]
 #: ``module.old_name`` → ``module.new_name``: the names renamed in 0.1.x, for the twin rule (a blocking call
 #: has the plain name, its coroutine an ``a`` prefix) and the one outcome type.
 RENAMED: Final[dict[str, str]] = {
+    "dbtbus.NodeOutcome": "dbtbus.Outcome",
     "dbtbus.wait_sync": "dbtbus.wait",
     "dbtbus.wait_many_sync": "dbtbus.wait_many",
     "dbtbus.report.report_sync": "dbtbus.report.report",

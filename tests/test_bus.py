@@ -367,7 +367,7 @@ async def test_as_completed_yields_each_node_once_in_completion_order(bus: Bus) 
 
 async def anext_error(bus: Bus) -> object:
     async for item in bus.as_completed(RUN, ["model.x"], timeout=0.01):
-        return item.error
+        return item.error()
     return None
 
 
