@@ -22,6 +22,7 @@ import anyio.abc
 import sniffio
 
 from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost
+from ._format import redact_url
 from ._kinds import OutcomeKind
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._outcome import Outcome, WaitError
@@ -110,7 +111,7 @@ class Bus:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<dbtbus.Bus {self.url or type(self.backend).__name__}>"
+        return f"<dbtbus.Bus {redact_url(self.url) if self.url else type(self.backend).__name__}>"
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
