@@ -19,14 +19,14 @@ from .events import NodeResult
 __all__ = ["wait", "wait_many"]
 
 
-def _run_blocking(func: Any, *args: Any) -> Any:
+def run_blocking(func: Any, *args: Any, call: str = "dbtbus.wait()", instead: str = "await bus.wait(...)") -> Any:
+    """``anyio.run(func, *args)`` for a blocking twin; called inside an event loop, a :class:`DbtBusError`
+    that names the coroutine to await there (``call`` blocks; use ``instead``)."""
     try:
         return anyio.run(func, *args)
     except RuntimeError as exc:
         if "already running" in str(exc).lower():
-            raise DbtBusError(
-                "dbtbus.wait() blocks and cannot run inside an event loop; use 'await bus.wait(...)' there"
-            ) from exc
+            raise DbtBusError(f"{call} blocks and cannot run inside an event loop; use '{instead}' there") from exc
         raise
 
 
@@ -48,7 +48,7 @@ def wait(
                 run_id, unique_id, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
             )
 
-    result: NodeResult = _run_blocking(main)
+    result: NodeResult = run_blocking(main)
     return result
 
 
@@ -77,6 +77,6 @@ def wait_many(
                 return_exceptions=return_exceptions,
             )
 
-    result: dict[str, NodeResult | WaitError] = _run_blocking(main)
+    result: dict[str, NodeResult | WaitError] = run_blocking(main)
     return result
 

@@ -35,3 +35,11 @@ def test_each_twin_is_plain_when_blocking_and_a_prefixed_when_a_coroutine() -> N
     for module, blocking in ((dbtbus.report, "report"), (dbtbus.export, "export_run_results")):
         assert not inspect.iscoroutinefunction(getattr(module, blocking))
         assert inspect.iscoroutinefunction(getattr(module, "a" + blocking))
+
+
+def test_the_api_reference_lists_every_old_name() -> None:
+    from pathlib import Path
+
+    reference = (Path(__file__).parent.parent / "docs" / "api.md").read_text(encoding="utf-8")
+    for old, new in RENAMED.items():
+        assert f"| `{old}` | `{new}`" in reference, old

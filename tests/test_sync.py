@@ -39,3 +39,13 @@ def test_wait_sync_from_a_plain_thread(memory_url: str) -> None:
 async def test_wait_sync_inside_an_event_loop_is_a_clear_error(memory_url: str) -> None:
     with pytest.raises(DbtBusError, match="inside an event loop"):
         dbtbus.wait(memory_url, RUN, "seed.s", timeout=1)
+
+
+async def test_a_blocking_twin_inside_an_event_loop_names_its_coroutine(memory_url: str) -> None:
+    import dbtbus.export
+    import dbtbus.report
+
+    with pytest.raises(DbtBusError, match=r"report\(\) blocks .* use 'await dbtbus.report.areport"):
+        dbtbus.report.report(memory_url, RUN)
+    with pytest.raises(DbtBusError, match=r"export_run_results\(\) blocks .* use 'await dbtbus.export.aexport_run"):
+        dbtbus.export.export_run_results(memory_url, RUN)

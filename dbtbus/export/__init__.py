@@ -50,12 +50,13 @@ def export_run_results(
     bus_url: str, run_id: str, path: str | os.PathLike[str] | None = None, *, now: datetime | None = None
 ) -> dict[str, Any]:
     """:func:`aexport_run_results` for code without an event loop."""
-    import anyio
+    from .._sync import run_blocking
 
     async def main() -> dict[str, Any]:
         return await aexport_run_results(bus_url, run_id, path, now=now)
 
-    data: dict[str, Any] = anyio.run(main)
+    call, instead = "dbtbus.export.export_run_results()", "await dbtbus.export.aexport_run_results(bus, ...)"
+    data: dict[str, Any] = run_blocking(main, call=call, instead=instead)
     return data
 
 

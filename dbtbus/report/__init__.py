@@ -78,12 +78,12 @@ async def areport(bus: Bus | str, run_id: str, *, now: datetime | None = None) -
 
 def report(bus_url: str, run_id: str, *, now: datetime | None = None) -> str:
     """:func:`areport` for code without an event loop: connect, read the run once, return the page."""
-    import anyio
+    from .._sync import run_blocking
 
     async def main() -> str:
         return await areport(bus_url, run_id, now=now)
 
-    page: str = anyio.run(main)
+    page: str = run_blocking(main, call="dbtbus.report.report()", instead="await dbtbus.report.areport(bus, ...)")
     return page
 
 
