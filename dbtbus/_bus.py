@@ -372,6 +372,13 @@ class Bus:
             if not self._probes[run_id]:
                 del self._probes[run_id]
 
+    async def run_started(self, run_id: str) -> RunStarted | None:
+        """The run's latest ``RunStarted`` as stored (one key lookup, no log replay), or ``None`` when the run
+        has never been started on this bus."""
+        self._require_open()
+        record = await self._stored(run_id, RUN_KEY)
+        return record if isinstance(record, RunStarted) else None
+
     async def _stored(self, run_id: str, key: str) -> Record | None:
         data = await self.backend.get_node(run_id, key)
         return None if data is None else decode_entry(run_id, Entry("", data), self.max_record_size)

@@ -119,7 +119,8 @@ class PermissionDenied(BackendRejected):
 
 
 class RunClaimed(BackendRejected):
-    """Another live producer holds this run and attempt: a second producer may not publish into it."""
+    """Another live producer holds this run and attempt, or the bus already holds that attempt (a finished run's
+    id used again): a second producer may not publish into it."""
 
 
 class RecordTooLarge(BackendRejected):

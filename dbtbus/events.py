@@ -147,6 +147,11 @@ class RunStarted:
     continue_on_error: frozenset[str] = field(default_factory=frozenset)
     heartbeat_interval: float = field(default=5.0, metadata={"wire": "heartbeat"})
     attempt: int = 1
+    #: dbt's own arguments of the invocation, as dbt writes them in ``run_results.json`` (``args``), with
+    #: secret-looking ``--vars`` values redacted; empty when the producer could not ask dbt (a log replay).
+    dbt_args: Mapping[str, Any] = field(default_factory=dict)
+    #: When dbt says the invocation started (its ``invocation_started_at``), not when the producer announced it.
+    invocation_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,6 +267,9 @@ class RunFinished:
     #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
     #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).
     peak_rss_scope: str | None = None
+    #: dbt's own ``elapsed_time`` of the run (hooks and nodes, without parsing), when dbt said it; ``elapsed``
+    #: is the producer's measure of the whole invocation.
+    dbt_elapsed: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

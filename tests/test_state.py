@@ -303,3 +303,26 @@ def test_a_skip_without_a_named_cause_is_still_an_upstream_failure() -> None:
     assert "an upstream node failed" in str(outcome.error())
     fail_fast = fold(started(None), result("model.b", "skipped", message="Skipping due to fail_fast"))
     assert fail_fast.outcome("model.b").kind is K.NOT_RUN
+
+
+def test_the_total_holds_what_earlier_attempts_keep() -> None:
+    """A resumed attempt selects fewer nodes than the run has: no counter may say "44 of 18 done"."""
+    state = fold(
+        started(MODEL_WITH_TESTS), result("model.a"), result("model.b"), result("test.a_unique", "fail"),
+        result("test.rel_a_b", "pass"),
+    )
+    assert state.total == 4
+    state.apply(started({"model.a": [], "test.a_unique": ["model.a"]}, attempt=2))
+    assert len(state.results) == 3 and state.total == 4  # successes stand; model.b and test.rel_a_b are not rerun
+    state.apply(result("model.a", attempt=2))
+    state.apply(result("test.a_unique", "pass", attempt=2))
+    assert len(state.results) == 4 and state.total == 4
+    assert fold().total is None
+
+
+def test_resume_never_leaves_out_project_hooks() -> None:
+    """dbt runs project hooks with every attempt, whatever its selection: excluding them means nothing."""
+    hook = "operation.p.p-on-run-start-0"
+    state = fold(started({**MODEL_WITH_TESTS, hook: []}), result(hook), result("model.a"))
+    assert state.resume_excludes() == ["model.a"]
+    assert state.total == 5
