@@ -246,7 +246,7 @@ class Heartbeat:
     running: int = 0
     done: int = 0
     peak_rss: int | None = None
-    #: The attempt this heartbeat belongs to (``None`` in records of producers before 0.2: the current one).
+    #: The attempt this heartbeat belongs to (``None``: the run's current attempt).
     attempt: int | None = None
 
 
@@ -262,7 +262,7 @@ class RunFinished:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     error: str | None = None
-    #: The attempt that ended (``None`` in records of producers before 0.2: the current one).
+    #: The attempt that ended (``None``: the run's current attempt).
     attempt: int | None = None
     #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
     #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).
@@ -282,7 +282,7 @@ class RunCrashed:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     exit_code: int | None = None
-    #: The attempt that crashed (``None`` in records of producers before 0.2: the current one).
+    #: The attempt that crashed (``None``: the run's current attempt).
     attempt: int | None = None
     #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
     #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).

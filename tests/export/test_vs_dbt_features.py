@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from dbtbus._dbt.hook import REDACTED
-from dbtbus.export import export_run_results_sync
+from dbtbus.export import export_run_results
 
 FEATURES = Path(__file__).resolve().parent.parent / "projects" / "features"
 #: A secret-looking var: dbt writes it in its file; dbtbus never carries it.
@@ -78,7 +78,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict
             os.environ["DBTBUS_FEATURES_DUCKDB"] = old
     assert not result.crashed, result.error
     path = tmp_path_factory.mktemp("export") / "run_results.json"
-    returned = export_run_results_sync(url, run_id, path)
+    returned = export_run_results(url, run_id, path)
     ours = json.loads(path.read_text())
     assert ours == json.loads(json.dumps(returned))
     return ours, json.loads((project / "target" / "run_results.json").read_text()), path
