@@ -27,6 +27,7 @@ EXIT_NOT_IN_RUN = 6
 EXIT_TIMEOUT = 7
 EXIT_UNREACHABLE = 8
 EXIT_REJECTED = 9
+EXIT_DATA_LOST = 10
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -40,6 +41,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_TIMEOUT: "--timeout elapsed before the outcome was known",
     EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
+    EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
 }
 
 _BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"
