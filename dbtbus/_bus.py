@@ -235,8 +235,8 @@ class Bus:
         """Claim the run's ``attempt`` for ``holder`` (a second producer of it gets :class:`~dbtbus.RunClaimed`)."""
         await self.backend.acquire_lease(run_id, holder, ttl, attempt)
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
-        await self.backend.renew_lease(run_id, holder, ttl)
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool | None:
+        return await self.backend.renew_lease(run_id, holder, ttl)
 
     async def release_lease(self, run_id: str, holder: str) -> None:
         await self.backend.release_lease(run_id, holder)

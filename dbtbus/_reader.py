@@ -8,7 +8,8 @@ a run in one bus) are thin loops over it.
 
 **Liveness.** A run's producer is lost when its lease is absent AND this reader, connected all along, has
 seen no sign of life (a live lease, a record of the current attempt) for one more lease period after the
-lease could have expired. A reader that could not reach the backend restarts that clock when it reconnects:
+lease could have expired (a live lease counts from when it was renewed: its remaining time tells). A reader
+that could not reach the backend restarts that clock when it reconnects:
 it never concludes loss from a lease that lapsed during its own outage. The period is
 :func:`dbtbus.events.lease_period` of the announced heartbeat — the heartbeat, at most 8 s whatever a
 RunStarted claims (the producer renews that often) — so with the producer's lease of 1.5 periods and checks
@@ -140,7 +141,10 @@ class Liveness:
             raise
         self.reconnected()
         if lease is not None and lease.alive:
-            self.sign_of_life()
+            # The producer was alive when it last renewed the lease (1.5 periods long): that moment, not this
+            # check's, starts the clock — so a dead producer is noticed within 3 periods of its last renewal.
+            renewed_ago = max(0.0, 1.5 * self.period - lease.remaining)
+            self.alive_at = max(self.alive_at, self.clock() - renewed_ago)
             return False
         # The lease is 1.5 periods long: absent now, yet seen (or reconnected) within the last 2.5 periods, it
         # may just be late — a starved producer, a slow network. One more period of grace.

@@ -246,7 +246,7 @@ class Normaliser:
         return [self.started]
 
     def _run_started(self, started_at: datetime | None = None) -> RunStarted:
-        extra = {} if started_at is None else {"started_at": started_at}
+        extra: dict[str, Any] = {} if started_at is None else {"started_at": started_at}
         return RunStarted(
             run_id=self.run_id,
             producer=self.producer,
