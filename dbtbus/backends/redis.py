@@ -80,7 +80,7 @@ from .._exceptions import (
     PermissionDenied,
     RunClaimed,
 )
-from ._redis_url import RedisSettings, parse_redis_url
+from ._redis_url import RedisSettings, check_prefix, parse_redis_url
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
@@ -118,7 +118,12 @@ ACL_CLUSTER_COMMANDS: Final = ("cluster|slots", "cluster|shards", "command", "re
 
 
 def acl_rule(prefix: str = "dbtbus:", *, cluster: bool = False) -> str:
-    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``."""
+    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``.
+
+    ``prefix`` must end with ``:`` (:class:`~dbtbus.ConfigurationError` otherwise): ``~team1*`` would also
+    match ``team10``'s keys. One tenant's prefix must never be a prefix of another's.
+    """
+    check_prefix(prefix)
     commands = (*ACL_COMMANDS, *(ACL_CLUSTER_COMMANDS if cluster else ()))
     return f"resetkeys ~{prefix}* resetchannels -@all " + " ".join(f"+{command}" for command in commands)
 
