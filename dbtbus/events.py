@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from ._exceptions import DecodeError
+from ._exceptions import DecodeError, InvalidRunId
 
 __all__ = [
     "COMPILED_CODE_LIMIT",
@@ -56,6 +56,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "TimingPhase",
+    "check_run_id",
     "decode",
     "encode",
     "from_dict",
@@ -69,6 +70,21 @@ SCHEMA_VERSION: Final = 1
 HEARTBEAT_RANGE: Final = (0.2, 600.0)
 #: The longest lease period (seconds) whatever a run's ``heartbeat_interval`` claims: see :func:`lease_period`.
 LEASE_PERIOD_MAX: Final = 8.0
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if dbtbus may publish under it, else :class:`~dbtbus.InvalidRunId` — THE check (the producer
+    and ``Bus.publish`` call it). A run id is shown in logs, terminals, the CLI and HTML reports: one with
+    control characters (a newline, an escape sequence, a bidi override) could forge lines there."""
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidRunId(f"a run id must be a non-empty string, got {run_id!r}")
+    if not run_id.isprintable():
+        bad = sorted({f"U+{ord(ch):04X}" for ch in run_id if not ch.isprintable()})
+        raise InvalidRunId(
+            f"run id {run_id!r} holds control or invisible characters ({', '.join(bad)}): they could forge "
+            "lines in logs, terminals and reports; use printable characters only"
+        )
+    return run_id
 
 
 def lease_period(heartbeat_interval: float | None) -> float:

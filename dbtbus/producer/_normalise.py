@@ -32,6 +32,7 @@ from ..events import (
     Record,
     RunStarted,
     TimingPhase,
+    check_run_id,
     parse_timestamp,
 )
 
@@ -182,7 +183,7 @@ class Normaliser:
         manifest (then no ``not_run`` records come from it, and ``add_test_edges`` adds build's test edges once
         the command is known); ``ephemeral`` names ephemeral models (dbt logs nothing for them at info
         level). dbt's graph hook, when it reports, replaces all three."""
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id)
         self.producer = producer
         self.args = tuple(args)
         self.command = command_of(self.args)
