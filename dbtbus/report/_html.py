@@ -249,6 +249,9 @@ def _banner(view: RunView) -> dict[str, str] | None:
     if isinstance(ending, RunCrashed):
         return {"kind": "crashed", "text": f"The run crashed after {_seconds(ending.elapsed)}: {ending.error}. "
                 "The timeline shows what had happened by then."}
+    if state.gap:
+        return {"kind": "lost", "text": f"The run's log lost records ({state.gap}): nodes without a result here "
+                "may well have run, succeeded or failed."}
     if state.lost:
         return {"kind": "lost", "text": "The producer stopped heartbeating before the run ended (producer lost): "
                 "this is the run as far as it got."}
