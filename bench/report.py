@@ -162,7 +162,7 @@ def run(opts: Options) -> dict[str, Any]:
 
     from dbtbus import connect
     from dbtbus.events import NodeResult
-    from dbtbus.report import report
+    from dbtbus.report import areport
 
     nodes = 5000
     repeats = 3 if opts.quick else 7
@@ -180,7 +180,7 @@ def run(opts: Options) -> dict[str, Any]:
                 await bus.publish(records[i : i + 1000])
             for n in range(repeats):
                 wall0, cpu0 = time.perf_counter(), time.process_time()
-                page = await report(bus, run_id)
+                page = await areport(bus, run_id)
                 walls.append(time.perf_counter() - wall0)
                 cpus.append(time.process_time() - cpu0)
                 log(f"report: repetition {n + 1}/{repeats}: {walls[-1]:.3f} s wall, {cpus[-1]:.3f} s CPU")

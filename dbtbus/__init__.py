@@ -4,9 +4,11 @@ Importing ``dbtbus`` is cheap: every name below is loaded on first use (PEP 562)
 redis, airflow, rich or psutil — nor orjson or anyio — is imported until you need it.
 
 Naming rule for twins: a blocking call has the plain name and its coroutine twin an ``a`` prefix
-(``Producer.invoke`` / ``ainvoke``, ``publish_log`` / ``apublish_log``); the module-level ``wait`` and
+(``Producer.invoke`` / ``ainvoke``, ``publish_log`` / ``apublish_log``, ``dbtbus.report.report`` / ``areport``,
+``dbtbus.export.export_run_results`` / ``aexport_run_results``); the module-level ``wait`` and
 ``wait_many`` are the blocking twins of the :class:`Bus` coroutines of the same name, as ``httpx.get`` is of
-``AsyncClient.get``.
+``AsyncClient.get``. Old names live on for a release as deprecated aliases, all in one table
+(``dbtbus/_deprecated.py``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,9 @@ _EXPORTS: dict[str, str] = {
     "Bus": "._bus",
     "BusStatistics": "._bus",
     "LogEntry": "._bus",
-    "NodeOutcome": "._bus",
     "connect": "._bus",
     "wait": "._sync",
     "wait_many": "._sync",
-    "wait_sync": "._sync",
-    "wait_many_sync": "._sync",
     # what runs mean
     "Outcome": "._outcome",
     "OutcomeKind": "._kinds",
@@ -106,8 +105,10 @@ if TYPE_CHECKING:  # each module's ``__all__`` holds exactly its names above (te
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'dbtbus' has no attribute {name!r}")
+    if module_name is None:  # an old name (warns) or none at all (AttributeError)
+        from ._deprecated import renamed
+
+        return renamed(__name__, name)
     import importlib
 
     value = getattr(importlib.import_module(module_name, __name__), name)

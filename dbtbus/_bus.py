@@ -22,6 +22,7 @@ import anyio.abc
 import sniffio
 
 from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost
+from ._format import redact_url
 from ._kinds import OutcomeKind
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
 from ._outcome import Outcome, WaitError
@@ -41,7 +42,7 @@ from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
 from .events import NodeResult, Record, RunStarted, check_run_id
 
-__all__ = ["Bus", "BusStatistics", "LogEntry", "NodeOutcome", "connect"]
+__all__ = ["Bus", "BusStatistics", "LogEntry", "connect"]
 
 logger = logging.getLogger("dbtbus")
 
@@ -71,31 +72,6 @@ class LogEntry:
 
     cursor: str
     record: Record
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOutcome:
-    """One node's outcome as ``as_completed`` yields it: exactly one of ``result`` and ``error`` is set.
-
-    ``outcome`` is the decided :class:`~dbtbus.Outcome` (``None`` only when the error is not about the node,
-    e.g. the backend rejected the read).
-    """
-
-    unique_id: str
-    result: NodeResult | None = None
-    error: DbtBusError | None = None
-    outcome: Outcome | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None
-
-    def unwrap(self) -> NodeResult:
-        """Return the result, or raise the error."""
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
 
 
 class Bus:
@@ -135,7 +111,7 @@ class Bus:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<dbtbus.Bus {self.url or type(self.backend).__name__}>"
+        return f"<dbtbus.Bus {redact_url(self.url) if self.url else type(self.backend).__name__}>"
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -398,6 +374,13 @@ class Bus:
             if not self._probes[run_id]:
                 del self._probes[run_id]
 
+    async def run_started(self, run_id: str) -> RunStarted | None:
+        """The run's latest ``RunStarted`` as stored (one key lookup, no log replay), or ``None`` when the run
+        has never been started on this bus."""
+        self._require_open()
+        record = await self._stored(run_id, RUN_KEY)
+        return record if isinstance(record, RunStarted) else None
+
     async def _stored(self, run_id: str, key: str) -> Record | None:
         data = await self.backend.get_node(run_id, key)
         return None if data is None else decode_entry(run_id, Entry("", data), self.max_record_size)
@@ -429,11 +412,12 @@ class Bus:
         timeout: float | None = None,
         include_tests: bool = False,
         min_attempt: int | None = None,
-    ) -> AsyncIterator[NodeOutcome]:
-        """Yield one :class:`NodeOutcome` per node, in the order the outcomes become known.
+    ) -> AsyncIterator[Outcome]:
+        """Yield one :class:`~dbtbus.Outcome` per node, in the order the outcomes become known.
 
-        Every node is yielded exactly once; nodes still pending when ``timeout`` passes are yielded with a
-        :class:`~dbtbus.WaitTimeout` error. All the nodes share the run's one reader.
+        Every node is yielded exactly once; nodes still pending when ``timeout`` passes are yielded as
+        ``TIMEOUT`` outcomes. All the nodes share the run's one reader. As with :meth:`outcome`, only errors
+        that are not about a node (the bus is closed, the backend rejected the read) are raised.
         """
         self._require_open()
         wanted = list(dict.fromkeys(unique_ids))
@@ -456,14 +440,12 @@ class Bus:
                 while collector.done:
                     done = collector.done.popleft()
                     remaining -= 1
-                    yield _to_node_outcome(done.unique_id, done.outcome)
+                    yield _settled(done.outcome)
             for waiter in waiters:
                 if waiter.outcome is None:
                     reader.discard(waiter)
                     remaining -= 1
-                    yield _to_node_outcome(
-                        waiter.unique_id, Outcome(OutcomeKind.TIMEOUT, run_id, waiter.unique_id, timeout=limit)
-                    )
+                    yield Outcome(OutcomeKind.TIMEOUT, run_id, waiter.unique_id, timeout=limit)
         finally:
             for waiter in waiters:
                 if waiter.outcome is None:
@@ -489,10 +471,14 @@ class Bus:
             run_id, unique_ids, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
         )
         try:
-            async for item in iterator:
-                if item.error is not None and (not return_exceptions or not isinstance(item.error, WaitError)):
-                    raise item.error
-                results[item.unique_id] = item.result if item.result is not None else item.error  # type: ignore[assignment]
+            async for outcome in iterator:
+                if outcome.ok:
+                    results[outcome.unique_id] = outcome.unwrap()
+                    continue
+                error = outcome.error()
+                if not return_exceptions:
+                    raise error
+                results[outcome.unique_id] = error
         finally:
             await iterator.aclose()  # type: ignore[attr-defined]
         return results
@@ -573,13 +559,13 @@ def _deadline(timeout: float | None) -> float:
     return float(timeout)
 
 
-def _to_node_outcome(unique_id: str, outcome: Outcome | DbtBusError | None) -> NodeOutcome:
+def _settled(outcome: Outcome | DbtBusError | None) -> Outcome:
+    """A resolved waiter's outcome; the error it was resolved with (not about its node) is raised."""
     if isinstance(outcome, DbtBusError):
-        return NodeOutcome(unique_id, error=outcome)
-    assert outcome is not None
-    if outcome.ok:
-        return NodeOutcome(unique_id, result=outcome.record, outcome=outcome)
-    return NodeOutcome(unique_id, error=outcome.error(), outcome=outcome)
+        raise outcome
+    if outcome is None:  # pragma: no cover - a collected waiter is always resolved
+        raise DbtBusError("a waiter was reported done without an outcome")
+    return outcome
 
 
 def connect(url: str | Backend = "memory://", **options: Any) -> Bus:

@@ -33,8 +33,9 @@ outcome, kept on ``.outcome``, its text the outcome's ``message``.
 
 from __future__ import annotations
 
+import copy
 import functools
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "AuthenticationFailed",
@@ -56,8 +57,21 @@ __all__ = [
 ]
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
 class DbtBusError(Exception):
     """Base class of every error dbtbus raises on purpose."""
+
+
+def own_copy(error: _E) -> _E:
+    """A new exception like ``error`` (type, message, attributes, cause) for one of the many waiters it is
+    handed to: one object raised in many tasks would pile every task's frames onto its ``__traceback__`` and
+    keep only the last task's ``__context__``."""
+    fresh = copy.copy(error)  # through __reduce__: a new object, no traceback
+    fresh.__cause__ = error.__cause__
+    fresh.__suppress_context__ = error.__suppress_context__
+    return fresh
 
 
 class ConfigurationError(DbtBusError, ValueError):
@@ -113,7 +127,8 @@ class PermissionDenied(BackendRejected):
 
 
 class RunClaimed(BackendRejected):
-    """Another live producer holds this run and attempt: a second producer may not publish into it."""
+    """Another live producer holds this run and attempt, or the bus already holds that attempt (a finished run's
+    id used again): a second producer may not publish into it."""
 
 
 class RecordTooLarge(BackendRejected):

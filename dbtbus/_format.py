@@ -18,6 +18,8 @@ SECRET_PARAMETERS: Final = frozenset({"password", "passwd", "pass", "token", "se
 _MASK: Final = "***"
 #: userinfo's password when the URL does not even parse (a bad port): ``scheme://user:secret@``.
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@")
+#: Everything between the scheme and the last ``@`` of a URL that lacks its ``//``: ``redis:secret@host``.
+_NO_AUTHORITY: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?.*@")
 
 
 def format_bytes(value: int | None) -> str:
@@ -47,6 +49,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return _USERINFO.sub(rf"\1:{_MASK}@", url)
     netloc = parts.netloc
+    if not netloc and "@" in url:  # 'redis:secret@host', a '//' short: whatever stands before the '@' is masked
+        return _NO_AUTHORITY.sub(rf"\1{_MASK}@", url)
     if parts.password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]

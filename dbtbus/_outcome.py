@@ -45,6 +45,10 @@ LABELS: Final[Mapping[OutcomeKind, str]] = {
 }
 
 
+#: The kinds whose outcome always has its ``record`` (the result, the failing result).
+_CARRY_A_RECORD: Final = frozenset({OutcomeKind.SUCCESS, OutcomeKind.FAILED})
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One node's outcome in one run.
@@ -67,6 +71,10 @@ class Outcome:
     detail: str = ""
     timeout: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.record is None and self.kind in _CARRY_A_RECORD:
+            raise ValueError(f"a {self.kind.value} outcome carries its record")
+
     @property
     def ok(self) -> bool:
         return self.kind is OutcomeKind.SUCCESS
@@ -79,17 +87,14 @@ class Outcome:
     @property
     def message(self) -> str:
         """One line a person can read (for an error kind: the exception's text)."""
-        kind = self.kind
-        if kind is OutcomeKind.SUCCESS:
-            assert self.record is not None
-            status = self.record.status.value
-            took = f" in {self.record.execution_time:.2f} s" if self.record.execution_time is not None else ""
+        kind, record = self.kind, self.record
+        if kind is OutcomeKind.SUCCESS and record is not None:  # (never None: see __post_init__)
+            status = record.status.value
+            took = f" in {record.execution_time:.2f} s" if record.execution_time is not None else ""
             return f"{self.unique_id} {status}{took}"
         if kind is OutcomeKind.PENDING:
             return f"{self.unique_id} has no outcome yet in run {self.run_id!r}"
-        if kind is OutcomeKind.FAILED:
-            record = self.record
-            assert record is not None
+        if kind is OutcomeKind.FAILED and record is not None:
             what = record.unique_id if self.unique_id == record.unique_id else \
                 f"{record.unique_id} (a test of {self.unique_id})"
             detail = f": {record.message}" if record.message else ""
@@ -201,8 +206,8 @@ class Outcome:
             raise DecodeError("an outcome's 'cause_record' must be a node_result")
         if ending is not None and not isinstance(ending, (RunFinished, RunCrashed)):
             raise DecodeError("an outcome's 'ending' must be a run_finished or run_crashed record")
-        if kind is OutcomeKind.SUCCESS and own is None:
-            raise DecodeError("a success outcome carries its record")
+        if kind in _CARRY_A_RECORD and own is None:
+            raise DecodeError(f"a {kind.value} outcome carries its record")
         cause = data.get("cause")
         attempt = data.get("attempt", 1)
         timeout = data.get("timeout")
@@ -256,9 +261,11 @@ class NodeFailed(WaitError):
     kind = OutcomeKind.FAILED
 
     def __init__(self, outcome: Outcome) -> None:
+        record = outcome.record
+        if record is None:
+            raise ValueError("NodeFailed is made from a failed outcome, which carries the failing record")
         super().__init__(outcome)
-        assert outcome.record is not None
-        self.record: NodeResult = outcome.record
+        self.record: NodeResult = record
 
 
 

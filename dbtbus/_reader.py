@@ -29,7 +29,7 @@ from typing import Final
 
 import anyio
 
-from ._exceptions import BackendError, BackendRejected, DbtBusError, DecodeError
+from ._exceptions import BackendError, BackendRejected, DbtBusError, DecodeError, own_copy
 from ._kinds import OutcomeKind
 from ._outcome import Outcome
 from ._state import RunState
@@ -364,7 +364,7 @@ class RunReader:
 
     def add(self, waiter: Waiter) -> None:
         if self.failed is not None:
-            waiter.resolve(self.failed)
+            waiter.resolve(own_copy(self.failed))
             return
         if self.caught_up:
             outcome = self._decide(waiter.unique_id, waiter.include_tests, waiter.min_attempt)
@@ -454,11 +454,12 @@ class RunReader:
         return resolved
 
     def fail_all(self, error: DbtBusError) -> None:
+        """Resolve every waiter with ``error``: each with its own copy, as each raises it in its own task."""
         self.failed = error
         for groups in self.waiters.values():
             for group in groups.values():
                 for waiter in [group] if isinstance(group, Waiter) else group:
-                    waiter.resolve(error)
+                    waiter.resolve(own_copy(error))
         self.waiters.clear()
         self.count = 0
 

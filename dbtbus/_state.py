@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from ._dbt.graph import children_index, is_test
+from ._dbt.graph import children_index, is_hook, is_test
 from ._kinds import OutcomeKind, RunStatus
 from ._outcome import Outcome
 from .events import (
@@ -375,6 +375,8 @@ class RunState:
     def resume_excludes(self) -> list[str]:
         """The nodes a resumed attempt leaves out: they succeeded and none of their tests failed.
 
+        Project hooks are never left out: dbt runs them with every attempt, whatever its selection.
+
         A model whose test failed is built again with its tests, so a waiter with ``include_tests=True``
         sees the new attempt's test result, not the model's old success alone.
         """
@@ -384,7 +386,10 @@ class RunState:
             node = graph.get(uid)
             if not result.ok and is_test(node, uid):
                 redo.update(node.parents if node is not None else self._test_parents.get(uid, ()))
-        return sorted(uid for uid, result in self.results.items() if result.ok and uid not in redo)
+        return sorted(
+            uid for uid, result in self.results.items()
+            if result.ok and uid not in redo and not is_hook(graph.get(uid), uid)
+        )
 
     # ------------------------------------------------------------------------------------------ progress
 
@@ -394,6 +399,17 @@ class RunState:
         for result in self.results.values():
             out[result.status.value] = out.get(result.status.value, 0) + 1
         return out
+
+    @property
+    def total(self) -> int | None:
+        """How many nodes the run has: the current attempt's selected graph (project hooks and ``build``'s
+        unit tests included, as in dbt's ``run_results.json``) and the results that stand from earlier
+        attempts; ``None`` while the graph is unknown. Every progress counter's total: never below
+        ``len(results)``."""
+        graph = self.graph
+        if graph is None:
+            return None
+        return len(graph) + sum(1 for uid in self.results if uid not in graph)
 
     def pending(self) -> Iterable[str]:
         """Selected nodes without a terminal result yet (empty when the graph is unknown)."""

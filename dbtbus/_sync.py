@@ -6,7 +6,6 @@ their coroutines. Each call opens a bus, waits, and closes it again — every co
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,17 +16,17 @@ from ._exceptions import DbtBusError
 from ._outcome import WaitError
 from .events import NodeResult
 
-__all__ = ["wait", "wait_many", "wait_many_sync", "wait_sync"]
+__all__ = ["wait", "wait_many"]
 
 
-def _run_blocking(func: Any, *args: Any) -> Any:
+def run_blocking(func: Any, *args: Any, call: str = "dbtbus.wait()", instead: str = "await bus.wait(...)") -> Any:
+    """``anyio.run(func, *args)`` for a blocking twin; called inside an event loop, a :class:`DbtBusError`
+    that names the coroutine to await there (``call`` blocks; use ``instead``)."""
     try:
         return anyio.run(func, *args)
     except RuntimeError as exc:
         if "already running" in str(exc).lower():
-            raise DbtBusError(
-                "dbtbus.wait() blocks and cannot run inside an event loop; use 'await bus.wait(...)' there"
-            ) from exc
+            raise DbtBusError(f"{call} blocks and cannot run inside an event loop; use '{instead}' there") from exc
         raise
 
 
@@ -49,7 +48,7 @@ def wait(
                 run_id, unique_id, timeout=timeout, include_tests=include_tests, min_attempt=min_attempt
             )
 
-    result: NodeResult = _run_blocking(main)
+    result: NodeResult = run_blocking(main)
     return result
 
 
@@ -78,19 +77,6 @@ def wait_many(
                 return_exceptions=return_exceptions,
             )
 
-    result: dict[str, NodeResult | WaitError] = _run_blocking(main)
+    result: dict[str, NodeResult | WaitError] = run_blocking(main)
     return result
 
-
-def wait_sync(url: str, run_id: str, unique_id: str, **kwargs: Any) -> NodeResult:
-    """Deprecated name of :func:`dbtbus.wait` (blocking calls have the plain name)."""
-    warnings.warn("dbtbus.wait_sync is deprecated: use dbtbus.wait", DeprecationWarning, stacklevel=2)
-    return wait(url, run_id, unique_id, **kwargs)
-
-
-def wait_many_sync(
-    url: str, run_id: str, unique_ids: Iterable[str], **kwargs: Any
-) -> dict[str, NodeResult | WaitError]:
-    """Deprecated name of :func:`dbtbus.wait_many` (blocking calls have the plain name)."""
-    warnings.warn("dbtbus.wait_many_sync is deprecated: use dbtbus.wait_many", DeprecationWarning, stacklevel=2)
-    return wait_many(url, run_id, unique_ids, **kwargs)

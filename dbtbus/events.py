@@ -184,6 +184,11 @@ class RunStarted:
     #: The producer found the run's claim gone (the backend lost the run's keys: a restart without
     #: persistence, a flush) and republished, right after this record, every terminal record it holds.
     recovered: bool = False
+    #: dbt's own arguments of the invocation, as dbt writes them in ``run_results.json`` (``args``), with
+    #: secret-looking ``--vars`` values redacted; empty when the producer could not ask dbt (a log replay).
+    dbt_args: Mapping[str, Any] = field(default_factory=dict)
+    #: When dbt says the invocation started (its ``invocation_started_at``), not when the producer announced it.
+    invocation_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -278,7 +283,7 @@ class Heartbeat:
     running: int = 0
     done: int = 0
     peak_rss: int | None = None
-    #: The attempt this heartbeat belongs to (``None`` in records of producers before 0.2: the current one).
+    #: The attempt this heartbeat belongs to (``None``: the run's current attempt).
     attempt: int | None = None
 
 
@@ -294,11 +299,14 @@ class RunFinished:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     error: str | None = None
-    #: The attempt that ended (``None`` in records of producers before 0.2: the current one).
+    #: The attempt that ended (``None``: the run's current attempt).
     attempt: int | None = None
     #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
     #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).
     peak_rss_scope: str | None = None
+    #: dbt's own ``elapsed_time`` of the run (hooks and nodes, without parsing), when dbt said it; ``elapsed``
+    #: is the producer's measure of the whole invocation.
+    dbt_elapsed: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,7 +319,7 @@ class RunCrashed:
     peak_rss: int | None = None
     finished_at: datetime = field(default_factory=utcnow)
     exit_code: int | None = None
-    #: The attempt that crashed (``None`` in records of producers before 0.2: the current one).
+    #: The attempt that crashed (``None``: the run's current attempt).
     attempt: int | None = None
     #: What ``peak_rss`` covers: ``"invocation"`` (this run's own peak), ``"process"`` (the lifetime peak of
     #: the process that ran dbt in process, where the kernel could not reset it), ``None`` (not said).

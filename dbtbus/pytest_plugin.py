@@ -120,7 +120,9 @@ async def _open_bus(url: str) -> AsyncIterator[Bus]:
                 ready.set_exception(exc)
             raise
 
-    task = loop.create_task(hold(), name=f"dbtbus fixture bus {url}")
+    from ._format import redact_url
+
+    task = loop.create_task(hold(), name=f"dbtbus fixture bus {redact_url(url)}")
     try:
         bus = await ready
     except BaseException:

@@ -75,12 +75,11 @@ async def consume(url: str, run_id: str, nodes: Sequence[str] = (), *, timeout: 
                 return 1
         print(f"waiting for {len(wanted)} node(s) of run {run_id}", flush=True)
         async for outcome in bus.as_completed(run_id, wanted, timeout=timeout):
-            if outcome.result is not None:
-                print(on_success(outcome.result), flush=True)
+            if outcome.ok:
+                print(on_success(outcome.unwrap()), flush=True)
             else:
-                assert outcome.error is not None
                 bad += 1
-                print(on_error(outcome.unique_id, outcome.error), flush=True)
+                print(on_error(outcome.unique_id, outcome.error()), flush=True)
     return bad
 
 

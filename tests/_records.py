@@ -1,45 +1,23 @@
-"""Fabricated records for the core tests."""
+"""The core tests' run: its id, its graph, and dbtbus.testing's record factory with the defaults they share."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from dbtbus._dbt.rules import SKIP_CHILDREN_ON
-from dbtbus.events import GraphNode, NodeResult, NodeStatus, ProducerInfo, RunStarted
+from dbtbus.events import ProducerInfo, RunStarted
+from dbtbus.testing.records import graph_of as graph
+from dbtbus.testing.records import node_result as result
+from dbtbus.testing.records import run_started
+
+__all__ = ["DIAMOND", "RUN", "graph", "result", "started"]
 
 RUN = "run-1"
 
 
-def graph(spec: Mapping[str, Sequence[str]], types: Mapping[str, str] | None = None) -> dict[str, GraphNode]:
-    types = types or {}
-    return {uid: GraphNode(types.get(uid, uid.split(".")[0]), tuple(parents)) for uid, parents in spec.items()}
-
-
-def started(
-    spec: Mapping[str, Sequence[str]] | None,
-    *,
-    run_id: str = RUN,
-    command: str = "build",
-    heartbeat_interval: float = 5.0,
-    continue_on_error: frozenset[str] = frozenset(),
-    attempt: int = 1,
-) -> RunStarted:
-    return RunStarted(
-        run_id=run_id,
-        producer=ProducerInfo(id="test-producer"),
-        command=command,
-        graph=graph(spec) if spec is not None else None,
-        skip_children_on=SKIP_CHILDREN_ON.get(command, frozenset()),
-        continue_on_error=continue_on_error,
-        heartbeat_interval=heartbeat_interval,
-        attempt=attempt,
-    )
-
-
-def result(
-    uid: str, status: NodeStatus | str = NodeStatus.SUCCESS, *, run_id: str = RUN, **fields: object
-) -> NodeResult:
-    return NodeResult(run_id=run_id, unique_id=uid, status=NodeStatus(status), **fields)  # type: ignore[arg-type]
+def started(spec: Mapping[str, Sequence[str]] | None, **kwargs: Any) -> RunStarted:
+    """:func:`~dbtbus.testing.records.run_started`, by the producer ``test-producer`` (the lease holder)."""
+    return run_started(spec, producer=ProducerInfo(id="test-producer"), **kwargs)
 
 
 # model.a → model.b → model.c, model.a → test.a_ok, model.b → test.b_fails; seed.s → model.a; model.x alone

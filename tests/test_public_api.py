@@ -13,7 +13,7 @@ import dbtbus
 PUBLIC = {
     "__version__",
     # the bus
-    "Bus", "BusStatistics", "LogEntry", "NodeOutcome", "connect", "wait", "wait_many", "wait_sync", "wait_many_sync",
+    "Bus", "BusStatistics", "LogEntry", "connect", "wait", "wait_many",
     # what runs mean
     "Outcome", "OutcomeKind", "RunStatus", "RunState",
     # the producer

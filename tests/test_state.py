@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbtbus import NodeFailed, NodeNotInRun, NodeNotRun, Outcome, OutcomeKind, ProducerLost, RunStatus, UpstreamFailed
+from dbtbus import NodeFailed, NodeNotInRun, NodeNotRun, OutcomeKind, ProducerLost, RunStatus, UpstreamFailed
 from dbtbus._state import RunState
 from dbtbus.events import Heartbeat, NodeStarted, RunCrashed, RunFinished
 
@@ -62,22 +62,6 @@ def test_success_like_statuses_are_successes(status: str) -> None:
 @pytest.mark.parametrize("status", ["error", "fail", "runtime error", "partial success"])
 def test_failing_statuses_fail(status: str) -> None:
     assert fold(started(DIAMOND), result("model.a", status)).outcome("model.a").kind is K.FAILED
-
-
-def test_the_outcome_round_trips_and_raises_its_own_kind() -> None:
-    state = fold(started(DIAMOND), result("seed.s", "error", message="no file"))
-    outcome = state.outcome("model.c")
-    assert outcome.kind is K.UPSTREAM_FAILED and outcome.cause == "seed.s"
-    assert Outcome.from_dict(outcome.to_dict()) == outcome
-    error = outcome.error()
-    assert isinstance(error, UpstreamFailed) and error.kind is outcome.kind and error.outcome is outcome
-    assert "no file" in str(error)
-    with pytest.raises(UpstreamFailed):
-        outcome.unwrap()
-    success = fold(started(DIAMOND), result("seed.s")).outcome("seed.s")
-    assert success.unwrap().unique_id == "seed.s"
-    with pytest.raises(ValueError):
-        success.error()
 
 
 # ---------------------------------------------------------------------------------------------- propagation
@@ -319,3 +303,26 @@ def test_a_skip_without_a_named_cause_is_still_an_upstream_failure() -> None:
     assert "an upstream node failed" in str(outcome.error())
     fail_fast = fold(started(None), result("model.b", "skipped", message="Skipping due to fail_fast"))
     assert fail_fast.outcome("model.b").kind is K.NOT_RUN
+
+
+def test_the_total_holds_what_earlier_attempts_keep() -> None:
+    """A resumed attempt selects fewer nodes than the run has: no counter may say "44 of 18 done"."""
+    state = fold(
+        started(MODEL_WITH_TESTS), result("model.a"), result("model.b"), result("test.a_unique", "fail"),
+        result("test.rel_a_b", "pass"),
+    )
+    assert state.total == 4
+    state.apply(started({"model.a": [], "test.a_unique": ["model.a"]}, attempt=2))
+    assert len(state.results) == 3 and state.total == 4  # successes stand; model.b and test.rel_a_b are not rerun
+    state.apply(result("model.a", attempt=2))
+    state.apply(result("test.a_unique", "pass", attempt=2))
+    assert len(state.results) == 4 and state.total == 4
+    assert fold().total is None
+
+
+def test_resume_never_leaves_out_project_hooks() -> None:
+    """dbt runs project hooks with every attempt, whatever its selection: excluding them means nothing."""
+    hook = "operation.p.p-on-run-start-0"
+    state = fold(started({**MODEL_WITH_TESTS, hook: []}), result(hook), result("model.a"))
+    assert state.resume_excludes() == ["model.a"]
+    assert state.total == 5

@@ -13,7 +13,16 @@ from typing import Any
 
 if __name__ != "__main__":  # imported as part of dbtbus; run verbatim, these names are defined above
     from .exit_codes import dbt_exit_code
-    from .hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, json_line, results_payload, vm_hwm
+    from .hook import (
+        COMPILED_EVENT,
+        GRAPH_EVENT,
+        RESULTS_EVENT,
+        dbt_elapsed,
+        install_graph_hook,
+        json_line,
+        results_payload,
+        vm_hwm,
+    )
 
 
 def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the dbt subprocess
@@ -26,7 +35,8 @@ def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the db
             sys.stdout.write(json_line(name, data))
             sys.stdout.flush()
 
-    restore = install_graph_hook(lambda payload: emit(GRAPH_EVENT, payload), argv)
+    restore = install_graph_hook(lambda payload: emit(GRAPH_EVENT, payload), argv,
+                                 lambda payload: emit(COMPILED_EVENT, payload))
     try:
         res = dbtRunner().invoke(argv)
     finally:
@@ -36,6 +46,7 @@ def bootstrap_main(argv: list[str]) -> int:  # pragma: no cover - runs in the db
         "results": results_payload(res),
         "success": bool(res.success),
         "exception": exception,
+        "elapsed_time": dbt_elapsed(res),
         # Measured here, in dbt's own process: the parent's wait4 rusage would count the parent's memory
         # at fork time too.
         "peak_rss": vm_hwm(),

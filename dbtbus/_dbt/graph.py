@@ -19,8 +19,10 @@ __all__ = [
     "add_test_edges",
     "children_index",
     "descendants",
+    "extras_of_manifest",
     "graph_from_manifest",
     "graph_from_payload",
+    "is_hook",
     "is_test",
     "topological_order",
 ]
@@ -28,6 +30,7 @@ __all__ = [
 #: Manifest sections whose entries are nodes dbt can select and run.
 _RUNNABLE_SECTIONS: Final = ("nodes", "unit_tests", "functions")
 _EXECUTABLE: Final = frozenset({"model", "seed", "snapshot", "test", "unit_test", "function"})
+_HOOK_TAGS: Final = frozenset({"on-run-start", "on-run-end"})
 
 
 def is_test(node: GraphNode | str | None, unique_id: str = "") -> bool:
@@ -37,6 +40,15 @@ def is_test(node: GraphNode | str | None, unique_id: str = "") -> bool:
     if isinstance(node, str):
         return node in TEST_RESOURCE_TYPES
     return unique_id.startswith(("test.", "unit_test."))
+
+
+def is_hook(node: GraphNode | None, unique_id: str = "") -> bool:
+    """True for a project hook (``on-run-start`` / ``on-run-end``): dbt runs them around every ``run``,
+    ``build``, ``seed``, ``snapshot``, ``test`` and ``source freshness`` whatever the selection, so they can
+    be neither selected nor excluded."""
+    if node is not None:
+        return node.resource_type == "operation"
+    return unique_id.startswith("operation.")
 
 
 def children_index(graph: Mapping[str, GraphNode]) -> dict[str, list[str]]:
@@ -141,6 +153,48 @@ def graph_from_manifest(
     for uid, node in list(graph.items()):
         graph[uid] = GraphNode(node.resource_type, tuple(sorted(p for p in node.parents if p in graph)))
     return add_test_edges(graph) if test_edges else graph
+
+
+def extras_of_manifest(manifest: Mapping[str, Any], graph: Mapping[str, GraphNode]) -> dict[str, GraphNode]:
+    """What a ``build`` reports besides ``graph`` (a manifest's runnable nodes): its project hooks and saved queries.
+
+    Project hooks (``operation`` nodes tagged ``on-run-start`` / ``on-run-end``, :func:`is_hook`) run around
+    every ``run``, ``build``… and have no parents. A saved query's parents are the nodes of ``graph`` it
+    reaches through the metrics and semantic models it depends on, as dbt's queue links it.
+    """
+    extras: dict[str, GraphNode] = {}
+    for uid, node in (manifest.get("nodes") or {}).items():
+        tags = set(node.get("tags") or ()) if isinstance(node, Mapping) else set()
+        if isinstance(node, Mapping) and node.get("resource_type") == "operation" and tags & _HOOK_TAGS:
+            extras[uid] = GraphNode("operation", ())
+    between: dict[str, Any] = {}
+    for section in ("metrics", "semantic_models"):
+        entries = manifest.get(section) or {}
+        if isinstance(entries, Mapping):
+            between.update(entries)
+    for uid, node in (manifest.get("saved_queries") or {}).items():
+        if not isinstance(node, Mapping):
+            continue
+        parents: set[str] = set()
+        seen: set[str] = set()
+        queue = list(_depends_on(node))
+        while queue:
+            parent = queue.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if parent in graph:
+                parents.add(parent)
+            elif isinstance(between.get(parent), Mapping):
+                queue.extend(_depends_on(between[parent]))
+        extras[uid] = GraphNode("saved_query", tuple(sorted(parents)))
+    return extras
+
+
+def _depends_on(node: Mapping[str, Any]) -> list[str]:
+    depends = node.get("depends_on") or {}
+    parents = depends.get("nodes") if isinstance(depends, Mapping) else None
+    return [p for p in parents or () if isinstance(p, str)]
 
 
 def graph_from_payload(payload: Mapping[str, Any]) -> tuple[dict[str, GraphNode], frozenset[str]]:

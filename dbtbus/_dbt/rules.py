@@ -11,7 +11,7 @@ from typing import Final
 
 from ..events import NodeStatus
 
-__all__ = ["DEFAULT_SKIP_CHILDREN_ON", "SKIP_CHILDREN_ON", "command_of", "skip_children_on"]
+__all__ = ["DEFAULT_SKIP_CHILDREN_ON", "SKIP_CHILDREN_ON", "command_of", "hook_message", "skip_children_on"]
 
 #: What makes dbt skip a node's children, per command.
 SKIP_CHILDREN_ON: Final[Mapping[str, frozenset[NodeStatus]]] = {
@@ -35,3 +35,13 @@ def command_of(args: Sequence[str]) -> str:
             break
         words.append(arg)
     return " ".join(words[:2]) if words[:1] == ["source"] else (words[0] if words else "")
+
+
+def hook_message(statement: str, status: NodeStatus) -> str:
+    """A project hook's message as dbt words it (``RunTask.safe_run_hooks``) for ``statement``, the hook's
+    name (``features.on-run-start.0``); a failure's error text is not in dbt's events, so it is left out."""
+    if status.is_success:
+        return f"{statement} passed"
+    if status is NodeStatus.SKIPPED:
+        return f"{statement} skipped"
+    return f"{statement} failed"

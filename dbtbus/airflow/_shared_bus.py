@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._exceptions import DbtBusError
+from .._format import redact_url
 from ._compat import in_process_test_comms
 
 __all__ = ["shared_bus"]
@@ -81,7 +82,7 @@ async def shared_bus(url: str, options: dict[str, Any] | None = None) -> AsyncIt
     if entry is None or entry.closing:
         entry = _Shared()
         _SHARED[key] = entry
-        entry.task = loop.create_task(_hold(key, entry, url, options), name=f"dbtbus shared bus {url}")
+        entry.task = loop.create_task(_hold(key, entry, url, options), name=f"dbtbus shared bus {redact_url(url)}")
     entry.users += 1
     try:
         bus = await asyncio.shield(entry.ready)

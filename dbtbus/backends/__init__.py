@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._exceptions import ConfigurationError, UnknownBackend
+from .._format import redact_url
 from .base import Append, Backend, Entry, Lease
 
 __all__ = ["Append", "Backend", "Entry", "Lease", "backend_from_url", "registered_schemes"]
@@ -70,6 +71,7 @@ def backend_class(scheme: str) -> type[Backend]:
 def backend_from_url(url: str, **options: Any) -> Backend:
     """Build the (unopened) backend a URL names, e.g. ``memory://demo`` or ``redis://localhost:6379/0``."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(f"a bus URL looks like 'memory://' or 'redis://host:6379/0', got {url!r}")
+        shown = redact_url(url) if isinstance(url, str) else url
+        raise ConfigurationError(f"a bus URL looks like 'memory://' or 'redis://host:6379/0', got {shown!r}")
     scheme = urlsplit(url).scheme.lower()
     return backend_class(scheme).from_url(url, **options)

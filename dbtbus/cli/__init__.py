@@ -16,7 +16,8 @@ from typing import Any
 
 __all__ = ["EXIT_CODES", "build_parser", "main", "resume"]
 
-#: ``dbtbus wait`` exit codes (``watch`` uses the same numbers where they apply).
+#: The exit codes of ``dbtbus wait``, ``watch`` and ``run`` (one table: a failed run is 2 whichever command
+#: saw it; each command uses the numbers that apply to it).
 EXIT_OK = 0
 EXIT_USAGE = 1
 EXIT_FAILED = 2
@@ -27,24 +28,30 @@ EXIT_NOT_IN_RUN = 6
 EXIT_TIMEOUT = 7
 EXIT_UNREACHABLE = 8
 EXIT_REJECTED = 9
-EXIT_DATA_LOST = 10
+EXIT_NO_RUN = 10
+EXIT_DATA_LOST = 11
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
-    EXIT_OK: "success: the node succeeded (success, pass, warn, no-op, reused)",
-    EXIT_USAGE: "usage or configuration error (bad option, bad URL, unreadable file...)",
-    EXIT_FAILED: "the node failed (error, fail, runtime error, partial success)",
+    EXIT_OK: "success: the node succeeded (success, pass, warn, no-op, reused); run/watch: the run succeeded",
+    EXIT_USAGE: "usage or configuration error (bad option, bad URL, unreadable file, ambiguous node name...)",
+    EXIT_FAILED: "the node failed (error, fail, runtime error, partial success); run/watch: the run finished "
+    "with failures, or dbt could not run",
     EXIT_UPSTREAM_FAILED: "an upstream node failed, so dbt skips this one",
-    EXIT_PRODUCER_LOST: "the producer stopped heartbeating before the node finished",
+    EXIT_PRODUCER_LOST: "the producer stopped heartbeating (or the run crashed) before the node or run finished",
     EXIT_NOT_RUN: "the run ended (finished or crashed) without running the node",
     EXIT_NOT_IN_RUN: "the node is not in the run's selected graph",
     EXIT_TIMEOUT: "--timeout elapsed before the outcome was known",
     EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
+    EXIT_NO_RUN: "--require-run: the bus has never seen the run",
     EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
 }
 
 _BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"
+_REQUIRE_RUN_HELP = (
+    "fail at once (exit code 10) when the bus has never seen the run, instead of waiting for it to start"
+)
 
 
 def guide_path() -> str | None:
@@ -94,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run dbt (in-process) publishing to a bus, with live progress",
         description="Run dbt in this process, publish every node's result to the bus, show live progress.\n"
         "dbt's own log lines are hidden (dbtbus shows each node instead) unless --dbt-output; dbt's errors\n"
-        "are always shown. The bus is checked before dbt starts.\n"
-        "Exit code: dbt's (0 success, 1 failures, 2 dbt could not run); 8 the bus is unreachable.",
+        "are always shown. The bus is checked before dbt starts. Without --bus or $DBTBUS_URL the run goes\n"
+        "to memory://, which no other process can watch (a note on stderr says so).\n"
+        "Exit code (the same as 'dbtbus watch' gives for the run): 0 the run succeeded, 2 it had failures or\n"
+        "dbt could not run, 4 it crashed; 8 the bus is unreachable, 9 it refused (see 'dbtbus wait --help').",
         epilog="examples:\n"
         "  dbtbus run --bus redis://localhost:6379/0 --run-id nightly -- build --select tag:daily\n"
         "  dbtbus run --bus redis://localhost:6379/0 --resume nightly   # again, without what succeeded",
@@ -130,15 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser(
         "watch",
         help="show the live state of a run, from any machine",
-        description="Follow a run's records and show its progress until it finishes.\n"
-        "Exit code: 0 the run succeeded, 2 it finished with failures, 4 its producer was lost or crashed,\n"
-        "7 --timeout elapsed, 8 the backend is unreachable.",
+        description="Follow a run's records and show its progress until it finishes. Started before the run,\n"
+        "it waits for the run to start (and says so on stderr after a few seconds).\n"
+        "Exit code (the same as 'dbtbus run' gives): 0 the run succeeded, 2 it finished with failures,\n"
+        "4 its producer was lost or it crashed, 5 (--once) the run has not started, 7 --timeout elapsed,\n"
+        "8 the backend is unreachable, 9 it refused, 10 --require-run and the bus has never seen the run.",
         formatter_class=fmt,
     )
     watch.add_argument("run_id", metavar="RUN_ID")
     watch.add_argument("--bus", default=None, help=_BUS_HELP)
     watch.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds")
     watch.add_argument("--once", action="store_true", help="print the run's current state and exit")
+    watch.add_argument("--require-run", action="store_true", help=_REQUIRE_RUN_HELP)
     watch.add_argument(
         "--progress", choices=("auto", "rich", "plain"), default="auto", help="progress display"
     )
@@ -189,12 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     wait.add_argument("run_id", metavar="RUN_ID")
-    wait.add_argument("node", metavar="NODE", help="the node's unique_id, e.g. model.shop.orders")
+    wait.add_argument(
+        "node",
+        metavar="NODE",
+        help="the node's unique_id (model.shop.orders) or its name (orders) when that names one node of the run",
+    )
     wait.add_argument("--bus", default=None, help=_BUS_HELP)
     wait.add_argument("--timeout", type=_seconds, default=None, help="seconds to wait (default: forever)")
     wait.add_argument(
         "--include-tests", action="store_true", help="also wait for the node's tests; a failing test fails it"
     )
+    wait.add_argument("--require-run", action="store_true", help=_REQUIRE_RUN_HELP)
     wait.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     wait.add_argument("--quiet", "-q", action="store_true", help="print nothing; only the exit code")
 
@@ -294,7 +311,13 @@ def _duration(text: str) -> float:
 
 
 def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
-    url: str | None = args.bus or os.environ.get("DBTBUS_URL") or default
+    url: str | None = args.bus or os.environ.get("DBTBUS_URL")
+    if not url and default is not None:
+        url = default
+        sys.stderr.write(
+            f"dbtbus: note: no bus given, so this run goes to {default}, which only this process can see: no other "
+            "process can watch or wait for it. Pass --bus URL or set DBTBUS_URL (e.g. redis://localhost:6379/0)\n"
+        )
     if not url:
         raise _UsageError("no bus: pass --bus URL (e.g. redis://localhost:6379/0) or set DBTBUS_URL")
     if url.startswith("memory:") and args.command in ("watch", "wait", "runs", "gc", "publish-log", "report", "export"):
@@ -320,6 +343,10 @@ def resume(bus_url: str, run_id: str, dbt_args: Sequence[str] = (), **producer_o
 
 class _UsageError(Exception):
     """A mistake in how the command was called: one line, exit code 1."""
+
+
+class _NoRun(Exception):
+    """``--require-run`` and the bus has never seen the run: one line, exit code 10."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, _bus_url)
     except _UsageError as exc:
         return _error(str(exc), EXIT_USAGE)
+    except _NoRun as exc:
+        return _error(str(exc), EXIT_NO_RUN)
     except BackendRejected as exc:  # permanent: never retried
         return _error(f"the bus refused: {type(exc).__name__}: {exc}", EXIT_REJECTED)
     except BackendUnavailable as exc:

@@ -7,9 +7,9 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -29,11 +29,13 @@ from . import (
     EXIT_PRODUCER_LOST,
     EXIT_TIMEOUT,
     EXIT_UPSTREAM_FAILED,
+    _NoRun,
     _UsageError,
 )
 from ._progress import make_progress
 
 BusUrl = Callable[..., str]
+T = TypeVar("T")
 
 
 def new_run_id() -> str:
@@ -52,6 +54,67 @@ def exit_code_of(result: Any, fallback: int) -> int:
     if isinstance(code, int):
         return code
     return fallback
+
+
+def _exit_code_of_dbt(result: Any) -> int:
+    """``run``'s exit code from what the producer returned, when the run's end did not come back from the bus
+    in time: the code :func:`run_exit_code` gives for the same ending."""
+    from .._dbt.exit_codes import EXIT_SUCCESS
+
+    if getattr(result, "crashed", False):
+        return EXIT_PRODUCER_LOST
+    return EXIT_OK if exit_code_of(result, EXIT_FAILED) == EXIT_SUCCESS else EXIT_FAILED
+
+
+#: How long ``wait`` and ``watch`` give a run the bus has never seen before they say so on stderr.
+UNSEEN_NOTICE_DELAY = 3.0
+
+
+async def run_seen(bus: Bus, run_id: str) -> bool:
+    """Has the bus any record of the run? (One read of the start of its log.)"""
+    entries = bus.history(run_id)
+    try:
+        async for _ in entries:
+            return True
+        return False
+    finally:
+        await entries.aclose()  # type: ignore[attr-defined]
+
+
+def _unseen(run_id: str, url: str) -> str:
+    return f"run {run_id!r} has not been seen on {redact_url(url)}"
+
+
+async def require_run(bus: Bus, run_id: str, url: str) -> None:
+    """``--require-run``: a run the bus has never seen is an error (exit code 10), not a wait."""
+    if not await run_seen(bus, run_id):
+        raise _NoRun(f"{_unseen(run_id, url)} (--require-run); check the run id and the bus")
+
+
+async def notice_unseen(seen: Callable[[], Any], run_id: str, url: str, delay: float | None = None) -> None:
+    """After ``delay`` seconds, say on stderr that the run has not been seen yet (``seen()`` is awaited)."""
+    await anyio.sleep(UNSEEN_NOTICE_DELAY if delay is None else delay)
+    if not await seen():
+        sys.stderr.write(f"dbtbus: {_unseen(run_id, url)} yet; still waiting (--require-run to fail instead)\n")
+        sys.stderr.flush()
+
+
+async def noticing_unseen(work: Awaitable[T], seen: Callable[[], Any], run_id: str, url: str) -> T:
+    """Await ``work`` while :func:`notice_unseen` watches the clock; ``work``'s exceptions propagate as they
+    are (not wrapped in an exception group: the command's error handling sees them)."""
+    results: list[T] = []
+    errors: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(notice_unseen, seen, run_id, url)
+        try:
+            results.append(await work)
+        except Exception as exc:  # re-raised below, outside the task group
+            errors.append(exc)
+        finally:
+            tg.cancel_scope.cancel()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -170,12 +233,12 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                             await seen_end.wait()
                     finally:
                         tg.cancel_scope.cancel()
-        ending = progress.state.ending
         error = getattr(result, "error", None)
         if error and progress.quiet:  # dbt's own errors are always shown
             sys.stderr.write(f"dbtbus: dbt: {error}\n")
-        fallback = ending.exit_code if isinstance(ending, RunFinished) else 2
-        return exit_code_of(result, fallback)
+        if progress.state.ending is not None:  # the code `dbtbus watch` gives the same run
+            return run_exit_code(progress.state)
+        return _exit_code_of_dbt(result)
 
     code: int = anyio.run(main)
     return code
@@ -191,29 +254,43 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
     async def main() -> int:
         async with connect(url) as bus:
             await check_bus(bus, args.run_id)
+            if args.require_run:
+                await require_run(bus, args.run_id, url)
             if args.once:
                 state = await bus.run_state(args.run_id)
                 if args.json:
                     write_json_lines(record for record in _records_of(state))
                 else:
-                    print_state(state)
-                return _run_exit_code(state)
+                    print_state(state, url)
+                return run_exit_code(state)
             progress = make_progress(args.run_id, "json" if args.json else args.progress)
-            with progress:
-                with anyio.move_on_after(timeout) as scope:
-                    try:
-                        async for entry in bus.subscribe(args.run_id):
-                            progress.update(entry.record)
-                    except RunLost:
-                        progress.lost()
-                        return EXIT_PRODUCER_LOST
+
+            async def seen() -> bool:
+                return progress.seen
+
+            async def follow() -> bool:
+                """Show the run's records until it ends; False when its producer was lost."""
+                try:
+                    async for entry in bus.subscribe(args.run_id):
+                        progress.update(entry.record)
+                except RunLost:
+                    progress.lost()
+                    return False
+                return True
+
+            ended = True
+            with progress, anyio.move_on_after(timeout) as scope:
+                ended = await noticing_unseen(follow(), seen, args.run_id, url)
+            if not ended:
+                return EXIT_PRODUCER_LOST
             if scope.cancelled_caught:
-                sys.stderr.write(
-                    f"dbtbus: run {args.run_id} did not finish within {args.timeout:g} s "
-                    f"({progress.summary()})\n"
-                )
+                if progress.seen:
+                    what = f"run {args.run_id} did not finish within {args.timeout:g} s ({progress.summary()})"
+                else:
+                    what = f"{_unseen(args.run_id, url)} within {args.timeout:g} s: it has not started"
+                sys.stderr.write(f"dbtbus: {what}\n")
                 return EXIT_TIMEOUT
-            return _run_exit_code(progress.state)
+            return run_exit_code(progress.state)
 
     code: int = anyio.run(main)
     return code
@@ -236,7 +313,8 @@ _STATUS_LABEL: dict[RunStatus, str] = {
 }
 
 
-def _run_exit_code(state: RunState) -> int:
+def run_exit_code(state: RunState) -> int:
+    """The exit code of a run as it stands (``run`` and ``watch`` alike): see :data:`dbtbus.cli.EXIT_CODES`."""
     ending = state.ending
     if state.status is RunStatus.FINISHED and isinstance(ending, RunFinished):
         return EXIT_OK if ending.success else EXIT_FAILED
@@ -249,9 +327,13 @@ def status_of(state: RunState) -> str:
     return _STATUS_LABEL[state.status]
 
 
-def print_state(state: RunState) -> None:
+def print_state(state: RunState, url: str | None = None) -> None:
     started = state.started
-    total = len(state.graph) if state.graph is not None else None
+    total = state.total
+    if started is None and not state.results and state.ending is None:
+        where = f" on {redact_url(url)}" if url is not None else ""
+        print(f"run {state.run_id}: not seen{where}: it has not started (or the run id or the bus is wrong)")
+        return
     print(f"run {state.run_id}: {status_of(state)}")
     if started is not None:
         print(f"  command:  dbt {' '.join(started.args) or started.command}")
@@ -268,7 +350,7 @@ def print_state(state: RunState) -> None:
     ending = state.ending
     if isinstance(ending, RunFinished):
         print(
-            f"  result:   {'success' if ending.success else 'failed'} (exit code {ending.exit_code}) "
+            f"  result:   {'success' if ending.success else 'failed'} (dbt exit code {ending.exit_code}) "
             f"in {ending.elapsed:.1f}s"
         )
     elif isinstance(ending, RunCrashed):
@@ -339,14 +421,16 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
     state = anyio.run(main)
     if state.started is None and not state.results:
         raise _UsageError(f"the bus has no record of run {args.run_id}")
-    if args.run_results == "-":
-        import orjson
+    import orjson
 
+    if args.run_results == "-":
         sys.stdout.write(orjson.dumps(run_results(state), option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
-    write_run_results(state, args.run_results)
+    path = write_run_results(state, args.run_results)
+    # what the file holds: ephemeral models are left out and nodes a finished run never reached are in
+    written = len(orjson.loads(path.read_bytes())["results"])
     sys.stderr.write(
-        f"dbtbus: wrote {args.run_results}: {len(state.results)} result(s) of run {args.run_id} ({status_of(state)})\n"
+        f"dbtbus: wrote {args.run_results}: {written} result(s) of run {args.run_id} ({status_of(state)})\n"
     )
     return EXIT_OK
 
@@ -368,14 +452,24 @@ EXIT_BY_KIND: dict[OutcomeKind, int] = {
 
 def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
     url = bus_url(args)
+    resolved = _Resolved(args.node)
 
     async def main() -> Outcome:
         async with connect(url) as bus:
             await check_bus(bus, args.run_id)
-            return await bus.outcome(args.run_id, args.node, timeout=args.timeout, include_tests=args.include_tests)
+            if args.require_run:
+                await require_run(bus, args.run_id, url)
+
+            async def seen() -> bool:
+                return await run_seen(bus, args.run_id)
+
+            return await noticing_unseen(_node_outcome(bus, args, resolved), seen, args.run_id, url)
 
     outcome = anyio.run(main)
+    node = resolved.unique_id
     code = EXIT_BY_KIND[outcome.kind]
+    if resolved.suggestions and not args.quiet and not args.json:
+        sys.stderr.write(f"dbtbus: did you mean {' or '.join(resolved.suggestions)}?\n")
     if args.quiet:
         return code
     if args.json:
@@ -383,7 +477,7 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
 
         payload: dict[str, Any] = {
             "run_id": args.run_id,
-            "node": args.node,
+            "node": node,
             "outcome": outcome.kind.value,
             "exit_code": code,
         }
@@ -391,6 +485,8 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
             payload["message"] = outcome.message
         if outcome.cause is not None:
             payload["cause"] = outcome.cause
+        if resolved.suggestions:
+            payload["did_you_mean"] = resolved.suggestions
         if outcome.record is not None:
             from ..events import to_dict
 
@@ -399,11 +495,125 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
     elif outcome.ok and outcome.record is not None:
         record = outcome.record
         seconds = f" in {record.execution_time:.1f}s" if record.execution_time is not None else ""
-        sys.stdout.write(f"{record.status.value}: {args.node}{seconds}\n")
+        sys.stdout.write(f"{record.status.value}: {node}{seconds}\n")
     else:
-        sys.stdout.write(f"{outcome.kind.value.replace('_', ' ')}: {outcome.message}\n")
+        message = outcome.message
+        if outcome.kind is OutcomeKind.TIMEOUT and not resolved.seen:
+            message += f" ({_unseen(args.run_id, url)})"
+        sys.stdout.write(f"{outcome.kind.value.replace('_', ' ')}: {message}\n")
     sys.stdout.flush()
     return code
+
+
+class _Resolved:
+    """What ``wait``'s NODE argument names: its unique_id, close names when the run lacks it."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.unique_id = node
+        self.suggestions: list[str] = []
+        #: Did the bus show any record of the run (for the timeout's message)?
+        self.seen = True
+
+
+#: dbt's resource types: ``<type>.<package>.<name>...`` is taken for a unique_id as it is.
+_RESOURCE_TYPES = frozenset(
+    {
+        "model", "seed", "snapshot", "test", "unit_test", "source", "analysis", "operation", "sql_operation",
+        "exposure", "metric", "semantic_model", "saved_query", "function",
+    }
+)
+
+
+def is_unique_id(node: str) -> bool:
+    parts = node.split(".")
+    return len(parts) >= 3 and parts[0] in _RESOURCE_TYPES and all(parts)
+
+
+def short_names(unique_id: str) -> set[str]:
+    """The names a person may give a node instead of its unique_id: ``model.shop.orders`` → ``orders``,
+    ``shop.orders``; a versioned model or a test also by its name without the version or hash."""
+    parts = unique_id.split(".")
+    if len(parts) < 3:
+        return {unique_id}
+    package, rest = parts[1], parts[2:]
+    names = {".".join(rest), rest[0]}
+    return names | {f"{package}.{name}" for name in names}
+
+
+def resolve_node(node: str, unique_ids: Any) -> list[str]:
+    """The unique_ids ``node`` names among ``unique_ids``: itself, or every node it is a short name of."""
+    known = set(unique_ids)
+    if node in known:
+        return [node]
+    return sorted(uid for uid in known if node in short_names(uid))
+
+
+def close_names(node: str, unique_ids: Any, n: int = 3) -> list[str]:
+    """The unique_ids whose id or name is closest to ``node`` (difflib), best first."""
+    import difflib
+
+    by_name: dict[str, str] = {}
+    for uid in sorted(unique_ids):
+        by_name.setdefault(uid, uid)
+        for name in short_names(uid):
+            by_name.setdefault(name, uid)
+    matches = difflib.get_close_matches(node, list(by_name), n=n * 3, cutoff=0.6)
+    return list(dict.fromkeys(by_name[name] for name in matches))[:n]
+
+
+async def _node_outcome(bus: Bus, args: argparse.Namespace, resolved: _Resolved) -> Outcome:
+    """``wait``: resolve a short name against the run's graph (waiting for the graph if need be), then wait."""
+    started_at = anyio.current_time()
+    timeout: float | None = args.timeout
+    if not is_unique_id(resolved.node):
+        state = await _state_with_graph(bus, args.run_id, timeout)
+        if state is None:  # the timeout passed before the run's graph was known
+            resolved.seen = await run_seen(bus, args.run_id)
+            return Outcome(OutcomeKind.TIMEOUT, args.run_id, resolved.node, timeout=timeout)
+        candidates = resolve_node(resolved.node, _nodes_of(state))
+        if len(candidates) > 1:
+            raise _UsageError(
+                f"{resolved.node!r} names {len(candidates)} nodes of run {args.run_id}: "
+                f"{', '.join(candidates)}; pass one of these unique_ids"
+            )
+        if candidates:
+            resolved.unique_id = candidates[0]
+        if timeout is not None:
+            timeout = max(0.0, timeout - (anyio.current_time() - started_at))
+    outcome = await bus.outcome(
+        args.run_id, resolved.unique_id, timeout=timeout, include_tests=args.include_tests
+    )
+    if outcome.kind is OutcomeKind.TIMEOUT:
+        resolved.seen = await run_seen(bus, args.run_id)
+        outcome = Outcome(OutcomeKind.TIMEOUT, args.run_id, resolved.unique_id, timeout=args.timeout)
+    elif outcome.kind in (OutcomeKind.NOT_IN_RUN, OutcomeKind.NOT_RUN):
+        state = await bus.run_state(args.run_id)
+        nodes = _nodes_of(state)
+        if resolved.unique_id not in nodes:
+            resolved.suggestions = close_names(resolved.node, nodes)
+    return outcome
+
+
+def _nodes_of(state: RunState) -> set[str]:
+    """Every node the run names: its graph's, and those with a result (a run published without a graph)."""
+    return set(state.graph or ()) | set(state.results) | set(state.running)
+
+
+async def _state_with_graph(bus: Bus, run_id: str, timeout: float | None) -> RunState | None:
+    """The run as far as it is once its graph is known (or it ended, or its producer was lost), or ``None``
+    when ``timeout`` passes first."""
+    state = RunState(run_id)
+    with anyio.move_on_after(math.inf if timeout is None else timeout):
+        try:
+            async for entry in bus.subscribe(run_id):
+                state.apply(entry.record)
+                if state.graph is not None:
+                    return state
+        except RunLost:
+            pass
+        return state  # ended (or lost) without a graph: what it ran is all there is
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- publish-log
@@ -487,7 +697,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 "run_id": state.run_id,
                 "status": status_of(state),
                 "success": ending.success if isinstance(ending, RunFinished) else None,
-                "nodes": len(state.graph) if state.graph is not None else None,
+                "nodes": state.total,
                 "done": len(state.results),
                 "counts": state.counts(),
                 "started_at": state.started.started_at.isoformat() if state.started is not None else None,
@@ -504,7 +714,7 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
     for state in states:
         ending = state.ending
         result = ("success" if ending.success else "failed") if isinstance(ending, RunFinished) else "-"
-        total = len(state.graph) if state.graph is not None else None
+        total = state.total
         done = f"{len(state.results)}/{total if total is not None else '?'}"
         rows.append(
             (

@@ -24,13 +24,14 @@ class Progress:
         #: Attempts already announced: the producer's second RunStarted of an attempt only brings its graph.
         self._announced: set[int] = set()
         self.peak_rss: int | None = None
+        #: Has any record of the run arrived? (Before that, the run has not started, as far as we know.)
+        self.seen = False
 
     # ------------------------------------------------------------------------------------------ numbers
 
     @property
     def total(self) -> int | None:
-        graph = self.state.graph
-        return len(graph) if graph is not None else None
+        return self.state.total
 
     @property
     def done(self) -> int:
@@ -57,6 +58,7 @@ class Progress:
     # ------------------------------------------------------------------------------------------ records
 
     def update(self, record: Record) -> None:
+        self.seen = True
         if isinstance(record, RunStarted) and self.state.started is None:
             self.began = time.monotonic()
         self.state.apply(record)
@@ -106,7 +108,7 @@ class Progress:
                 f"{record.status.value}{seconds}{detail}"
             )
         if isinstance(record, RunFinished):
-            verdict = "succeeded" if record.success else f"failed (exit code {record.exit_code})"
+            verdict = "succeeded" if record.success else f"failed (dbt exit code {record.exit_code})"
             error = f": {_one_line(record.error)}" if record.error else ""
             return (
                 f"run {record.run_id} {verdict}{error} in {record.elapsed:.1f}s — "
@@ -177,6 +179,9 @@ class RichProgress(Progress):
         from rich.text import Text
 
         grid = Table.grid(padding=(0, 1))
+        if not self.seen:
+            grid.add_row(Text(f" waiting for run {self.state.run_id} to start…", style="dim"))
+            return grid
         total = self.total
         bar = ProgressBar(total=float(total or 1), completed=float(self.done if total else 0), width=30)
         head = Text.assemble(

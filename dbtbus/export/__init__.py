@@ -1,7 +1,7 @@
 """Export a run from the bus in other tools' formats: dbt's own ``run_results.json``.
 
-    data = await dbtbus.export.export_run_results(bus, "nightly")         # the dict
-    dbtbus.export.export_run_results_sync("redis://…", "nightly", "target/run_results.json")
+    dbtbus.export.export_run_results("redis://…", "nightly", "target/run_results.json")  # blocking
+    data = await dbtbus.export.aexport_run_results(bus, "nightly")       # the dict, from a connected Bus
 
 At any moment — while the run goes on, after a crash, after ``--fail-fast`` — which dbt itself cannot do
 (it writes the file once, at the end). The command line: ``dbtbus export RUN_ID --run-results FILE``.
@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_RESULTS_SCHEMA",
+    "aexport_run_results",
     "export_run_results",
-    "export_run_results_sync",
     "is_ephemeral",
     "run_results",
     "write_run_results",
 ]
 
 
-async def export_run_results(
+async def aexport_run_results(
     bus: Bus | str, run_id: str, path: str | os.PathLike[str] | None = None, *, now: datetime | None = None
 ) -> dict[str, Any]:
     """Read the run once and return its ``run_results.json`` content (also written to ``path`` if given)."""
@@ -46,14 +46,21 @@ async def export_run_results(
     return run_results(state, now=moment)
 
 
-def export_run_results_sync(
+def export_run_results(
     bus_url: str, run_id: str, path: str | os.PathLike[str] | None = None, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """:func:`export_run_results` for code without an event loop."""
-    import anyio
+    """:func:`aexport_run_results` for code without an event loop."""
+    from .._sync import run_blocking
 
     async def main() -> dict[str, Any]:
-        return await export_run_results(bus_url, run_id, path, now=now)
+        return await aexport_run_results(bus_url, run_id, path, now=now)
 
-    data: dict[str, Any] = anyio.run(main)
+    call, instead = "dbtbus.export.export_run_results()", "await dbtbus.export.aexport_run_results(bus, ...)"
+    data: dict[str, Any] = run_blocking(main, call=call, instead=instead)
     return data
+
+
+def __getattr__(name: str) -> Any:  # old names (dbtbus/_deprecated.py)
+    from .._deprecated import renamed
+
+    return renamed(__name__, name)

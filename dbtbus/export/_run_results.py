@@ -21,6 +21,9 @@ RUN_RESULTS_SCHEMA = "https://schemas.getdbt.com/dbt/run-results/v6.json"
 _STATUS = {NodeStatus.NOT_RUN: "skipped"}
 #: adapter_response numbers that dbt writes as integers (a JSON log carries them as floats: 7.0).
 _INTEGER_KEYS = frozenset({"rows_affected"})
+#: Resource types that are not dbt's ``CompiledResource``: dbt writes ``compiled``, ``compiled_code`` and
+#: ``relation_name`` as null for them, whatever happened.
+_NOT_COMPILED = frozenset({"seed", "saved_query", "source", "exposure", "metric", "semantic_model"})
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -74,8 +77,8 @@ def _batch_span(batch: str) -> tuple[datetime, datetime] | None:
 
 
 def _batch_results(batches: list[BatchResult] | None) -> dict[str, list[list[str]]] | None:
-    """dbt's ``batch_results`` of a microbatch model from its batches on the bus (see docs/report.md for the
-    one difference: the last batch ends a whole batch_size after its start, dbt's at the run's end time)."""
+    """dbt's ``batch_results`` of a microbatch model from its batches on the bus: each batch one batch_size
+    from its start, as dbt 1.11 plans them (the window's end is ceiled to a batch boundary)."""
     if not batches:
         return None
     out: dict[str, list[list[str]]] = {"successful": [], "failed": []}
@@ -91,13 +94,25 @@ def _batch_results(batches: list[BatchResult] | None) -> dict[str, list[list[str
 
 def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dict[str, Any]:
     status = _STATUS.get(record.status, record.status.value)
-    # As dbt writes them: a seed is neither compiled nor named by relation in run_results; whatever dbt ran
-    # besides was compiled (but a microbatch model, whose batches were); what it skipped was not.
-    seed = record.resource_type == "seed"
+    # As dbt writes them: a seed or a saved query is neither compiled nor named by relation in
+    # run_results; whatever dbt ran besides was compiled (but a microbatch model, whose batches were); what
+    # it skipped was not.
+    # A unit test is compiled when it runs (dbt builds a test query from its fixtures); one that errored
+    # is written as dbt's uncompiled definition, which has neither.
+    seed = record.resource_type in _NOT_COMPILED or (
+        record.resource_type == "unit_test" and record.status in (NodeStatus.ERROR, NodeStatus.RUNTIME_ERROR))
     compiled: bool | None = None if seed else not batches
     failures = record.failures
+    if batches and failures is None:
+        failures = 0  # dbt's microbatch result starts at 0 failures and merging the batches keeps it
+    if record.resource_type == "saved_query" and failures is None and record.status.is_success:
+        failures = 0  # dbt's saved-query runner writes a result with 0 failures
+    if record.status in (NodeStatus.ERROR, NodeStatus.RUNTIME_ERROR) and record.resource_type != "operation":
+        failures = None  # dbt's error_result counts none (a test that raised counted nothing)
     if record.status in (NodeStatus.SKIPPED, NodeStatus.NOT_RUN):
-        compiled, failures = False, None  # a test that never ran counted nothing
+        compiled = None if seed else False
+        if record.resource_type != "operation":  # a hook dbt skipped counts 1 failure, as dbt writes it
+            failures = None  # a test that never ran counted nothing
     return {
         "status": status,
         "timing": _timing(record),
@@ -108,8 +123,8 @@ def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dic
         "failures": failures,
         "unique_id": record.unique_id,
         "compiled": compiled,
-        "compiled_code": record.compiled_code,
-        "relation_name": None if seed else record.relation_name,
+        "compiled_code": None if seed else record.compiled_code,
+        "relation_name": None if seed or record.resource_type == "unit_test" else record.relation_name,
         "batch_results": _batch_results(batches),
     }
 
@@ -166,7 +181,10 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     moment = now or datetime.now(timezone.utc)
     started = state.started
     ending = state.ending
-    if ending is not None and ending.elapsed:
+    dbts = getattr(ending, "dbt_elapsed", None)
+    if dbts is not None:
+        elapsed = dbts  # dbt's own figure: its hooks and nodes, not parsing
+    elif ending is not None and ending.elapsed:
         elapsed = ending.elapsed
     elif started is not None:
         until = ending.finished_at if ending is not None else moment
@@ -176,15 +194,20 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     ordered = sorted(state.results.values(), key=_finish_key)
     never = _never_run(state)
     args: dict[str, Any] = {}
-    if started is not None:
+    if started is not None and started.dbt_args:
+        args = dict(started.dbt_args)  # dbt's own, secret-looking --vars redacted
+    elif started is not None:
         args = {"which": started.command, "invocation_command": " ".join(("dbt", *started.args))}
+    invocation_started_at = None
+    if started is not None:
+        invocation_started_at = started.invocation_started_at or started.started_at
     return {
         "metadata": {
             "dbt_schema_version": RUN_RESULTS_SCHEMA,
             "dbt_version": (started.dbt_version if started is not None else None) or "unknown",
             "generated_at": _ts(moment),
             "invocation_id": started.invocation_id if started is not None else None,
-            "invocation_started_at": _ts(started.started_at) if started is not None else None,
+            "invocation_started_at": _ts(invocation_started_at),
             "env": {},
         },
         "results": [
@@ -196,14 +219,34 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     }
 
 
+def _umask() -> int:
+    """The process's umask: from ``/proc`` where Linux says it, else by setting it and straight back (which
+    another thread creating a file in between would see)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_run_results(state: RunState, path: str | os.PathLike[str], *, now: datetime | None = None) -> Path:
-    """Write :func:`run_results` to ``path`` atomically (a reader never sees half a file); return the path."""
+    """Write :func:`run_results` to ``path`` atomically (a reader never sees half a file); return the path.
+
+    The file gets the mode dbt's own has, ``0666`` less the umask (``0644`` typically): the temporary file
+    it is renamed from is created ``0600``.
+    """
     target = Path(path)
     data = orjson.dumps(run_results(state, now=now), option=orjson.OPT_INDENT_2)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

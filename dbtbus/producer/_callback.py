@@ -107,6 +107,11 @@ def extract(name: str, msg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if name == "LogBatchResult":
             data["status"] = d.status
             data["execution_time"] = d.execution_time
+    elif name in ("LogHookStartLine", "LogHookEndLine"):
+        data = {"node_info": _node_info(d.node_info), "statement": d.statement, "index": d.index, "total": d.total}
+        if name == "LogHookEndLine":
+            data["status"] = d.status
+            data["execution_time"] = d.execution_time
     elif name == "MarkSkippedChildren":
         data = {"unique_id": d.unique_id, "status": d.status}
     elif name == "GenericExceptionOnRun":

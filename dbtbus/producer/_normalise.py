@@ -7,6 +7,7 @@ producers share every decision made here: statuses, timestamps, skip causes, run
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -18,8 +19,8 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from .._dbt.graph import add_test_edges, children_index, descendants, graph_from_payload, is_test
-from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT
-from .._dbt.rules import command_of, skip_children_on
+from .._dbt.hook import COMPILED_EVENT, GRAPH_EVENT, RESULTS_EVENT
+from .._dbt.rules import command_of, hook_message, skip_children_on
 from .._exceptions import DecodeError
 from .._version import __version__
 from ..events import (
@@ -51,10 +52,13 @@ RUN_EVENTS: Final = frozenset({"MainReportVersion", "MainReportArgs", "CommandCo
 #: A microbatch model's batches (info-level, so in every log): each batch also gets its own NodeStart /
 #: NodeFinished with the model's unique_id, which must never be taken for the model's own.
 BATCH_EVENTS: Final = frozenset({"LogStartBatch", "LogBatchResult"})
+#: A project hook (on-run-start / on-run-end), at any level: dbt runs hooks outside its node machinery, so
+#: they get no NodeStart / NodeFinished, only these (their result is a node of dbt's run_results.json).
+HOOK_EVENTS: Final = frozenset({"LogHookStartLine", "LogHookEndLine"})
 #: How a JSON log at info level shows dbt completing (``CommandCompleted`` is debug-level).
 LOG_END_EVENTS: Final = frozenset({"EndOfRunSummary", "FinishedRunningStats", "MainEncounteredError"})
 #: What the dbtRunner callback hands over (everything else is dropped by name, first thing).
-WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | {GRAPH_EVENT, RESULTS_EVENT}
+WANTED: Final = NODE_EVENTS | RUN_EVENTS | BATCH_EVENTS | HOOK_EVENTS | {GRAPH_EVENT, RESULTS_EVENT, COMPILED_EVENT}
 #: What a JSON log line parser hands over.
 LOG_WANTED: Final = WANTED | INFO_NODE_EVENTS | LOG_END_EVENTS
 _STATUS_BY_VALUE: Final = {s.value: s for s in NodeStatus}
@@ -160,6 +164,22 @@ class RunEnd:
     interrupted: bool = False
     #: An info-level log's EndOfRunSummary was seen (its error count decides ``success``).
     summary: bool = False
+    #: dbt's own ``elapsed_time`` of the run (what its run_results.json says): exact from the hook's results,
+    #: else FinishedRunningStats' (a 32-bit float).
+    dbt_elapsed: float | None = None
+
+
+@dataclass
+class _HookRun:
+    """What dbt's events tell of one project hook's run (dbt makes its RunResult without a NodeFinished)."""
+
+    #: LogHookStartLine's moment: after the hook's compile phase ended, before its execute phase began.
+    between: datetime | None = None
+    ended: bool = False
+    status: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    execution_time: float | None = None
 
 
 class Normaliser:
@@ -216,6 +236,15 @@ class Normaliser:
         #: A debug-level node event was seen: NodeFinished, not the info-level result lines, is the truth.
         self.saw_debug_events = False
         self._refined = False
+        #: dbt's own ``args`` (secrets redacted) and ``invocation_started_at``, from the graph hook.
+        self.dbt_args: dict[str, Any] = {}
+        self.invocation_started_at: datetime | None = None
+        #: A project hook (``operation.*``) → what dbt's LogHookStartLine / LogHookEndLine told of its run.
+        self._hooks: dict[str, _HookRun] = {}
+        #: A node → its compiled code (the hook's DbtbusCompiled), until the node's NodeFinished takes it.
+        self._compiled: dict[str, str] = {}
+        #: The project hook that failed: dbt skips the hooks after it (of the same on-run-start / -end).
+        self._failed_hook: str | None = None
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -260,6 +289,8 @@ class Normaliser:
             continue_on_error=self.continue_on_error,
             heartbeat_interval=self.heartbeat_interval,
             attempt=self.attempt,
+            dbt_args=self.dbt_args,
+            invocation_started_at=self.invocation_started_at,
             **extra,
         )
 
@@ -271,13 +302,16 @@ class Normaliser:
             if name != "GenericExceptionOnRun":  # error-level: in info logs too
                 self.saw_debug_events = True
             out = self.refine()
+            code = None
+            if name == "NodeFinished":  # a batch's code goes with the batch: the model's own has none
+                code = self._compiled.pop(_text((data.get("node_info") or {}).get("unique_id")) or "", None)
             if self._batches or name == "NodeStart":
                 batch = self._batch_event(name, data, info)
                 if batch is not None:
                     out.extend(batch)
                     return out
             if name == "NodeFinished":
-                out.extend(self._finished(data, info))
+                out.extend(self._finished(data, info, code))
             elif name == "NodeStart":
                 out.extend(self._node_start(data, info))
             elif name == "MarkSkippedChildren":
@@ -288,6 +322,11 @@ class Normaliser:
         if name in BATCH_EVENTS:
             out = self.refine()
             out.extend(self._batch_line(name, data, info))
+            return out
+        if name in HOOK_EVENTS:
+            self._hook_event(name, data, info)  # what its record will carry of dbt's RunResult (timing, ...)
+            out = self.refine()
+            out.extend(self._node_start(data, info) if name == "LogHookStartLine" else self._hook_end(data, info))
             return out
         if name in INFO_NODE_EVENTS:
             out = self.refine()
@@ -321,6 +360,9 @@ class Normaliser:
             self.selection_known = True
             self.add_test_edges = False
             self._children = None
+            args = data.get("dbt_args")
+            self.dbt_args = dict(args) if isinstance(args, Mapping) else {}
+            self.invocation_started_at = _ts(data.get("invocation_started_at"))
             return self.refine()
         if name == "CommandCompleted":
             self.end.completed = True
@@ -334,6 +376,14 @@ class Normaliser:
             if data.get("success") is not None:
                 self.end.success = bool(data.get("success"))
             self.end.exception = _text(data.get("exception"))
+            elapsed = _number(data.get("elapsed_time"))
+            if elapsed is not None:
+                self.end.dbt_elapsed = elapsed
+            return []
+        if name == COMPILED_EVENT:
+            uid, code = _text(data.get("unique_id")), data.get("compiled_code")
+            if uid is not None and isinstance(code, str):
+                self._compiled[uid] = code
             return []
         return []
 
@@ -464,7 +514,8 @@ class Normaliser:
             )
         ]
 
-    def _finished(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+    def _finished(self, data: Mapping[str, Any], info: Mapping[str, Any], compiled_code: str | None = None
+                  ) -> list[Record]:
         node_info = data.get("node_info") or {}
         run_result = data.get("run_result") or {}
         uid = _text(node_info.get("unique_id"))
@@ -498,6 +549,40 @@ class Normaliser:
             skip_cause=self.skip_root.get(uid) if status is NodeStatus.SKIPPED else None,
             relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
             timing=_timing(run_result.get("timing_info")),
+            compiled_code=compiled_code,
+        )
+        return self._terminal(record)
+
+    def _hook_end(self, data: Mapping[str, Any], info: Mapping[str, Any]) -> list[Record]:
+        """``LogHookEndLine``: a project hook's result (success, error, or skipped after an earlier one failed).
+
+        The event carries dbt's status and execution time, not the error's text: a failed hook's message is
+        dbt's own words without it.
+        """
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return []
+        status = _status(data.get("status")) or _status(node_info.get("node_status"))
+        if status is None:
+            logger.warning("dbtbus: LogHookEndLine for %s has no known status (%r); recording an error",
+                           uid, data.get("status"))
+            status = NodeStatus.ERROR
+        skip_cause = self._failed_hook if status is NodeStatus.SKIPPED else None
+        if status.is_failure:
+            self._failed_hook = uid
+        record = NodeResult(
+            run_id=self.run_id,
+            unique_id=uid,
+            status=status,
+            resource_type=_text(node_info.get("resource_type")) or "operation",
+            started_at=_ts(node_info.get("node_started_at")) or self.running.get(uid),
+            finished_at=_ts(node_info.get("node_finished_at")) or _ts(info.get("ts")),
+            execution_time=_number(data.get("execution_time")),
+            message=hook_message(_text(data.get("statement")) or uid, status),
+            thread=_text(info.get("thread")),
+            attempt=self.attempt,
+            skip_cause=skip_cause,
         )
         return self._terminal(record)
 
@@ -596,6 +681,8 @@ class Normaliser:
         end = self.end
         if name == "FinishedRunningStats":
             end.elapsed = _number(data.get("execution_time"))
+            if end.dbt_elapsed is None:
+                end.dbt_elapsed = end.elapsed
             return
         if name == "EndOfRunSummary":
             end.completed = True
@@ -614,7 +701,62 @@ class Normaliser:
         if not end.summary:
             end.exception = _text(data.get("exc")) or "dbt failed with an unhandled error"
 
+    # ------------------------------------------------------------------------------------------ hooks
+
+    def _hook_event(self, name: str, data: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        """Remember what LogHookStartLine / LogHookEndLine tell of a hook's run (its record carries it)."""
+        node_info = data.get("node_info") or {}
+        uid = _text(node_info.get("unique_id"))
+        if uid is None:
+            return
+        hook = self._hooks.setdefault(uid, _HookRun())
+        if name == "LogHookStartLine":
+            hook.between = _ts(info.get("ts"))
+            hook.started_at = _ts(node_info.get("node_started_at"))
+            return
+        hook.ended = True
+        hook.status = _text(data.get("status"))
+        hook.started_at = _ts(node_info.get("node_started_at")) or hook.started_at
+        hook.finished_at = _ts(node_info.get("node_finished_at"))
+        hook.execution_time = _number(data.get("execution_time"))
+
+    def hook_fields(self, unique_id: str) -> dict[str, Any]:
+        """A hook's run as dbt's RunResult has it — ``timing``, ``thread``, ``execution_time``, ``failures``,
+        its span — for the hook's NodeResult; empty unless dbt reported the hook's end.
+
+        dbt runs hooks on its main thread and writes ``thread_id`` ``"main"``; a hook it ran has a compile
+        and an execute phase: compile starts at ``node_started_at``, execute ends at ``node_finished_at`` and
+        ``execution_time`` is the span between (computed as dbt does, exactly, where LogHookEndLine's is a
+        32-bit float); the phases meet at LogHookStartLine, fired between them. A hook dbt skipped (an
+        earlier one failed) ran no phase. ``failures`` is dbt's: 0 when it succeeded, else 1; the compiled
+        code is the graph hook's (DbtbusCompiled, sent as dbt compiled the hook).
+        """
+        hook = self._hooks.get(unique_id)
+        if hook is None or not hook.ended:
+            return {}
+        ran = hook.status != NodeStatus.SKIPPED.value and hook.started_at is not None
+        code = self._compiled.get(unique_id)
+        fields: dict[str, Any] = {
+            "thread": "main",
+            "failures": 0 if hook.status == NodeStatus.SUCCESS.value else 1,
+            "execution_time": hook.execution_time or 0.0,
+            "timing": (),
+        }
+        if ran and hook.finished_at is not None and hook.started_at is not None:
+            between = hook.between or hook.started_at
+            fields.update(
+                compiled_code=code,
+                started_at=hook.started_at,
+                finished_at=hook.finished_at,
+                execution_time=(hook.finished_at - hook.started_at).total_seconds(),
+                timing=(TimingPhase("compile", hook.started_at, between),
+                        TimingPhase("execute", between, hook.finished_at)),
+            )
+        return fields
+
     def _terminal(self, record: NodeResult) -> list[Record]:
+        if record.unique_id in self._hooks and record.status is not NodeStatus.NOT_RUN:
+            record = dataclasses.replace(record, **self.hook_fields(record.unique_id))
         self.running.pop(record.unique_id, None)
         if self._batches:  # a batch that never reported its end (its thread raised): the model decides now
             for key in [key for key in self._batches if key[0] == record.unique_id]:
@@ -633,6 +775,13 @@ class Normaliser:
         children = self._children_index()
         if children is None:
             return
+        node = (self.graph or {}).get(uid)
+        if node is not None and node.resource_type == "unit_test" and (self.retry_of or self.command) in ("build", ""):
+            # dbt build runs a model's unit tests right before it: a failing one skips the model (its parent)
+            for model in node.parents:
+                self.skip_root.setdefault(model, root)
+                for child in descendants(children, model):
+                    self.skip_root.setdefault(child, root)
         for child in descendants(children, uid):
             self.skip_root.setdefault(child, root)  # an earlier cascade's root stands
 

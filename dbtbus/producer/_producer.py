@@ -20,7 +20,7 @@ import anyio.to_thread
 from .._bus import Bus
 from .._dbt.args import DBT_LOCK
 from .._dbt.exit_codes import EXIT_ERROR, dbt_exit_code, exit_code_crashed
-from .._dbt.hook import GRAPH_EVENT, RESULTS_EVENT, install_graph_hook, results_payload
+from .._dbt.hook import COMPILED_EVENT, GRAPH_EVENT, RESULTS_EVENT, dbt_elapsed, install_graph_hook, results_payload
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import check_run_id
@@ -34,7 +34,9 @@ from ._results import ProducerResult, result_of
 logger = logging.getLogger("dbtbus.producer")
 
 #: Flags the subprocess producer appends: JSON on stdout at debug level (NodeStart/NodeFinished are debug).
-SUBPROCESS_LOG_ARGS: tuple[str, ...] = ("--log-format", "json", "--log-level", "debug")
+#: Appended after the caller's arguments (dbt keeps an option's last value): ``--no-quiet`` because a
+#: ``--quiet`` (or ``DBT_QUIET``) would silence the very log the producer reads — every node would end not_run.
+SUBPROCESS_LOG_ARGS: tuple[str, ...] = ("--log-format", "json", "--log-level", "debug", "--no-quiet")
 
 
 class Terminated(SystemExit):
@@ -214,7 +216,11 @@ class Producer:
         reraise: BaseException | None = None
         with DBT_LOCK:
             run_peak = _rss.start_run_peak()  # this invocation's peak, not the host process's lifetime one
-            restore = install_graph_hook(lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))), args)
+            restore = install_graph_hook(
+                lambda payload: publisher.push((GRAPH_EVENT, (payload, {}))),
+                args,
+                lambda payload: publisher.push((COMPILED_EVENT, (payload, {}))),
+            )
             try:
                 with _sigterm_as_crash(), _memray.tracking(self.memray_output):
                     res = dbtRunner(callbacks=[callback]).invoke(list(args))
@@ -251,6 +257,7 @@ class Producer:
             dbt_results=results_payload(res),
             grace=self.grace,
             peak_rss_scope=scope,
+            dbt_elapsed=dbt_elapsed(res),
         )
         return res, ending, None
 
@@ -346,7 +353,7 @@ class Producer:
     ) -> ProducerResult:
         """Run dbt in another process (``dbt_executable``, default ``dbt`` on PATH) and publish from its log.
 
-        dbt runs with ``log_args`` appended (default ``--log-format json --log-level debug``: NodeStart and
+        dbt runs with ``log_args`` appended (default ``--log-format json --log-level debug --no-quiet``: NodeStart and
         NodeFinished are debug-level; add ``--log-level-file none`` to skip dbt's own file log, ~2-3 % faster
         on a 2-core machine, see docs/benchmarks.md); stdout is read line by line. When the
         executable is a Python console script (the usual ``bin/dbt``), its interpreter runs a small

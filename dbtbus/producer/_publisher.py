@@ -44,7 +44,7 @@ import anyio
 
 from .._bus import Bus, connect
 from .._dbt.exit_codes import dbt_exit_code
-from .._exceptions import BackendRejected, RecordTooLarge
+from .._exceptions import BackendRejected, RecordTooLarge, RunClaimed
 from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted, lease_period
@@ -87,6 +87,8 @@ class Ending:
     grace: float = 0.0
     #: What ``peak_rss`` covers: "invocation" (this run's own peak) or "process" (the host's lifetime peak).
     peak_rss_scope: str | None = None
+    #: dbt's own ``elapsed_time`` of the run, when dbt returned a result (in process).
+    dbt_elapsed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,9 @@ class Publisher:
             self._wake = anyio.Event()
             self._trouble = anyio.Event()
             self._pending.extend(self._fit(self.normaliser.announce()))
-            await self._renew(bus)
+            await self._refuse_a_used_attempt(bus)
+            if self.rejected is None:
+                await self._renew(bus)
             if self.rejected is None and await self._flush(bus):
                 self.announced.set()
             async with anyio.create_task_group() as tg:
@@ -448,6 +452,30 @@ class Publisher:
             await anyio.sleep(self._backoff())
         return False
 
+    async def _refuse_a_used_attempt(self, bus: Bus) -> None:
+        """A run id names one run: an attempt the bus already holds (its ``RunStarted`` is stored, say of a run
+        that finished) is refused with :class:`~dbtbus.RunClaimed` before anything is published, rather than
+        mixed into the old attempt's records. (A live producer of it is refused by the lease as well.) When
+        the backend cannot answer now, the lease alone decides."""
+        try:
+            started = await bus.run_started(self.run_id)
+        except Exception as exc:
+            if is_rejected(exc):
+                self._failed(exc, "reading the run")
+            return
+        attempt = self.normaliser.attempt
+        if started is not None and started.attempt >= attempt:
+            when = f" on {started.started_at:%Y-%m-%d %H:%M:%S %Z}" if started.started_at is not None else ""
+            host = f" on {started.producer.host}" if started.producer.host else ""
+            self._reject(
+                RunClaimed(
+                    f"run {self.run_id!r} already has attempt {started.attempt}, claimed by producer "
+                    f"{started.producer.id!r}{host} (started{when}): a run id names one run, so attempt {attempt} "
+                    "is not produced into it again; use a new run id, delete the old run (dbtbus gc), or continue "
+                    "it as a later attempt (dbtbus run --resume)"
+                )
+            )
+
     async def _renew(self, bus: Bus) -> bool:
         ttl = 1.5 * lease_period(self.heartbeat_interval)
         try:
@@ -620,6 +648,7 @@ class Publisher:
             peak_rss_scope=ending.peak_rss_scope,
             error=ending.error,
             attempt=normaliser.attempt,
+            dbt_elapsed=ending.dbt_elapsed if ending.dbt_elapsed is not None else normaliser.end.dbt_elapsed,
         )
 
     async def _release(self, bus: Bus) -> None:

@@ -17,7 +17,7 @@ import orjson
 
 from .._bus import Bus, connect
 from .._dbt.exit_codes import dbt_exit_code
-from .._dbt.graph import graph_from_manifest
+from .._dbt.graph import extras_of_manifest, graph_from_manifest
 from .._limits import DEFAULT_MAX_RECORD_SIZE
 from ..events import GraphNode
 from ._lines import LineParser, read_on_a_thread
@@ -147,13 +147,15 @@ async def apublish_log(
 
 
 def _manifest_graph(path: str | Path) -> tuple[dict[str, GraphNode], frozenset[str]]:
-    """The whole project's graph (test edges are added once the command is known) and its ephemeral models."""
+    """The whole project's graph (test edges are added once the command is known), with its project hooks
+    and saved queries (:func:`extras_of_manifest`), and its ephemeral models."""
     manifest = orjson.loads(Path(path).read_bytes())
     ephemeral = frozenset(
         uid for uid, node in (manifest.get("nodes") or {}).items()
         if ((node.get("config") or {}).get("materialized")) == "ephemeral"
     )
-    return graph_from_manifest(manifest), ephemeral
+    graph = graph_from_manifest(manifest)
+    return {**graph, **extras_of_manifest(manifest, graph)}, ephemeral
 
 
 def publish_log(

@@ -5,9 +5,9 @@ the critical path, the slowest nodes, thread utilisation and peak memory over ti
 they took down, and the run's summary. It needs no network to view (inline SVG, CSS and a little JS) and
 works on a run in progress (as far as it has got), a crashed one, or one whose producer was lost.
 
-    html = await dbtbus.report.report(bus, "nightly")            # from a connected Bus
-    html = dbtbus.report.report_sync("redis://localhost:6379/0", "nightly")
-    html = dbtbus.report.render(records, run_id="nightly")        # from records in log order
+    html = dbtbus.report.report("redis://localhost:6379/0", "nightly")  # blocking
+    html = await dbtbus.report.areport(bus, "nightly")                # from a connected Bus
+    html = dbtbus.report.render(records, run_id="nightly")            # from records in log order
 
 The command line: ``dbtbus report RUN_ID --bus URL -o run.html``.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._analysis import CriticalPath, Interval, Utilisation, critical_path, slowest, utilisation
 from ._model import Bar, Cascade, RunView
@@ -34,11 +34,11 @@ __all__ = [
     "Interval",
     "RunView",
     "Utilisation",
+    "areport",
     "critical_path",
     "render",
     "render_state",
     "report",
-    "report_sync",
     "slowest",
     "utilisation",
     "write_report",
@@ -64,7 +64,7 @@ def render_state(state: RunState, *, now: datetime | None = None) -> str:
     return render_html(RunView.from_state(state, now=now))
 
 
-async def report(bus: Bus | str, run_id: str, *, now: datetime | None = None) -> str:
+async def areport(bus: Bus | str, run_id: str, *, now: datetime | None = None) -> str:
     """Read the run from the bus once (a snapshot, its producer's lease checked) and return the page."""
     if isinstance(bus, str):
         from .._bus import connect
@@ -76,19 +76,25 @@ async def report(bus: Bus | str, run_id: str, *, now: datetime | None = None) ->
     return render_state(state, now=now)
 
 
-def report_sync(bus_url: str, run_id: str, *, now: datetime | None = None) -> str:
-    """:func:`report` for code without an event loop."""
-    import anyio
+def report(bus_url: str, run_id: str, *, now: datetime | None = None) -> str:
+    """:func:`areport` for code without an event loop: connect, read the run once, return the page."""
+    from .._sync import run_blocking
 
     async def main() -> str:
-        return await report(bus_url, run_id, now=now)
+        return await areport(bus_url, run_id, now=now)
 
-    page: str = anyio.run(main)
+    page: str = run_blocking(main, call="dbtbus.report.report()", instead="await dbtbus.report.areport(bus, ...)")
     return page
 
 
 def write_report(bus_url: str, run_id: str, path: str | Path) -> Path:
     """Write the page of a run to ``path`` (UTF-8) and return the path."""
     target = Path(path)
-    target.write_text(report_sync(bus_url, run_id), encoding="utf-8")
+    target.write_text(report(bus_url, run_id), encoding="utf-8")
     return target
+
+
+def __getattr__(name: str) -> Any:  # old names (dbtbus/_deprecated.py)
+    from .._deprecated import renamed
+
+    return renamed(__name__, name)

@@ -224,7 +224,7 @@ def _summary(view: RunView) -> list[tuple[str, str]]:
     state = view.state
     started = state.started
     counts = state.counts()
-    total = len(state.graph) if state.graph is not None else None
+    total = state.total
     rows: list[tuple[str, str]] = []
     if started is not None:
         rows.append(("command", "dbt " + (" ".join(started.args) or started.command)))

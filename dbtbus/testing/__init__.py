@@ -2,6 +2,8 @@
 
 * :class:`FakeRun` / :class:`EventFactory` — fabricate a dbt run's records on a bus (no dbt, no server);
   :class:`LogReplayer` — replay a recorded dbt JSON log;
+* :mod:`dbtbus.testing.records` — the record factory they build on (``run_started``, ``node_result``,
+  ``graph_of``), for records without a bus;
 * :class:`RedisServer` / :class:`RedisClusterServers` — throw-away ``redis-server`` processes on free
   loopback ports, to stop, restart and break; :func:`find_redis_server`, :func:`redis_url_from_env`;
 * :func:`generate_project` — a dbt project of any size and shape on DuckDB (:func:`copy_shop` copies the

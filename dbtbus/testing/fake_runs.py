@@ -30,11 +30,6 @@ __all__ = ["FAKE_LEASE_TTL", "EventFactory", "FakeRun", "LogReplayer"]
 FAKE_LEASE_TTL = 600.0
 
 
-def _resource_type(unique_id: str) -> str:
-    kind = unique_id.split(".", 1)[0]
-    return kind if kind else "model"
-
-
 @dataclass
 class FakeRun:
     """A fabricated run: publish its records one call at a time, as dbt and the producer would.
@@ -80,26 +75,23 @@ class FakeRun:
     # ------------------------------------------------------------------------------------------ nodes
 
     def _result(self, unique_id: str, status: NodeStatus | str, **fields: Any) -> NodeResult:
-        from ..events import NodeResult, NodeStatus, utcnow
+        from ..events import utcnow
+        from .records import node_result
 
-        node = self.graph.get(unique_id)
-        fields.setdefault(
-            "resource_type", node.resource_type if node is not None else _resource_type(unique_id)
-        )
         fields.setdefault("execution_time", 0.01)
         fields.setdefault("finished_at", utcnow())
         fields.setdefault("thread", "Thread-1")
-        return NodeResult(run_id=self.run_id, unique_id=unique_id, status=NodeStatus(status), **fields)
+        return node_result(unique_id, status, run_id=self.run_id, graph=self.graph, **fields)
 
     async def start_node(self, unique_id: str) -> Record:
         """Publish that dbt began ``unique_id`` (progress only; not an outcome)."""
         from ..events import NodeStarted, utcnow
+        from .records import resource_type_of
 
-        node = self.graph.get(unique_id)
         record = NodeStarted(
             run_id=self.run_id,
             unique_id=unique_id,
-            resource_type=node.resource_type if node is not None else _resource_type(unique_id),
+            resource_type=resource_type_of(unique_id, self.graph),
             started_at=utcnow(),
             thread="Thread-1",
         )
@@ -161,9 +153,10 @@ class FakeRun:
         ``skip_descendants=True`` the ``skipped`` results dbt reports later are published too, each with
         ``skip_cause`` set to this node.
         """
-        node = self.graph.get(unique_id)
-        kind = node.resource_type if node is not None else _resource_type(unique_id)
         from ..events import NodeStatus
+        from .records import resource_type_of
+
+        kind = resource_type_of(unique_id, self.graph)
 
         resolved = (
             NodeStatus(status)
@@ -329,38 +322,18 @@ class EventFactory:
         resource type is its unique_id's prefix (``model.``, ``test.``, ``seed.``...). ``bus`` (an open
         bus) or ``url`` choose where to publish (default: this test's memory store).
         """
-        from .. import __version__
-        from .._dbt.rules import skip_children_on
-        from ..events import GraphNode, ProducerInfo, RunStarted
+        from .records import run_started
 
-        nodes: dict[str, GraphNode] | None = None
-        if graph is not None:
-            nodes = {}
-            for uid, spec in graph.items():
-                if isinstance(spec, GraphNode):
-                    nodes[uid] = spec
-                else:
-                    if isinstance(spec, str):
-                        raise TypeError(f"the parents of {uid} must be a list of unique ids, not a string")
-                    nodes[uid] = GraphNode(_resource_type(uid), tuple(spec))
-        started = RunStarted(
+        started = run_started(
+            graph,
             run_id=run_id,
-            producer=ProducerInfo(
-                id=f"fake-{uuid.uuid4().hex[:8]}",
-                host="pytest",
-                pid=os.getpid(),
-                dbtbus_version=__version__,
-                kind="fake",
-            ),
             command=command,
+            attempt=attempt,
+            heartbeat_interval=heartbeat_interval,
+            continue_on_error=continue_on_error,
             args=(command,),
             dbt_version="fake",
             invocation_id=str(uuid.uuid4()),
-            graph=nodes,
-            skip_children_on=skip_children_on(command or "build"),
-            continue_on_error=frozenset(continue_on_error),
-            heartbeat_interval=heartbeat_interval,
-            attempt=attempt,
         )
         run = FakeRun(self, run_id, started, bus=bus, url=url)
         await self._lease(run, FAKE_LEASE_TTL)

@@ -9,6 +9,7 @@ from airflow.triggers.base import TriggerEvent
 
 from dbtbus.airflow import DbtNodeTrigger, dbtbus_run_id
 from dbtbus.events import GraphNode, NodeStatus, ProducerInfo, RunStarted
+from dbtbus.testing.records import run_started
 
 RUN = dbtbus_run_id("shop", "manual__1", -1, "dbt")
 
@@ -19,9 +20,9 @@ def started(run_id: str, attempt: int = 1, heartbeat: float = 30) -> RunStarted:
         "model.p.b": GraphNode("model", ("model.p.a",)),
         "model.p.c": GraphNode("model", ("model.p.b",)),
     }
-    return RunStarted(run_id=run_id, producer=ProducerInfo(id="t"), command="build", graph=graph, attempt=attempt,
-                      skip_children_on=frozenset({NodeStatus.ERROR}), heartbeat_interval=heartbeat,
-                      args=("build", "--project-dir", "/p"))
+    return run_started(graph, run_id=run_id, producer=ProducerInfo(id="t"), attempt=attempt,
+                       skip_children_on={NodeStatus.ERROR}, heartbeat_interval=heartbeat,
+                       args=("build", "--project-dir", "/p"))
 
 
 class FakeTI:

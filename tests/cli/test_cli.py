@@ -218,7 +218,7 @@ def test_progress_plain_lines() -> None:
     assert lines[1] == "[1/5] success seed.p.raw 0.4s"
     assert lines[2].startswith("[2/5] error model.p.a") and lines[2].endswith("— boom")
     assert "(upstream model.p.a failed)" in lines[3]
-    assert lines[-1].startswith("run r1 failed (exit code 1) in 2.5s")
+    assert lines[-1].startswith("run r1 failed (dbt exit code 1) in 2.5s")
 
 
 def test_progress_follows_a_microbatch_models_batches() -> None:
@@ -385,20 +385,22 @@ async def _run_state(url: str, run_id: str) -> Any:
 
 
 @pytest.mark.dbt
-def test_run_streams_progress_and_returns_dbts_exit_code(
+def test_run_streams_progress_and_exits_as_watch_does(
     memory_url: str, shop_copy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DBTBUS_DUCKDB_PATH", str(shop_copy / "shop.duckdb"))
     argv = ["run", "--bus", memory_url, "--run-id", "cli-run", "--progress", "plain", "--"]
     argv += ["build", "--project-dir", str(shop_copy), "--profiles-dir", str(shop_copy), "--quiet"]
-    assert main(argv) == 1  # the shop project has a failing test: dbt's own exit code
+    assert main(argv) == 2  # the shop project has a failing test: EXIT_FAILED, as `watch` says of the run
+    assert main(["watch", "cli-run", "--bus", memory_url, "--progress", "plain"]) == 2
+    assert main(["watch", "cli-run", "--bus", memory_url, "--once"]) == 2
     captured = capsys.readouterr()
     assert "dbtbus: run id cli-run on " in captured.err
     out = captured.out
     assert "run cli-run started: dbt build" in out
     assert "[28/28]" in out
     assert "fail test.shop.assert_customers_have_repeat_orders" in out
-    assert "run cli-run failed (exit code 1)" in out
+    assert "run cli-run failed (dbt exit code 1)" in out
     # the run stays on the bus for later consumers
     assert main(["wait", "cli-run", "model.shop.top_customers", "--bus", memory_url, "-q"]) == 3
 

@@ -61,7 +61,7 @@ def test_watch_from_another_process(cli_subprocess: Run, dbtbus_redis_url: str) 
     thread.join(10)
     assert proc.returncode == 2, proc.stderr
     assert f"run {run_id} started" in proc.stdout  # not a TTY: plain lines
-    assert f"run {run_id} failed (exit code 1)" in proc.stdout
+    assert f"run {run_id} failed (dbt exit code 1)" in proc.stdout
 
 
 def test_unreachable_backend_is_exit_code_8(cli_subprocess: Run) -> None:

@@ -32,9 +32,11 @@ def build_args(project: Path, *extra: str) -> list[str]:
 
 @pytest.mark.dbt
 def test_run_on_a_pipe_shows_dbtbus_progress_only(shop_copy: Path) -> None:
-    env = {"DBTBUS_DUCKDB_PATH": str(shop_copy / "shop.duckdb"), "FORCE_COLOR": "", "NO_COLOR": ""}
+    env = {"DBTBUS_DUCKDB_PATH": str(shop_copy / "shop.duckdb"), "FORCE_COLOR": "", "NO_COLOR": "", "DBTBUS_URL": ""}
     proc = dbtbus("run", "--run-id", "manners", "--", *build_args(shop_copy), env=env)
-    assert proc.returncode == 1, proc.stderr  # the shop project fails a test on purpose: dbt's exit code
+    assert proc.returncode == 2, proc.stderr  # the shop project fails a test on purpose: EXIT_FAILED
+    # No bus given: the run goes to memory://, and a newcomer is told that nobody else can watch it.
+    assert "no bus given" in proc.stderr and "memory://" in proc.stderr and "DBTBUS_URL" in proc.stderr
     assert ANSI not in proc.stdout and ANSI not in proc.stderr
     assert "Running with dbt=" not in proc.stdout  # dbt's own log lines are not passed through
     assert "Finished running" not in proc.stdout
@@ -86,7 +88,7 @@ def test_resume_reruns_only_what_did_not_succeed(shop_copy: Path, private_redis_
     run_id = f"resume-{uuid.uuid4().hex[:8]}"
     env = {"DBTBUS_DUCKDB_PATH": str(shop_copy / "shop.duckdb")}
     first = dbtbus("run", "--bus", private_redis_url, "--run-id", run_id, "--", *build_args(shop_copy), env=env)
-    assert first.returncode == 1, first.stderr
+    assert first.returncode == 2, first.stderr
 
     async def state() -> object:
         async with connect(private_redis_url) as bus:
@@ -97,7 +99,7 @@ def test_resume_reruns_only_what_did_not_succeed(shop_copy: Path, private_redis_
     assert "model.shop.stg_orders" in excluded and "model.shop.customers_summary" not in excluded
 
     second = dbtbus("run", "--bus", private_redis_url, "--resume", run_id, "--progress", "plain", env=env)
-    assert second.returncode == 1, second.stderr  # the failing test fails again
+    assert second.returncode == 2, second.stderr  # the failing test fails again
     assert f"resuming run {run_id} as attempt 2: leaving out {len(excluded)} node(s)" in second.stderr
     after = anyio.run(state)
     assert after.attempt == 2  # type: ignore[attr-defined]

@@ -101,3 +101,17 @@ def test_written_atomically_as_json(tmp_path: Path) -> None:
 def test_empty_state() -> None:
     data = run_results(RunState("nothing"), now=at(0) + timedelta(seconds=1))
     assert data["results"] == [] and data["elapsed_time"] == 0.0
+
+
+def test_written_with_the_mode_dbt_gives_its_file(tmp_path: Path) -> None:
+    """dbt's run_results.json is 0666 less the umask (0644 typically); the temporary file is created 0600."""
+    import os
+
+    old = os.umask(0o027)
+    try:
+        path = write_run_results(state_of(finished_run()), tmp_path / "run_results.json", now=at(60))
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    path = write_run_results(state_of(finished_run()), tmp_path / "again.json", now=at(60))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old

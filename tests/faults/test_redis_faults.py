@@ -18,8 +18,9 @@ import dbtbus
 from dbtbus._exceptions import RecordTooLarge
 from dbtbus.backends.base import Append
 from dbtbus.backends.redis import RedisBackend
-from dbtbus.events import NodeResult, NodeStatus, encode
+from dbtbus.events import NodeResult, encode
 from dbtbus.testing.fake_runs import EventFactory
+from dbtbus.testing.records import node_result
 from dbtbus.testing.redis_server import RedisServer
 
 from ._cluster import ReplicatedCluster
@@ -148,8 +149,7 @@ async def test_a_publish_retried_after_a_lost_reply_stores_each_record_once(redi
 
 
 def _big_result(run: str, uid: str, size: int) -> NodeResult:
-    return NodeResult(run_id=run, unique_id=uid, status=NodeStatus.SUCCESS, resource_type="model",
-                      message="x" * size)  # fmt: skip
+    return node_result(uid, run_id=run, message="x" * size)
 
 
 @pytest.mark.anyio

@@ -143,9 +143,10 @@ def test_a_log_cut_before_dbt_finished_ends_crashed_and_only_then(info_log: DbtL
 
 @pytest.mark.parametrize("content", [b"", b"hello\nthis is not a dbt log\n", b'{"a": 1}\n'])
 def test_input_without_dbt_events_is_an_error(content: bytes) -> None:
-    result = publish_log(content.splitlines(keepends=True), URL, run_id="junk")
+    run_id = f"junk-{len(content)}"  # one run id is one run: each input its own
+    result = publish_log(content.splitlines(keepends=True), URL, run_id=run_id)
     assert result.crashed and not result.success and result.error == NO_EVENTS and result.exit_code is None
-    end = read_records(URL, "junk")[-1]
+    end = read_records(URL, run_id)[-1]
     assert isinstance(end, RunCrashed) and end.error == NO_EVENTS
 
 

@@ -94,6 +94,14 @@ def test_the_subprocess_at_dbts_default_info_level(shop: Path, both: tuple[Any, 
     assert result.exit_code == 1 and not result.crashed and result.counts == both[0].counts
 
 
+def test_a_quiet_subprocess_still_tells_every_node(shop: Path, both: tuple[Any, Any]) -> None:
+    """dbt's --quiet silences the JSON log the producer reads: every node used to end not_run."""
+    result = _invoke(shop, "sub-quiet", True, "--quiet")
+    quiet, inproc = (node_results(read_records(URL, run)) for run in ("sub-quiet", "inproc"))
+    assert comparable(quiet) == comparable(inproc)
+    assert result.counts == both[0].counts and result.counts.get("not_run", 0) == 0
+
+
 def test_fail_fast_through_the_subprocess(shop: Path) -> None:
     result = _invoke(shop, "sub-ff", True, "--fail-fast")
     results = node_results(read_records(URL, "sub-ff"))

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from dbtbus._dbt.rules import SKIP_CHILDREN_ON
 from dbtbus.events import (
     GraphNode,
     Heartbeat,
     NodeResult,
     NodeStarted,
-    NodeStatus,
     ProducerInfo,
     Record,
     RunCrashed,
     RunFinished,
     RunStarted,
 )
+from dbtbus.testing.records import node_result, run_started
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 RUN_ID = "report-run"
@@ -51,7 +50,8 @@ def at(seconds: float) -> datetime:
 
 
 def started(attempt: int = 1, graph: dict[str, GraphNode] | None = None) -> RunStarted:
-    return RunStarted(
+    return run_started(
+        GRAPH if graph is None else graph,
         run_id=RUN_ID,
         producer=ProducerInfo(id="p1", host="worker-1", pid=42, kind="dbtRunner"),
         started_at=at(0),
@@ -59,19 +59,17 @@ def started(attempt: int = 1, graph: dict[str, GraphNode] | None = None) -> RunS
         args=("build", "--threads", "4"),
         dbt_version="1.11.16",
         invocation_id="inv-1",
-        graph=GRAPH if graph is None else graph,
-        skip_children_on=SKIP_CHILDREN_ON["build"],
         attempt=attempt,
     )
 
 
 def result(uid: str, *, attempt: int = 1) -> NodeResult:
     thread, start, end, status = SCHEDULE[uid]
-    return NodeResult(
+    return node_result(
+        uid,
+        status,
         run_id=RUN_ID,
-        unique_id=uid,
-        status=NodeStatus(status),
-        resource_type=GRAPH[uid].resource_type,
+        graph=GRAPH,
         started_at=at(start),
         finished_at=at(end),
         execution_time=end - start,

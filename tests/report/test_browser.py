@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dbtbus.report import render, report_sync
+from dbtbus.report import render, report
 
 from ._browser import dump_dom, screenshot
 from ._runs import CRITICAL, FAIL_MESSAGE, GRAPH, at, finished_run
@@ -49,7 +49,7 @@ def test_fabricated_run_as_seen_in_chromium(tmp_path: Path) -> None:
 
 def test_the_demo_projects_run_as_seen_in_chromium(shop_build: ShopBuild, tmp_path: Path) -> None:
     page = tmp_path / "shop.html"
-    page.write_text(report_sync(shop_build.url, shop_build.run_id), encoding="utf-8")
+    page.write_text(report(shop_build.url, shop_build.run_id), encoding="utf-8")
     dom = dump_dom(page)
     nodes = sum(shop_build.counts.values())
     assert f'data-ready="{nodes}"' in dom

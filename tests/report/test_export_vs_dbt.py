@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dbtbus.export import RUN_RESULTS_SCHEMA, export_run_results_sync
+from dbtbus.export import RUN_RESULTS_SCHEMA, export_run_results
 
 from .conftest import ShopBuild
 
@@ -23,7 +23,7 @@ def _ts(text: str) -> datetime:
 @pytest.fixture(scope="module")
 def both(shop_build: ShopBuild, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     ours_path = tmp_path_factory.mktemp("export") / "run_results.json"
-    returned = export_run_results_sync(shop_build.url, shop_build.run_id, ours_path)
+    returned = export_run_results(shop_build.url, shop_build.run_id, ours_path)
     ours = json.loads(ours_path.read_text())
     assert ours["results"] == returned["results"]
     theirs = json.loads(shop_build.dbt_run_results.read_text())
