@@ -40,7 +40,7 @@ from ._reader import (
 from ._state import RunState
 from .backends import backend_from_url
 from .backends.base import Append, Backend, Entry
-from .events import NodeResult, Record, RunStarted
+from .events import NodeResult, Record, RunStarted, check_run_id
 
 __all__ = ["Bus", "BusStatistics", "LogEntry", "connect"]
 
@@ -200,6 +200,8 @@ class Bus:
                 node = RUN_KEY
             key = keys[index] if keys is not None else f"{self._key_prefix}:{next(self._key_count)}"
             by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key)))
+        for run_id in by_run:
+            check_run_id(run_id)
         cursors = [""] * len(batch)
         for run_id, items in by_run.items():
             appended = await self.backend.append(run_id, [item for _, item in items])
@@ -211,8 +213,8 @@ class Bus:
         """Claim the run's ``attempt`` for ``holder`` (a second producer of it gets :class:`~dbtbus.RunClaimed`)."""
         await self.backend.acquire_lease(run_id, holder, ttl, attempt)
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
-        await self.backend.renew_lease(run_id, holder, ttl)
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool | None:
+        return await self.backend.renew_lease(run_id, holder, ttl)
 
     async def release_lease(self, run_id: str, holder: str) -> None:
         await self.backend.release_lease(run_id, holder)

@@ -5,6 +5,7 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
     DbtBusError
     ├── ConfigurationError (ValueError)      a URL, option or argument dbtbus cannot work with
     │   ├── UnknownBackend                    no backend registered for the URL's scheme
+    │   ├── InvalidRunId                      a run id that is empty or holds control characters
     │   └── MemrayUnavailable                 a memray profile was asked for and cannot be taken
     ├── DecodeError (ValueError)              bytes that are not a record this version understands
     ├── BackendError                          the storage failed
@@ -23,6 +24,7 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
         ├── NodeNotInRun                      kind NOT_IN_RUN
         ├── NodeNotRun                        kind NOT_RUN
         ├── ProducerLost                      kind PRODUCER_LOST
+        ├── RunDataLost                       kind DATA_LOST
         └── WaitTimeout (TimeoutError)        kind TIMEOUT
 
 The :class:`WaitError` family lives beside :class:`dbtbus.Outcome` (``_outcome.py``): each is made from an
@@ -44,6 +46,7 @@ __all__ = [
     "DbtBusError",
     "DecodeError",
     "InvalidCursor",
+    "InvalidRunId",
     "MemrayUnavailable",
     "PermissionDenied",
     "RecordTooLarge",
@@ -81,6 +84,11 @@ class MemrayUnavailable(ConfigurationError):
 
 class UnknownBackend(ConfigurationError):
     """No backend is registered for a URL's scheme."""
+
+
+class InvalidRunId(ConfigurationError):
+    """A run id dbtbus will not publish: not a non-empty string, or holding control characters (a newline
+    would forge lines in logs, terminals and reports). Checked once, by :func:`dbtbus.events.check_run_id`."""
 
 
 class DecodeError(DbtBusError, ValueError):

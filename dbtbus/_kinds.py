@@ -23,6 +23,10 @@ class OutcomeKind(str, enum.Enum):
     NOT_RUN = "not_run"
     #: The producer's liveness lease expired before the node finished.
     PRODUCER_LOST = "producer_lost"
+    #: The run's log has lost records (its head is gone — a Redis restart without persistence, a flush, a
+    #: trimmed stream — or its ending counts more results than it holds) and this node has none left: it may
+    #: have succeeded, failed or never run; the log cannot say which.
+    DATA_LOST = "data_lost"
     #: The caller's timeout passed first. Made by the bus; :class:`RunState` never answers it.
     TIMEOUT = "timeout"
     #: Not known yet.

@@ -25,6 +25,7 @@ __all__ = [
     "NodeNotRun",
     "Outcome",
     "ProducerLost",
+    "RunDataLost",
     "UpstreamFailed",
     "WaitError",
     "WaitTimeout",
@@ -36,6 +37,7 @@ LABELS: Final[Mapping[OutcomeKind, str]] = {
     OutcomeKind.FAILED: "failed",
     OutcomeKind.UPSTREAM_FAILED: "upstream failed",
     OutcomeKind.PRODUCER_LOST: "producer lost",
+    OutcomeKind.DATA_LOST: "data lost",
     OutcomeKind.NOT_RUN: "not run",
     OutcomeKind.NOT_IN_RUN: "not in run",
     OutcomeKind.TIMEOUT: "timeout",
@@ -108,6 +110,10 @@ class Outcome:
         if kind is OutcomeKind.PRODUCER_LOST:
             extra = f" ({self.detail})" if self.detail else ""
             return f"the producer of run {self.run_id!r} stopped heartbeating before {self.unique_id} finished{extra}"
+        if kind is OutcomeKind.DATA_LOST:
+            extra = f" ({self.detail})" if self.detail else ""
+            return (f"run {self.run_id!r} lost records of its log{extra}: {self.unique_id} has no record left, "
+                    "so whether it ran, succeeded or failed is unknown")
         if kind is OutcomeKind.NOT_RUN:
             return f"run {self.run_id!r} ended without running {self.unique_id}{self._why_not_run()}"
         if kind is OutcomeKind.NOT_IN_RUN:
@@ -305,6 +311,14 @@ class NodeNotRun(WaitError):
 
 
 
+class RunDataLost(WaitError):
+    """The run's log lost records (a Redis restart without persistence, a flush, a trimmed stream) and this
+    node has none left: it may have succeeded, failed or never run. Never answered as ``NodeNotRun``."""
+
+    kind = OutcomeKind.DATA_LOST
+
+
+
 class NodeNotInRun(WaitError):
     """The run has started and the node is not in its selected graph: it will never get a result."""
 
@@ -325,5 +339,6 @@ class WaitTimeout(WaitError, TimeoutError):
 
 #: The exception class of each outcome kind that is an error.
 WAIT_ERRORS: dict[OutcomeKind, type[WaitError]] = {
-    cls.kind: cls for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, WaitTimeout)
+    cls.kind: cls
+    for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, RunDataLost, WaitTimeout)
 }

@@ -7,11 +7,14 @@ it cannot use while still advancing past them, and folds every record into a :cl
 a run in one bus) are thin loops over it.
 
 **Liveness.** A run's producer is lost when its lease is absent AND this reader, connected all along, has
-seen no sign of life (a live lease, a record of the current attempt) for one more heartbeat after the lease
-could have expired. A reader that could not reach the backend restarts that clock when it reconnects: it
-never concludes loss from a lease that lapsed during its own outage. With the producer's lease of
-1.5 x heartbeat and checks every half heartbeat, a dead producer is noticed within 3 x heartbeat of its
-last renewal.
+seen no sign of life (a live lease, a record of the current attempt) for one more lease period after the
+lease could have expired (a live lease counts from when it was renewed: its remaining time tells). A reader
+that could not reach the backend restarts that clock when it reconnects:
+it never concludes loss from a lease that lapsed during its own outage. The period is
+:func:`dbtbus.events.lease_period` of the announced heartbeat — the heartbeat, at most 8 s whatever a
+RunStarted claims (the producer renews that often) — so with the producer's lease of 1.5 periods and checks
+every half period, a dead producer is noticed within 3 periods of its last renewal (24 s at most). A log that
+lost its head (no RunStarted) is watched too, on the longest period.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ._outcome import Outcome
 from ._state import RunState
 from ._wakeup import capture_clock
 from .backends.base import Backend, Entry
-from .events import Record, decode
+from .events import Record, decode, lease_period
 
 __all__ = ["EVERYTHING", "Batch", "LogTail", "ReaderSettings", "RunReader"]
 
@@ -96,16 +99,18 @@ class Liveness:
         self._outage = False
 
     @property
-    def heartbeat(self) -> float:
+    def period(self) -> float:
+        """The lease period this run's producer keeps (the one rule: :func:`dbtbus.events.lease_period`)."""
         started = self.state.started
-        return started.heartbeat_interval if started is not None else math.inf
+        return lease_period(started.heartbeat_interval if started is not None else None)
 
     @property
     def interval(self) -> float:
-        return self.heartbeat / 2
+        return self.period / 2 if self.watching() else math.inf
 
     def watching(self) -> bool:
-        return self.state.started is not None and self.state.ending is None and not self.state.lost
+        state = self.state
+        return (state.started is not None or bool(state.gap)) and state.ending is None and not state.lost
 
     def sign_of_life(self) -> None:
         self.alive_at = self.clock()
@@ -136,11 +141,14 @@ class Liveness:
             raise
         self.reconnected()
         if lease is not None and lease.alive:
-            self.sign_of_life()
+            # The producer was alive when it last renewed the lease (1.5 periods long): that moment, not this
+            # check's, starts the clock — so a dead producer is noticed within 3 periods of its last renewal.
+            renewed_ago = max(0.0, 1.5 * self.period - lease.remaining)
+            self.alive_at = max(self.alive_at, self.clock() - renewed_ago)
             return False
-        # The lease is 1.5 heartbeats long: absent now, yet seen (or reconnected) within the last 2.5 heartbeats,
-        # it may just be late — a starved producer, a slow network. One more heartbeat of grace.
-        if self.clock() - self.alive_at < 2.5 * self.heartbeat:
+        # The lease is 1.5 periods long: absent now, yet seen (or reconnected) within the last 2.5 periods, it
+        # may just be late — a starved producer, a slow network. One more period of grace.
+        if self.clock() - self.alive_at < 2.5 * self.period:
             return False
         return self.state.mark_lost()
 
@@ -167,7 +175,7 @@ class LogTail:
         self.batch = batch
         self.max_record_size = max_record_size
         self.cursor = cursor
-        self.state = RunState(run_id)
+        self.state = RunState(run_id, from_start=cursor is None)
         self.liveness = Liveness(backend, self.state)
         self._backoff = 0.0
 
@@ -307,7 +315,10 @@ class CollectingWaiter(Waiter):
 
 def _run_level(outcome: Outcome) -> bool:
     """True for outcomes that come from the run's state rather than from a record of the node itself."""
-    return outcome.kind is OutcomeKind.PRODUCER_LOST or (outcome.kind is OutcomeKind.NOT_RUN and outcome.record is None)
+    return outcome.kind in _RUN_LEVEL or (outcome.kind is OutcomeKind.NOT_RUN and outcome.record is None)
+
+
+_RUN_LEVEL: Final = frozenset({OutcomeKind.PRODUCER_LOST, OutcomeKind.DATA_LOST})
 
 
 @dataclass(frozen=True)

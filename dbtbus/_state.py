@@ -14,8 +14,15 @@ The rules, each written once below:
   graph or dbt names it); doomed by a propagating ancestor failure (by the command's skip rule and the
   ancestor's ``on_error``) → ``UPSTREAM_FAILED`` — from the moment the ancestor's failure is folded in,
   and whatever dbt later publishes for the node (``skipped`` or ``not_run``), so a live waiter and a late
-  one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended without it →
-  ``NOT_RUN``; the producer lost → ``PRODUCER_LOST``; otherwise ``PENDING``.
+  one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended (or its producer
+  was lost) while the log shows a gap (see below) → ``DATA_LOST``; the run ended without it → ``NOT_RUN``;
+  the producer lost → ``PRODUCER_LOST``; otherwise ``PENDING``.
+* **Gaps**: a log read from its beginning must start with a ``RunStarted``; one that starts with anything
+  else lost its head (a Redis restart without persistence, a flush, a trimmed stream), and a ``RunFinished``
+  counting more node results of its attempt than the log holds shows records lost on the way. Then a node
+  without a record is never ``NOT_RUN`` (nor ``PRODUCER_LOST``): its record may be what was lost, so it is
+  ``DATA_LOST``. Records that are there still answer. A ``RunStarted`` marked ``recovered`` (the producer
+  noticed the loss and republished every terminal record it holds right after it) closes the gap.
 * **Tests** (``include_tests=True``): a success stands only once every test attached to the node (in any
   attempt) passed; a failing test makes the node ``FAILED``; a test that will never be decided makes it
   ``NOT_RUN`` rather than a success nobody checked.
@@ -54,8 +61,14 @@ __all__ = ["RunState"]
 class RunState:
     """The facts of one run, built from its records in log order."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, from_start: bool = True) -> None:
+        """``from_start``: the records folded in are the log from its beginning (``False`` for a reader that
+        resumes from a cursor: it cannot tell a lost head from one it skipped)."""
         self.run_id = run_id
+        #: Why the log is known to lack records ("" while it is not): see the module's rule on gaps.
+        self.gap = ""
+        self._from_start = from_start
+        self._folded = False
         self.started: RunStarted | None = None
         self.ending: RunFinished | RunCrashed | None = None
         self.last_heartbeat: Heartbeat | None = None
@@ -93,7 +106,7 @@ class RunState:
 
     @property
     def status(self) -> RunStatus:
-        if self.started is None:
+        if self.started is None and not self.gap:
             return RunStatus.PENDING
         if isinstance(self.ending, RunCrashed):
             return RunStatus.CRASHED
@@ -104,13 +117,17 @@ class RunState:
     @property
     def over(self) -> bool:
         """The current attempt will publish nothing more: it ended, or its producer is lost."""
-        return self.started is not None and (self.ending is not None or self.lost)
+        return (self.started is not None or bool(self.gap)) and (self.ending is not None or self.lost)
 
     # ------------------------------------------------------------------------------------------ folding
 
     def apply(self, record: Record) -> list[str] | None:
         """Fold one record in. Return the node ids whose outcome may have changed (in order), or ``None``
         when every node of the run may be affected (the run started, ended or changed attempt)."""
+        if not self._folded:
+            self._folded = True
+            if self._from_start and not isinstance(record, RunStarted):
+                self.gap = f"the log does not start with the run's RunStarted but with a {type(record).__name__}"
         if isinstance(record, NodeResult):
             if self._stale(record.attempt):
                 return []
@@ -135,13 +152,18 @@ class RunState:
             return None
         if self._stale(record.attempt):  # RunFinished / RunCrashed of an older attempt
             return []
+        if isinstance(record, RunFinished) and not self.gap:
+            counted = sum(record.counts.values())
+            held = sum(1 for result in self.results.values() if result.attempt >= self.attempt)
+            if counted > held:
+                self.gap = f"its RunFinished counts {counted} node results of the attempt, the log holds {held}"
         self.ending = record
         self.running.clear()
         return None
 
     def mark_lost(self) -> bool:
         """The producer's lease expired. Return True if that changes anything (the run was in progress)."""
-        if self.started is None or self.ending is not None or self.lost:
+        if (self.started is None and not self.gap) or self.ending is not None or self.lost:
             return False
         self.lost = True
         return True
@@ -151,6 +173,8 @@ class RunState:
 
     def _apply_started(self, record: RunStarted) -> None:
         previous = self.started
+        if record.recovered and (previous is None or record.attempt >= previous.attempt):
+            self.gap = ""  # every terminal record the producer holds follows
         if previous is not None and record.attempt == previous.attempt:
             if previous.graph is not None and record.graph is None:
                 return  # a refinement that knows less than what we have
@@ -276,6 +300,8 @@ class RunState:
         graph = self.graph
         if graph is not None and unique_id not in graph:
             return self._make(OutcomeKind.NOT_IN_RUN, unique_id)
+        if self.gap and (self.ending is not None or self.lost):
+            return self._make(OutcomeKind.DATA_LOST, unique_id, ending=self.ending, detail=self.gap)
         if self.ending is not None:
             return self._make(OutcomeKind.NOT_RUN, unique_id, ending=self.ending)
         if self.lost:
@@ -325,6 +351,9 @@ class RunState:
                 return self._make(OutcomeKind.FAILED, uid, record=verdict.record)
             elif kind is OutcomeKind.PRODUCER_LOST:
                 return self._make(OutcomeKind.PRODUCER_LOST, uid, detail=f"before its test {test} finished")
+            elif kind is OutcomeKind.DATA_LOST:
+                return self._make(OutcomeKind.DATA_LOST, uid, ending=self.ending,
+                                  detail=f"{verdict.detail}; its test {test} has no record left")
             elif kind is OutcomeKind.NOT_RUN:
                 # The node is fine but its gate was never decided: not a success to hand out.
                 return self._make(OutcomeKind.NOT_RUN, uid, record=verdict.record, ending=self.ending)

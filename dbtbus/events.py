@@ -35,12 +35,13 @@ from typing import Any, Final
 
 import orjson
 
-from ._exceptions import DecodeError
+from ._exceptions import DecodeError, InvalidRunId
 
 __all__ = [
     "COMPILED_CODE_LIMIT",
     "FAILURE_STATUSES",
     "HEARTBEAT_RANGE",
+    "LEASE_PERIOD_MAX",
     "SCHEMA_VERSION",
     "SUCCESS_STATUSES",
     "BatchResult",
@@ -55,9 +56,11 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "TimingPhase",
+    "check_run_id",
     "decode",
     "encode",
     "from_dict",
+    "lease_period",
     "to_dict",
 ]
 
@@ -65,6 +68,37 @@ SCHEMA_VERSION: Final = 1
 #: The heartbeat intervals (seconds) a decoded ``RunStarted`` may announce: a foreign or broken record must
 #: neither switch loss detection off (1e308) nor make every reader poll the lease in a hot loop (<= 0).
 HEARTBEAT_RANGE: Final = (0.2, 600.0)
+#: The longest lease period (seconds) whatever a run's ``heartbeat_interval`` claims: see :func:`lease_period`.
+LEASE_PERIOD_MAX: Final = 8.0
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if dbtbus may publish under it, else :class:`~dbtbus.InvalidRunId` — THE check (the producer
+    and ``Bus.publish`` call it). A run id is shown in logs, terminals, the CLI and HTML reports: one with
+    control characters (a newline, an escape sequence, a bidi override) could forge lines there."""
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidRunId(f"a run id must be a non-empty string, got {run_id!r}")
+    if not run_id.isprintable():
+        bad = sorted({f"U+{ord(ch):04X}" for ch in run_id if not ch.isprintable()})
+        raise InvalidRunId(
+            f"run id {run_id!r} holds control or invisible characters ({', '.join(bad)}): they could forge "
+            "lines in logs, terminals and reports; use printable characters only"
+        )
+    return run_id
+
+
+def lease_period(heartbeat_interval: float | None) -> float:
+    """The liveness period of a run that announced ``heartbeat_interval`` (``None``: not known) — THE rule.
+
+    The producer renews its lease at least this often, for 1.5 periods; readers check the lease every half
+    period and declare the producer lost once the lease is absent and they saw no sign of life for 2.5
+    periods. So a dead producer is noticed within 3 periods of its last renewal: 3 x heartbeat for short
+    heartbeats, and never more than 3 x ``LEASE_PERIOD_MAX`` (24 s) whatever a RunStarted claims (3600 s,
+    or a forged value).
+    """
+    if heartbeat_interval is None or heartbeat_interval != heartbeat_interval:  # unknown, NaN
+        return LEASE_PERIOD_MAX
+    return min(max(heartbeat_interval, HEARTBEAT_RANGE[0]), LEASE_PERIOD_MAX)
 #: Compiled code above this many characters is truncated (and ``compiled_code_truncated`` set): a record
 #: travels through Redis and XCom, and a waiter should never pull megabytes of SQL it did not ask for.
 COMPILED_CODE_LIMIT: Final = 64 * 1024
@@ -147,6 +181,9 @@ class RunStarted:
     continue_on_error: frozenset[str] = field(default_factory=frozenset)
     heartbeat_interval: float = field(default=5.0, metadata={"wire": "heartbeat"})
     attempt: int = 1
+    #: The producer found the run's claim gone (the backend lost the run's keys: a restart without
+    #: persistence, a flush) and republished, right after this record, every terminal record it holds.
+    recovered: bool = False
     #: dbt's own arguments of the invocation, as dbt writes them in ``run_results.json`` (``args``), with
     #: secret-looking ``--vars`` values redacted; empty when the producer could not ask dbt (a log replay).
     dbt_args: Mapping[str, Any] = field(default_factory=dict)

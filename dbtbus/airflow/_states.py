@@ -19,6 +19,8 @@ AIRFLOW_STATE: Mapping[OutcomeKind, str] = {
     OutcomeKind.NOT_RUN: "skipped",
     OutcomeKind.NOT_IN_RUN: "fail_now",
     OutcomeKind.PRODUCER_LOST: "failed",
+    #: Never skipped: the node's record was lost, it may well have run (its message says so).
+    OutcomeKind.DATA_LOST: "failed",
     OutcomeKind.TIMEOUT: "failed",
     OutcomeKind.PENDING: "failed",
 }

@@ -13,6 +13,8 @@ ever runs the sensor:
 ``NOT_RUN``                 skipped (``not_run=``    ``TaskSkippedEvent`` when dbt succeeded; else
                             ``"skip"``) or failed    ``TaskFailedEvent`` (a crash, dbt's own failure)
 ``PRODUCER_LOST``           failed / up_for_retry    ``TaskFailedEvent``
+``DATA_LOST``               failed / up_for_retry    ``TaskFailedEvent``; the log says the run's records
+                                                     were lost (never a skip: the node may have run)
 ``TIMEOUT``                 failed / up_for_retry    ``TaskFailedEvent``
 ``NOT_IN_RUN``              failed, no retry         back to a worker, which raises ``AirflowFailException``
 ==========================  =======================  ==================================================

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "DEFAULT_PREFIX",
     "RedisSettings",
+    "check_prefix",
     "parse_redis_url",
     "with_password",
 ]
@@ -74,13 +75,29 @@ def _as_str(name: str, value: Any) -> str:
     return value
 
 
-def _as_prefix(name: str, value: Any) -> str:
-    prefix = _as_str(name, value)
+def check_prefix(value: Any) -> str:
+    """``prefix`` if it can stand for one tenant's keys, else :class:`~dbtbus.ConfigurationError` saying why.
+
+    It must end with the delimiter ``:``: tenants are kept apart by ACL key patterns ``~<prefix>*``, and
+    without a delimiter one tenant's prefix prefixes another's (``team1`` matches ``team10...``), so each
+    could read, list and delete the other's runs.
+    """
+    prefix = _as_str("prefix", value)
     if "{" in prefix or "}" in prefix:
         raise ConfigurationError(
             f"the key prefix must not contain braces (they would capture the hash tag): {prefix!r}"
         )
+    if not prefix.endswith(":"):
+        raise ConfigurationError(
+            f"the key prefix must end with ':' (got {prefix!r}): without the delimiter one tenant's prefix "
+            f"prefixes another's ({prefix + '0'!r} starts with {prefix!r}), and an ACL pattern ~{prefix}* would "
+            "give each tenant the other's runs"
+        )
     return prefix
+
+
+def _as_prefix(name: str, value: Any) -> str:
+    return check_prefix(value)
 
 
 def _as_cert_reqs(name: str, value: Any) -> str:

@@ -190,13 +190,18 @@ class Backend(abc.ABC):
         await self.renew_lease(run_id, holder, ttl)
 
     @abc.abstractmethod
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool | None:
         """Set ``run_id``'s liveness lease to ``holder`` for ``ttl`` seconds from now (creating it if absent).
 
         Renewing after the lease lapsed (the backend was unreachable for a while) takes it again. With
         :attr:`fenced_leases`, once a run was claimed with :meth:`acquire_lease`, only the holder of the
         latest claim may renew: anyone else gets :class:`dbtbus.RunClaimed` (it has been superseded and
         must stop publishing). A run never claimed accepts any holder (the unfenced, legacy path).
+
+        A fenced backend returns ``False`` when the run has no claim at all (the lease is set anyway): for a
+        producer that claimed it, the run's keys were lost — a restart without persistence, a flush, a
+        deletion — and with them records it published. ``True`` (or ``None`` from a backend that cannot
+        tell): the claim is there.
         """
 
     @abc.abstractmethod

@@ -174,13 +174,14 @@ class MemoryStore:
             run.claim = (holder, attempt)
             run.lease = (holder, now + ttl) if ttl > 0 else None
 
-    def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
+    def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         with self._lock:
             now = time.monotonic()
             run = self._run_for_lease(run_id, now)
             if run.claim is not None and run.claim[0] != holder:
                 raise RunClaimed(claimed_message(run_id, holder, None, *run.claim))
             run.lease = (holder, now + ttl) if ttl > 0 else None
+            return run.claim is not None
 
     def get_lease(self, run_id: str) -> Lease | None:
         with self._lock:
@@ -352,8 +353,8 @@ class MemoryBackend(Backend):
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         return self.store.get_node(run_id, unique_id)
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
-        self.store.renew_lease(run_id, holder, ttl)
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
+        return self.store.renew_lease(run_id, holder, ttl)
 
     async def get_lease(self, run_id: str) -> Lease | None:
         return self.store.get_lease(run_id)

@@ -92,9 +92,9 @@ class MockBackend(MemoryBackend):
         await self._intercept("acquire_lease", run_id, holder, ttl, attempt)
         await super().acquire_lease(run_id, holder, ttl, attempt)
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         await self._intercept("renew_lease", run_id, holder, ttl)
-        await super().renew_lease(run_id, holder, ttl)
+        return await super().renew_lease(run_id, holder, ttl)
 
     async def get_lease(self, run_id: str) -> Lease | None:
         await self._intercept("get_lease", run_id)

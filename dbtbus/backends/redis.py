@@ -80,7 +80,7 @@ from .._exceptions import (
     PermissionDenied,
     RunClaimed,
 )
-from ._redis_url import RedisSettings, parse_redis_url
+from ._redis_url import RedisSettings, check_prefix, parse_redis_url
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
@@ -118,7 +118,12 @@ ACL_CLUSTER_COMMANDS: Final = ("cluster|slots", "cluster|shards", "command", "re
 
 
 def acl_rule(prefix: str = "dbtbus:", *, cluster: bool = False) -> str:
-    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``."""
+    """The ACL rules (after ``user <name> on >password``) a user needs to run dbtbus under ``prefix``.
+
+    ``prefix`` must end with ``:`` (:class:`~dbtbus.ConfigurationError` otherwise): ``~team1*`` would also
+    match ``team10``'s keys. One tenant's prefix must never be a prefix of another's.
+    """
+    check_prefix(prefix)
     commands = (*ACL_COMMANDS, *(ACL_CLUSTER_COMMANDS if cluster else ()))
     return f"resetkeys ~{prefix}* resetchannels -@all " + " ".join(f"+{command}" for command in commands)
 
@@ -226,12 +231,14 @@ end
     "if tonumber(ARGV[2]) > 0 then redis.call('ZADD', KEYS[#KEYS], 'GT', ARGV[2], ARGV[1]) end",
 )
 
-# ARGV: run_id, index score, holder, ttl ms; KEYS: lease, claim[, index]. Returns {1} or {0, owner, attempt}.
+# ARGV: run_id, index score, holder, ttl ms; KEYS: lease, claim[, index]. Returns {1}, {2} (no claim: the
+# run's keys were lost; the lease is set anyway) or {0, owner, attempt}.
 _RENEW_LEASE: Final = _Script(
     """
 local holder, ms = ARGV[3], tonumber(ARGV[4])
 local owner = redis.call('HMGET', KEYS[2], 'holder', 'attempt')
 local result = {1}
+if not owner[1] then result = {2} end
 if owner[1] and owner[1] ~= holder then
   result = {0, owner[1], owner[2]}
 elseif ms > 0 then
@@ -538,13 +545,14 @@ class RedisBackend(Backend):
             owner_attempt = int(reply[2]) if reply[2] else None
             raise RunClaimed(claimed_message(run_id, holder, attempt, _text(reply[1]), owner_attempt))
 
-    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> None:
+    async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         ms = _ms(ttl) if ttl > 0 else 0
         args = [run_id, _now_ms() + ms if ms else 0, holder, ms]
         reply = await self._run("renew_lease", _RENEW_LEASE, self._lease_keys(run_id), args)
-        if int(reply[0]) != 1:
+        if int(reply[0]) == 0:
             owner_attempt = int(reply[2]) if reply[2] else None
             raise RunClaimed(claimed_message(run_id, holder, None, _text(reply[1]), owner_attempt))
+        return int(reply[0]) == 1
 
     async def release_lease(self, run_id: str, holder: str) -> None:
         await self._run("release_lease", _RELEASE_LEASE, [self.lease_key(run_id)], [run_id, 0, holder])

@@ -29,6 +29,7 @@ EXIT_TIMEOUT = 7
 EXIT_UNREACHABLE = 8
 EXIT_REJECTED = 9
 EXIT_NO_RUN = 10
+EXIT_DATA_LOST = 11
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -44,6 +45,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_UNREACHABLE: "the bus's backend (e.g. Redis) cannot be reached",
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
     EXIT_NO_RUN: "--require-run: the bus has never seen the run",
+    EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
 }
 
 _BUS_HELP = "the bus URL, e.g. redis://localhost:6379/0 (default: $DBTBUS_URL)"

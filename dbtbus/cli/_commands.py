@@ -21,6 +21,7 @@ from .._outcome import Outcome
 from .._state import RunState
 from ..events import RunCrashed, RunFinished, RunStarted
 from . import (
+    EXIT_DATA_LOST,
     EXIT_FAILED,
     EXIT_NOT_IN_RUN,
     EXIT_NOT_RUN,
@@ -442,6 +443,7 @@ EXIT_BY_KIND: dict[OutcomeKind, int] = {
     OutcomeKind.FAILED: EXIT_FAILED,
     OutcomeKind.UPSTREAM_FAILED: EXIT_UPSTREAM_FAILED,
     OutcomeKind.PRODUCER_LOST: EXIT_PRODUCER_LOST,
+    OutcomeKind.DATA_LOST: EXIT_DATA_LOST,
     OutcomeKind.NOT_RUN: EXIT_NOT_RUN,
     OutcomeKind.NOT_IN_RUN: EXIT_NOT_IN_RUN,
     OutcomeKind.TIMEOUT: EXIT_TIMEOUT,

@@ -33,6 +33,7 @@ from ..events import (
     Record,
     RunStarted,
     TimingPhase,
+    check_run_id,
     parse_timestamp,
 )
 
@@ -202,7 +203,7 @@ class Normaliser:
         manifest (then no ``not_run`` records come from it, and ``add_test_edges`` adds build's test edges once
         the command is known); ``ephemeral`` names ephemeral models (dbt logs nothing for them at info
         level). dbt's graph hook, when it reports, replaces all three."""
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id)
         self.producer = producer
         self.args = tuple(args)
         self.command = command_of(self.args)
@@ -275,7 +276,7 @@ class Normaliser:
         return [self.started]
 
     def _run_started(self, started_at: datetime | None = None) -> RunStarted:
-        extra = {} if started_at is None else {"started_at": started_at}
+        extra: dict[str, Any] = {} if started_at is None else {"started_at": started_at}
         return RunStarted(
             run_id=self.run_id,
             producer=self.producer,

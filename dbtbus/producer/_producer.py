@@ -23,6 +23,7 @@ from .._dbt.exit_codes import EXIT_ERROR, dbt_exit_code, exit_code_crashed
 from .._dbt.hook import COMPILED_EVENT, GRAPH_EVENT, RESULTS_EVENT, dbt_elapsed, install_graph_hook, results_payload
 from .._exceptions import DbtBusError
 from .._limits import DEFAULT_MAX_RECORD_SIZE
+from ..events import check_run_id
 from . import _memray, _rss
 from ._callback import Item, make_callback
 from ._lines import LineParser, read_lines
@@ -157,7 +158,7 @@ class Producer:
         self.batch_size = batch_size
         self.announce_timeout = announce_timeout
         self.bus = bus
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id)  # refused here, before dbt or the bus is touched
         self.heartbeat_interval = heartbeat_interval
         self.attempt = attempt
         self.retention = retention

@@ -14,7 +14,13 @@ The rules it keeps:
 * **The attempt is announced at once**: the first thing published is the attempt's ``RunStarted`` (graph
   ``None`` until dbt tells), and the lease and heartbeats start with it — before dbt is imported.
 * **The lease is renewed the moment the backend answers again**: a failed publish or renewal makes the
-  keep-alive task retry the renewal with a short backoff instead of waiting for the next heartbeat.
+  keep-alive task retry the renewal with a short backoff instead of waiting for the next heartbeat. It is
+  renewed every :func:`~dbtbus.events.lease_period` (the heartbeat, at most 8 s) whatever the heartbeat
+  interval: readers declare a producer lost on that period, not on the heartbeat it announced.
+* **A vanished claim is told**: a renewal that finds the run's claim gone (the backend lost the run's keys:
+  a restart without persistence, a flush, a deletion) is logged, counted (``claims_lost``), and answered by
+  claiming again and republishing, in one append, the attempt's ``RunStarted`` marked ``recovered`` and
+  every terminal record published so far — before the next records and before the ending.
 * **The ending is atomic**: the ``not_run`` records and ``RunFinished`` / ``RunCrashed`` go to the backend
   in ONE append, so no reader ever sees the ``not_run`` records without the ending.
 * **Permanent backend errors stop it at once** (:class:`~dbtbus.BackendRejected`: authentication, ACL,
@@ -26,6 +32,7 @@ The rules it keeps:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -40,7 +47,7 @@ from .._dbt.exit_codes import dbt_exit_code
 from .._exceptions import BackendRejected, RecordTooLarge, RunClaimed
 from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
-from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted
+from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted, lease_period
 from ._callback import Item, extract
 from ._normalise import Normaliser
 from ._terminal import TerminalRecords
@@ -143,6 +150,11 @@ class Publisher:
         #: on, so a batch retried after a lost reply carries the same keys and is stored once.
         self._sequence = 0
         self._claimed = False
+        #: Times a renewal found the run's claim gone (its keys lost); each is answered by a republish.
+        self.claims_lost = 0
+        #: Records republished after a claim vanished.
+        self.republished = 0
+        self._recover = False
         #: Records that did not fit ``max_record_size`` even truncated (logged, not published).
         self.oversized = 0
         #: Records not published because the backend failed or rejected them (including the overflow).
@@ -259,6 +271,11 @@ class Publisher:
                 tg.start_soon(self._keep_alive, bus)
                 while self.rejected is None:
                     self._drain()
+                    if self._recover and not await self._republish(bus):
+                        if self.stopped:
+                            break
+                        await anyio.sleep(self._backoff())
+                        continue
                     if self._stopping and not self._fifo:
                         break
                     if self._pending and not await self._flush(bus):
@@ -460,10 +477,13 @@ class Publisher:
             )
 
     async def _renew(self, bus: Bus) -> bool:
-        ttl = 1.5 * self.heartbeat_interval
+        ttl = 1.5 * lease_period(self.heartbeat_interval)
         try:
             if self._claimed:
-                await bus.renew_lease(self.run_id, self.holder, ttl)
+                held = await bus.renew_lease(self.run_id, self.holder, ttl)
+                if held is False:
+                    self._claim_vanished()
+                    await bus.acquire_lease(self.run_id, self.holder, ttl, self.normaliser.attempt)
             else:  # the first renewal claims the run's attempt: a second producer of it fails fast
                 await bus.acquire_lease(self.run_id, self.holder, ttl, self.normaliser.attempt)
                 self._claimed = True
@@ -473,6 +493,35 @@ class Publisher:
         self._lease_doubtful = False
         return True
 
+    def _claim_vanished(self) -> None:
+        """The run's claim is gone: the backend lost the run's keys, and with them records published."""
+        self.claims_lost += 1
+        self._recover = True
+        logger.warning(
+            "dbtbus: the claim of run %r vanished from the backend (a restart without persistence, a flush or a "
+            "deletion): records published so far may be lost; claiming it again and republishing the run's "
+            "start and its %d terminal records", self.run_id, len(self.results),
+        )
+        self._wake_up()
+
+    async def _republish(self, bus: Bus) -> bool:
+        """After a vanished claim: the attempt's RunStarted marked ``recovered`` and every terminal record
+        published so far, in one append (readers close the gap on it). False when the backend failed."""
+        started = self.normaliser.started
+        unit: list[Encoded] = []
+        if started is not None:
+            unit.extend(self._fit([dataclasses.replace(started, recovered=True)]))
+        for uid in list(self.results):
+            record = self.results[uid]
+            data = self.results.data(uid)
+            if data is not None:
+                unit.append((record, data))
+        if not await self._publish(bus, unit, f"republishing {len(unit)} records"):
+            return False
+        self._recover = False
+        self.republished += len(unit)
+        return True
+
     async def _keep_alive(self, bus: Bus) -> None:
         """Renew the lease and publish a heartbeat every interval; after a failure, renew as soon as it works.
 
@@ -480,10 +529,12 @@ class Publisher:
         until the backend answers: the lease lapses during an outage, and must be back the moment the
         backend is, not up to a heartbeat interval later, or waiters conclude the producer is lost.
         """
+        period = lease_period(self.heartbeat_interval)
         next_beat = anyio.current_time() + self.heartbeat_interval
+        next_renewal = anyio.current_time() + period
         retry = 0
         while self.rejected is None:
-            wait = next_beat - anyio.current_time()
+            wait = min(next_beat, next_renewal) - anyio.current_time()
             if self._lease_doubtful:
                 await anyio.sleep(max(0.0, min(wait, 0.05 * 2**retry if retry else 0.0, _RENEW_BACKOFF_MAX)))
             else:
@@ -492,6 +543,8 @@ class Publisher:
                     await trouble.wait()
             renewed = await self._renew(bus)
             retry = 0 if renewed else min(retry + 1, 8)
+            if renewed:
+                next_renewal = anyio.current_time() + period
             if anyio.current_time() < next_beat or self.rejected is not None:
                 continue
             # Fixed rate (a late beat does not push the later ones back), never a burst after a stall.
@@ -536,10 +589,19 @@ class Publisher:
             self._pending.extend(unit_started)
             unit = [item for item in unit if not isinstance(item[0], RunStarted)]
         with anyio.move_on_after(self.flush_timeout):
-            if await self._retrying(lambda: self._flush(bus)):
+            # One more look at the claim right before the ending: records lost since the last renewal are
+            # republished ahead of it, so no reader takes a lost node for one that did not run.
+            await self._renew(bus)
+            if await self._retrying(lambda: self._flush(bus)) and await self._retrying(self._recovered(bus)):
                 self.ended = await self._retrying(lambda: self._publish(bus, unit, "publishing the run's end"))
         if not self.ended and self.rejected is None:
             self._give_up(len(unit))
+
+    def _recovered(self, bus: Bus) -> Callable[[], Any]:
+        async def step() -> bool:
+            return not self._recover or await self._republish(bus)
+
+        return step
 
     async def _flush_abandoned(self, bus: Bus) -> None:
         self._closed = True

@@ -25,6 +25,11 @@ class ProducerResult:
     ``published`` counts the records the backend accepted; ``unpublished`` those it never got (a backend
     that failed past ``flush_timeout``, or a permanent rejection); ``oversized`` those that did not fit
     ``max_record_size`` even truncated; ``rejected`` is the permanent backend error that stopped publishing.
+    ``claims_lost`` counts the times the producer found the run's claim gone from the backend (its keys were
+    lost: a restart without persistence, a flush, a deletion — records it had published went with them);
+    each time it claimed the run again and republished the run's start and every terminal record it held
+    (``republished`` records), so readers learn every node's outcome; progress records (node starts,
+    heartbeats) lost that way are not republished.
     """
 
     run_id: str
@@ -42,6 +47,8 @@ class ProducerResult:
     oversized: int = 0
     truncated: int = 0
     rejected: BaseException | None = None
+    claims_lost: int = 0
+    republished: int = 0
     #: ``"invocation"``: ``peak_rss`` is this run's own peak; ``"process"``: the host process's lifetime peak
     #: (in process where the kernel cannot reset the high-water mark).
     peak_rss_scope: str | None = None
@@ -72,5 +79,7 @@ def result_of(publisher: Publisher, ending: Ending, dbt_result: Any = None) -> P
         oversized=publisher.oversized,
         truncated=publisher.fitter.truncated,
         rejected=rejected,
+        claims_lost=publisher.claims_lost,
+        republished=publisher.republished,
         peak_rss_scope=ending.peak_rss_scope,
     )

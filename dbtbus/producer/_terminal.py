@@ -32,6 +32,11 @@ class TerminalRecords(Mapping[str, NodeResult]):
         kept = self._kept[unique_id]
         return kept if isinstance(kept, NodeResult) else cast(NodeResult, decode(kept))
 
+    def data(self, unique_id: str) -> bytes | None:
+        """The wire bytes ``unique_id``'s record was published as (``None``: it never fit, never published)."""
+        kept = self._kept[unique_id]
+        return None if isinstance(kept, NodeResult) else kept
+
     def __contains__(self, unique_id: object) -> bool:
         return unique_id in self._kept
 

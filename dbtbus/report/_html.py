@@ -25,6 +25,26 @@ AXIS = 22
 MIN_BAR = 1.0
 SMALL_W, SMALL_H = 560, 170
 MESSAGE_LIMIT = 600
+#: The most characters of any one text the page shows (a node's error, the crash, a command line, a node id):
+#: a 1 MiB message must not become a 1 MiB page. Longer texts are cut with a note saying how much was left out.
+TEXT_LIMIT = 4000
+
+
+def cap(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, with a visible note of what was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters not shown]"
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ … }}`` of the template goes through here: plain text is capped (markup built by this module —
+    the timeline's bars, the escaped JSON — is passed as is)."""
+    from markupsafe import Markup
+
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return cap(value)
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -41,6 +61,7 @@ def _template() -> Any:
         trim_blocks=False,
         lstrip_blocks=False,
         undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
     )
     return env.get_template("report.html.j2")
 
@@ -179,22 +200,24 @@ def _nodes_json(view: RunView) -> str:
             message = message[: MESSAGE_LIMIT - 1] + "…"
         rows.append(
             {
-                "u": bar.unique_id,
-                "s": bar.status,
-                "r": bar.resource_type,
-                "t": bar.thread,
+                "u": cap(bar.unique_id, 1000),
+                "s": cap(bar.status, 100),
+                "r": cap(bar.resource_type, 100),
+                "t": cap(bar.thread, 200),
                 "a": round(bar.start, 4),
                 "e": round(bar.end, 4),
                 "x": bar.execution_time,
                 "m": message,
-                "w": bar.rows_affected if isinstance(bar.rows_affected, (int, float, str)) else None,
-                "k": bar.skip_cause,
+                "w": cap(bar.rows_affected, 100) if isinstance(bar.rows_affected, str) else
+                bar.rows_affected if isinstance(bar.rows_affected, (int, float)) else None,
+                "k": cap(bar.skip_cause, 1000) if bar.skip_cause is not None else None,
                 "n": bar.attempt,
                 "c": bar.critical,
             }
         )
-    # "</" cannot end the script element early once escaped (JSON allows "\/").
-    return orjson.dumps(rows).decode().replace("</", "<\\/")
+    # Inside a <script> element "</script>" ends it and "<!--" opens a state where "<script>" nests: neither
+    # may appear. JSON may spell any character as \uXXXX, and "<", ">" and "&" occur only inside strings.
+    return orjson.dumps(rows).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _summary(view: RunView) -> list[tuple[str, str]]:
@@ -226,6 +249,9 @@ def _banner(view: RunView) -> dict[str, str] | None:
     if isinstance(ending, RunCrashed):
         return {"kind": "crashed", "text": f"The run crashed after {_seconds(ending.elapsed)}: {ending.error}. "
                 "The timeline shows what had happened by then."}
+    if state.gap:
+        return {"kind": "lost", "text": f"The run's log lost records ({state.gap}): nodes without a result here "
+                "may well have run, succeeded or failed."}
     if state.lost:
         return {"kind": "lost", "text": "The producer stopped heartbeating before the run ended (producer lost): "
                 "this is the run as far as it got."}

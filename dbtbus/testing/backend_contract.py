@@ -295,6 +295,17 @@ class BackendContract:
         await backend.renew_lease(run_id, "first", 30)
 
     @pytest.mark.anyio
+    async def test_renewing_a_claim_that_vanished_says_so(self, backend: Backend, run_id: str) -> None:
+        """A fenced backend tells the holder when the run's claim is gone (its keys were lost or deleted)."""
+        await backend.acquire_lease(run_id, "holder", 30, attempt=1)
+        assert await backend.renew_lease(run_id, "holder", 30) in (True, None)
+        await backend.delete_run(run_id)
+        renewed = await backend.renew_lease(run_id, "holder", 30)
+        if backend.fenced_leases:
+            assert renewed is False
+        assert await backend.get_lease(run_id) is not None  # the lease is held again all the same
+
+    @pytest.mark.anyio
     async def test_a_later_attempt_takes_over_and_fences_the_earlier(self, backend: Backend, run_id: str) -> None:
         await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
         if not backend.fenced_leases:

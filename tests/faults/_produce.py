@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
         "error": result.error,
         "counts": result.counts,
         "published": getattr(result, "published", None),
+        "claims_lost": getattr(result, "claims_lost", None),
+        "republished": getattr(result, "republished", None),
     }
     print(json.dumps(report), flush=True)
     return 0
