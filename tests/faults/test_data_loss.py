@@ -18,7 +18,7 @@ import pytest
 
 import dbtbus
 from dbtbus.events import NodeResult, RunStarted
-from dbtbus.report import report
+from dbtbus.report import areport
 from dbtbus.testing.redis_server import RedisServer
 
 from ._outcomes import log_records, until_started, waiters, waiting
@@ -114,7 +114,7 @@ async def test_a_log_that_lost_its_head_answers_data_lost_never_not_run(
         kinds = await waiters(bus, run, nodes, timeout=30)
         with pytest.raises(dbtbus.RunDataLost, match="lost records"):
             await bus.wait(run, sorted(lost_nodes)[0], timeout=30)
-        page = await report(bus, run)
+        page = await areport(bus, run)
     assert "The run&#39;s log lost records" in page  # the report says so too
     assert kinds == {uid: ["data_lost" if uid in lost_nodes else "success"] for uid in nodes}
 

@@ -12,7 +12,7 @@ import pytest
 import dbtbus
 from dbtbus.events import RunStarted, check_run_id
 from dbtbus.producer import Producer
-from dbtbus.report import report
+from dbtbus.report import areport
 from dbtbus.testing import EventFactory
 from dbtbus.testing.redis_server import RedisServer
 
@@ -62,7 +62,7 @@ async def test_the_report_escapes_a_hostile_message_and_caps_a_one_mib_error(red
         await fake.fail("model.a", message=hostile, **timing)
         await fake.fail("model.b", message=huge, **timing)
         await fake.crash(error="crashed: " + huge)
-        page = await report(bus, run)
+        page = await areport(bus, run)
     data = _script_data(page)
     # Nothing in the embedded JSON can end the script element or open a comment state inside it.
     assert "<" not in data and ">" not in data
