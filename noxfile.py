@@ -1,10 +1,11 @@
-"""Sessions: tests (the whole core suite), dbt_versions, lint, typecheck, docs, bench, airflow,
+"""Sessions: tests (the whole core suite), dbt_versions, lowest_deps, lint, typecheck, docs, bench, airflow,
 airflow_live.
 
 ``nox -s tests`` is the README's test command and what CI runs; it needs a ``redis-server`` binary on PATH
 (the tests start their own throw-away servers) or ``REDIS_URL`` pointing at one. ``tests`` runs the newest
 dependencies the pins allow; ``dbt_versions`` runs the tests that drive real dbt on the oldest and the newest
-dbt-core the extras allow. CI runs them all.
+dbt-core the extras allow, and ``lowest_deps`` the whole suite on the lowest version of every direct
+dependency pyproject.toml declares: each proves a floor the package claims. CI runs them all.
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def dbt_versions(session: nox.Session, dbt: str) -> None:
     session.run("python", "-c", "import dbt.version; print('dbt-core', dbt.version.__version__)")
     session.run("pytest", *(session.posargs or [*DBT_TESTS, "-q"]), "-p", "no:cacheprovider", "-rs",
                 env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session
+def lowest_deps(session: nox.Session) -> None:
+    """The whole suite on the lowest version of every direct dependency (core and the test extra) that
+    pyproject.toml allows: ``uv pip install --resolution lowest-direct`` (what those need in turn is the newest
+    that fits). A floor that no longer works fails here, not on a user's fresh install.
+
+    A floor below what another dependency needs resolves to that (``pytest>=8`` gives 8.2, which
+    pytest-asyncio 0.24 needs); the session lists what it installed.
+    """
+    session.install("uv>=0.4")
+    # uv reads the system certificates as pip does (a proxy's CA among them).
+    env = {"VIRTUAL_ENV": session.virtualenv.location, "UV_NATIVE_TLS": "1"}
+    # --upgrade: a reused virtualenv's newer versions would otherwise stand.
+    session.run("uv", "pip", "install", "--upgrade", "--resolution", "lowest-direct", "-e", ".[test]", env=env)
+    direct = sorted({r.name for r in _requirements("test")} | {"dbtbus"})
+    session.run("python", "-c", "import sys; from importlib.metadata import version as v; "
+                "print('lowest direct:', ', '.join(f'{n}=={v(n)}' for n in sys.argv[1:]))", *direct, silent=False)
+    session.run("pytest", *(session.posargs or ["-q"]), "-p", "no:cacheprovider", env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session
