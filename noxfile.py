@@ -79,7 +79,7 @@ def lowest_deps(session: nox.Session) -> None:
     # uv reads the system certificates as pip does (a proxy's CA among them).
     env = {"VIRTUAL_ENV": session.virtualenv.location, "UV_NATIVE_TLS": "1"}
     # --upgrade: a reused virtualenv's newer versions would otherwise stand.
-    session.run("uv", "pip", "install", "--upgrade", "--resolution", "lowest-direct", "-e", ".[test]", env=env)
+    session.run_install("uv", "pip", "install", "--upgrade", "--resolution", "lowest-direct", "-e", ".[test]", env=env)
     direct = sorted({r.name for r in _requirements("test")} | {"dbtbus"})
     session.run("python", "-c", "import sys; from importlib.metadata import version as v; "
                 "print('lowest direct:', ', '.join(f'{n}=={v(n)}' for n in sys.argv[1:]))", *direct, silent=False)
