@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["INVOCATION_STARTED_AT_SINCE", "at_least", "version_tuple"]
+__all__ = ["BATCH_RESULTS_SINCE", "INVOCATION_STARTED_AT_SINCE", "at_least", "version_tuple"]
 
+#: ``run_results.json``'s results have ``batch_results`` (microbatch models) from dbt-core 1.9 on.
+BATCH_RESULTS_SINCE: Final = (1, 9)
 #: ``run_results.json``'s metadata has ``invocation_started_at`` from dbt-core 1.10 on (still schema v6).
 INVOCATION_STARTED_AT_SINCE: Final = (1, 10)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .._dbt.versions import INVOCATION_STARTED_AT_SINCE, at_least
+from .._dbt.versions import BATCH_RESULTS_SINCE, INVOCATION_STARTED_AT_SINCE, at_least
 from .._state import RunState
 from ..events import BatchResult, NodeResult, NodeStatus, RunCrashed
 
@@ -212,12 +212,13 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
             invocation_started_at = started.invocation_started_at or started.started_at
         metadata["invocation_started_at"] = _ts(invocation_started_at)
     metadata["env"] = {}
+    results = [*(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)), *never]
+    if not at_least(dbt_version, BATCH_RESULTS_SINCE):  # dbt-core 1.8 has no microbatch models
+        for result in results:
+            del result["batch_results"]
     return {
         "metadata": metadata,
-        "results": [
-            *(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)),
-            *never,
-        ],
+        "results": results,
         "elapsed_time": elapsed,
         "args": args,
     }

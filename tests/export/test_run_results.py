@@ -50,6 +50,15 @@ def test_the_metadata_is_the_one_the_runs_dbt_writes() -> None:
         assert list(meta)[-1] == "env" and meta["dbt_version"] == version
 
 
+def test_a_run_of_dbt_1_8_has_no_batch_results() -> None:
+    """dbt-core 1.9 added microbatch models and each result's ``batch_results``: 1.8 writes no such key."""
+    for version, has_it in (("1.8.0", False), ("1.9.0", True), ("1.11.16", True)):
+        records = [*crashed_run()]
+        records[0] = replace(started(), dbt_version=version)
+        results = run_results(state_of(records), now=at(60))["results"]
+        assert results and all(("batch_results" in r) is has_it for r in results), version
+
+
 def test_live_run_lists_what_has_finished_so_far() -> None:
     data = run_results(state_of(live_run()), now=at(6))
     assert sorted(r["unique_id"] for r in data["results"]) == ["model.p.a", "model.p.x", "seed.p.raw"]
