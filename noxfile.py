@@ -54,7 +54,7 @@ DBT_TESTS = ("tests/_dbt", "tests/producer", "tests/export", "tests/cli", "tests
 @nox.session
 @nox.parametrize("dbt", list(DBT_VERSIONS))
 def dbt_versions(session: nox.Session, dbt: str) -> None:
-    """The producer, replay and export tests on the oldest and the newest dbt-core that the extras allow.
+    """The producer, replay, export and CLI tests on the oldest and the newest dbt-core the extras allow.
 
     The test extra's own tools, with dbt-core and dbt-duckdb replaced by the pair for ``dbt``; ``-rs`` lists
     what a version skips (1.8 has no microbatch models).
