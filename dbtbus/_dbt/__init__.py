@@ -6,6 +6,7 @@
   test edges (:mod:`.test_edges` drops those another path implies);
 * :mod:`.args` — command lines: selecting one node, re-running it, resuming a run, running dbt (one
   invocation at a time per process: ``DBT_LOCK``);
+* :mod:`.versions` — how the supported dbt-core versions (1.8 to 1.11) differ;
 * :mod:`.hook` and :mod:`.bootstrap` — what runs inside dbt's interpreter: the graph dbt plans, its final
   results (``exit_codes``, ``test_edges``, ``hook`` and ``bootstrap`` are standard library only: the
   subprocess producer runs their source verbatim in another virtualenv's dbt).

@@ -1,4 +1,4 @@
-"""dbt's ``run_results.json`` (the schema dbt 1.11 writes, v6) from a run's state on the bus."""
+"""dbt's ``run_results.json`` (schema v6, as the run's dbt-core 1.8 to 1.11 writes it) from a run's state."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from .._dbt.versions import BATCH_RESULTS_SINCE, INVOCATION_STARTED_AT_SINCE, at_least
 from .._state import RunState
 from ..events import BatchResult, NodeResult, NodeStatus, RunCrashed
 
@@ -198,22 +199,26 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
         args = dict(started.dbt_args)  # dbt's own, secret-looking --vars redacted
     elif started is not None:
         args = {"which": started.command, "invocation_command": " ".join(("dbt", *started.args))}
-    invocation_started_at = None
-    if started is not None:
-        invocation_started_at = started.invocation_started_at or started.started_at
+    dbt_version = (started.dbt_version if started is not None else None) or "unknown"
+    metadata: dict[str, Any] = {
+        "dbt_schema_version": RUN_RESULTS_SCHEMA,
+        "dbt_version": dbt_version,
+        "generated_at": _ts(moment),
+        "invocation_id": started.invocation_id if started is not None else None,
+    }
+    if at_least(dbt_version, INVOCATION_STARTED_AT_SINCE):  # dbt-core 1.8 and 1.9 do not write it
+        invocation_started_at = None
+        if started is not None:
+            invocation_started_at = started.invocation_started_at or started.started_at
+        metadata["invocation_started_at"] = _ts(invocation_started_at)
+    metadata["env"] = {}
+    results = [*(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)), *never]
+    if not at_least(dbt_version, BATCH_RESULTS_SINCE):  # dbt-core 1.8 has no microbatch models
+        for result in results:
+            del result["batch_results"]
     return {
-        "metadata": {
-            "dbt_schema_version": RUN_RESULTS_SCHEMA,
-            "dbt_version": (started.dbt_version if started is not None else None) or "unknown",
-            "generated_at": _ts(moment),
-            "invocation_id": started.invocation_id if started is not None else None,
-            "invocation_started_at": _ts(invocation_started_at),
-            "env": {},
-        },
-        "results": [
-            *(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)),
-            *never,
-        ],
+        "metadata": metadata,
+        "results": results,
         "elapsed_time": elapsed,
         "args": args,
     }

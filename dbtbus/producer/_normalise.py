@@ -546,7 +546,7 @@ class Normaliser:
             failures=failures,
             thread=_text(run_result.get("thread")) or _text(info.get("thread")),
             attempt=self.attempt,
-            skip_cause=self.skip_root.get(uid) if status is NodeStatus.SKIPPED else None,
+            skip_cause=self._skip_cause(uid) if status is NodeStatus.SKIPPED else None,
             relation_name=_text(relation.get("relation_name")) if isinstance(relation, Mapping) else None,
             timing=_timing(run_result.get("timing_info")),
             compiled_code=compiled_code,
@@ -656,8 +656,9 @@ class Normaliser:
     def _skip_cause(self, uid: str) -> str | None:
         """The root failure that made dbt skip ``uid``: from MarkSkippedChildren (debug), else the graph.
 
-        An info-level log has no MarkSkippedChildren: the cause is the parent whose failure dbt propagates
-        (parents report before their children), or the cause of a parent skipped itself.
+        An info-level log has no MarkSkippedChildren, and dbt-core 1.8 never fires it: the cause is the
+        parent whose failure dbt propagates (parents report before their children), or the cause of a parent
+        skipped itself.
         """
         known = self.skip_root.get(uid)
         if known is not None or self.graph is None or uid not in self.graph:

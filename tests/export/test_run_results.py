@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,6 +38,25 @@ def test_finished_run() -> None:
     assert (failed["status"], failed["failures"], failed["thread_id"]) == ("fail", 3, "Thread-1 (worker)")
     skipped = next(r for r in data["results"] if r["unique_id"] == "model.p.c")
     assert (skipped["status"], skipped["compiled"], skipped["failures"]) == ("skipped", False, None)
+
+
+def test_the_metadata_is_the_one_the_runs_dbt_writes() -> None:
+    """dbt-core 1.10 added ``invocation_started_at`` to the v6 metadata: a 1.8 or 1.9 run's export has none."""
+    for version, has_it in (("1.8.0", False), ("1.9.10", False), ("1.10.0", True), ("1.11.16", True)):
+        records = finished_run()
+        records[0] = replace(started(), dbt_version=version)
+        meta = run_results(state_of(records), now=at(60))["metadata"]
+        assert ("invocation_started_at" in meta) is has_it, version
+        assert list(meta)[-1] == "env" and meta["dbt_version"] == version
+
+
+def test_a_run_of_dbt_1_8_has_no_batch_results() -> None:
+    """dbt-core 1.9 added microbatch models and each result's ``batch_results``: 1.8 writes no such key."""
+    for version, has_it in (("1.8.0", False), ("1.9.0", True), ("1.11.16", True)):
+        records = [*crashed_run()]
+        records[0] = replace(started(), dbt_version=version)
+        results = run_results(state_of(records), now=at(60))["results"]
+        assert results and all(("batch_results" in r) is has_it for r in results), version
 
 
 def test_live_run_lists_what_has_finished_so_far() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import anyio
@@ -11,6 +12,9 @@ from dbtbus.testing.projects import copy_shop as copy_shop  # the test modules i
 
 #: The dbt console script of the interpreter running the tests (a venv's bin/ or Scripts/).
 DBT = str(Path(sys.executable).with_name("dbt"))
+#: The installed dbt-core (``nox -s dbt_versions`` runs these tests on the oldest and newest supported).
+DBT_VERSION = version("dbt-core")
+DBT_MINOR = tuple(int(part) for part in DBT_VERSION.split(".")[:2])
 
 
 def shop_args(path: Path, *extra: str) -> list[str]:

@@ -26,9 +26,15 @@ from dbtbus.events import NodeStarted, Record
 from dbtbus.export import run_results
 from dbtbus.producer import publish_log
 
-from ._helpers import DBT, node_results, read_records
+from ._helpers import DBT, DBT_MINOR, node_results, read_records
 
-pytestmark = pytest.mark.dbt
+pytestmark = [
+    pytest.mark.dbt,
+    pytest.mark.skipif(
+        DBT_MINOR < (1, 11),
+        reason="the features project is dbt-core 1.11's (microbatch, a YAML time spine, generic-test arguments:)",
+    ),
+]
 
 FEATURES = Path(__file__).resolve().parents[1] / "projects" / "features"
 #: Three daily batches of the microbatch model, whatever the date the suite runs on.

@@ -23,9 +23,12 @@ from dbtbus.events import Record, decode, encode
 from dbtbus.export import run_results
 from dbtbus.producer import publish_log
 
-from ._helpers import DBT, read_records
+from ._helpers import DBT, DBT_MINOR, read_records
 
-pytestmark = pytest.mark.dbt
+pytestmark = [
+    pytest.mark.dbt,
+    pytest.mark.skipif(DBT_MINOR < (1, 9), reason="microbatch models arrived in dbt-core 1.9"),
+]
 
 MODEL = "model.mb.daily"
 CHILD = "model.mb.after"
