@@ -120,6 +120,13 @@ def _timing(value: Any) -> tuple[TimingPhase, ...]:
     return tuple(phases)
 
 
+def _test_failures(resource_type: str, raw: object) -> int | None:
+    """A test's failure count as dbt reports it (``num_failures``); other nodes count none."""
+    if not is_test(resource_type) or isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    return int(raw)
+
+
 def _status(value: Any) -> NodeStatus | None:
     if not value:
         return None
@@ -527,10 +534,7 @@ class Normaliser:
                            uid, run_result.get("status"))
             status = NodeStatus.ERROR
         rtype = _text(node_info.get("resource_type")) or ""
-        failures = None
-        if is_test(rtype):
-            raw = run_result.get("num_failures")
-            failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        failures = _test_failures(rtype, run_result.get("num_failures"))
         relation = node_info.get("node_relation") or {}
         started_at = _ts(node_info.get("node_started_at")) or self.running.get(uid)
         record = NodeResult(
@@ -627,10 +631,7 @@ class Normaliser:
                            name, uid, data.get("status"))
             status = NodeStatus.ERROR
         rtype = _text(node_info.get("resource_type")) or _text(data.get("resource_type")) or ""
-        failures = None
-        if is_test(rtype):
-            raw = data.get("num_failures")
-            failures = int(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        failures = _test_failures(rtype, data.get("num_failures"))
         message = _text(data.get("result_message"))
         if message is None and name == "LogModelResult" and (status.is_success or status is NodeStatus.PARTIAL_SUCCESS):
             # the adapter's message ("OK", "SELECT 5"), or a microbatch model's "PARTIAL SUCCESS (2/3)"
