@@ -20,7 +20,7 @@ from .._kinds import OutcomeKind, RunStatus
 from .._outcome import Outcome
 from .._state import RunState
 from ..events import RunCrashed, RunFinished, RunStarted
-from . import (
+from ._exit_codes import (
     EXIT_DATA_LOST,
     EXIT_FAILED,
     EXIT_NOT_IN_RUN,

@@ -24,7 +24,7 @@ import anyio
 
 from .._outcome import Outcome
 from ..events import NodeResult, RunCrashed, RunFinished, RunStarted
-from . import EXIT_OK, EXIT_USAGE, _UsageError
+from ._exit_codes import EXIT_OK, EXIT_USAGE, _UsageError
 from ._progress import Progress, make_progress
 
 DEMO_URL = "memory://dbtbus-demo"
