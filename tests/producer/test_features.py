@@ -4,7 +4,8 @@ tests/projects/features has seeds, views, tables, an ephemeral model, an increme
 a Python model, project hooks (on-run-start / on-run-end), a snapshot, generic tests with warn/error
 thresholds, a singular test, a unit test and a saved query. Real dbt-core ``build`` runs it, in process and
 through the JSON-log replay (at dbt's default info level and at debug level), green and failing
-(``features_break``), with ``--empty``, and ``dbt retry`` after the failing build: every node dbt reports
+(``features_break``), with ``--empty`` and ``--sample``, ``dbt retry`` after the failing build and ``dbt clone``
+from a green build's state: every node dbt reports
 must have the same status on the bus (hooks with dbt's message too), no counter may exceed its total, and
 the exported ``run_results.json`` must say what dbt's says.
 """
@@ -183,15 +184,42 @@ def test_retry_after_the_failing_build(project: Path) -> None:
     dbtbus.Producer(url, run_id="retry").invoke(_args(project, "--quiet", command="retry"))
     dbt = _dbt_results(project)
     assert dbt["model.features.broken"]["status"] == "error"  # the retry keeps the vars of the build it retries
-    records = read_records(url, "retry")
+    _same_statuses(read_records(url, "retry"), dbt, "retry")
+
+
+def _same_statuses(records: list[Record], dbt: dict[str, Any], run_id: str) -> None:
+    """Exactly the nodes dbt reports, each with dbt's status, none outside the run's graph."""
     results = node_results(records)
-    assert sorted(results) == sorted(dbt)
+    assert sorted(results) == sorted({*dbt, *([EPHEMERAL] if EPHEMERAL in results else [])})
     for uid, expected in dbt.items():
         assert results[uid].status.value == expected["status"], (uid, results[uid])
-    state = RunState("retry")
+    state = RunState(run_id)
     for record in records:
         state.apply(record)
     assert state.graph is not None and set(state.results) <= set(state.graph)
+    assert not list(state.pending())
+
+
+def test_clone_from_a_green_builds_state(project: Path) -> None:
+    """dbt clone: every model, seed and snapshot of the state cloned, each answered as dbt reports it."""
+    url = "memory://features-clone"
+    dbtbus.Producer(url, run_id="build").invoke(_args(project, "--quiet"))
+    shutil.copytree(project / "target", project / "state")
+    dbtbus.Producer(url, run_id="clone").invoke(
+        _args(project, "--quiet", "--state", str(project / "state"), command="clone"))
+    dbt = _dbt_results(project)
+    assert len(dbt) >= 10 and {r["status"] for r in dbt.values()} == {"success"}
+    _same_statuses(read_records(url, "clone"), dbt, "clone")
+
+
+def test_sample(project: Path) -> None:
+    """build --sample: a sample window instead of the microbatch event-time window."""
+    url, run_id = "memory://features-sample", "sample"
+    dbtbus.Producer(url, run_id=run_id).invoke(
+        ["build", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet", "--sample", "2 days"])
+    dbt = _dbt_results(project)
+    assert len(dbt) >= 20
+    _same_statuses(read_records(url, run_id), dbt, run_id)
 
 
 def test_a_failing_hook(project: Path) -> None:
