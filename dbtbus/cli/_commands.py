@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .._bus import Bus, connect
-from .._exceptions import RunLost
+from .._exceptions import BackendRejected, RunLost
 from .._format import format_counts, redact_url
 from .._kinds import OutcomeKind, RunStatus
 from .._outcome import Outcome
@@ -636,6 +636,9 @@ def publish_log(args: argparse.Namespace, bus_url: BusUrl) -> int:
             raise _UsageError(f"no such log file: {args.log}")
         with open(args.log, "rb") as lines:
             result = publish(lines, url, run_id=args.run_id, graph=args.manifest)
+    rejected = getattr(result, "rejected", None)
+    if isinstance(rejected, BackendRejected):  # refused (a used run id, credentials, an ACL): 9, as run says
+        raise rejected
     if getattr(result, "crashed", False):
         # No dbt events at all, or a log that stops before dbt completed: the run ends crashed on the bus, and
         # the command says so instead of claiming a replay.

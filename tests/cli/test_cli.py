@@ -331,6 +331,14 @@ def test_publish_log_then_wait(memory_url: str, capsys: pytest.CaptureFixture[st
     assert main(["watch", "replayed", "--bus", memory_url, "--once"]) == 2
 
 
+def test_publish_log_into_a_used_run_id_is_refused_with_the_bus_refusal_code(
+        memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["publish-log", str(SHOP_LOG), "--bus", memory_url, "--run-id", "used"]
+    assert main(argv) == 0
+    assert main(argv) == 9  # a run id names one run: the second replay is refused, as 'run' is
+    assert "RunClaimed" in capsys.readouterr().err
+
+
 def test_publish_log_without_manifest_still_reports_skips_as_upstream_failures(memory_url: str) -> None:
     assert main(["publish-log", str(SHOP_LOG), "--bus", memory_url, "--run-id", "bare"]) == 0
     assert main(["wait", "bare", "model.shop.orders_enriched", "--bus", memory_url, "-q"]) == 0
