@@ -233,6 +233,9 @@ end
 
 # ARGV: run_id, index score, holder, ttl ms; KEYS: lease, claim[, index]. Returns {1}, {2} (no claim: the
 # run's keys were lost; the lease is set anyway) or {0, owner, attempt}.
+# A full Redis (maxmemory with noeviction) refuses SET and ZADD but not PEXPIRE: a live lease is extended
+# with PEXPIRE and the index is moved in a pcall (it catches up at the next renewal), so a producer that is
+# alive and retrying its appends through the outage never looks dead to its readers.
 _RENEW_LEASE: Final = _Script(
     """
 local holder, ms = ARGV[3], tonumber(ARGV[4])
@@ -242,12 +245,16 @@ if not owner[1] then result = {2} end
 if owner[1] and owner[1] ~= holder then
   result = {0, owner[1], owner[2]}
 elseif ms > 0 then
-  redis.call('SET', KEYS[1], holder, 'PX', ms)
+  if redis.call('GET', KEYS[1]) == holder then
+    redis.call('PEXPIRE', KEYS[1], ms)
+  else
+    redis.call('SET', KEYS[1], holder, 'PX', ms)
+  end
 else
   redis.call('DEL', KEYS[1])
 end
 """,
-    _ACQUIRE_LEASE.index,
+    "if tonumber(ARGV[2]) > 0 then pcall(redis.call, 'ZADD', KEYS[#KEYS], 'GT', ARGV[2], ARGV[1]) end",
 )
 
 # KEYS: lease, claim. Returns {holder, pttl, claimed attempt (when the holder is the claim's)}.

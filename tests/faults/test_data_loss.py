@@ -190,3 +190,45 @@ async def test_loss_detection_stays_within_three_heartbeats_for_short_ones(
     took = await _time_to_loss(redis_server, tmp_path, 2.0, nodes_first=2)
     print(f"heartbeat 2: producer_lost {took:.1f} s after SIGKILL")
     assert took <= 3 * 2.0 + 1.0, took  # 3 x heartbeat of the last renewal, plus a check's slack
+
+
+@pytest.mark.anyio
+async def test_a_full_redis_is_an_outage_not_a_death(volatile_server: RedisServer, tmp_path: Path) -> None:
+    """maxmemory with noeviction, filled by another client for 20 s mid-run, then freed: the
+    producer's appends are refused (it retries them) but its lease is still extended (PEXPIRE is allowed on
+    a full Redis, SET is not), so no waiter hears ProducerLost; every node gets its one true answer."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import ResponseError
+
+    project = slow_project(tmp_path / "p", chains=2, length=10, sleep=3.0)  # ~30 s of dbt
+    run = run_id("full")
+    producer = start_producer(volatile_server.url, run, project, heartbeat=1.0)
+    filler = aioredis.Redis.from_url(volatile_server.url)
+    async with dbtbus.connect(volatile_server.url) as bus:
+        async with waiting(bus, run, project.nodes, per_node=2) as live:
+            await until_started(bus, run, nodes=2)
+            used = int((await filler.info("memory"))["used_memory"])
+            await filler.config_set("maxmemory-policy", "noeviction")
+            await filler.config_set("maxmemory", str(used + 2 * 2**20))
+            refused, i = 0, 0
+            while refused < 3:  # fill it until Redis refuses writes
+                try:
+                    await filler.set(f"filler:{i}", "x" * 10_000)
+                    i += 1
+                except ResponseError:  # OOM command not allowed when used memory > 'maxmemory'
+                    refused += 1
+            lease_ttls = []  # sampled through the outage: the lease must never lapse (it did: SET was refused)
+            for _ in range(20):  # far beyond what readers forgive a lease that lapsed
+                await anyio.sleep(1)
+                lease_ttls.append(await filler.pttl(f"dbtbus:{{{run}}}:lease"))
+            with pytest.raises(ResponseError, match="maxmemory"):  # still full at the end of the outage
+                await filler.set("filler:probe", "x" * 10_000)
+            full_for = await bus.run_state(run)
+            await filler.delete(*[f"filler:{n}" for n in range(i)])
+            await filler.config_set("maxmemory", "0")
+        report = await anyio.to_thread.run_sync(producer.result)
+    await filler.aclose()
+    assert full_for.ending is None  # the outage really fell inside the run
+    assert min(lease_ttls) > 0, lease_ttls
+    assert live == {uid: ["success"] * 2 for uid in project.nodes}, live
+    assert report.get("success") is True, report
