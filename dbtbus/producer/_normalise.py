@@ -120,6 +120,14 @@ def _timing(value: Any) -> tuple[TimingPhase, ...]:
     return tuple(phases)
 
 
+def _known_status(status: NodeStatus | None, event: str, uid: str, raw: object) -> NodeStatus:
+    """dbt's status for a node; one dbtbus does not know is recorded as an error (logged), never a success."""
+    if status is None:
+        logger.warning("dbtbus: %s for %s has no known status (%r); recording an error", event, uid, raw)
+        return NodeStatus.ERROR
+    return status
+
+
 def _test_failures(resource_type: str, raw: object) -> int | None:
     """A test's failure count as dbt reports it (``num_failures``); other nodes count none."""
     if not is_test(resource_type) or isinstance(raw, bool) or not isinstance(raw, (int, float)):
@@ -528,11 +536,8 @@ class Normaliser:
         uid = _text(node_info.get("unique_id"))
         if uid is None:
             return []
-        status = _status(run_result.get("status")) or _status(node_info.get("node_status"))
-        if status is None:
-            logger.warning("dbtbus: NodeFinished for %s has no known status (%r); recording an error",
-                           uid, run_result.get("status"))
-            status = NodeStatus.ERROR
+        status = _known_status(_status(run_result.get("status")) or _status(node_info.get("node_status")),
+                               "NodeFinished", uid, run_result.get("status"))
         rtype = _text(node_info.get("resource_type")) or ""
         failures = _test_failures(rtype, run_result.get("num_failures"))
         relation = node_info.get("node_relation") or {}
@@ -567,11 +572,8 @@ class Normaliser:
         uid = _text(node_info.get("unique_id"))
         if uid is None:
             return []
-        status = _status(data.get("status")) or _status(node_info.get("node_status"))
-        if status is None:
-            logger.warning("dbtbus: LogHookEndLine for %s has no known status (%r); recording an error",
-                           uid, data.get("status"))
-            status = NodeStatus.ERROR
+        status = _known_status(_status(data.get("status")) or _status(node_info.get("node_status")),
+                               "LogHookEndLine", uid, data.get("status"))
         skip_cause = self._failed_hook if status is NodeStatus.SKIPPED else None
         if status.is_failure:
             self._failed_hook = uid
@@ -626,10 +628,7 @@ class Normaliser:
             status = _status(node_info.get("node_status")) or _status(data.get("status"))
             if status is None and str(data.get("status") or "").upper().startswith(("OK", "SUCCESS")):
                 status = NodeStatus.SUCCESS  # microbatch models can lack node_status (dagster #28378)
-        if status is None:
-            logger.warning("dbtbus: %s for %s has no known status (%r); recording an error",
-                           name, uid, data.get("status"))
-            status = NodeStatus.ERROR
+        status = _known_status(status, name, uid, data.get("status"))
         rtype = _text(node_info.get("resource_type")) or _text(data.get("resource_type")) or ""
         failures = _test_failures(rtype, data.get("num_failures"))
         message = _text(data.get("result_message"))
