@@ -23,7 +23,10 @@ asks for a key that may be absent: rows it reads are counted by the head, and th
 by the carrier (:class:`dbtbus.airflow.DbtBusCarrierOperator`, or the producer on its own task instance)
 before anyone reads it. Inside a task process a missing head is probed quietly (``XCom.get_all``); inside
 the triggerer — whose comms have no quiet read — the backend first asks Airflow whether the carrier task
-instance has run (``get_task_states``) and reads the head only then.
+instance has finished (``get_task_states``) and reads the head only then. A carrier that is still running
+may not have created the head yet, so a reader in the triggerer needs a carrier that finishes before the
+run's records matter: a dedicated :class:`~dbtbus.airflow.DbtBusCarrierOperator`, never the producer's own
+task instance (whose run a triggerer reader would see only once the producer ended).
 
 **Liveness never waits behind records.** Appends are serialised among themselves (one writer's rows in
 order); the lease is written on its own, so a heartbeat waits at most for the one API call in flight on the
@@ -132,7 +135,9 @@ class TaskSdkXComApi:
     a lock held for one API call, never for a batch, so a heartbeat waits for at most the call in flight.
     """
 
-    _DONE = frozenset({"success", "running", "failed", "up_for_retry", "skipped", "upstream_failed"})
+    # States a task instance reaches only after its ``execute`` ended: a *running* carrier may not have created
+    # the head yet (sensors start beside it, not after it), and a read of a missing key is an error line.
+    _RAN = frozenset({"success", "failed", "up_for_retry"})
     _lock = threading.Lock()
 
     @classmethod
@@ -191,7 +196,7 @@ class TaskSdkXComApi:
                 map_index=carrier.map_index if carrier.map_index >= 0 else None,
             )
         found = states.get(carrier.run_id, {})
-        return any(str(state) in self._DONE for state in found.values())
+        return any(str(state) in self._RAN for state in found.values())
 
 
 def _pack(data: bytes) -> Any:
