@@ -14,7 +14,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 __all__ = ["format_bytes", "format_counts", "redact_url"]
 
 #: Query parameters that carry a secret (redis-py takes ``password`` from the query string too).
-SECRET_PARAMETERS: Final = frozenset({"password", "passwd", "pass", "token", "secret", "access_token", "api_key"})
+SECRET_PARAMETERS: Final = frozenset(
+    {"password", "passwd", "pass", "token", "secret", "access_token", "api_key", "sentinel_password"}
+)
 _MASK: Final = "***"
 #: userinfo's password when the URL does not even parse (a bad port): ``scheme://user:secret@``.
 _USERINFO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*):[^@/?#]*@")
@@ -47,7 +49,10 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port, like every consumer of the URL would
     except ValueError:
-        return _USERINFO.sub(rf"\1:{_MASK}@", url)
+        # A Sentinel URL lists several hosts ("a:1,b:2"), which urlsplit cannot read: mask by hand.
+        head, mark, rest = _USERINFO.sub(rf"\1:{_MASK}@", url).partition("?")
+        query, hash_, fragment = rest.partition("#")
+        return head + mark + _masked_query(query) + hash_ + fragment
     netloc = parts.netloc
     if not netloc and "@" in url:  # 'redis:secret@host', a '//' short: whatever stands before the '@' is masked
         return _NO_AUTHORITY.sub(rf"\1{_MASK}@", url)
@@ -55,12 +60,18 @@ def redact_url(url: str) -> str:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{_MASK}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
-            query = urlencode([(name, _MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in pairs],
-                              safe="*:/")
+    query = _masked_query(parts.query)
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _masked_query(query: str) -> str:
+    """``query`` with the value of every password-like parameter replaced by ``***``."""
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
+            return urlencode(
+                [(name, _MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in pairs], safe="*:/"
+            )
+    return query

@@ -24,10 +24,15 @@ _BUILTIN: dict[str, str] = {
     "redis": "dbtbus.backends.redis:RedisBackend",
     "rediss": "dbtbus.backends.redis:RedisBackend",
     "unix": "dbtbus.backends.redis:RedisBackend",
+    "redis+sentinel": "dbtbus.backends.redis:RedisBackend",
+    "rediss+sentinel": "dbtbus.backends.redis:RedisBackend",
     "xcom": "dbtbus.backends.xcom:XComBackend",
 }
 
-_EXTRA_FOR: dict[str, str] = {"redis": "redis", "rediss": "redis", "unix": "redis", "xcom": "airflow"}
+_EXTRA_FOR: dict[str, str] = {
+    "redis": "redis", "rediss": "redis", "unix": "redis", "redis+sentinel": "redis", "rediss+sentinel": "redis",
+    "xcom": "airflow",
+}  # fmt: skip
 
 
 def _entry_point_targets() -> dict[str, Any]:

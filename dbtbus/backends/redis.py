@@ -81,6 +81,7 @@ from .._exceptions import (
     RunClaimed,
 )
 from ._redis_url import RedisSettings, check_prefix, parse_redis_url
+from ._sentinel import SENTINEL_SCHEMES, SentinelSettings, parse_sentinel_url, sentinel_client
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
@@ -373,7 +374,7 @@ def _error_code(exc: BaseException) -> str:
 class RedisBackend(Backend):
     """Runs stored in Redis Streams. Build it with :func:`dbtbus.connect` or :meth:`from_url`."""
 
-    schemes = ("redis", "rediss", "unix")
+    schemes = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
     idempotent_appends = True
     fenced_leases = True
 
@@ -396,6 +397,8 @@ class RedisBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        if url.partition("://")[0].lower() in SENTINEL_SCHEMES:
+            return cls(parse_sentinel_url(url, options))
         return cls(parse_redis_url(url, options))
 
     # ------------------------------------------------------------------------------------------ keys
@@ -435,6 +438,8 @@ class RedisBackend(Backend):
         }
         if s.scheme != "unix":
             kwargs["socket_keepalive"] = True
+        if isinstance(s, SentinelSettings):  # the master the sentinels name, followed through failovers
+            return sentinel_client(s, kwargs, pool_timeout=None if blocking else socket_timeout)
         try:
             if s.cluster:
                 return RedisCluster.from_url(s.url, **kwargs)

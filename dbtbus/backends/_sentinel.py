@@ -1,0 +1,209 @@
+"""Redis Sentinel for the Redis backend: the ``redis+sentinel://`` URL and the client that follows the master.
+
+The URL form is the one redis-sentinel-url, Prefect/docket and RedisVL accept (redis-py itself has none)::
+
+    redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db][?options]
+    rediss+sentinel://...                       TLS to the data nodes and to the sentinels
+
+* the hosts are the sentinels (port 26379 when omitted); ``service_name`` is the master's name in their
+  ``sentinel monitor`` line; ``db`` defaults to 0;
+* the userinfo's credentials are the data nodes' (master and replicas), as in a ``redis://`` URL;
+* ``sentinel_username`` / ``sentinel_password`` authenticate to the sentinels themselves (Redis's
+  ``requirepass`` / ACL on a sentinel is separate from the master's);
+* every other option is a ``redis://`` option and means the same (``prefix``, ``retries``, ``ssl_*``, ...),
+  except ``cluster``, which a Sentinel deployment is not.
+
+Only parsing lives here, plus building the client (redis-py is imported lazily, in :func:`sentinel_client`),
+so the Redis backend keeps one branch for Sentinel. Secrets never appear in
+:attr:`~dbtbus.backends._redis_url.RedisSettings.display_url`, in errors or in reprs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from .._exceptions import ConfigurationError
+from .._format import SECRET_PARAMETERS, redact_url
+from ._redis_url import RedisSettings, _as_str, parse_redis_url
+
+__all__ = ["DEFAULT_SENTINEL_PORT", "SENTINEL_SCHEMES", "SentinelSettings", "parse_sentinel_url", "sentinel_client"]
+
+SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
+DEFAULT_SENTINEL_PORT: Final = 26379
+#: Options for the sentinels' own connections (not the data nodes').
+_SENTINEL_OPTIONS: Final = {"sentinel_username": _as_str, "sentinel_password": _as_str}
+_MASK: Final = "***"
+#: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``.
+_MEMBER: Final = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\[\]:/?#@,]+))(?::(?P<port>\d{1,5}))?")
+
+
+@dataclass(repr=False)
+class SentinelSettings(RedisSettings):
+    """A Redis backend's settings plus where its sentinels are and which master they watch."""
+
+    service: str = ""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    #: Extra keyword arguments for the sentinels' connections (``username`` / ``password``).
+    sentinel_client: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the client options hold the passwords: show the masked URL only
+        return f"SentinelSettings({self.display_url!r}, service={self.service!r}, sentinels={self.sentinels!r})"
+
+
+def _display(scheme: str, userinfo: str, hosts: str, path: str, query: str) -> str:
+    """The URL as given, with the userinfo's password and every secret option masked."""
+    if userinfo:
+        user, has_password, _ = userinfo.partition(":")
+        userinfo = (f"{user}:{_MASK}" if has_password else user) + "@"
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "?" + urlencode(
+            [(name, _MASK if _secret(name) else value) for name, value in pairs], safe="*:/"
+        )
+    return f"{scheme}://{userinfo}{hosts}{path}{query}"
+
+
+def _secret(name: str) -> bool:
+    return name.lower() in SECRET_PARAMETERS
+
+
+def _members(text: str, shown: str) -> tuple[tuple[str, int], ...]:
+    members = []
+    for member in text.split(","):
+        match = _MEMBER.fullmatch(member.strip())
+        if match is None:
+            raise ConfigurationError(f"not a sentinel host[:port] in {shown!r}: {member!r}")
+        port = int(match["port"]) if match["port"] else DEFAULT_SENTINEL_PORT
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"sentinel port out of range in {shown!r}: {member!r}")
+        members.append((match["v6"] or match["host"], port))
+    return tuple(members)
+
+
+def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings:
+    """Validate a ``redis+sentinel://`` URL and ``options`` (which override its query string)."""
+    scheme_text, sep, rest = url.partition("://")
+    scheme = scheme_text.lower()
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        raise ConfigurationError(f"not a Redis Sentinel URL (redis+sentinel://, rediss+sentinel://): {url[:40]!r}")
+    # Split by hand: urlsplit reads "a:1,b:2" as one host with a bad port, and refuses a list holding "[::1]".
+    cut = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, _, hosts = netloc.rpartition("@")
+    parts = urlsplit("x://h" + tail)
+    shown = _display(scheme, userinfo, hosts, parts.path, parts.query)
+    if parts.fragment:
+        raise ConfigurationError(f"a Redis Sentinel URL has no #fragment: {shown!r}")
+    if not hosts:
+        raise ConfigurationError(f"a Redis Sentinel URL needs at least one sentinel host[:port]: {shown!r}")
+    sentinels = _members(hosts, shown)
+    segments = [unquote(s) for s in parts.path.strip("/").split("/")] if parts.path.strip("/") else []
+    if not segments or not segments[0] or len(segments) > 2:
+        raise ConfigurationError(
+            f"a Redis Sentinel URL names the master after the hosts, /service_name[/db] "
+            f"(e.g. redis+sentinel://host:26379/mymaster/0): {shown!r}"
+        )
+    service, db = segments[0], (segments[1] if len(segments) == 2 else "")
+    if db and not db.isdigit():
+        raise ConfigurationError(f"the database after the service name must be a number, got {db!r}: {shown!r}")
+
+    merged: dict[str, Any] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in merged:
+            raise ConfigurationError(f"option {name!r} given twice in {shown!r}")
+        merged[name] = value
+    merged.update(options)
+    sentinel_client = {
+        name.removeprefix("sentinel_"): _SENTINEL_OPTIONS[name](name, merged.pop(name))
+        for name in list(merged)
+        if name in _SENTINEL_OPTIONS
+    }
+    if "cluster" in merged:
+        raise ConfigurationError(
+            f"option 'cluster' does not apply to a Redis Sentinel URL (Sentinel watches one master): {shown!r}"
+        )
+    # Every other option is validated exactly as for redis:// — by parse_redis_url, on a stand-in URL holding
+    # the data nodes' credentials and database. Its errors would name the stand-in, so they are re-raised
+    # with the real URL (masked).
+    data_scheme = scheme.partition("+")[0]
+    stand_in_userinfo = (userinfo + "@") if userinfo else ""
+    stand_in = f"{data_scheme}://{stand_in_userinfo}sentinel-master/{quote(db)}"
+    try:
+        settings = parse_redis_url(stand_in, merged)
+        username, password = urlsplit(stand_in).username, urlsplit(stand_in).password
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc).replace(redact_url(stand_in), shown)) from None
+    client = dict(settings.client)
+    # redis-py's Sentinel pools take keyword arguments, not a URL: carry the credentials and the db over.
+    if username:
+        client.setdefault("username", unquote(username))
+    if password:
+        client.setdefault("password", unquote(password))
+    client.setdefault("db", int(db) if db else 0)
+    if scheme == "rediss+sentinel":
+        client["ssl"] = True
+        # One CA for the whole topology: the sentinels speak TLS too and present certificates from the same CA.
+        sentinel_client.update({k: v for k, v in client.items() if k.startswith("ssl")})
+    return SentinelSettings(
+        url=shown,  # never handed to redis-py as a URL: the pool is built from keyword arguments
+        display_url=shown,
+        scheme=scheme,
+        prefix=settings.prefix,
+        maxlen=settings.maxlen,
+        block_ms=settings.block_ms,
+        cluster=False,
+        retries=settings.retries,
+        max_blocking=settings.max_blocking,
+        max_record_bytes=settings.max_record_bytes,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.socket_connect_timeout,
+        client=client,
+        service=service,
+        sentinels=sentinels,
+        sentinel_client=sentinel_client,
+    )
+
+
+def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, pool_timeout: float | None) -> Any:
+    """A ``redis.asyncio.Redis`` on the master the sentinels name now, following it through failovers.
+
+    ``kwargs`` are the data-node connection options the backend builds for a ``redis://`` client.
+    Connections ask the sentinels for the master's address when they (re)connect; one still open to a master
+    that was demoted gets ``READONLY`` (or, blocked in ``XREAD``, an ``UNBLOCKED`` error), which redis-py's
+    Sentinel connection turns into a ``ConnectionError`` after dropping itself: transient, so the backend's
+    retry reconnects to the promoted replica. The pool blocks callers beyond ``max_connections``, as the
+    ``redis://`` backend's does.
+    """
+    import redis.asyncio as aioredis
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+    class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+        """Sentinel's master discovery with the blocking pool's wait for a free connection."""
+
+    class SentinelMaster(aioredis.Redis):
+        """The master's client; closing it closes the sentinels' connections too (redis-py leaves those
+        open: its ``Sentinel`` owns them, and nothing else would close them)."""
+
+        async def aclose(self, close_connection_pool: bool | None = None) -> None:
+            try:
+                await super().aclose(close_connection_pool)
+            finally:
+                pool = self.connection_pool
+                assert isinstance(pool, SentinelConnectionPool)
+                await pool.sentinel_manager.aclose()
+
+    connection = dict(kwargs)
+    sentinel_kwargs = {
+        key: connection[key]
+        for key in ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
+        if key in connection
+    }
+    sentinel_kwargs.update(settings.sentinel_client)
+    manager = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs, **connection)
+    return manager.master_for(
+        settings.service, redis_class=SentinelMaster, connection_pool_class=BlockingSentinelPool, timeout=pool_timeout
+    )

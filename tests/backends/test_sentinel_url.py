@@ -1,0 +1,102 @@
+"""``redis+sentinel://`` URLs: what they mean, what they refuse, and that no secret of theirs is shown.
+
+Pure parsing (no server): the failover itself is ``tests/faults/test_sentinel.py``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import pytest
+
+pytest.importorskip("redis")
+
+import dbtbus  # noqa: E402
+from dbtbus._exceptions import ConfigurationError  # noqa: E402
+from dbtbus._format import redact_url  # noqa: E402
+from dbtbus.backends.redis import RedisBackend  # noqa: E402
+
+SECRET = "s3cret-Pw-7q"
+SENTINEL_SECRET = "s3nt1nel-Pw-4k"
+
+
+def test_hosts_service_db_and_credentials() -> None:
+    backend = RedisBackend.from_url(
+        f"redis+sentinel://app:{SECRET}@s1:5000,s2,[::1]:5002/mymaster/2"
+        f"?prefix=acme:&sentinel_password={SENTINEL_SECRET}&retries=1"
+    )
+    s = backend.settings
+    assert s.sentinels == (("s1", 5000), ("s2", 26379), ("::1", 5002))  # 26379: Sentinel's default port
+    assert s.service == "mymaster"
+    # The userinfo is the data nodes' (master and replicas), as in redis://; sentinel_* is the sentinels'.
+    assert s.client == {"username": "app", "password": SECRET, "db": 2}
+    assert s.sentinel_client == {"password": SENTINEL_SECRET}
+    assert (backend.prefix, s.retries, backend.cluster) == ("acme:", 1, False)
+    assert backend.log_key("r1") == "acme:{r1}:log"
+    for shown in (repr(backend), repr(s), s.display_url, s.url):
+        assert SECRET not in shown and SENTINEL_SECRET not in shown, shown
+    assert s.display_url == (
+        "redis+sentinel://app:***@s1:5000,s2,[::1]:5002/mymaster/2?prefix=acme:&sentinel_password=***&retries=1"
+    )
+
+
+def test_defaults_and_overrides() -> None:
+    s = RedisBackend.from_url("redis+sentinel://s1/mymaster").settings
+    assert (s.sentinels, s.service, s.client) == ((("s1", 26379),), "mymaster", {"db": 0})
+    # Keyword options win over the URL's, the sentinel ones too.
+    s = RedisBackend.from_url("redis+sentinel://s1/m?sentinel_username=a", sentinel_username="b", db=4).settings
+    assert s.sentinel_client == {"username": "b"} and s.client["db"] == 4
+
+
+def test_tls_covers_data_nodes_and_sentinels() -> None:
+    s = RedisBackend.from_url("rediss+sentinel://s1:1,s2:2/m/0?ssl_ca_certs=/ca.pem").settings
+    assert s.client["ssl"] is True and s.client["ssl_ca_certs"] == "/ca.pem"
+    assert s.sentinel_client == {"ssl": True, "ssl_ca_certs": "/ca.pem"}
+
+
+def test_connect_builds_a_sentinel_bus() -> None:
+    bus = dbtbus.connect("redis+sentinel://s1:26379,s2:26379/mymaster/0")
+    assert isinstance(bus.backend, RedisBackend)
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis+sentinel://s1:26379", {}),  # no service name
+        ("redis+sentinel://s1:26379/", {}),
+        ("redis+sentinel://s1/m/0/extra", {}),
+        ("redis+sentinel://s1/m/zero", {}),
+        ("redis+sentinel:///m/0", {}),  # no sentinel
+        ("redis+sentinel://s1,,s2/m", {}),
+        ("redis+sentinel://s1:99999/m", {}),
+        ("redis+sentinel://s1:port/m", {}),
+        ("redis+sentinel://s1/m?cluster=true", {}),  # one master: not a cluster
+        ("redis+sentinel://s1/m", {"cluster": False}),
+        ("redis+sentinel://s1/m?ssl_ca_certs=/ca.pem", {}),  # TLS options need rediss+sentinel://
+        ("redis+sentinel://s1/m?bogus=1", {}),
+        ("redis+sentinel://s1/m?prefix=a", {}),
+        ("redis+sentinel://s1/m#frag", {}),
+    ],
+)
+def test_bad_sentinel_urls_raise_configuration_error(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url, **options)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+sentinel://:{SECRET}@s1,s2/m/0?sentinel_password={SENTINEL_SECRET}&bogus=1",
+        f"redis+sentinel://u:{SECRET}@s1/m/0?password={SECRET}&ssl_ca_certs=/ca.pem",
+        f"redis+sentinel://u:{SECRET}@s1:port/m",
+        f"redis+sentinel://u:{SECRET}@s1/m/x?sentinel_password={SENTINEL_SECRET}",
+    ],
+)
+def test_a_refused_sentinel_url_shows_no_secret(url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RedisBackend.from_url(url)
+    text = repr(caught.value) + "".join(traceback.format_exception(caught.value))
+    assert SECRET not in text and SENTINEL_SECRET not in text, text
+    # What every other part of dbtbus shows of a URL (the CLI, Airflow's logs) masks it too.
+    assert SECRET not in redact_url(url) and SENTINEL_SECRET not in redact_url(url)
