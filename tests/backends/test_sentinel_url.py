@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("redis")
 
-import dbtbus  # noqa: E402
-from dbtbus._exceptions import ConfigurationError  # noqa: E402
-from dbtbus._format import redact_url  # noqa: E402
-from dbtbus.backends.redis import RedisBackend  # noqa: E402
+import dbtbus
+from dbtbus._exceptions import ConfigurationError
+from dbtbus._format import redact_url
+from dbtbus.backends.redis import RedisBackend
 
 SECRET = "s3cret-Pw-7q"
 SENTINEL_SECRET = "s3nt1nel-Pw-4k"
