@@ -107,6 +107,14 @@ class SentinelDeployment:
                 return int(reply[1])
         return None
 
+    def wait_for_master(self, port: int, timeout: float = 60) -> None:
+        """Return once the sentinels name the server on ``port`` as the master (a failover has happened)."""
+        self._wait(lambda: self.master_port() == port, f"the sentinels to name port {port} master", timeout)
+
+    def wait_for_replica(self, server: RedisServer, timeout: float = 60) -> None:
+        """Return once ``server`` (a master the sentinels replaced) has been turned into a replica."""
+        self._wait(lambda: "role:slave" in server.cli("info", "replication"), f"port {server.port} demoted", timeout)
+
     @staticmethod
     def _wait(ready: object, what: str, timeout: float = 30) -> None:
         assert callable(ready)
