@@ -20,7 +20,9 @@ so the Redis backend keeps one branch for Sentinel. Secrets never appear in
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -30,13 +32,22 @@ from .._exceptions import ConfigurationError
 from .._format import SECRET_PARAMETERS, redact_url
 from ._redis_url import RedisSettings, _as_str, parse_redis_url
 
-__all__ = ["DEFAULT_SENTINEL_PORT", "SENTINEL_SCHEMES", "SentinelSettings", "parse_sentinel_url", "sentinel_client"]
+__all__ = [
+    "DEFAULT_SENTINEL_PORT",
+    "SENTINEL_SCHEMES",
+    "FailoverWatch",
+    "SentinelSettings",
+    "parse_sentinel_url",
+    "sentinel_client",
+]
 
 SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT: Final = 26379
 #: Options for the sentinels' own connections (not the data nodes').
 _SENTINEL_OPTIONS: Final = {"sentinel_username": _as_str, "sentinel_password": _as_str}
 _MASK: Final = "***"
+#: Seconds between two questions to the sentinels about who is master, at most one per client.
+MASTER_CHECK_INTERVAL: Final = 1.0
 #: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``.
 _MEMBER: Final = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\[\]:/?#@,]+))(?::(?P<port>\d{1,5}))?")
 
@@ -182,7 +193,24 @@ def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, po
     from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
     class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
-        """Sentinel's master discovery with the blocking pool's wait for a free connection."""
+        """Sentinel's master discovery with the blocking pool's wait for a free connection, and no connection
+        handed out to a master the sentinels have replaced.
+
+        redis-py asks the sentinels only when a connection (re)connects, and drops only the *idle* connections
+        to a replaced master: one in use at that moment goes back to the pool still connected to it. A master
+        that is replaced while it lives (SENTINEL FAILOVER, a partition) keeps taking writes until the sentinels
+        demote it — 11 s in the test — and a demoted master's data is resynchronised away: every write in
+        between would be lost. So each connection handed out is checked against the master last named.
+        """
+
+        async def ensure_connection(self, connection: Any) -> None:
+            if (
+                self.master_address is not None
+                and connection.is_connected
+                and (connection.host, connection.port) != tuple(self.master_address)
+            ):
+                await connection.disconnect()  # reconnects to the master the sentinels name now
+            await super().ensure_connection(connection)
 
     class SentinelMaster(aioredis.Redis):
         """The master's client; closing it closes the sentinels' connections too (redis-py leaves those
@@ -207,3 +235,48 @@ def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, po
     return manager.master_for(
         settings.service, redis_class=SentinelMaster, connection_pool_class=BlockingSentinelPool, timeout=pool_timeout
     )
+
+
+class FailoverWatch:
+    """Notices that the sentinels named another master, and tells the producer its writes may be lost.
+
+    :meth:`follow` asks the sentinels who is master (at most every :data:`MASTER_CHECK_INTERVAL` s per
+    client) before the backend's commands, so connections move to a promoted replica within about a second
+    of the sentinels' decision even when the old master still answers. A switch of the writing client's
+    master counts as a possible loss for every run claimed before it: writes acknowledged by the old master
+    may not have reached the new one (replication is asynchronous). :meth:`writes_kept` says so once per run,
+    and the backend's ``renew_lease`` then answers as for a vanished claim — the producer claims again and
+    republishes the run's start and every terminal record (idempotency keys make that safe).
+    """
+
+    def __init__(self) -> None:
+        self.switches = 0
+        self._masters: dict[int, tuple[str, int]] = {}  # id(client) -> the master it was last told of
+        self._asked: dict[int, float] = {}
+        self._claimed: dict[str, int] = {}  # run id -> switches seen when its lease was claimed or renewed
+
+    async def follow(self, client: Any, *, writes: bool) -> None:
+        """Ask the sentinels who is master (rate-limited); count a switch of the ``writes`` client's master."""
+        pool = client.connection_pool
+        now = time.monotonic()
+        if now < self._asked.get(id(client), 0.0):
+            return
+        self._asked[id(client)] = now + MASTER_CHECK_INTERVAL
+        import redis.exceptions as rexc
+
+        # No answer from any sentinel is not this check's to report: the command that follows fails or not.
+        with contextlib.suppress(rexc.ConnectionError, rexc.TimeoutError, OSError):
+            master = tuple(await pool.get_master_address())  # drops idle connections to a replaced master
+            before = self._masters.get(id(client))
+            self._masters[id(client)] = master
+            if writes and before is not None and before != master:
+                self.switches += 1
+
+    def claimed(self, run_id: str) -> None:
+        self._claimed[run_id] = self.switches
+
+    def writes_kept(self, run_id: str) -> bool:
+        """False once after the master changed since ``run_id`` was claimed (then it counts as claimed again)."""
+        seen = self._claimed.setdefault(run_id, self.switches)
+        self._claimed[run_id] = self.switches
+        return seen == self.switches

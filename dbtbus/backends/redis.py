@@ -81,7 +81,7 @@ from .._exceptions import (
     RunClaimed,
 )
 from ._redis_url import RedisSettings, check_prefix, parse_redis_url
-from ._sentinel import SENTINEL_SCHEMES, SentinelSettings, parse_sentinel_url, sentinel_client
+from ._sentinel import SENTINEL_SCHEMES, FailoverWatch, SentinelSettings, parse_sentinel_url, sentinel_client
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
@@ -391,6 +391,8 @@ class RedisBackend(Backend):
         self._closed = False
         # (log key, cursor) -> the id of the last entry of a run of skipped entries just after that cursor
         self._skipped: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: Behind Redis Sentinel: follows the master and tells a producer when a failover may have lost writes.
+        self._failover = FailoverWatch() if isinstance(settings, SentinelSettings) else None
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.settings.display_url} prefix={self.prefix!r}>"
@@ -522,6 +524,8 @@ class RedisBackend(Backend):
         """Run a write on a run's keys and, where it has one, its run-index statement."""
         client = self._require()
         with self._errors(what):
+            if self._failover is not None:
+                await self._failover.follow(client, writes=True)
             if script.index is None:
                 return await self._eval(client, script.alone, keys, args)
             if not self.cluster:
@@ -556,6 +560,8 @@ class RedisBackend(Backend):
         if int(reply[0]) != 1:
             owner_attempt = int(reply[2]) if reply[2] else None
             raise RunClaimed(claimed_message(run_id, holder, attempt, _text(reply[1]), owner_attempt))
+        if self._failover is not None:
+            self._failover.claimed(run_id)
 
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         ms = _ms(ttl) if ttl > 0 else 0
@@ -564,6 +570,8 @@ class RedisBackend(Backend):
         if int(reply[0]) == 0:
             owner_attempt = int(reply[2]) if reply[2] else None
             raise RunClaimed(claimed_message(run_id, holder, None, _text(reply[1]), owner_attempt))
+        if self._failover is not None and not self._failover.writes_kept(run_id):
+            return False  # a Sentinel failover since the claim: writes may be lost, as with a vanished claim
         return int(reply[0]) == 1
 
     async def release_lease(self, run_id: str, holder: str) -> None:
@@ -619,6 +627,8 @@ class RedisBackend(Backend):
 
     async def _xread(self, key: str, start: str, limit: int, *, block: int | None) -> Any:
         with self._errors("read"):
+            if self._failover is not None:
+                await self._failover.follow(self._client if block is None else self._blocking, writes=block is None)
             if block is None:
                 return await self._client.xread({key: start}, count=limit)
             blocking = self._blocking

@@ -498,8 +498,9 @@ class Publisher:
         self.claims_lost += 1
         self._recover = True
         logger.warning(
-            "dbtbus: the claim of run %r vanished from the backend (a restart without persistence, a flush or a "
-            "deletion): records published so far may be lost; claiming it again and republishing the run's "
+            "dbtbus: the claim of run %r vanished from the backend (a restart without persistence, a flush, a "
+            "deletion, or a failover to a replica that may lack the latest writes): records published so far may "
+            "be lost; claiming it again and republishing the run's "
             "start and its %d terminal records", self.run_id, len(self.results),
         )
         self._wake_up()
