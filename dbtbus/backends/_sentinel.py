@@ -227,7 +227,7 @@ def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, po
     connection = dict(kwargs)
     sentinel_kwargs = {
         key: connection[key]
-        for key in ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
+        for key in ("socket_timeout", "socket_connect_timeout", "socket_keepalive", "client_name")
         if key in connection
     }
     sentinel_kwargs.update(settings.sentinel_client)

@@ -10,8 +10,10 @@ inside the asynchronous-replication window before the kill (docs/backends.md, "R
 from __future__ import annotations
 
 import json
+import subprocess
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import anyio
 import pytest
 
 import dbtbus
+from dbtbus.backends import Append, Backend, backend_from_url
 from dbtbus.events import NodeResult
+from dbtbus.testing.backend_contract import BackendContract
 
 from ._outcomes import census, until_started
 from ._sentinel import SERVICE, SentinelDeployment
@@ -145,3 +149,62 @@ async def test_sentinel_master_failover_mid_run_gives_no_false_answer(tmp_path: 
     assert (report.get("claims_lost") or 0) >= 1 and "failover" in report["stderr"], report
     assert not lost, sorted(lost)
     assert seen["ended"] == 1 and len(seen["producers"]) == 1, seen
+
+
+# ---------------------------------------------------------------------------------------------- contract
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeployment]:
+    with SentinelDeployment(tmp_path_factory.mktemp("sentinel")) as running:
+        yield running
+
+
+class TestSentinelBackendContract(BackendContract):
+    """The public backend contract, through the sentinels (no failover: the same guarantees, read and written
+    on the master they name)."""
+
+    blocking_slack = 0.3
+
+    @pytest.fixture
+    async def backend(self, deployment: SentinelDeployment) -> AsyncIterator[Backend]:
+        backend = backend_from_url(deployment.url(), prefix=f"t{uuid.uuid4().hex[:10]}:")
+        await backend.open()
+        try:
+            yield backend
+        finally:
+            with anyio.CancelScope(shield=True):
+                for run in await backend.list_runs():
+                    await backend.delete_run(run)
+                await backend.aclose()
+
+
+def _ours(port: int) -> int:
+    """dbtbus's connections to the server or sentinel on ``port`` (they carry the client name ``dbtbus``)."""
+    lines = subprocess.run(["redis-cli", "-p", str(port), "client", "list"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()  # fmt: skip
+    return sum(" name=dbtbus " in f" {line} " for line in lines)
+
+
+@pytest.mark.anyio
+async def test_closing_the_backend_closes_its_connections_to_the_sentinels_and_the_master(
+    deployment: SentinelDeployment,
+) -> None:
+    ports = [s.port for s in deployment.sentinels] + [deployment.master.port]
+    backend = backend_from_url(deployment.url(), prefix=f"t{uuid.uuid4().hex[:10]}:")
+    await backend.open()
+    await backend.append("r", [Append(b"x", key="k")])
+    assert [e.data for e in await backend.read("r", None, timeout=0.1)] == [b"x"]
+    assert sum(_ours(port) for port in ports[:3]) >= 1 and _ours(ports[3]) >= 1  # it talked to both kinds
+    await backend.delete_run("r")
+    await backend.aclose()
+    assert await anyio.to_thread.run_sync(_settled, ports) == [0, 0, 0, 0]
+
+
+def _settled(ports: list[int], timeout: float = 10) -> list[int]:
+    """dbtbus's connections to each port once none is left (or at ``timeout``): a server notices a closed
+    socket at its next event loop turn, so the counts are polled, not read once."""
+    deadline = time.monotonic() + timeout
+    while any(now := [_ours(port) for port in ports]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return now
