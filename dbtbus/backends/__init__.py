@@ -1,8 +1,8 @@
 """Backends: where a run's records are stored and how they travel. Chosen by URL scheme.
 
-Built in: ``memory://`` (in-process, the default), ``redis://`` / ``rediss://`` / ``unix://`` (Redis
-Streams) and ``xcom://`` (Airflow). Third-party backends register under the entry-point group
-``dbtbus.backends`` (name = URL scheme, value = a :class:`~dbtbus.backends.base.Backend` subclass).
+Built in: ``memory://`` (in-process, the default), ``redis://`` / ``rediss://`` / ``unix://`` /
+``redis+sentinel://`` (Redis Streams) and ``xcom://`` (Airflow). Third-party backends register under the
+entry-point group ``dbtbus.backends`` (name = URL scheme, value = a :class:`~dbtbus.backends.base.Backend` subclass).
 """
 
 from __future__ import annotations

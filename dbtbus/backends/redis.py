@@ -1,4 +1,5 @@
-"""The Redis Streams backend: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, one server or a cluster.
+"""The Redis Streams backend: ``redis://``, ``rediss://`` (TLS) and ``unix://`` URLs, one server or a cluster;
+``redis+sentinel://`` / ``rediss+sentinel://`` for a master watched by Redis Sentinel (``_sentinel.py``).
 
 Layout of one run (all its keys share the hash tag ``{<run_id>}``, so a run lives on one Redis Cluster slot)::
 
