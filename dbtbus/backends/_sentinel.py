@@ -190,7 +190,35 @@ def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, po
     ``redis://`` backend's does.
     """
     import redis.asyncio as aioredis
-    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+    import redis.exceptions as rexc
+    from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+
+    class RefusalTellingSentinel(Sentinel):
+        """redis-py's Sentinel, except that sentinels which all refuse us say so.
+
+        redis-py folds every sentinel's failure into one ``MasterNotFoundError`` — a ``ConnectionError``,
+        transient — so a wrong ``sentinel_password`` or an ACL without ``SENTINEL MASTERS`` would be retried
+        forever, as if the sentinels were mid-failover. When no master is found, each sentinel is asked once
+        more; if every one refused the credentials (or the command), that refusal is raised instead: final,
+        as for a ``redis://`` URL.
+        """
+
+        async def discover_master(self, service_name: str) -> Any:
+            try:
+                return await super().discover_master(service_name)
+            except MasterNotFoundError:
+                refusals: list[rexc.RedisError] = []
+                for sentinel in self.sentinels:
+                    try:
+                        await sentinel.sentinel_masters()
+                    except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
+                        refusals.append(exc)
+                    except (rexc.RedisError, OSError):
+                        pass
+                if refusals and len(refusals) == len(self.sentinels):
+                    first = refusals[0]
+                    raise type(first)(f"every sentinel refused dbtbus: {first}") from None
+                raise
 
     class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
         """Sentinel's master discovery with the blocking pool's wait for a free connection, and no connection
@@ -231,7 +259,7 @@ def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, po
         if key in connection
     }
     sentinel_kwargs.update(settings.sentinel_client)
-    manager = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs, **connection)
+    manager = RefusalTellingSentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs, **connection)
     return manager.master_for(
         settings.service, redis_class=SentinelMaster, connection_pool_class=BlockingSentinelPool, timeout=pool_timeout
     )

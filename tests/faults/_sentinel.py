@@ -20,7 +20,9 @@ SERVICE = "dbtbus-master"
 class SentinelProcess:
     """One ``redis-server --sentinel`` watching ``SERVICE`` on ``master_port``."""
 
-    def __init__(self, directory: Path, master_port: int, *, down_after_ms: int, failover_timeout_ms: int) -> None:
+    def __init__(
+        self, directory: Path, master_port: int, *, down_after_ms: int, failover_timeout_ms: int, extra: str = ""
+    ) -> None:
         self.port = free_port()
         self.directory = directory
         directory.mkdir(parents=True)
@@ -31,7 +33,7 @@ class SentinelProcess:
             f"sentinel monitor {SERVICE} {LOOPBACK} {master_port} 2\n"
             f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
             f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}\n"
-            f"sentinel parallel-syncs {SERVICE} 1\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n{extra}\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -41,6 +43,11 @@ class SentinelProcess:
             raise RedisServerError("redis-server not found")
         self.process = subprocess.Popen([exe, str(self.config), "--sentinel"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not self.cli("ping").strip():  # any reply, an auth error too, says it listens
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"the sentinel on port {self.port} did not answer")
+            time.sleep(0.02)
 
     def cli(self, *args: str) -> str:
         command = ["redis-cli", "-h", LOOPBACK, "-p", str(self.port), *args]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -24,9 +25,10 @@ import dbtbus
 from dbtbus.backends import Append, Backend, backend_from_url
 from dbtbus.events import NodeResult
 from dbtbus.testing.backend_contract import BackendContract
+from dbtbus.testing.redis_server import LOOPBACK, free_port
 
 from ._outcomes import census, until_started
-from ._sentinel import SERVICE, SentinelDeployment
+from ._sentinel import SERVICE, SentinelDeployment, SentinelProcess
 from .conftest import SlowProject, run_id, slow_project, start_producer
 
 #: dbt's status in run_results.json -> the outcome a waiter must get for that node.
@@ -208,3 +210,32 @@ def _settled(ports: list[int], timeout: float = 10) -> list[int]:
     while any(now := [_ours(port) for port in ports]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return now
+
+
+@pytest.mark.anyio
+async def test_sentinels_refusing_the_credentials_fail_at_once_and_show_no_secret(tmp_path: Path) -> None:
+    """A wrong or missing sentinel_password is final (AuthenticationFailed, not retried), as for redis://;
+    redis-py alone reports it as "no master found", a connection error the backend would retry forever."""
+    secret, wrong = "s3nt1nel-Pw-4k", "wr0ng-Pw-9z"
+    sentinel = SentinelProcess(tmp_path / "s", free_port(), down_after_ms=1000, failover_timeout_ms=3000,
+                               extra=f"requirepass {secret}")  # fmt: skip
+    sentinel.start()
+    try:
+        for given, expected in ((wrong, dbtbus.AuthenticationFailed), (None, dbtbus.AuthenticationFailed),
+                                (secret, dbtbus.BackendUnavailable)):  # fmt: skip
+            query = f"sentinel_password={given}&" if given else ""
+            url = f"redis+sentinel://{LOOPBACK}:{sentinel.port}/{SERVICE}/0?{query}retries=1&socket_connect_timeout=0.5"
+            backend = backend_from_url(url)
+            await backend.open()
+            started = time.monotonic()
+            try:
+                with pytest.raises(dbtbus.BackendError) as caught:
+                    await backend.append("r", [Append(b"x")])
+            finally:
+                await backend.aclose()
+            text = repr(caught.value) + "".join(traceback.format_exception(caught.value))
+            assert type(caught.value) is expected, (given, text[-2000:])
+            assert time.monotonic() - started < 5, given  # at once: refused, not retried
+            assert secret not in text and wrong not in text
+    finally:
+        sentinel.stop()
