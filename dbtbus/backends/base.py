@@ -200,8 +200,10 @@ class Backend(abc.ABC):
 
         A fenced backend returns ``False`` when the run has no claim at all (the lease is set anyway): for a
         producer that claimed it, the run's keys were lost — a restart without persistence, a flush, a
-        deletion — and with them records it published. ``True`` (or ``None`` from a backend that cannot
-        tell): the claim is there.
+        deletion — and with them records it published. A backend that knows it switched to a copy that may
+        lack its latest writes (Redis behind Sentinel, after a failover) returns ``False`` too, once: the
+        producer republishes as for lost keys. ``True`` (or ``None`` from a backend that cannot tell): the
+        claim is there.
         """
 
     @abc.abstractmethod

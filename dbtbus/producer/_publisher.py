@@ -18,7 +18,8 @@ The rules it keeps:
   renewed every :func:`~dbtbus.events.lease_period` (the heartbeat, at most 8 s) whatever the heartbeat
   interval: readers declare a producer lost on that period, not on the heartbeat it announced.
 * **A vanished claim is told**: a renewal that finds the run's claim gone (the backend lost the run's keys:
-  a restart without persistence, a flush, a deletion) is logged, counted (``claims_lost``), and answered by
+  a restart without persistence, a flush, a deletion; or a Sentinel failover to a replica that may lack
+  the latest writes) is logged, counted (``claims_lost``), and answered by
   claiming again and republishing, in one append, the attempt's ``RunStarted`` marked ``recovered`` and
   every terminal record published so far — before the next records and before the ending.
 * **The ending is atomic**: the ``not_run`` records and ``RunFinished`` / ``RunCrashed`` go to the backend

@@ -26,7 +26,8 @@ class ProducerResult:
     that failed past ``flush_timeout``, or a permanent rejection); ``oversized`` those that did not fit
     ``max_record_size`` even truncated; ``rejected`` is the permanent backend error that stopped publishing.
     ``claims_lost`` counts the times the producer found the run's claim gone from the backend (its keys were
-    lost: a restart without persistence, a flush, a deletion — records it had published went with them);
+    lost: a restart without persistence, a flush, a deletion — records it had published went with them; or
+    a Redis Sentinel failover moved the run to a replica that may lack the latest of them);
     each time it claimed the run again and republished the run's start and every terminal record it held
     (``republished`` records), so readers learn every node's outcome; progress records (node starts,
     heartbeats) lost that way are not republished.
