@@ -24,7 +24,7 @@ import contextlib
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -159,24 +159,11 @@ def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings
         client["ssl"] = True
         # One CA for the whole topology: the sentinels speak TLS too and present certificates from the same CA.
         sentinel_client.update({k: v for k, v in client.items() if k.startswith("ssl")})
-    return SentinelSettings(
-        url=shown,  # never handed to redis-py as a URL: the pool is built from keyword arguments
-        display_url=shown,
-        scheme=scheme,
-        prefix=settings.prefix,
-        maxlen=settings.maxlen,
-        block_ms=settings.block_ms,
-        cluster=False,
-        retries=settings.retries,
-        max_blocking=settings.max_blocking,
-        max_record_bytes=settings.max_record_bytes,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_connect_timeout,
-        client=client,
-        service=service,
-        sentinels=sentinels,
-        sentinel_client=sentinel_client,
-    )
+    # Every setting parse_redis_url made (whatever fields RedisSettings grows), then the Sentinel ones.
+    common = {f.name: getattr(settings, f.name) for f in fields(RedisSettings)}
+    common.update(url=shown, display_url=shown, scheme=scheme, cluster=False, client=client)
+    # url: never handed to redis-py as a URL (the pool is built from keyword arguments), so the masked one.
+    return SentinelSettings(**common, service=service, sentinels=sentinels, sentinel_client=sentinel_client)
 
 
 def sentinel_client(settings: SentinelSettings, kwargs: Mapping[str, Any], *, pool_timeout: float | None) -> Any:
