@@ -100,7 +100,9 @@ def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings
     scheme_text, sep, rest = url.partition("://")
     scheme = scheme_text.lower()
     if not sep or scheme not in SENTINEL_SCHEMES:
-        raise ConfigurationError(f"not a Redis Sentinel URL (redis+sentinel://, rediss+sentinel://): {redact_url(url)!r}")
+        raise ConfigurationError(
+            f"not a Redis Sentinel URL (redis+sentinel://, rediss+sentinel://): {redact_url(url)!r}"
+        )
     # Split by hand: urlsplit reads "a:1,b:2" as one host with a bad port, and refuses a list holding "[::1]".
     cut = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
     netloc, tail = rest[:cut], rest[cut:]
