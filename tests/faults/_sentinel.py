@@ -21,7 +21,14 @@ class SentinelProcess:
     """One ``redis-server --sentinel`` watching ``SERVICE`` on ``master_port``."""
 
     def __init__(
-        self, directory: Path, master_port: int, *, down_after_ms: int, failover_timeout_ms: int, extra: str = ""
+        self,
+        directory: Path,
+        master_port: int,
+        *,
+        down_after_ms: int,
+        failover_timeout_ms: int,
+        quorum: int = 2,
+        extra: str = "",
     ) -> None:
         self.port = free_port()
         self.directory = directory
@@ -30,7 +37,7 @@ class SentinelProcess:
         self.config.write_text(
             f"port {self.port}\nbind {LOOPBACK}\nprotected-mode no\ndaemonize no\n"
             f"dir {directory}\nlogfile {directory / 'sentinel.log'}\n"
-            f"sentinel monitor {SERVICE} {LOOPBACK} {master_port} 2\n"
+            f"sentinel monitor {SERVICE} {LOOPBACK} {master_port} {quorum}\n"
             f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
             f"sentinel failover-timeout {SERVICE} {failover_timeout_ms}\n"
             f"sentinel parallel-syncs {SERVICE} 1\n{extra}\n"

@@ -25,7 +25,7 @@ import dbtbus
 from dbtbus.backends import Append, Backend, backend_from_url
 from dbtbus.events import NodeResult
 from dbtbus.testing.backend_contract import BackendContract
-from dbtbus.testing.redis_server import LOOPBACK, free_port
+from dbtbus.testing.redis_server import LOOPBACK, RedisServer, free_port
 
 from ._outcomes import census, until_started
 from ._sentinel import SERVICE, SentinelDeployment, SentinelProcess
@@ -239,3 +239,37 @@ async def test_sentinels_refusing_the_credentials_fail_at_once_and_show_no_secre
             assert secret not in text and wrong not in text
     finally:
         sentinel.stop()
+
+
+@pytest.mark.anyio
+async def test_a_sentinel_acl_user_needs_exactly_sentinel_masters_and_client_setname(tmp_path: Path) -> None:
+    """docs/backends.md's rule for sentinels with ACLs: ``+sentinel|masters +client|setname`` is enough for a
+    whole append and read; without ``sentinel|masters`` the user is refused at once (PermissionDenied)."""
+    master_dir = tmp_path / "master"
+    master_dir.mkdir()
+    with RedisServer(directory=master_dir) as master:
+        rules = {"enough": "+sentinel|masters +client|setname", "without masters": "+client|setname"}
+        users = "\n".join(f"user u{i} on >pw{i} -@all {rule}" for i, rule in enumerate(rules.values()))
+        sentinel = SentinelProcess(tmp_path / "s", master.port, down_after_ms=1000, failover_timeout_ms=3000,
+                                   quorum=1, extra=users)  # fmt: skip
+        sentinel.start()
+        try:
+            for i, name in enumerate(rules):
+                url = (f"redis+sentinel://{LOOPBACK}:{sentinel.port}/{SERVICE}/0"
+                       f"?sentinel_username=u{i}&sentinel_password=pw{i}&retries=1")  # fmt: skip
+                backend = backend_from_url(url, prefix=f"t{uuid.uuid4().hex[:10]}:")
+                await backend.open()
+                try:
+                    if name == "enough":
+                        await backend.append("r", [Append(b"x", key="k")])
+                        assert [e.data for e in await backend.read("r", None, timeout=0.1)] == [b"x"]
+                        await backend.delete_run("r")
+                    else:
+                        started = time.monotonic()
+                        with pytest.raises(dbtbus.PermissionDenied):
+                            await backend.append("r", [Append(b"x")])
+                        assert time.monotonic() - started < 5  # refused, not retried
+                finally:
+                    await backend.aclose()
+        finally:
+            sentinel.stop()
