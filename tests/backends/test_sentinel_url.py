@@ -100,3 +100,39 @@ def test_a_refused_sentinel_url_shows_no_secret(url: str) -> None:
     assert SECRET not in text and SENTINEL_SECRET not in text, text
     # What every other part of dbtbus shows of a URL (the CLI, Airflow's logs) masks it too.
     assert SECRET not in redact_url(url) and SENTINEL_SECRET not in redact_url(url)
+
+
+@pytest.mark.anyio
+async def test_a_master_switch_is_reported_once_per_run_claimed_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FailoverWatch behind renew_lease's False after a Sentinel failover: the first master a client hears
+    of is no switch; a change of the writing client's master is, once for each run, and never for reads."""
+    from dbtbus.backends import _sentinel
+
+    monkeypatch.setattr(_sentinel, "MASTER_CHECK_INTERVAL", 0.0)
+
+    class Pool:
+        master = ("10.0.0.1", 6379)
+
+        async def get_master_address(self) -> tuple[str, int]:
+            return self.master
+
+    class Client:
+        def __init__(self) -> None:
+            self.connection_pool = Pool()
+
+    writer, reader = Client(), Client()
+    watch = _sentinel.FailoverWatch()
+    await watch.follow(writer, writes=True)
+    await watch.follow(reader, writes=False)
+    watch.claimed("a")
+    watch.claimed("b")
+    assert watch.writes_kept("a") and watch.writes_kept("b")
+    writer.connection_pool.master = reader.connection_pool.master = ("10.0.0.2", 6379)
+    await watch.follow(reader, writes=False)  # a reader's view changes nothing
+    assert watch.switches == 0
+    await watch.follow(writer, writes=True)
+    assert watch.switches == 1
+    assert not watch.writes_kept("a") and watch.writes_kept("a")  # told once...
+    assert not watch.writes_kept("b")  # ...to each run
+    watch.claimed("c")  # claimed after the switch: nothing of it was on the old master
+    assert watch.writes_kept("c")
