@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._exceptions import ConfigurationError
 
 if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must stay light
-    # openlineage-integration-common ships no py.typed (openlineage-python's client does): its names are Any.
-    from openlineage.common.provider.dbt.processor import (  # type: ignore[import-untyped]
+    from openlineage.common.provider.dbt.processor import (
         DbtArtifactProcessor,
         ModelNode,
     )
@@ -66,12 +65,29 @@ class DatasetName:
 
 
 def _processor_class() -> type[DbtArtifactProcessor]:
+    """dbt-ol's artifact processor, made concrete: dbtbus uses its naming and facet builders, never its reading
+    of ``run_results.json`` (the bus is the run's record), so the two artifact hooks it leaves abstract are
+    answered here with nothing."""
+    global _PROCESSOR
+    if _PROCESSOR is not None:
+        return _PROCESSOR
     try:
         from openlineage.common.provider.dbt.processor import DbtArtifactProcessor
     except ImportError as exc:
         raise LineageUnavailable(f"OpenLineage is not installed ({exc}): {_INSTALL_HINT}") from None
-    processor: type[DbtArtifactProcessor] = DbtArtifactProcessor
-    return processor
+
+    class NamingProcessor(DbtArtifactProcessor):
+        def get_dbt_metadata(self) -> Any:
+            raise NotImplementedError("dbtbus reads a run from its bus, not from dbt's artifacts")
+
+        def dbt_run_run_facet(self) -> dict[str, Any]:
+            return {}
+
+    _PROCESSOR = NamingProcessor
+    return _PROCESSOR
+
+
+_PROCESSOR: type[DbtArtifactProcessor] | None = None
 
 
 def _model_node(
@@ -79,7 +95,8 @@ def _model_node(
 ) -> ModelNode:
     from openlineage.common.provider.dbt.processor import ModelNode
 
-    return ModelNode(type=kind, metadata_node=dict(metadata_node), catalog_node=catalog_node)
+    catalog = dict(catalog_node) if catalog_node is not None else None
+    return ModelNode(type=kind, metadata_node=dict(metadata_node), catalog_node=catalog)
 
 
 def _processor_for(profile_output: Mapping[str, Any]) -> DbtArtifactProcessor:
@@ -88,8 +105,8 @@ def _processor_for(profile_output: Mapping[str, Any]) -> DbtArtifactProcessor:
 
     processor = _processor_class()(producer=_producer_uri(__version__), job_namespace="")
     try:
-        processor.extract_adapter_type(profile_output)
-        processor.extract_dataset_namespace(profile_output)
+        processor.extract_adapter_type(dict(profile_output))
+        processor.extract_dataset_namespace(dict(profile_output))
     except NotImplementedError as exc:
         raise LineageUnavailable(str(exc)) from None
     except KeyError as exc:
@@ -157,7 +174,7 @@ def load_profile_output(
     # dbt-ol's own reading of profiles.yml: the same jinja environment (env_var, as_number), so a path or a host
     # built from environment variables names the namespace as dbt-ol would.
     import yaml  # type: ignore[import-untyped]  # comes with openlineage-integration-common, no stubs
-    from openlineage.common.provider.dbt.local import (  # type: ignore[import-untyped]
+    from openlineage.common.provider.dbt.local import (
         DbtLocalArtifactProcessor,
         LazyJinjaLoadDict,
     )
@@ -167,8 +184,8 @@ def load_profile_output(
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise LineageUnavailable(f"cannot read {str(path)!r}: {exc}") from None
-    profiles = LazyJinjaLoadDict(raw or {}, jinja_env=DbtLocalArtifactProcessor.setup_jinja())
-    entry = profiles.get(profile)
+    profiles = LazyJinjaLoadDict(raw or {}, jinja_env=DbtLocalArtifactProcessor.setup_jinja())  # type: ignore[no-untyped-call]
+    entry = profiles.get(profile)  # type: ignore[no-untyped-call]
     if not isinstance(entry, Mapping):
         raise LineageUnavailable(f"{str(path)!r} has no profile {profile!r}")
     chosen = target or entry.get("target")
