@@ -14,7 +14,7 @@ Importing this module imports no OpenLineage package: they load on first use
 
 from __future__ import annotations
 
-from ._events import ParentRun, RunLineage, TaskParents, lineage_run_id
+from ._events import NamingSource, ParentRun, RunLineage, TaskParents, lineage_run_id
 from ._follow import LineageResult, aemit_lineage, emit_lineage
 from ._naming import (
     DatasetName,
@@ -24,6 +24,7 @@ from ._naming import (
     dataset_namespace,
     load_manifest,
     load_profile_output,
+    naming_from_run,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetNaming",
     "LineageResult",
     "LineageUnavailable",
+    "NamingSource",
     "ParentRun",
     "RunLineage",
     "TaskParents",
@@ -41,4 +43,5 @@ __all__ = [
     "lineage_run_id",
     "load_manifest",
     "load_profile_output",
+    "naming_from_run",
 ]

@@ -26,6 +26,7 @@ Nothing of the bus (its URL may carry a password) and nothing of the profile but
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,13 +36,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import ConfigurationError
 from ..events import NodeResult, NodeStarted, NodeStatus, ProducerInfo, Record, RunCrashed, RunFinished, RunStarted
-from ._naming import DatasetNaming, _producer_uri
+from ._naming import DatasetNaming, LineageUnavailable, _producer_uri
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent
     from openlineage.client.facet_v2 import RunFacet
 
-__all__ = ["ParentRun", "RunLineage", "lineage_run_id"]
+__all__ = ["NamingSource", "ParentRun", "RunLineage", "TaskParents", "lineage_run_id"]
+
+logger = logging.getLogger("dbtbus.lineage")
 
 #: Facets by name. Not ``RunFacet`` / ``JobFacet``: dbt-ol's own facets (``dbt_run``, ``dbt_node``) derive from
 #: the client's older ``BaseFacet``, which the client serialises alike.
@@ -125,24 +128,32 @@ TaskParents = Mapping[str, ParentRun] | Callable[[str], "ParentRun | None"]
 class _Attempt:
     number: int
     started: RunStarted
-    invocation: ParentRun
+    #: The invocation's run, once its START went out (see ``RunLineage._announce``).
+    invocation: ParentRun | None = None
     ended: bool = False
+
+
+#: Where the datasets come from: a ready naming, or one made from the run's ``RunStarted`` once dbt has told
+#: its graph (and written its manifest): :func:`~dbtbus.lineage.naming_from_run` reads dbt's own arguments.
+NamingSource = DatasetNaming | Callable[[RunStarted], DatasetNaming]
 
 
 class RunLineage:
     """OpenLineage run events of one dbtbus run, fed its records in log order.
 
-    ``naming``: the project's datasets (``None``: runs without datasets). ``job_namespace``: the namespace of
-    the jobs (default ``$OPENLINEAGE_NAMESPACE``, else ``dbt``, as dbt-ol). ``job_name``: the invocation's job
-    (default ``dbt-run-<project>``, as dbt-ol). ``parent``: the run that ran dbt (default from
-    ``OPENLINEAGE_PARENT_ID``, as dbt-ol). ``task_parents``: the run that owns each node, nesting it under
-    its Airflow task rather than under the invocation.
+    ``naming``: the project's datasets, or a function of the run's ``RunStarted`` that makes them once dbt
+    has planned the run (``None``: runs without datasets; a function that raises
+    :class:`~dbtbus.lineage.LineageUnavailable` is logged, and that attempt's runs carry none).
+    ``job_namespace``: the namespace of the jobs (default ``$OPENLINEAGE_NAMESPACE``, else ``dbt``, as dbt-ol).
+    ``job_name``: the invocation's job (default ``dbt-run-<project>``, as dbt-ol). ``parent``: the run that ran
+    dbt (default from ``OPENLINEAGE_PARENT_ID``, as dbt-ol). ``task_parents``: the run that owns each node,
+    nesting it under its Airflow task rather than under the invocation.
     """
 
     def __init__(
         self,
         run_id: str,
-        naming: DatasetNaming | None = None,
+        naming: NamingSource | None = None,
         *,
         job_namespace: str | None = None,
         job_name: str | None = None,
@@ -152,10 +163,10 @@ class RunLineage:
         from .._version import __version__
 
         self.run_id = run_id
-        self.naming = naming
+        self.naming: DatasetNaming | None = naming if isinstance(naming, DatasetNaming) else None
+        self._make_naming = None if isinstance(naming, DatasetNaming) else naming
         self.job_namespace = job_namespace or os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_JOB_NAMESPACE
-        project = _project_name(naming)
-        self.job_name = job_name or (f"dbt-run-{project}" if project else "dbt-run")
+        self._job_name = job_name
         self.parent = parent if parent is not None else ParentRun.from_environment()
         self._task_parents = task_parents
         self.producer = _producer_uri(__version__)
@@ -169,9 +180,17 @@ class RunLineage:
     # ------------------------------------------------------------------------------------------ facts
 
     @property
+    def job_name(self) -> str:
+        """The invocation's job: as given, else ``dbt-run-<project>`` once the manifest names the project."""
+        if self._job_name is None:
+            project = _project_name(self.naming)
+            return f"dbt-run-{project}" if project else "dbt-run"
+        return self._job_name
+
+    @property
     def open_runs(self) -> list[tuple[str, int]]:
-        """(node, attempt) of every node run started and not ended (``"@invocation"``: the invocation)."""
-        invocations = [(INVOCATION, a.number) for a in self._attempts.values() if not a.ended]
+        """(node, attempt) of every run started and not ended (node ``"@invocation"``: the invocation)."""
+        invocations = [(INVOCATION, a.number) for a in self._attempts.values() if a.invocation and not a.ended]
         return invocations + list(self._open)
 
     @property
@@ -185,7 +204,7 @@ class RunLineage:
     # ------------------------------------------------------------------------------------------ folding
 
     def feed(self, record: Record) -> list[RunEvent]:
-        """The events one record makes (often none: heartbeats, batches, a refined ``RunStarted``)."""
+        """The events one record makes (often none: heartbeats, batches, an attempt's first ``RunStarted``)."""
         if isinstance(record, NodeStarted):
             return self._node_started(record)
         if isinstance(record, NodeResult):
@@ -207,27 +226,44 @@ class RunLineage:
         return events
 
     def _run_started(self, record: RunStarted) -> list[RunEvent]:
-        known = self._attempts.get(record.attempt)
-        if known is not None:  # a refinement of the same attempt (its graph arrived), or a recovered republish
-            known.started = record
-            return []
         events: list[RunEvent] = []
-        for older in list(self._attempts.values()):
-            if not older.ended and older.number < record.attempt:
-                events.extend(self._end_attempt(older, "FAIL", record.started_at,
-                                                f"superseded by attempt {record.attempt} of the run"))
+        attempt = self._attempts.get(record.attempt)
+        if attempt is None:
+            for older in list(self._attempts.values()):
+                if not older.ended and older.number < record.attempt:
+                    events.extend(self._end_attempt(older, "FAIL", record.started_at,
+                                                    f"superseded by attempt {record.attempt} of the run"))
+            attempt = self._attempts[record.attempt] = _Attempt(record.attempt, record)
+            if self._current is None or record.attempt > self._current.number:
+                self._current = attempt
+        elif attempt.invocation is None:
+            attempt.started = record  # the refinement: dbt's version, invocation id and graph
+        # The producer announces an attempt before dbt has planned it; its START waits for the plan (the graph,
+        # the manifest behind it, dbt's version), or for whatever comes first from the attempt.
+        if record.graph is not None:
+            events.extend(self._announce(attempt))
+        return events
+
+    def _announce(self, attempt: _Attempt) -> list[RunEvent]:
+        """The invocation's START, once per attempt (and the naming, when it is made from the run)."""
+        if attempt.invocation is not None:
+            return []
+        if self._make_naming is not None and attempt.started.graph is not None:
+            try:
+                self.naming = self._make_naming(attempt.started)
+            except LineageUnavailable as exc:
+                logger.warning("dbtbus lineage: run %r attempt %d without datasets: %s", self.run_id,
+                               attempt.number, exc)  # fmt: skip
         # The nodes' root is the invocation's: the run above dbt (the Airflow DAG run) when there is one.
         root = (self.parent.root or self.parent) if self.parent is not None else None
-        invocation = ParentRun(self.job_namespace, self.job_name, self.run_id_of(INVOCATION, record.attempt), root)
-        attempt = self._attempts[record.attempt] = _Attempt(record.attempt, record, invocation)
-        if self._current is None or record.attempt > self._current.number:
-            self._current = attempt
+        attempt.invocation = ParentRun(self.job_namespace, self.job_name, self.run_id_of(INVOCATION, attempt.number),
+                                       root)  # fmt: skip
+        started = attempt.started
         run_facets: Facets = {**self._engine_facets(attempt)}
         if self.parent is not None:
             run_facets["parent"] = self.parent.facet()
-        events.append(self._event("START", record.invocation_started_at or record.started_at,
-                                  invocation.run_id, self.job_name, run_facets, self._job_facets("JOB", None)))
-        return events
+        return [self._event("START", started.invocation_started_at or started.started_at, attempt.invocation.run_id,
+                            attempt.invocation.name, run_facets, self._job_facets("JOB", None))]
 
     def _run_ended(self, record: RunFinished | RunCrashed) -> list[RunEvent]:
         attempt = self._attempt_of(record.attempt)
@@ -240,7 +276,7 @@ class RunLineage:
         return self._end_attempt(attempt, state, record.finished_at, error)
 
     def _end_attempt(self, attempt: _Attempt, state: str, at: datetime, error: str | None) -> list[RunEvent]:
-        events = []
+        events = self._announce(attempt)
         for key in [key for key in self._open if key[1] == attempt.number]:
             start = self._open.pop(key)
             self._ended.add(key)
@@ -252,7 +288,9 @@ class RunLineage:
             run_facets["parent"] = self.parent.facet()
         if error:
             run_facets["errorMessage"] = _error_facet(error, language="text")
-        events.append(self._event(state, at, attempt.invocation.run_id, self.job_name, run_facets,
+        invocation = attempt.invocation
+        assert invocation is not None  # announced above
+        events.append(self._event(state, at, invocation.run_id, invocation.name, run_facets,
                                   self._job_facets("JOB", None)))
         return events
 
@@ -260,17 +298,18 @@ class RunLineage:
         key = (record.unique_id, record.attempt)
         if key in self._open or key in self._ended:
             return []
+        events = self._announce(self._attempt_for(record.attempt))
         start = self._start(record.unique_id, record.resource_type, record.attempt, record.started_at)
-        if start is None:
-            return []
-        self._open[key] = start
-        return [start]
+        if start is not None:
+            self._open[key] = start
+            events.append(start)
+        return events
 
     def _node_result(self, record: NodeResult) -> list[RunEvent]:
         key = (record.unique_id, record.attempt)
         if key in self._ended:
             return []
-        events: list[RunEvent] = []
+        events = self._announce(self._attempt_for(record.attempt))
         start = self._open.pop(key, None)
         if start is None:  # dbt skipped it, the run ended first, or its NodeStarted is not in the log
             start = self._start(record.unique_id, record.resource_type, record.attempt,
@@ -284,13 +323,18 @@ class RunLineage:
 
     # ------------------------------------------------------------------------------------------ building
 
+    def _attempt_for(self, number: int) -> _Attempt:
+        """The attempt a node record belongs to; one the log lost the RunStarted of is named all the same."""
+        attempt = self._attempts.get(number)
+        if attempt is None:
+            started = RunStarted(run_id=self.run_id, producer=_UNKNOWN_PRODUCER, attempt=number)
+            attempt = self._attempts[number] = _Attempt(number, started)
+            if self._current is None or number > self._current.number:
+                self._current = attempt
+        return attempt
+
     def _start(self, unique_id: str, resource_type: str, attempt_number: int, at: datetime | None) -> RunEvent | None:
-        attempt = self._attempt_of(attempt_number)
-        if attempt is None:  # the log lost its RunStarted: name the invocation all the same
-            attempt = self._attempts[attempt_number] = _Attempt(
-                attempt_number, RunStarted(run_id=self.run_id, producer=_UNKNOWN_PRODUCER, attempt=attempt_number),
-                ParentRun(self.job_namespace, self.job_name, self.run_id_of(INVOCATION, attempt_number)),
-            )
+        attempt = self._attempt_for(attempt_number)
         kind = resource_type or _resource_type_of(unique_id)
         if kind not in _JOB_TYPES:  # hooks, operations, exposures: not a job of their own in dbt-ol either
             return None
@@ -366,7 +410,9 @@ class RunLineage:
             owner = task_parents(unique_id)
         elif task_parents is not None:
             owner = task_parents.get(unique_id)
-        return (owner or attempt.invocation).facet()
+        invocation = attempt.invocation
+        assert invocation is not None  # a node's START follows its invocation's
+        return (owner or invocation).facet()
 
     def _engine_facets(self, attempt: _Attempt) -> Facets:
         from openlineage.client.facet_v2 import processing_engine_run

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import RunLost
-from ._events import ParentRun, RunLineage, TaskParents
-from ._naming import DatasetNaming, LineageUnavailable
+from ._events import NamingSource, ParentRun, RunLineage, TaskParents
+from ._naming import LineageUnavailable
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
@@ -50,7 +50,7 @@ async def aemit_lineage(
     bus: Bus | str,
     run_id: str,
     *,
-    naming: DatasetNaming | None = None,
+    naming: NamingSource | None = None,
     follow: bool = True,
     client: Any = None,
     job_namespace: str | None = None,

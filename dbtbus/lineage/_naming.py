@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import ConfigurationError
+from ..events import RunStarted
 
 if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must stay light
     from openlineage.common.provider.dbt.processor import (
@@ -41,6 +42,7 @@ __all__ = [
     "dataset_namespace",
     "load_manifest",
     "load_profile_output",
+    "naming_from_run",
 ]
 
 #: Resource types whose node is a relation in the warehouse (an ephemeral model aside).
@@ -318,6 +320,39 @@ class DatasetNaming:
         node = self.manifest_node(unique_id) or {}
         nodes = (node.get("depends_on") or {}).get("nodes") or []
         return [uid for uid in nodes if isinstance(uid, str)]
+
+
+def naming_from_run(
+    started: RunStarted,
+    *,
+    project_dir: str | os.PathLike[str] | None = None,
+    profiles_dir: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
+) -> DatasetNaming:
+    """The naming of the project a run built, found where dbt's own arguments of the run say
+    (``RunStarted.dbt_args``: ``project_dir``, ``profiles_dir``, ``target``, ``target_path``), each overridden
+    by the argument of the same name — so a consumer on the producer's machine needs none of them.
+
+    :raises LineageUnavailable: the run does not say where its project is (a log replay) and no
+        ``project_dir`` is given, or the project, profile or manifest cannot be read.
+    """
+    args = started.dbt_args
+    project = project_dir or args.get("project_dir")
+    if not project:
+        raise LineageUnavailable(
+            f"run {started.run_id!r} does not say where its dbt project is (dbt's arguments were not recorded): "
+            "give its project directory"
+        )
+    manifest = manifest_path
+    if manifest is None and isinstance(args.get("target_path"), str):
+        manifest = Path(project) / args["target_path"] / "manifest.json"
+    return DatasetNaming.from_project(
+        project,
+        profiles_dir=profiles_dir or args.get("profiles_dir") or None,
+        target=target or args.get("target") or None,
+        manifest_path=manifest,
+    )
 
 
 def load_manifest_like(path: Path) -> dict[str, Any] | None:
