@@ -3,7 +3,9 @@ schemas (a copy under ``schema/``, see its README), a password-protected redis-s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -54,8 +56,8 @@ class LineageEndpoint:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def lineage_endpoint() -> Iterator[LineageEndpoint]:
+@contextlib.contextmanager
+def serve_endpoint() -> Iterator[LineageEndpoint]:
     endpoint = LineageEndpoint(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -85,14 +87,23 @@ def lineage_endpoint() -> Iterator[LineageEndpoint]:
         thread.join(5)
 
 
-@pytest.fixture
-def lineage_env(lineage_endpoint: LineageEndpoint, monkeypatch: pytest.MonkeyPatch) -> LineageEndpoint:
-    """The endpoint, configured the OpenLineage way: ``OPENLINEAGE_URL`` (no openlineage.yml around)."""
+def configure_openlineage(patch: pytest.MonkeyPatch, endpoint: LineageEndpoint) -> None:
+    """Point openlineage-python's client at ``endpoint`` the OpenLineage way: ``OPENLINEAGE_URL``, nothing else
+    of the environment's OpenLineage settings in the way."""
     for name in ("OPENLINEAGE_CONFIG", "OPENLINEAGE_API_KEY", "OPENLINEAGE_NAMESPACE", "OPENLINEAGE_PARENT_ID",
                  "OPENLINEAGE_ROOT_PARENT_ID", "OPENLINEAGE_DISABLED"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENLINEAGE_URL", lineage_endpoint.url)
-    return lineage_endpoint
+        patch.delenv(name, raising=False)
+    for name in [name for name in os.environ if name.startswith("OPENLINEAGE__")]:
+        patch.delenv(name)
+    patch.setenv("OPENLINEAGE_URL", endpoint.url)
+
+
+@pytest.fixture
+def lineage_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageEndpoint]:
+    """An endpoint of the test's own, the client configured to send to it."""
+    with serve_endpoint() as endpoint:
+        configure_openlineage(monkeypatch, endpoint)
+        yield endpoint
 
 
 # ---------------------------------------------------------------------------------------------- the spec

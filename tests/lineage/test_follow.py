@@ -4,6 +4,7 @@ serves, each validated against the spec; a producer SIGKILLed mid-run; dbt-ol's 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,14 @@ import anyio
 import pytest
 
 import dbtbus
+from dbtbus.backends.memory import drop_store
+from dbtbus.events import Record
 from dbtbus.lineage import aemit_lineage, emit_lineage, lineage_run_id, naming_from_run
 from dbtbus.testing.projects import copy_shop
 from dbtbus.testing.redis_server import RedisServer
 
 from ._checks import by_run, check_run, ending_latencies, no_secret, percentile, records_of
-from .conftest import REDIS_PASSWORD, LineageEndpoint, SpecValidator
+from .conftest import REDIS_PASSWORD, LineageEndpoint, SpecValidator, configure_openlineage, serve_endpoint
 
 pytestmark = pytest.mark.dbt
 #: The Redis backend runs on asyncio only; the memory test keeps it too, one loop for both.
@@ -63,17 +67,49 @@ async def build_and_follow(url: str, run_id: str, shop: Path) -> dbtbus.Producer
     return result[0]
 
 
-@pytest.mark.anyio
-@on_asyncio
-async def test_a_live_build_on_the_memory_bus_reaches_the_endpoint_whole_and_valid(
-    shop: Path, lineage_env: LineageEndpoint, spec: SpecValidator
-) -> None:
+@dataclass
+class ShopRun:
+    """The shop built once through the memory bus, followed live, its events as an endpoint received them."""
+
+    run_id: str
+    result: dbtbus.ProducerResult
+    records: list[Record]
+    events: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def dbt_ol_events(shop: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """What dbt-ol (openlineage-dbt, its live mode: ``--consume-structured-logs``) emits building the shop,
+    through its file transport. It runs first: dbt in this process keeps the DuckDB file locked afterwards."""
+    events_file = tmp_path_factory.mktemp("dbt-ol") / "events.jsonl"
+    env = {**os.environ, "OPENLINEAGE__TRANSPORT__TYPE": "file",
+           "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(events_file), "OPENLINEAGE__TRANSPORT__APPEND": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_NAMESPACE", "OPENLINEAGE_PARENT_ID"):
+        env.pop(name, None)
+    done = subprocess.run([DBT_OL, "build", "--consume-structured-logs", *build_args(shop)[1:]],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout[-3000:]  # dbt's own: the shop fails a test on purpose
+    return [json.loads(line) for line in events_file.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shop_on_memory(shop: Path, dbt_ol_events: list[dict[str, Any]]) -> Iterator[ShopRun]:
     url, run_id = f"memory://lineage-{uuid.uuid4().hex[:8]}", "shop-memory"
-    result = await build_and_follow(url, run_id, shop)
-    assert result.counts == {"success": 13, "pass": 10, "warn": 1, "fail": 1, "skipped": 3}
-    events = lineage_env.events
-    check_run(events, await anyio.to_thread.run_sync(records_of, url, run_id), run_id, spec)
-    endings = {e["job"]["name"]: e for e in events if e["eventType"] in ("COMPLETE", "FAIL", "ABORT")}
+    with serve_endpoint() as endpoint, pytest.MonkeyPatch.context() as patch:
+        configure_openlineage(patch, endpoint)
+        result = anyio.run(build_and_follow, url, run_id, shop)
+        yield ShopRun(run_id, result, records_of(url, run_id), endpoint.events)
+        drop_store(url.removeprefix("memory://"))
+
+
+def test_a_live_build_on_the_memory_bus_reaches_the_endpoint_whole_and_valid(
+    shop: Path, shop_on_memory: ShopRun, spec: SpecValidator
+) -> None:
+    run = shop_on_memory
+    assert run.result.counts == {"success": 13, "pass": 10, "warn": 1, "fail": 1, "skipped": 3}
+    check_run(run.events, run.records, run.run_id, spec)
+    endings = {e["job"]["name"]: e for e in run.events if e["eventType"] in ("COMPLETE", "FAIL", "ABORT")}
     assert endings["dbt-run-shop"]["eventType"] == "FAIL"  # dbt's verdict: a test failed
     enriched = endings["model.shop.orders_enriched"]
     assert [d["name"] for d in enriched["inputs"]] == ["shop.main.stg_orders", "shop.main.stg_payments"]
@@ -85,6 +121,48 @@ async def test_a_live_build_on_the_memory_bus_reaches_the_endpoint_whole_and_val
     [assertion] = repeat["inputs"][0]["inputFacets"]["dataQualityAssertions"]["assertions"]
     assert (assertion["success"], assertion["actual"]) == (False, "3")
     assert endings["model.shop.top_customers"]["eventType"] == "ABORT"
+
+
+def datasets_by_job(events: list[dict[str, Any]]) -> dict[str, tuple[set[tuple[str, str]], set[tuple[str, str]]]]:
+    """job → (its input datasets, its output datasets), over its events' endings."""
+    out: dict[str, tuple[set[tuple[str, str]], set[tuple[str, str]]]] = {}
+    for event in events:
+        if event["eventType"] not in ("COMPLETE", "FAIL", "ABORT"):
+            continue
+        inputs, outputs = out.setdefault(event["job"]["name"], (set(), set()))
+        inputs.update((d["namespace"], d["name"]) for d in event.get("inputs", []))
+        outputs.update((d["namespace"], d["name"]) for d in event.get("outputs", []))
+    return out
+
+
+def test_the_datasets_are_dbt_ols_for_the_same_project(
+    shop: Path, shop_on_memory: ShopRun, dbt_ol_events: list[dict[str, Any]]
+) -> None:
+    """dbt-ol builds the same project into the same DuckDB file. Every dbt node is a job of the same name in
+    the same namespace, with the same datasets — but for two things dbt-ol names that do not exist in the
+    warehouse: an output for every test (its store-failures table, ``<schema>_dbt_test__audit.<test>``,
+    never written unless ``store_failures`` is on) and a dataset for the ephemeral model ``order_payments``
+    (dbt inlines it as a CTE: dbtbus names what the warehouse reads, ``stg_payments``)."""
+    theirs = dbt_ol_events
+    ours = shop_on_memory.events
+    assert {e["job"]["namespace"] for e in theirs} == {e["job"]["namespace"] for e in ours} == {"dbt"}
+    their_jobs = {name: sets for name, sets in datasets_by_job(theirs).items() if ".sql." not in name}
+    our_jobs = datasets_by_job(ours)
+    assert set(their_jobs) == set(our_jobs)  # every node, and the invocation dbt-run-shop
+    ephemeral = ("duckdb://" + str(shop / "shop.duckdb"), "shop.main.order_payments")
+    stg_payments = (ephemeral[0], "shop.main.stg_payments")
+    compared = 0
+    for job, (their_inputs, their_outputs) in their_jobs.items():
+        our_inputs, our_outputs = our_jobs[job]
+        if job.startswith("test."):
+            their_outputs = {d for d in their_outputs if not d[1].startswith("shop.main_dbt_test__audit.")}
+        if job == "model.shop.order_payments":
+            their_outputs = their_outputs - {ephemeral}
+        if ephemeral in their_inputs:
+            their_inputs = (their_inputs - {ephemeral}) | {stg_payments}
+        assert (our_inputs, our_outputs) == (their_inputs, their_outputs), job
+        compared += bool(our_inputs or our_outputs)
+    assert compared == len(their_jobs) - 1 == 28  # every node (but the invocation) has datasets in both
 
 
 @pytest.mark.anyio
