@@ -14,12 +14,12 @@ Importing this module imports no OpenLineage package: they load on first use
 
 from __future__ import annotations
 
+from ._errors import LineageUnavailable, LineageUndelivered
 from ._events import NamingSource, ParentRun, RunLineage, TaskParents, lineage_run_id
 from ._follow import LineageResult, aemit_lineage, emit_lineage
 from ._naming import (
     DatasetName,
     DatasetNaming,
-    LineageUnavailable,
     dataset_name,
     dataset_namespace,
     load_manifest,
@@ -32,6 +32,7 @@ __all__ = [
     "DatasetNaming",
     "LineageResult",
     "LineageUnavailable",
+    "LineageUndelivered",
     "NamingSource",
     "ParentRun",
     "RunLineage",

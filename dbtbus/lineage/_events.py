@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import ConfigurationError
 from ..events import NodeResult, NodeStarted, NodeStatus, ProducerInfo, Record, RunCrashed, RunFinished, RunStarted
-from ._naming import DatasetNaming, LineageUnavailable, _producer_uri
+from ._errors import LineageUnavailable
+from ._naming import DatasetNaming, _producer_uri
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import RunLost
+from ._errors import LineageUnavailable, LineageUndelivered
 from ._events import NamingSource, ParentRun, RunLineage, TaskParents
-from ._naming import LineageUnavailable
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
@@ -38,7 +38,8 @@ class LineageResult:
         return sum(self.events.values())
 
 
-def _default_client() -> Any:
+def default_client() -> Any:
+    """openlineage-python's client, configured from the environment (openlineage.yml, OPENLINEAGE_URL, ...)."""
     try:
         from openlineage.client import OpenLineageClient
     except ImportError as exc:
@@ -66,6 +67,9 @@ async def aemit_lineage(
     log holds now and returns, leaving runs still in progress open. ``client``: an ``OpenLineageClient``
     (default: one configured from the environment); ``on_event`` sees each event after it was emitted.
     Run ids are stable: emitting a run again emits the same OpenLineage runs again.
+
+    :raises LineageUndelivered: the client's transport failed on an event (the events before it went out).
+    :raises LineageUnavailable: OpenLineage is not installed.
     """
     import anyio
 
@@ -74,13 +78,19 @@ async def aemit_lineage(
     lineage = RunLineage(
         run_id, naming, job_namespace=job_namespace, job_name=job_name, parent=parent, task_parents=task_parents
     )
-    emitter = client if client is not None else _default_client()
+    emitter = client if client is not None else default_client()
     result = LineageResult()
 
     async def emit(events: list[RunEvent]) -> None:
         for event in events:
-            await anyio.to_thread.run_sync(emitter.emit, event)
             kind = event.eventType.value if event.eventType is not None else "OTHER"
+            try:
+                await anyio.to_thread.run_sync(emitter.emit, event)
+            except Exception as exc:  # whatever the transport raises (requests, kafka, a file): one typed error
+                raise LineageUndelivered(
+                    f"the OpenLineage client could not deliver {kind} of {event.job.name} "
+                    f"(run {event.run.runId}): {type(exc).__name__}: {exc}"
+                ) from exc
             result.events[kind] = result.events.get(kind, 0) + 1
             if on_event is not None:
                 on_event(event)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .._exceptions import ConfigurationError
 from ..events import RunStarted
+from ._errors import LineageUnavailable
 
 if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must stay light
     from openlineage.common.provider.dbt.processor import (
@@ -37,7 +37,6 @@ if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must 
 __all__ = [
     "DatasetName",
     "DatasetNaming",
-    "LineageUnavailable",
     "dataset_name",
     "dataset_namespace",
     "load_manifest",
@@ -48,11 +47,6 @@ __all__ = [
 #: Resource types whose node is a relation in the warehouse (an ephemeral model aside).
 _RELATION_TYPES: Final = frozenset({"model", "seed", "snapshot", "source"})
 _INSTALL_HINT: Final = "install dbtbus[lineage] (openlineage-python and openlineage-integration-common)"
-
-
-class LineageUnavailable(ConfigurationError):
-    """OpenLineage cannot be emitted as asked: its packages are missing, or the project, profile or manifest
-    cannot be read or is one dbt-ol does not support."""
 
 
 @dataclass(frozen=True, slots=True)
