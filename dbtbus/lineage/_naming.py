@@ -242,7 +242,7 @@ class DatasetNaming:
         target_path = os.environ.get("DBT_TARGET_PATH") or spec.get("target-path") or "target"
         manifest_file = Path(manifest_path) if manifest_path is not None else project / target_path / "manifest.json"
         catalog_file = manifest_file.with_name("catalog.json")
-        catalog = load_manifest_like(catalog_file) if catalog_file.exists() else None
+        catalog = _read_catalog(catalog_file) if catalog_file.exists() else None
         return cls(
             load_manifest(manifest_file),
             load_profile_output(profiles_dir, str(profile_name), target),
@@ -349,7 +349,7 @@ def naming_from_run(
     )
 
 
-def load_manifest_like(path: Path) -> dict[str, Any] | None:
+def _read_catalog(path: Path) -> dict[str, Any] | None:
     """A dbt artifact other than the manifest (``catalog.json``), or ``None`` when it cannot be read: it only
     enriches the schema facet."""
     try:
