@@ -37,12 +37,13 @@ failed after the server executed it but before the reply arrived is safe to retr
 URL options (query string; keyword options to ``dbtbus.connect`` override them): ``prefix`` (default
 ``dbtbus:``), ``maxlen`` (stream cap, default 1,000,000, 0 = none), ``block_ms`` (longest BLOCK per read
 round trip, default 1000), ``cluster=true`` (Redis Cluster), ``retries`` (default 3), ``max_blocking``
-(blocking-read connections, default 1000), ``max_record_bytes`` (default 8 MiB), ``eviction`` (``warn``,
-``error`` or ``ignore``: what ``open`` does when the server's maxmemory-policy can evict dbtbus's keys), ``db``, ``username``,
+(blocking-read connections, default 1000), ``max_record_bytes`` (default 8 MiB), ``db``, ``username``,
 ``password``, ``socket_timeout``, ``socket_connect_timeout`` (default 2 s), ``max_connections`` (default
 64; callers beyond it wait for a free connection), ``client_name``, ``health_check_interval`` and, for
 ``rediss://``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
 (none/optional/required) and ``ssl_check_hostname``.
+``eviction`` (``warn``, ``error``, ``ignore``): what ``open`` does when the server's maxmemory-policy can
+evict dbtbus's keys.
 
 redis-py's asyncio client is asyncio-only: use this backend under asyncio (anyio on its asyncio backend).
 List and delete runs with ``dbtbus runs`` and ``dbtbus gc``.
