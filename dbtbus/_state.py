@@ -170,6 +170,7 @@ class RunState:
             self.last_heartbeat = record
             self.heartbeats.append(record)
             self.lost = False
+            self.gone = False  # written after the run vanished: it is back (a producer that recovered it)
             return []
         if isinstance(record, RunStarted):
             self._apply_started(record)
@@ -207,6 +208,7 @@ class RunState:
         previous = self.started
         if record.recovered and (previous is None or record.attempt >= previous.attempt):
             self.gap = ""  # every terminal record the producer holds follows
+            self.gone = False
         if previous is not None and record.attempt == previous.attempt:
             if previous.graph is not None and record.graph is None:
                 return  # a refinement that knows less than what we have
@@ -217,6 +219,7 @@ class RunState:
             self._before_attempt = dict(self.results)
             self.ending = None
             self.lost = False
+            self.gone = False
             self.running.clear()
             self.batches = {}
             self.heartbeats = []
