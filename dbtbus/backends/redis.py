@@ -104,6 +104,8 @@ _TRANSIENT_CODES: Final = frozenset(
     {"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS"}
 )
 _AUTH_CODES: Final = frozenset({"WRONGPASS", "NOAUTH"})
+#: (server, maxmemory-policy) pairs the eviction check already reported in this process.
+_EVICTION_SAID: set[tuple[str, str | None]] = set()
 #: How Redis 7.0 words an ACL denial of a command a script calls (an ERR reply, no NOPERM code).
 _SCRIPT_NOPERM: Final = "user executing the script can't run this command"
 
@@ -483,12 +485,16 @@ class RedisBackend(Backend):
                 with contextlib.suppress(Exception):
                     info = await self._client.info("memory")
                     policy, maxmemory = info.get("maxmemory_policy"), info.get("maxmemory")
+        policy = None if policy is None else _text(policy)
+        if policy == "noeviction" or str(maxmemory) == "0":
+            return
+        said = (self.settings.display_url, policy)
+        if said in _EVICTION_SAID and self.settings.eviction == "warn":
+            return  # once per process, server and policy: a sensor's every poke opens a backend
+        _EVICTION_SAID.add(said)
         if policy is None:
             logger.info("dbtbus: could not read the maxmemory-policy of %s (grant +config|get or +info to check "
                         "that it cannot evict dbtbus's keys)", self.settings.display_url)
-            return
-        policy = _text(policy)
-        if policy == "noeviction" or str(maxmemory) == "0":
             return
         message = (
             f"Redis at {self.settings.display_url} has maxmemory-policy {policy} (maxmemory {maxmemory}): when it "

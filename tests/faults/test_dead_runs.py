@@ -212,6 +212,7 @@ async def test_an_eviction_policy_that_can_evict_dbtbus_keys_is_reported_when_th
         evicting_server.cli("CONFIG", "SET", "maxmemory-policy", policy)
         messages = await _open_messages(url, caplog)
         assert len(messages) == 1 and policy in messages[0] and "eviction=ignore" in messages[0], messages
+        assert await _open_messages(url, caplog) == []  # once per process, server and policy
         assert await _open_messages(url, caplog, eviction="ignore") == []
         with pytest.raises(dbtbus.ConfigurationError, match=policy):
             await _open_messages(url, caplog, eviction="error")
