@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Final
 
@@ -21,7 +22,7 @@ import anyio
 import anyio.abc
 import sniffio
 
-from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunLost
+from ._exceptions import BackendError, BackendRejected, DbtBusError, RecordTooLarge, RunGone, RunLost
 from ._format import redact_url
 from ._kinds import OutcomeKind
 from ._limits import DEFAULT_MAX_RECORD_SIZE, MIN_RECORD_SIZE, RecordFitter
@@ -517,14 +518,22 @@ class Bus:
                 if record is tail.state.ending and not follow_attempts:
                     return
             if not batch.records and not batch.more and await tail.check_liveness():
+                if tail.state.gone:
+                    raise RunGone(run_id=run_id)
                 raise RunLost(run_id=run_id)
 
     async def run_state(self, run_id: str) -> RunState:
-        """Read a run's whole log once and return what it says (a snapshot; the lease is checked)."""
+        """Read a run's whole log once and return what it says (a snapshot; the lease is checked).
+
+        A snapshot was not watching while the producer lived, so it dates the producer's last sign of life by
+        its records: a run whose lease is absent and whose last record is older than one heartbeat plus 2.5
+        lease periods (17.5 s at the default heartbeat) is ``lost``, not forever ``running``.
+        """
         self._require_open()
         tail = self._tail(run_id)
         while (await tail.read(0)).more:
             pass
+        tail.liveness.from_records(datetime.now(timezone.utc))
         await tail.check_liveness()
         return tail.state
 

@@ -17,7 +17,8 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
     │   │   └── RecordTooLarge                a record over the configured size limit
     │   └── InvalidCursor (ValueError)        a cursor the backend did not hand out
     ├── RunError                              about a whole run, not one node
-    │   └── RunLost                           the run's producer stopped heartbeating (``subscribe``)
+    │   ├── RunLost                           the run's producer stopped heartbeating (``subscribe``)
+    │   └── RunGone                           the run vanished from the backend mid-run (``subscribe``)
     └── WaitError                             a node's outcome that is not a usable result
         ├── NodeFailed                        kind FAILED
         ├── UpstreamFailed                    kind UPSTREAM_FAILED
@@ -25,6 +26,7 @@ Everything derives from :class:`DbtBusError`, so ``except dbtbus.DbtBusError`` c
         ├── NodeNotRun                        kind NOT_RUN
         ├── ProducerLost                      kind PRODUCER_LOST
         ├── RunDataLost                       kind DATA_LOST
+        ├── RunNotFound                       kind RUN_NOT_FOUND
         └── WaitTimeout (TimeoutError)        kind TIMEOUT
 
 The :class:`WaitError` family lives beside :class:`dbtbus.Outcome` (``_outcome.py``): each is made from an
@@ -52,6 +54,7 @@ __all__ = [
     "RecordTooLarge",
     "RunClaimed",
     "RunError",
+    "RunGone",
     "RunLost",
     "UnknownBackend",
 ]
@@ -158,3 +161,16 @@ class RunLost(RunError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (functools.partial(RunLost, run_id=self.run_id), ())
+
+
+class RunGone(RunError):
+    """The run, read in progress, has vanished from the backend — deleted (``dbtbus gc``), expired by its
+    retention or flushed — before it ended (raised by ``Bus.subscribe``; waiters get ``RunNotFound``)."""
+
+    def __init__(self, *, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r} vanished from the bus before it ended: it was deleted, expired or flushed", run_id=run_id
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (functools.partial(RunGone, run_id=self.run_id), ())

@@ -27,6 +27,9 @@ class OutcomeKind(str, enum.Enum):
     #: trimmed stream — or its ending counts more results than it holds) and this node has none left: it may
     #: have succeeded, failed or never run; the log cannot say which.
     DATA_LOST = "data_lost"
+    #: The run was seen (its records were read) and has since vanished from the backend — deleted
+    #: (``dbtbus gc``), expired by its retention or flushed — before this node was decided.
+    RUN_NOT_FOUND = "run_not_found"
     #: The caller's timeout passed first. Made by the bus; :class:`RunState` never answers it.
     TIMEOUT = "timeout"
     #: Not known yet.
@@ -45,3 +48,5 @@ class RunStatus(str, enum.Enum):
     CRASHED = "crashed"
     #: The producer's lease expired mid-run.
     LOST = "lost"
+    #: The run was seen in progress and has since vanished from the backend (deleted, expired, flushed).
+    GONE = "gone"

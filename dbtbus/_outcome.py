@@ -26,6 +26,7 @@ __all__ = [
     "Outcome",
     "ProducerLost",
     "RunDataLost",
+    "RunNotFound",
     "UpstreamFailed",
     "WaitError",
     "WaitTimeout",
@@ -38,6 +39,7 @@ LABELS: Final[Mapping[OutcomeKind, str]] = {
     OutcomeKind.UPSTREAM_FAILED: "upstream failed",
     OutcomeKind.PRODUCER_LOST: "producer lost",
     OutcomeKind.DATA_LOST: "data lost",
+    OutcomeKind.RUN_NOT_FOUND: "run not found",
     OutcomeKind.NOT_RUN: "not run",
     OutcomeKind.NOT_IN_RUN: "not in run",
     OutcomeKind.TIMEOUT: "timeout",
@@ -114,6 +116,10 @@ class Outcome:
             extra = f" ({self.detail})" if self.detail else ""
             return (f"run {self.run_id!r} lost records of its log{extra}: {self.unique_id} has no record left, "
                     "so whether it ran, succeeded or failed is unknown")
+        if kind is OutcomeKind.RUN_NOT_FOUND:
+            extra = f" ({self.detail})" if self.detail else ""
+            return (f"run {self.run_id!r} is no longer on the bus{extra}: it was deleted, expired or flushed "
+                    f"before {self.unique_id} was decided")
         if kind is OutcomeKind.NOT_RUN:
             return f"run {self.run_id!r} ended without running {self.unique_id}{self._why_not_run()}"
         if kind is OutcomeKind.NOT_IN_RUN:
@@ -319,6 +325,16 @@ class RunDataLost(WaitError):
 
 
 
+class RunNotFound(WaitError):
+    """The run was seen (its records were read) and has since vanished from the backend — deleted with
+    ``dbtbus gc``, expired by its retention, flushed — before the node was decided. Never a timeout: the
+    bus knows the run existed. (A waiter that never saw the run cannot tell a deleted run from one not
+    started yet: it waits.)"""
+
+    kind = OutcomeKind.RUN_NOT_FOUND
+
+
+
 class NodeNotInRun(WaitError):
     """The run has started and the node is not in its selected graph: it will never get a result."""
 
@@ -340,5 +356,6 @@ class WaitTimeout(WaitError, TimeoutError):
 #: The exception class of each outcome kind that is an error.
 WAIT_ERRORS: dict[OutcomeKind, type[WaitError]] = {
     cls.kind: cls
-    for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, RunDataLost, WaitTimeout)
+    for cls in (NodeFailed, UpstreamFailed, NodeNotInRun, NodeNotRun, ProducerLost, RunDataLost, RunNotFound,
+                WaitTimeout)
 }

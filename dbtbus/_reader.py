@@ -15,6 +15,16 @@ it never concludes loss from a lease that lapsed during its own outage. The peri
 RunStarted claims (the producer renews that often) — so with the producer's lease of 1.5 periods and checks
 every half period, a dead producer is noticed within 3 periods of its last renewal (24 s at most). A log that
 lost its head (no RunStarted) is watched too, on the longest period.
+
+**Gone.** When that rule would conclude loss, the reader first reads the log from its beginning: a log that
+reads empty there — this reader saw records of it — was deleted (``dbtbus gc``), expired or flushed, and
+the run is *gone* (``RUN_NOT_FOUND``), not merely lost.
+
+**Snapshots.** A reader that reads a log once (``Bus.run_state``, ``dbtbus runs``, ``gc``) was not connected
+while the producer lived: it starts the clock from the records themselves, at the producer's last record
+(by the producer's clock) plus one heartbeat interval — a live producer writes a heartbeat at least that
+often. So a snapshot calls a run lost once its lease is absent and its last record is more than one
+heartbeat plus 2.5 lease periods old (3.5 s at a heartbeat of 1 s, 17.5 s at the default 5 s).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import anyio
@@ -35,7 +46,7 @@ from ._outcome import Outcome
 from ._state import RunState
 from ._wakeup import capture_clock
 from .backends.base import Backend, Entry
-from .events import Record, decode, lease_period
+from .events import HEARTBEAT_RANGE, Record, decode, lease_period
 
 __all__ = ["EVERYTHING", "Batch", "LogTail", "ReaderSettings", "RunReader"]
 
@@ -115,6 +126,19 @@ class Liveness:
     def sign_of_life(self) -> None:
         self.alive_at = self.clock()
 
+    def from_records(self, now: datetime) -> None:
+        """A snapshot's clock (see the module docstring): the producer was last alive one heartbeat interval
+        after its last record, by the producer's clock, at the latest. ``now``: the wall clock, aware."""
+        last = self.state.last_activity
+        if last is None:  # nothing to date the run by: the clock stays at "now" (not lost)
+            return
+        started = self.state.started
+        announced = started.heartbeat_interval if started is not None else None
+        heartbeat = HEARTBEAT_RANGE[1] if announced is None else min(max(announced, HEARTBEAT_RANGE[0]),
+                                                                     HEARTBEAT_RANGE[1])
+        silent = (now - last).total_seconds() - heartbeat
+        self.alive_at = min(self.alive_at, self.clock() - max(0.0, silent))
+
     def outage(self) -> None:
         """This reader could not reach the backend: what it has not seen says nothing about the producer."""
         self._outage = True
@@ -150,6 +174,16 @@ class Liveness:
         # may just be late — a starved producer, a slow network. One more period of grace.
         if self.clock() - self.alive_at < 2.5 * self.period:
             return False
+        # Lost, or gone altogether? A log that reads empty from its beginning was deleted, expired or flushed.
+        try:
+            head = await self.backend.read(self.state.run_id, None, limit=1, timeout=0)
+        except BackendRejected:
+            raise
+        except BackendError:
+            self.outage()
+            raise
+        if not head:
+            return self.state.mark_gone()
         return self.state.mark_lost()
 
 
@@ -318,7 +352,7 @@ def _run_level(outcome: Outcome) -> bool:
     return outcome.kind in _RUN_LEVEL or (outcome.kind is OutcomeKind.NOT_RUN and outcome.record is None)
 
 
-_RUN_LEVEL: Final = frozenset({OutcomeKind.PRODUCER_LOST, OutcomeKind.DATA_LOST})
+_RUN_LEVEL: Final = frozenset({OutcomeKind.PRODUCER_LOST, OutcomeKind.DATA_LOST, OutcomeKind.RUN_NOT_FOUND})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ The rules, each written once below:
   and whatever dbt later publishes for the node (``skipped`` or ``not_run``), so a live waiter and a late
   one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended (or its producer
   was lost) while the log shows a gap (see below) → ``DATA_LOST``; the run ended without it → ``NOT_RUN``;
-  the producer lost → ``PRODUCER_LOST``; otherwise ``PENDING``.
+  the producer lost → ``PRODUCER_LOST``; the run seen in progress and since vanished from the backend
+  (deleted, expired, flushed) → ``RUN_NOT_FOUND``; otherwise ``PENDING``.
 * **Gaps**: a log read from its beginning must start with a ``RunStarted``; one that starts with anything
   else lost its head (a Redis restart without persistence, a flush, a trimmed stream), and a ``RunFinished``
   counting more node results of its attempt than the log holds shows records lost on the way. Then a node
@@ -38,6 +39,7 @@ The rules, each written once below:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from ._dbt.graph import children_index, is_hook, is_test
 from ._kinds import OutcomeKind, RunStatus
@@ -82,6 +84,8 @@ class RunState:
         #: node → the ancestor whose propagating failure dooms it (the root of the cascade).
         self.doomed: dict[str, str] = {}
         self.lost = False
+        #: The run was seen in progress and its log has since vanished from the backend (see :meth:`mark_gone`).
+        self.gone = False
         #: Results as they stood when the current attempt started (re-filtered once its graph is known).
         self._before_attempt: dict[str, NodeResult] = {}
         self._children: dict[str, list[str]] | None = None
@@ -112,12 +116,32 @@ class RunState:
             return RunStatus.CRASHED
         if self.ending is not None:
             return RunStatus.FINISHED
+        if self.gone:
+            return RunStatus.GONE
         return RunStatus.LOST if self.lost else RunStatus.RUNNING
 
     @property
     def over(self) -> bool:
-        """The current attempt will publish nothing more: it ended, or its producer is lost."""
-        return (self.started is not None or bool(self.gap)) and (self.ending is not None or self.lost)
+        """The current attempt will publish nothing more: it ended, its producer is lost or the run is gone."""
+        return (self.started is not None or bool(self.gap)) and (
+            self.ending is not None or self.lost or self.gone
+        )
+
+    @property
+    def last_activity(self) -> datetime | None:
+        """When the producer last wrote something this state holds, by the producer's clock: its ending, else
+        the latest of its last heartbeat, its start and the results, node starts and batches of the
+        current attempt (``None`` for a log without any)."""
+        if self.ending is not None:
+            return self.ending.finished_at
+        attempt = self.attempt
+        times = [self.started.started_at] if self.started is not None else []
+        if self.last_heartbeat is not None:
+            times.append(self.last_heartbeat.at)
+        times.extend(r.finished_at for r in self.results.values() if r.finished_at and r.attempt >= attempt)
+        times.extend(s.started_at for s in self.running.values() if s.started_at is not None)
+        times.extend(b.finished_at for bs in self.batches.values() for b in bs if b.finished_at is not None)
+        return max(times) if times else None
 
     # ------------------------------------------------------------------------------------------ folding
 
@@ -146,6 +170,7 @@ class RunState:
             self.last_heartbeat = record
             self.heartbeats.append(record)
             self.lost = False
+            self.gone = False  # written after the run vanished: it is back (a producer that recovered it)
             return []
         if isinstance(record, RunStarted):
             self._apply_started(record)
@@ -168,6 +193,14 @@ class RunState:
         self.lost = True
         return True
 
+    def mark_gone(self) -> bool:
+        """The run, seen in progress, has vanished from the backend (its log reads empty from the beginning and
+        its lease is gone: deleted, expired or flushed). Return True if that changes anything."""
+        if (self.started is None and not self.gap) or self.ending is not None or self.gone:
+            return False
+        self.gone = True
+        return True
+
     def _stale(self, attempt: int | None) -> bool:
         return attempt is not None and self.started is not None and attempt < self.started.attempt
 
@@ -175,6 +208,7 @@ class RunState:
         previous = self.started
         if record.recovered and (previous is None or record.attempt >= previous.attempt):
             self.gap = ""  # every terminal record the producer holds follows
+            self.gone = False
         if previous is not None and record.attempt == previous.attempt:
             if previous.graph is not None and record.graph is None:
                 return  # a refinement that knows less than what we have
@@ -185,6 +219,7 @@ class RunState:
             self._before_attempt = dict(self.results)
             self.ending = None
             self.lost = False
+            self.gone = False
             self.running.clear()
             self.batches = {}
             self.heartbeats = []
@@ -300,6 +335,9 @@ class RunState:
         graph = self.graph
         if graph is not None and unique_id not in graph:
             return self._make(OutcomeKind.NOT_IN_RUN, unique_id)
+        if self.gone and self.ending is None:
+            # Before DATA_LOST and PRODUCER_LOST: whatever else the log had to say is gone with it.
+            return self._make(OutcomeKind.RUN_NOT_FOUND, unique_id)
         if self.gap and (self.ending is not None or self.lost):
             return self._make(OutcomeKind.DATA_LOST, unique_id, ending=self.ending, detail=self.gap)
         if self.ending is not None:
@@ -351,6 +389,8 @@ class RunState:
                 return self._make(OutcomeKind.FAILED, uid, record=verdict.record)
             elif kind is OutcomeKind.PRODUCER_LOST:
                 return self._make(OutcomeKind.PRODUCER_LOST, uid, detail=f"before its test {test} finished")
+            elif kind is OutcomeKind.RUN_NOT_FOUND:
+                return self._make(OutcomeKind.RUN_NOT_FOUND, uid, detail=f"before its test {test} was decided")
             elif kind is OutcomeKind.DATA_LOST:
                 return self._make(OutcomeKind.DATA_LOST, uid, ending=self.ending,
                                   detail=f"{verdict.detail}; its test {test} has no record left")

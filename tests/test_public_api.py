@@ -24,7 +24,8 @@ PUBLIC = {
     # errors
     "AuthenticationFailed", "BackendError", "BackendRejected", "BackendUnavailable", "ConfigurationError",
     "DbtBusError", "DecodeError", "InvalidCursor", "MemrayUnavailable", "NodeFailed", "NodeNotInRun", "NodeNotRun",
-    "PermissionDenied", "ProducerLost", "RecordTooLarge", "RunClaimed", "RunDataLost", "RunError", "RunLost",
+    "PermissionDenied", "ProducerLost", "RecordTooLarge", "RunClaimed", "RunDataLost", "RunNotFound", "RunError",
+    "RunGone", "RunLost",
     "InvalidRunId",
     "UnknownBackend", "UpstreamFailed", "WaitError", "WaitTimeout",
 }  # fmt: skip

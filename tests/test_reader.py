@@ -70,6 +70,60 @@ async def test_producer_lost_after_its_lease_and_one_heartbeat_of_grace(bus: Bus
         await bus.wait(RUN, "model.b", timeout=2)
 
 
+async def test_a_run_deleted_under_its_waiters_answers_run_not_found(bus: Bus) -> None:
+    """The reader saw the run; its producer is gone and so is the run (deleted, expired, flushed): the node
+    already decided keeps its answer, the others get RunNotFound — not ProducerLost, not the timeout."""
+    interval = 0.2
+    await bus.renew_lease(RUN, "producer", ttl=1.5 * interval)
+    await bus.publish([started(DIAMOND, heartbeat_interval=interval), result("seed.s")])
+    async with anyio.create_task_group() as tg:
+        got: dict[str, str] = {}
+
+        async def wait(uid: str) -> None:
+            got[uid] = (await bus.outcome(RUN, uid, timeout=30)).kind.value
+
+        for uid in ("seed.s", "model.a"):
+            tg.start_soon(wait, uid)
+        await anyio.sleep(0.1)  # both waiters are on the reader, which has read the run
+        start = anyio.current_time()
+        await bus.delete_run(RUN)
+    assert got == {"seed.s": "success", "model.a": "run_not_found"}
+    assert anyio.current_time() - start < 3 * interval + 1.0
+    with pytest.raises(dbtbus.RunNotFound, match="no longer on the bus"):  # the lingering reader remembers
+        await bus.wait(RUN, "model.b", timeout=5)
+
+
+async def test_subscribe_raises_run_gone_for_a_run_deleted_mid_run(bus: Bus) -> None:
+    interval = 0.2
+    await bus.publish(started(DIAMOND, heartbeat_interval=interval))
+    seen = []
+
+    async def follow() -> None:
+        async for entry in bus.subscribe(RUN):
+            seen.append(entry.record)
+            await bus.delete_run(RUN)
+
+    with pytest.raises(dbtbus.RunGone, match="deleted, expired or flushed"):
+        await follow()
+    assert len(seen) == 1
+
+
+async def test_a_snapshot_dates_a_dead_producer_by_its_records(bus: Bus) -> None:
+    """run_state reads once: a run with no lease whose last record is older than one heartbeat plus 2.5
+    lease periods is lost; a fresh record, or a live lease, keeps it running."""
+    from datetime import datetime, timedelta, timezone
+
+    await bus.release_lease(RUN, "test-producer")  # the fixture's producer: this one died
+    long_ago = datetime.now(timezone.utc) - timedelta(seconds=3)
+    await bus.publish(started(DIAMOND, heartbeat_interval=0.2, started_at=long_ago))  # 0.2 + 2.5 x 0.2 s
+    assert (await bus.run_state(RUN)).status is dbtbus.RunStatus.LOST
+    await bus.renew_lease(RUN, "test-producer", ttl=30)
+    assert (await bus.run_state(RUN)).status is dbtbus.RunStatus.RUNNING  # the lease says it lives
+    await bus.release_lease(RUN, "test-producer")
+    await bus.publish(Heartbeat(run_id=RUN))  # written now: it may just be late
+    assert (await bus.run_state(RUN)).status is dbtbus.RunStatus.RUNNING
+
+
 async def test_a_heartbeating_producer_is_not_lost(bus: Bus) -> None:
     interval = 0.1
     await bus.publish(started(DIAMOND, heartbeat_interval=interval))

@@ -326,3 +326,26 @@ def test_resume_never_leaves_out_project_hooks() -> None:
     state = fold(started({**MODEL_WITH_TESTS, hook: []}), result(hook), result("model.a"))
     assert state.resume_excludes() == ["model.a"]
     assert state.total == 5
+
+
+def test_a_run_gone_mid_run_answers_run_not_found_for_what_it_had_not_decided() -> None:
+    state = RunState(RUN)
+    assert not state.mark_gone()  # never seen: nothing to say (it may not have started yet)
+    state.apply(started(DIAMOND))
+    state.apply(result("seed.s"))
+    assert state.mark_gone() and not state.mark_gone()
+    assert state.status is RunStatus.GONE and state.over
+    assert state.outcome("seed.s").kind is OutcomeKind.SUCCESS  # decided before: it stands
+    assert state.outcome("model.a").kind is OutcomeKind.RUN_NOT_FOUND
+    assert state.outcome("seed.s", include_tests=False).ok
+    assert state.outcome("model.zz").kind is OutcomeKind.NOT_IN_RUN
+    state.apply(started(DIAMOND, attempt=2))  # a later attempt brings the run back
+    assert state.status is RunStatus.RUNNING and state.outcome("model.a").kind is OutcomeKind.PENDING
+
+
+def test_a_finished_run_is_never_gone() -> None:
+    state = RunState(RUN)
+    state.apply(started(DIAMOND))
+    state.apply(RunFinished(run_id=RUN, success=True))
+    assert not state.mark_gone()
+    assert state.outcome("model.a").kind is OutcomeKind.NOT_RUN

@@ -21,6 +21,8 @@ AIRFLOW_STATE: Mapping[OutcomeKind, str] = {
     OutcomeKind.PRODUCER_LOST: "failed",
     #: Never skipped: the node's record was lost, it may well have run (its message says so).
     OutcomeKind.DATA_LOST: "failed",
+    #: The run was deleted, expired or flushed under the waiter: its answer is gone, never a skip.
+    OutcomeKind.RUN_NOT_FOUND: "failed",
     OutcomeKind.TIMEOUT: "failed",
     OutcomeKind.PENDING: "failed",
 }

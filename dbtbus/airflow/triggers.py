@@ -15,6 +15,8 @@ ever runs the sensor:
 ``PRODUCER_LOST``           failed / up_for_retry    ``TaskFailedEvent``
 ``DATA_LOST``               failed / up_for_retry    ``TaskFailedEvent``; the log says the run's records
                                                      were lost (never a skip: the node may have run)
+``RUN_NOT_FOUND``           failed / up_for_retry    ``TaskFailedEvent``; the log says the run was deleted,
+                                                     expired or flushed under the waiter
 ``TIMEOUT``                 failed / up_for_retry    ``TaskFailedEvent``
 ``NOT_IN_RUN``              failed, no retry         back to a worker, which raises ``AirflowFailException``
 ==========================  =======================  ==================================================

@@ -107,6 +107,13 @@ def _as_cert_reqs(name: str, value: Any) -> str:
     return text
 
 
+def _as_eviction(name: str, value: Any) -> str:
+    text = _as_str(name, value).lower()
+    if text not in ("warn", "error", "ignore"):
+        raise ConfigurationError(f"option {name!r} must be warn, error or ignore, got {value!r}")
+    return text
+
+
 # Backend options (not passed to redis-py).
 _BACKEND_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "prefix": _as_prefix,
@@ -116,6 +123,7 @@ _BACKEND_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "retries": lambda n, v: _as_int(n, v, 0),
     "max_blocking": lambda n, v: _as_int(n, v, 1),
     "max_record_bytes": lambda n, v: _as_int(n, v, 1),
+    "eviction": _as_eviction,
 }
 # Connection options, handed to redis-py.
 _CLIENT_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
@@ -150,6 +158,8 @@ class RedisSettings:
     retries: int = 3
     max_blocking: int = 1000
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    #: What ``open`` does when the server may evict dbtbus's keys (a maxmemory policy other than noeviction).
+    eviction: str = "warn"
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments

@@ -43,6 +43,8 @@ round trip, default 1000), ``cluster=true`` (Redis Cluster), ``retries`` (defaul
 64; callers beyond it wait for a free connection), ``client_name``, ``health_check_interval`` and, for
 ``rediss://``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
 (none/optional/required) and ``ssl_check_hostname``.
+``eviction`` (``warn``, ``error``, ``ignore``): what ``open`` does when the server's maxmemory-policy can
+evict dbtbus's keys.
 
 redis-py's asyncio client is asyncio-only: use this backend under asyncio (anyio on its asyncio backend).
 List and delete runs with ``dbtbus runs`` and ``dbtbus gc``.
@@ -104,6 +106,8 @@ _TRANSIENT_CODES: Final = frozenset(
     {"READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "OOM", "BUSY", "NOREPLICAS"}
 )
 _AUTH_CODES: Final = frozenset({"WRONGPASS", "NOAUTH"})
+#: (server, maxmemory-policy) pairs the eviction check already reported in this process.
+_EVICTION_SAID: set[tuple[str, str | None]] = set()
 #: How Redis 7.0 words an ACL denial of a command a script calls (an ERR reply, no NOPERM code).
 _SCRIPT_NOPERM: Final = "user executing the script can't run this command"
 
@@ -465,6 +469,51 @@ class RedisBackend(Backend):
             return
         self._client = self._new_client(blocking=False)
         self._blocking = self._new_client(blocking=True)
+        if self.settings.eviction != "ignore":
+            await self._check_eviction()
+
+    async def _check_eviction(self) -> None:
+        """Warn (or, with ``eviction=error``, refuse) when the server may evict dbtbus's keys.
+
+        Any policy but ``noeviction`` can, once ``maxmemory`` is reached: ``allkeys-*`` any key (a run's log and
+        node records: data lost; its claim and lease), and ``volatile-*`` every key with an expiry — always the
+        producers' leases (``volatile-ttl`` takes the shortest first: a live producer's lease evicted looks
+        like its death) and every key of a run with a retention. ``maxmemory 0`` never evicts. CONFIG GET may
+        be refused (an ACL, a managed Redis that renames CONFIG): then INFO memory; if both are, the check is
+        skipped with one info line. Best effort and bounded: an unreachable server is not this check's to
+        report (the first real command says so).
+        """
+        policy, maxmemory = None, None
+        with anyio.move_on_after(self.settings.socket_connect_timeout):
+            try:
+                reply = await self._client.config_get("maxmemory*")
+                values = {_text(key): _text(value) for key, value in dict(reply).items()}
+                policy, maxmemory = values.get("maxmemory-policy"), values.get("maxmemory")
+            except Exception:  # refused (NOPERM, CONFIG renamed) or not now: try INFO
+                with contextlib.suppress(Exception):
+                    info = await self._client.info("memory")
+                    policy, maxmemory = info.get("maxmemory_policy"), info.get("maxmemory")
+        policy = None if policy is None else _text(policy)
+        if policy == "noeviction" or str(maxmemory) == "0":
+            return
+        said = (self.settings.display_url, policy)
+        if said in _EVICTION_SAID and self.settings.eviction == "warn":
+            return  # once per process, server and policy: a sensor's every poke opens a backend
+        _EVICTION_SAID.add(said)
+        if policy is None:
+            logger.info("dbtbus: could not read the maxmemory-policy of %s (grant +config|get or +info to check "
+                        "that it cannot evict dbtbus's keys)", self.settings.display_url)
+            return
+        message = (
+            f"Redis at {self.settings.display_url} has maxmemory-policy {policy} (maxmemory {maxmemory}): when it "
+            "fills up it can evict dbtbus's keys — a run's records (answered as data_lost), its claim, a live "
+            "producer's lease (a false producer_lost). Set maxmemory-policy noeviction (a full Redis is then an "
+            "outage dbtbus rides out), or pass eviction=ignore to silence this (eviction=error to refuse)"
+        )
+        if self.settings.eviction == "error":
+            await self.aclose()  # open fails: nothing of it may stay connected
+            raise ConfigurationError(message)
+        logger.warning("dbtbus: %s", message)
 
     async def aclose(self) -> None:
         self._closed = True

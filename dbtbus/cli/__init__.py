@@ -27,6 +27,7 @@ from ._exit_codes import (  # noqa: F401 - the codes, importable from the packag
     EXIT_OK,
     EXIT_PRODUCER_LOST,
     EXIT_REJECTED,
+    EXIT_RUN_NOT_FOUND,
     EXIT_TIMEOUT,
     EXIT_UNDELIVERED,
     EXIT_UNREACHABLE,

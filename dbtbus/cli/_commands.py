@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .._bus import Bus, connect
-from .._exceptions import BackendRejected, RunLost
+from .._exceptions import BackendRejected, RunGone, RunLost
 from .._format import format_counts, redact_url
 from .._kinds import OutcomeKind, RunStatus
 from .._outcome import Outcome
@@ -27,6 +27,7 @@ from ._exit_codes import (
     EXIT_NOT_RUN,
     EXIT_OK,
     EXIT_PRODUCER_LOST,
+    EXIT_RUN_NOT_FOUND,
     EXIT_TIMEOUT,
     EXIT_UNDELIVERED,
     EXIT_UPSTREAM_FAILED,
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace, bus_url: BusUrl) -> int:
                         progress.update(record)
                         if isinstance(record, (RunFinished, RunCrashed)):
                             seen_end.set()
-                except RunLost:
+                except (RunLost, RunGone):
                     pass
 
             with progress:
@@ -277,6 +278,10 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 except RunLost:
                     progress.lost()
                     return False
+                except RunGone as exc:  # deleted, expired or flushed under the watcher: exit 12, not "lost"
+                    progress.state.mark_gone()
+                    sys.stderr.write(f"dbtbus: {exc}\n")
+                    return True
                 return True
 
             ended = True
@@ -301,6 +306,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
 _RUN_EXIT: dict[RunStatus, int] = {
     RunStatus.CRASHED: EXIT_PRODUCER_LOST,
     RunStatus.LOST: EXIT_PRODUCER_LOST,
+    RunStatus.GONE: EXIT_RUN_NOT_FOUND,
     RunStatus.PENDING: EXIT_NOT_RUN,
     RunStatus.RUNNING: EXIT_OK,  # --once on a run in progress
 }
@@ -311,6 +317,7 @@ _STATUS_LABEL: dict[RunStatus, str] = {
     RunStatus.FINISHED: "finished",
     RunStatus.CRASHED: "crashed",
     RunStatus.LOST: "lost",
+    RunStatus.GONE: "gone",
 }
 
 
@@ -490,6 +497,7 @@ EXIT_BY_KIND: dict[OutcomeKind, int] = {
     OutcomeKind.UPSTREAM_FAILED: EXIT_UPSTREAM_FAILED,
     OutcomeKind.PRODUCER_LOST: EXIT_PRODUCER_LOST,
     OutcomeKind.DATA_LOST: EXIT_DATA_LOST,
+    OutcomeKind.RUN_NOT_FOUND: EXIT_RUN_NOT_FOUND,
     OutcomeKind.NOT_RUN: EXIT_NOT_RUN,
     OutcomeKind.NOT_IN_RUN: EXIT_NOT_IN_RUN,
     OutcomeKind.TIMEOUT: EXIT_TIMEOUT,
@@ -656,7 +664,7 @@ async def _state_with_graph(bus: Bus, run_id: str, timeout: float | None) -> Run
                 state.apply(entry.record)
                 if state.graph is not None:
                     return state
-        except RunLost:
+        except (RunLost, RunGone):
             pass
         return state  # ended (or lost) without a graph: what it ran is all there is
     return None

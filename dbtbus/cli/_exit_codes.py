@@ -19,7 +19,8 @@ EXIT_UNREACHABLE = 8
 EXIT_REJECTED = 9
 EXIT_NO_RUN = 10
 EXIT_DATA_LOST = 11
-EXIT_UNDELIVERED = 12
+EXIT_RUN_NOT_FOUND = 12
+EXIT_UNDELIVERED = 13
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -36,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
     EXIT_NO_RUN: "--require-run: the bus has never seen the run",
     EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
+    EXIT_RUN_NOT_FOUND: "the run was seen and has since been deleted, expired or flushed from the bus",
     EXIT_UNDELIVERED: "lineage: the OpenLineage transport failed to deliver an event (emit the run again: same runs)",
 }
 

@@ -26,6 +26,11 @@ The rules it keeps:
   in ONE append, so no reader ever sees the ``not_run`` records without the ending.
 * **Permanent backend errors stop it at once** (:class:`~dbtbus.BackendRejected`: authentication, ACL,
   a run claimed by another producer): never retried, one log line, the result says what was published.
+* **An abandoned run expires too**: with a ``retention``, every append and every lease renewal is followed
+  by ``expire_run(lease + retention)`` — an append makes the run's keys permanent again (the backend rule), so
+  the expiry must follow the last one. A producer that dies (SIGKILL, OOM, host gone) leaves a run whose keys
+  vanish ``retention`` after its lease lapsed, with no process alive to clean up; a producer that ends sets
+  the plain ``retention`` as before. One more backend call per publish, only with a retention.
 * **Records fit** ``max_record_size``: oversized text fields are truncated with a visible marker; a record
   that still does not fit is counted and logged (``oversized``), never silently dropped.
 """
@@ -410,7 +415,25 @@ class Publisher:
         self.published += len(batch)
         self._sequence += len(batch)
         self._failures = 0
+        await self._expire_if_abandoned(bus)
         return True
+
+    def _lease_ttl(self) -> float:
+        return 1.5 * lease_period(self.heartbeat_interval)
+
+    async def _expire_if_abandoned(self, bus: Bus) -> None:
+        """With a retention, the run's keys expire ``retention`` after the lease would lapse: if this process
+        dies now, nobody is left to expire them (see the module's rules). A failure here is not a failed
+        publish (the records are stored): the next renewal sets the expiry again."""
+        if self.retention is None:
+            return
+        try:
+            await bus.expire_run(self.run_id, self._lease_ttl() + self.retention)
+        except Exception as exc:
+            if is_rejected(exc):
+                self._failed(exc, "setting the run's retention")
+            else:
+                logger.debug("dbtbus: setting the retention of run %r failed: %r", self.run_id, exc)
 
     async def _publish_one_by_one(self, bus: Bus, batch: list[Encoded], what: str, refusal: Exception) -> bool:
         """The backend refused ``batch`` as too large (its limit is below ``max_record_size``): publish the
@@ -478,7 +501,7 @@ class Publisher:
             )
 
     async def _renew(self, bus: Bus) -> bool:
-        ttl = 1.5 * lease_period(self.heartbeat_interval)
+        ttl = self._lease_ttl()
         try:
             if self._claimed:
                 held = await bus.renew_lease(self.run_id, self.holder, ttl)
@@ -492,6 +515,7 @@ class Publisher:
             self._failed(exc, "renewing the lease")
             return False
         self._lease_doubtful = False
+        await self._expire_if_abandoned(bus)
         return True
 
     def _claim_vanished(self) -> None:

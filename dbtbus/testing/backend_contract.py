@@ -431,6 +431,25 @@ class BackendContract:
         await backend.expire_run(new_run(), 1)  # an unknown run: nothing to do
 
     @pytest.mark.anyio
+    async def test_the_latest_expire_run_wins(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        """A producer with a retention re-arms its run's expiry after every append and renewal (lease +
+        retention: a producer that dies leaves keys that still expire), then sets the plain retention when it
+        ends: each ``expire_run`` replaces the previous one, later or sooner."""
+        later, sooner = new_run(), new_run()
+        for run in (later, sooner):
+            await backend.append(run, [Append(b"x", node="n")])
+        await backend.expire_run(later, 0.2)
+        await backend.expire_run(later, 30)  # moved later: it must outlive the first ttl
+        await backend.expire_run(sooner, 30)
+        await backend.expire_run(sooner, 0.2)  # moved sooner: the run ended, its plain retention applies
+        await anyio.sleep(0.4)
+        assert _data(await backend.read(later, None)) == [b"x"]
+        assert await backend.get_node(later, "n") == b"x"
+        assert await backend.read(sooner, None) == []
+        assert await backend.get_node(sooner, "n") is None
+        assert sooner not in await backend.list_runs()
+
+    @pytest.mark.anyio
     async def test_append_cancels_expiry(self, backend: Backend, run_id: str) -> None:
         await backend.append(run_id, [Append(b"a", node="n")])
         await backend.expire_run(run_id, 0.2)

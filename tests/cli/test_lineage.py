@@ -85,7 +85,7 @@ def test_an_undeliverable_event_exits_12_and_bad_input_exits_1(
     publish_now(memory_url, "r3", "success")
     assert main(["lineage", "r3", "--bus", memory_url, "--no-datasets"]) == 12
     assert "could not deliver START of dbt-run" in capsys.readouterr().err
-    assert "OpenLineage transport" in EXIT_CODES[12]
+    assert "OpenLineage transport" in EXIT_CODES[13]
     assert main(["lineage", "r3", "--bus", memory_url, "--parent", "airflow/just-two"]) == 1
     assert "namespace/job_name/run_id" in capsys.readouterr().err
     root_only = ["--root-parent", "a/b/01938a5e-0000-7000-8000-000000000001"]

@@ -1,11 +1,14 @@
 """Run one real producer (dbt in this process) for the fault suite; print its result as one JSON line.
 
     python _produce.py URL RUN_ID HEARTBEAT ATTEMPT -- dbt args...
+
+``DBTBUS_FAULTS_RETENTION`` (seconds) in the environment gives the producer a retention.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -14,7 +17,12 @@ def main(argv: list[str]) -> int:
     dbt_args = argv[5:] if len(argv) > 4 and argv[4] == "--" else argv[4:]
     from dbtbus.producer import Producer
 
-    producer = Producer(url, run_id, heartbeat_interval=float(heartbeat), attempt=int(attempt), grace=0.5)
+    # The test's environment may ask for a retention (seconds): an abandoned run's keys must expire by it.
+    retention = os.environ.get("DBTBUS_FAULTS_RETENTION")
+    producer = Producer(
+        url, run_id, heartbeat_interval=float(heartbeat), attempt=int(attempt), grace=0.5,
+        retention=float(retention) if retention else None,
+    )
     try:
         result = producer.invoke(dbt_args)
     except Exception as exc:  # the report says how it failed; the test decides whether that is right

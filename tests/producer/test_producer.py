@@ -425,8 +425,10 @@ async def test_retention_expires_the_run_after_it_ends(small_project: Any, anyio
     from dbtbus.backends.mock import MockBackend, MockCall
 
     expiries: list[tuple[str | None, float]] = []
+    calls: list[str] = []
 
     def record_expiry(call: MockCall) -> None:
+        calls.append(call.method)
         if call.method == "expire_run":
             expiries.append((call.run_id, call.args[0]))
 
@@ -435,6 +437,12 @@ async def test_retention_expires_the_run_after_it_ends(small_project: Any, anyio
             ["build", *small_project.dbt_args()]
         )
         assert isinstance(result, ProducerResult) and not result.crashed
-        assert expiries == [("kept-a-while", 3600)]
+        # While it runs, each append and renewal is followed by an expiry of lease (1.5 x 5 s) + retention, so a
+        # producer killed at any point leaves keys that expire; its end sets the plain retention, last.
+        assert expiries[-1] == ("kept-a-while", 3600)
+        assert set(expiries[:-1]) == {("kept-a-while", 3607.5)}, expiries
+        last_append = max(i for i, method in enumerate(calls) if method == "append")
+        assert "expire_run" in calls[last_append + 1 : calls.index("release_lease")], calls
+        assert calls.count("expire_run") >= calls.count("append") // 2, calls  # not once per run: after appends
         state = await bus.run_state("kept-a-while")
         assert isinstance(state.ending, RunFinished)  # expiry is set after the run's last record
