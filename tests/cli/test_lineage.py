@@ -74,7 +74,7 @@ def test_follow_ends_the_open_runs_of_a_lost_producer_with_exit_code_4(
     assert invocation["run"]["facets"]["parent"]["job"]["name"] == "dag.dbt_build"
 
 
-def test_an_undeliverable_event_exits_12_and_bad_input_exits_1(
+def test_an_undeliverable_event_exits_13_and_bad_input_exits_1(
     memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "openlineage.yml"
@@ -83,7 +83,7 @@ def test_an_undeliverable_event_exits_12_and_bad_input_exits_1(
     monkeypatch.delenv("OPENLINEAGE_URL", raising=False)
     monkeypatch.setenv("OPENLINEAGE_CONFIG", str(config))
     publish_now(memory_url, "r3", "success")
-    assert main(["lineage", "r3", "--bus", memory_url, "--no-datasets"]) == 12
+    assert main(["lineage", "r3", "--bus", memory_url, "--no-datasets"]) == 13
     assert "could not deliver START of dbt-run" in capsys.readouterr().err
     assert "OpenLineage transport" in EXIT_CODES[13]
     assert main(["lineage", "r3", "--bus", memory_url, "--parent", "airflow/just-two"]) == 1
