@@ -23,7 +23,6 @@ Needs Airflow (run it with the airflow nox session's interpreter)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -35,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, compile_bytecode, log, machine, replace_doc_section, spread, write_json
+from bench._harness import ROOT, Measured, Options, benchmark, log, standalone, stat
 
 NAME = "airflow_footprint"
 SECTION = "## What the dag-processor and the triggerer pay"
@@ -144,9 +143,9 @@ def parse_cost(models: int, repeats: int, workdir: Path, *, plain: bool = False)
         "plain_airflow": plain,
         "manifest_nodes": nodes,
         "manifest_bytes": manifest.stat().st_size,
-        "wall": spread([r["wall"] for r in runs]),
-        "cpu": spread([r["cpu"] for r in runs]),
-        "peak_rise": spread([r["peak_rise"] for r in runs]),
+        "wall": stat([r["wall"] for r in runs]),
+        "cpu": stat([r["cpu"] for r in runs]),
+        "peak_rise": stat([r["peak_rise"] for r in runs]),
         "modules": runs[-1]["modules"],
         "dbt_imported": any(r["dbt_imported"] for r in runs),
         "heavy_modules": runs[-1]["heavy"],
@@ -309,16 +308,17 @@ def triggerer_memory(url: str, sensors: int, repeats: int, *, started: str | Non
         "started": started,
         "sensors": sensors,
         "all_waiting": all(r["waiting"] == sensors for r in runs),
-        "traced_per_sensor": spread([r["per_sensor"] for r in runs if r["traced"]]),
-        "rss_per_sensor": spread([r["per_sensor"] for r in runs if not r["traced"]]),
+        "traced_per_sensor": stat([r["per_sensor"] for r in runs if r["traced"]]),
+        "rss_per_sensor": stat([r["per_sensor"] for r in runs if not r["traced"]]),
         "rss_without_tracemalloc": True,
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+@benchmark(name=NAME, order=110, interpreter="airflow")
+def run(opts: Options) -> Measured:
     from dbtbus.testing import RedisServer, find_redis_server
 
-    repeats = 2 if quick else 5
+    repeats = 2 if opts.quick else 5
     with tempfile.TemporaryDirectory() as tmp:
         parse = []
         # 200 and 5,000 manifest nodes: a third are models, two thirds their tests (seeds besides).
@@ -334,7 +334,7 @@ def run(quick: bool) -> dict[str, Any]:
             # The DAG's size matters there: 200 models, each sensor holding what Airflow built for it.
             for started in ("release", "keep"):
                 triggers.append(triggerer_memory(server.url, 200, max(1, repeats - 3), started=started))
-    return {"machine": machine(), "parse": parse, "triggers": triggers}
+    return Measured(params={"repeats": repeats}, figures={"parse": parse, "triggers": triggers})
 
 
 def _kb(value: float) -> str:
@@ -401,23 +401,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write", type=Path, default=None, help="a Markdown page to put the section in")
-    parser.add_argument("--render-only", action="store_true", help="re-render the last JSON results")
-    args = parser.parse_args(argv)
-    if args.render_only:
-        data = json.loads((ROOT / "bench" / "results" / f"{NAME}.json").read_text())
-        if args.write is not None:
-            replace_doc_section(args.write, SECTION, render(data))
-        return
-    compile_bytecode()
-    data = run(args.quick)
-    print(write_json(ROOT / "bench" / "results", NAME, data))
-    text = render(data)
-    print(text)
-    if args.write is not None:
-        replace_doc_section(args.write, SECTION, text)
+    standalone(NAME, argv)
 
 
 if __name__ == "__main__":

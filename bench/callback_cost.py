@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import PY, Options, child_json, emit, log, machine, ratio, run_child, spread, write_json
+from bench._harness import PY, Measured, Options, benchmark, child_json, emit, log, ratio, run_child, standalone, stat
 
 NAME = "callback_cost"
 CAPTURE_MODELS = 20
@@ -46,7 +46,7 @@ def _time_calls(make: Any, msgs: list[Any], rounds: int) -> list[float]:
     return per_round
 
 
-def child_main(rounds: int) -> None:
+def child_main(rounds: int, models: int) -> None:
     from dbt.cli.main import dbtRunner
 
     from dbtbus.producer._callback import extract, make_callback
@@ -55,7 +55,7 @@ def child_main(rounds: int) -> None:
     from dbtbus.testing.projects import generate_project
 
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-cb-"))
-    project = generate_project(tmp / "p", models=CAPTURE_MODELS, tests_per_model=1)
+    project = generate_project(tmp / "p", models=models, tests_per_model=1)
     args = ["build", *project.dbt_args(), "--quiet"]
     dbtRunner().invoke(args)  # warm-up: parse once, so the captured run is a usual (partial-parse) one
     events: list[Any] = []
@@ -90,7 +90,7 @@ def child_main(rounds: int) -> None:
         "wanted_by_name": counts,
         "nodes": len(project.nodes),
         "build_wall": build_wall,
-        "ns_per_call": {k: spread(v) for k, v in timings.items()},
+        "ns_per_call": {k: stat(v) for k, v in timings.items()},
     })
 
 
@@ -108,7 +108,7 @@ def overhead(quick: bool) -> dict[str, Any]:
         cli = series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
         base = statistics.median(cli["cli-text"])
         subprocess_variants = {
-            v: {**spread(w), "ratio_of_medians": ratio(statistics.median(w), base),
+            v: {**stat(w), "ratio_of_medians": ratio(statistics.median(w), base),
                 "ratio_of_mins": ratio(min(w), min(cli["cli-text"]))}
             for v, w in cli.items()
         }
@@ -116,55 +116,53 @@ def overhead(quick: bool) -> dict[str, Any]:
         "models": models,
         "nodes": len(project.nodes),
         "repetitions": repeat,
-        "bare": spread(bare),
-        "producer": spread(prod),
+        "bare": stat(bare),
+        "producer": stat(prod),
         "ratio_of_medians": ratio(statistics.median(prod), statistics.median(bare)),
         "ratio_of_mins": ratio(min(prod), min(bare)),
         "subprocess": subprocess_variants,
     }
 
 
-def run(opts: Options) -> dict[str, Any]:
-    rounds = 50 if opts.quick else ROUNDS
-    data = child_json(run_child([PY, "-m", "bench.callback_cost", "--child", "--rounds", str(rounds)], timeout=900),
-                      "callback_cost child")
+@benchmark(name=NAME, order=20)
+def run(opts: Options) -> Measured:
+    rounds = 10 if opts.tiny else 50 if opts.quick else ROUNDS
+    models = 2 if opts.tiny else CAPTURE_MODELS
+    data = child_json(run_child([PY, "-m", "bench.callback_cost", "--child", "--rounds", str(rounds),
+                                 "--models", str(models)], timeout=900), "callback_cost child")
     ns = data["ns_per_call"]
     log(f"callback: wanted {ns['callback_wanted']['median']:.0f} ns, unwanted {ns['callback_unwanted']['median']:.0f}"
         f" ns, no-op {ns['noop_all']['median']:.0f} ns, extract {ns['extract_wanted']['median']:.0f} ns; "
         f"{data['events']} events for {data['nodes']} nodes")
-    log("callback: in-process producer overhead (bench/producer_overhead.py series)")
-    ovh = overhead(opts.quick)
-    log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
+    ovh = None
+    if not opts.tiny:  # dbt builds alternated in fresh interpreters: minutes, not the smoke test's seconds
+        log("callback: in-process producer overhead (bench/producer_overhead.py series)")
+        ovh = overhead(opts.quick)
+        log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
     per_run_us = (ns["callback_all"]["median"] * data["events"]) / 1000
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "capture_project_models": CAPTURE_MODELS,
-        "rounds": rounds,
-        "capture": {k: v for k, v in data.items() if k != "ns_per_call"},
-        "ns_per_call": ns,
-        "callback_total_per_run_us": per_run_us,
-        "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
-        "overhead": ovh,
-    }
+    return Measured(
+        params={"capture_project_models": models, "rounds": rounds},
+        figures={
+            "capture": {k: v for k, v in data.items() if k != "ns_per_call"},
+            "ns_per_call": ns,
+            "callback_total_per_run_us": per_run_us,
+            "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
+            "overhead": ovh,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child_main(args.rounds)
+    if argv[:1] == ["--child"]:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--child", action="store_true")
+        parser.add_argument("--rounds", type=int, default=ROUNDS)
+        parser.add_argument("--models", type=int, default=CAPTURE_MODELS)
+        args = parser.parse_args(argv)
+        child_main(args.rounds, args.models)
         return
-    opts = Options(quick=args.quick)
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    print(write_json(opts.results_dir, NAME, run(opts)))
+    standalone(NAME, argv)
 
 
 if __name__ == "__main__":
