@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interpreter", choices=INTERPRETERS, default="dbtbus",
                         help="run the benchmarks of this virtualenv (default: dbtbus)")
     parser.add_argument("--list", action="store_true", help="list the registered benchmarks and exit")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a note for every result of this run (what the harness cannot see: a shared machine…)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the result files go")
     parser.add_argument("--docs", type=Path, default=DOCS_PATH, help="the page to write")
     parser.add_argument("--no-docs", action="store_true", help="do not write the page")
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [b for name, b in registry.items()
                   if (name in args.only if args.only else b.interpreter == args.interpreter)]
         compile_bytecode()  # the children import dbtbus as an installed copy would, from bytecode
-        opts = Options(quick=args.quick or args.tiny, tiny=args.tiny, large=args.large, results_dir=args.results_dir)
+        opts = Options(quick=args.quick or args.tiny, tiny=args.tiny, large=args.large, results_dir=args.results_dir,
+                       notes=list(args.note))
         server = None
         if any(b.redis for b in chosen):
             from dbtbus.testing.redis_server import RedisServer

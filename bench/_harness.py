@@ -59,6 +59,7 @@ class Options:
     large: bool = False  # the end-to-end benchmark's 1,000-model point
     results_dir: Path = RESULTS_DIR
     redis_url: str | None = None  # a throw-away server started by __main__ (None: start your own)
+    notes: list[str] = field(default_factory=list)  # added to every result (``--note``)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,7 +160,7 @@ def wrap(name: str, opts: Options, measured: Measured, *, date: str, duration_s:
         versions=versions(),
         figures=measured.figures,
         runs=[asdict(r) for r in measured.runs],
-        notes=[*measured.notes, *noise_notes()],
+        notes=[*measured.notes, *opts.notes, *noise_notes()],
         duration_s=duration_s,
     )
     problems = validate(json.loads(result.to_json()))
@@ -290,13 +291,16 @@ def latency_summary(samples_s: Sequence[float]) -> dict[str, float]:
 
 
 def noise_notes() -> list[str]:
-    """What the reader must know of the machine the figures come from: shared cores, load."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    cpus = os.cpu_count() or 1
-    if load is not None and load > cpus / 2:
-        return [f"taken under load: 1-minute load average {load:.1f} on {cpus} CPUs when it ended; "
-                "wall figures are noisy, read CPU figures and medians"]
-    return []
+    """What the reader must know of the machine when the figures were taken: its load, and whether that is
+    load enough for the wall figures to be noise (``python -m bench --note`` adds what the harness cannot see,
+    such as other jobs sharing the cores)."""
+    if not hasattr(os, "getloadavg"):
+        return []
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    note = f"1-minute load average {load:.1f} on {cpus} CPUs when it ended"
+    if load > cpus / 2:
+        note += " — taken under load: wall figures are noisy, read CPU figures and medians"
+    return [note]
 
 
 def now() -> str:
@@ -318,7 +322,7 @@ def redis_url(opts: Options) -> Iterator[str]:
 def machine() -> dict[str, Any]:
     """The machine the figures come from (psutil where it can tell)."""
     try:
-        os_name = platform.freedesktop_os_release().get("PRETTY_NAME", "")  # type: ignore[attr-defined]
+        os_name = platform.freedesktop_os_release().get("PRETTY_NAME", "")
     except (AttributeError, OSError):
         os_name = ""
     try:
@@ -355,10 +359,16 @@ def versions() -> dict[str, str | None]:
     }
 
 
-def standalone(name: str, argv: Sequence[str] | None = None) -> None:
-    """``python -m bench.<name> [--quick] [--results-dir D]``: one benchmark through the harness."""
+def standalone(name: str, argv: Sequence[str] | None = None,
+               child: Callable[[list[str]], None] | None = None) -> None:
+    """``python -m bench.<name> [--quick] [--results-dir D]``: one benchmark through the harness; with
+    ``--child …``, the benchmark's ``child`` (a measured process it started) instead."""
     import argparse
 
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if child is not None and "--child" in args_in:
+        child(args_in)
+        return
     discover()
     bench_ = REGISTRY[name]
     parser = argparse.ArgumentParser(description=bench_.doc)
@@ -366,7 +376,7 @@ def standalone(name: str, argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(args_in)
     compile_bytecode()
     opts = Options(quick=args.quick or args.tiny, tiny=args.tiny, large=args.large, results_dir=args.results_dir)
     print(write_result(opts.results_dir, run_benchmark(bench_, opts)))

@@ -552,13 +552,8 @@ def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
 
 def _failing_pick(project: Any) -> dict[str, Any]:
     """The model with the most model descendants (ties: the earliest), and those descendants' names."""
-    from dbtbus._dbt.graph import descendants
-
-    children: dict[str, list[str]] = {}
-    for uid in project.models:
-        for parent in project.parents.get(uid, ()):
-            children.setdefault(parent, []).append(uid)
-    below = {uid: descendants(children, uid) for uid in project.models}
+    models = set(project.models)
+    below = {uid: project.descendants(uid) & models for uid in project.models}  # tests are leaves
     order = {uid: i for i, uid in enumerate(project.models)}
     best = max(project.models, key=lambda uid: (len(below[uid]), -order[uid]))
     return {"unique_id": best, "name": best.rsplit(".", 1)[1],

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import PY, Measured, Options, benchmark, child_json, emit, log, ratio, run_child, standalone, stat
 
@@ -46,7 +42,13 @@ def _time_calls(make: Any, msgs: list[Any], rounds: int) -> list[float]:
     return per_round
 
 
-def child_main(rounds: int, models: int) -> None:
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--models", type=int, default=CAPTURE_MODELS)
+    args = parser.parse_args(argv)
+    rounds, models = args.rounds, args.models
     from dbt.cli.main import dbtRunner
 
     from dbtbus.producer._callback import extract, make_callback
@@ -153,16 +155,7 @@ def run(opts: Options) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--child", action="store_true")
-        parser.add_argument("--rounds", type=int, default=ROUNDS)
-        parser.add_argument("--models", type=int, default=CAPTURE_MODELS)
-        args = parser.parse_args(argv)
-        child_main(args.rounds, args.models)
-        return
-    standalone(NAME, argv)
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,9 +35,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import (
     DBT,
@@ -79,6 +75,7 @@ class Size:
     repetitions: int  # of the core variants (bare, producers), alternated
     pernode_repetitions: int = 0  # of the per-node variants (c); 0: not measured at this size
     sampled_models: int = 10
+    warm_up: bool = True  # one bare build first (partial parse, DuckDB file, OS caches): fair, not needed to smoke
 
 
 #: The default series (``nox -s bench``: ~15 min of it); ``--large`` adds 1,000 models; ``--quick`` is a smoke.
@@ -86,7 +83,7 @@ class Size:
 SIZES = (Size(50, 6, 2), Size(200, 4, 1))
 LARGE = Size(1000, 3, 0)
 QUICK = (Size(20, 3, 1, 3),)
-TINY = (Size(2, 1, 1, 1),)  # the smoke test's: every variant once, in seconds
+TINY = (Size(2, 1, 1, 1, warm_up=False),)  # the smoke test's: every variant once, in seconds
 
 
 # ------------------------------------------------------------------------------------------ children
@@ -406,8 +403,9 @@ def measure_size(size: Size, tmp: Path, redis_url: str) -> tuple[dict[str, Any],
     sample = stratified_sample(project, size.sampled_models)
     nodes_file = tmp / f"p{size.models}.json"
     nodes_file.write_text(json.dumps({"nodes": list(project.nodes), "sample": [command_for(u) for u in sample]}))
-    log(f"end_to_end: {size.models} models ({len(project.nodes)} nodes), warm-up build")
-    _run_variant(BASELINE, project.path, redis_url, nodes_file)  # partial parse, DuckDB file, OS caches
+    if size.warm_up:
+        log(f"end_to_end: {size.models} models ({len(project.nodes)} nodes), warm-up build")
+        _run_variant(BASELINE, project.path, redis_url, nodes_file)  # partial parse, DuckDB file, OS caches
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     loads: list[float] = []
     for rep in range(max(size.repetitions, size.pernode_repetitions)):
@@ -486,11 +484,7 @@ def run(opts: Options) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--child" in argv:
-        child_main(argv)
-        return
-    standalone(NAME, argv)
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":

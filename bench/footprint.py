@@ -24,14 +24,9 @@ import argparse
 import asyncio
 import gc
 import subprocess
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import PY, Measured, Options, benchmark, child_json, emit, log, run_child, standalone, stat, vm_rss
 
@@ -198,11 +193,7 @@ def run(opts: Options) -> Measured:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--child" in argv:
-        child_main(argv)
-        return
-    standalone(NAME, argv)
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":

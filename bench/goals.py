@@ -19,6 +19,9 @@ GOAL_REGISTER_10K_S = 0.5  # 10,000 waiters registered (Redis)
 GOAL_FAN_OUT_10K_MS = 20.0  # 10,000 waiters on one node, all released
 GOAL_REPORT_SECONDS = 2.0  # the HTML report of a 5,000-node run ...
 GOAL_REPORT_BYTES = 5 * 1000 * 1000  # ... and its size
+GOAL_PARSE_SECONDS = 1.0  # a dag-processor parsing a DAG file that renders a 5,000-node manifest ...
+GOAL_PARSE_BYTES = 100 * 2**20  # ... and its peak RSS rise
+GOAL_SENSOR_BYTES = 10 * 1024  # a waiting sensor in the triggerer, traced and RSS
 
 #: A figure is "taken under load" when the 1-minute load average passed this share of the CPUs.
 LOADED_SHARE = 0.5

@@ -11,12 +11,8 @@ medians with the per-repetition range), the producer's peak RSS over a bare buil
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import DOCS_PATH, RESULTS_DIR, load_results, view
 from bench.goals import GOAL_E2E_RATIO, GOAL_REGISTER_10K_S, goal_producer_rss

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dbtbus
 from bench._harness import Measured, Options, benchmark, standalone, stat

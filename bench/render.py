@@ -15,13 +15,9 @@ import argparse
 import importlib
 import math
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import DOCS_PATH, RESULTS_DIR, load_results, view
 from bench.goals import (
@@ -146,7 +142,7 @@ def header(results: dict[str, Any]) -> list[str]:
                           f"{' + hiredis ' + m['hiredis'] if m.get('hiredis') else ''}"],
                 ["dbtbus", f"{m.get('dbtbus')}, anyio {m.get('anyio')}, asyncio"
                            f"{'; bytecode ' + m['dbtbus_bytecode'] if m.get('dbtbus_bytecode') else ''}"],
-                ["load average (1 min) when each benchmark started", loads or "n/a"],
+                ["one-minute load average when each benchmark started", loads or "n/a"],
             ],
             "ll",
         ),
@@ -161,9 +157,9 @@ def header(results: dict[str, Any]) -> list[str]:
                       "Compare figures within a section (each has its own controls), not across machines."]
     if quick:
         lines += ["", f"**Quick mode** (`--quick`: fewer runs, smaller sizes) for: {', '.join(sorted(quick))}."]
-    notes = sorted({note for r in results.values() for note in r.get("notes", []) if note.startswith("taken under")})
-    if notes:
-        lines += ["", "Noted by the harness: " + "; ".join(notes) + "."]
+    loaded = sorted(name for name, r in results.items() if any("taken under load" in n for n in r.get("notes", [])))
+    if loaded:
+        lines += ["", f"**Taken under load** (the result's notes say so): {', '.join(loaded)}."]
     return lines
 
 
@@ -237,9 +233,9 @@ def goals(results: dict[str, Any]) -> list[str]:
                     verdict(_num(summary["p99_ms"]), goal, _miss_ms),
                 ])
         memory = wake["backends"].get("memory", {})
-        fanned = max(memory.get("one_node", {}), key=int, default=None)
+        fanned: str | None = max(memory.get("one_node", {}), key=int, default=None)
         fan = memory["one_node"][fanned] if fanned is not None else None
-        if fan:
+        if fan and fanned is not None:
             floor = fan.get("asyncio_floor")
             floor_note = (f"; the asyncio floor, {int(fanned):,} bare tasks released alike in the same rounds: "
                           f"{ms(floor['p50_ms'], 1)} ms" if floor else "")
@@ -743,9 +739,10 @@ def blocks(results: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def splice(page: str, generated: dict[str, str]) -> str:
+def splice(page: str, generated: dict[str, str], *, add_missing: bool = True) -> str:
     """Put each generated block between its markers on ``page``; a block the page has no markers for is added
-    at its end, under a heading of its name. Everything outside the markers is kept as written."""
+    at its end, under a heading of its name (unless ``add_missing`` is false). Everything outside the markers
+    is kept as written."""
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -755,7 +752,7 @@ def splice(page: str, generated: dict[str, str]) -> str:
     text = _MARKER.sub(fill, page)
     present = {m.group(1) for m in _MARKER.finditer(page)}
     for name, body in generated.items():
-        if name not in present:
+        if add_missing and name not in present:
             text = text.rstrip("\n") + f"\n\n## {name}\n\n{BEGIN.format(name)}\n{body}\n{END.format(name)}\n"
     return text
 
@@ -773,7 +770,12 @@ def render_file(results_dir: Path, docs: Path) -> None:
     page = source.read_text(encoding="utf-8") if source.exists() else "# Benchmarks\n"
     docs.parent.mkdir(parents=True, exist_ok=True)
     plot(results_dir, docs.parent / PLOT_NAME)  # where matplotlib is installed (the `bench` nox session)
-    docs.write_text(splice(page, blocks(load(results_dir))), encoding="utf-8")
+    generated = blocks(load(results_dir))
+    docs.write_text(splice(page, generated), encoding="utf-8")
+    for other in sorted(docs.parent.glob("*.md")):  # other pages quote blocks too (docs/airflow.md)
+        text = other.read_text(encoding="utf-8")
+        if other != docs and _MARKER.search(text):
+            other.write_text(splice(text, generated, add_missing=False), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

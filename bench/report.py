@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import heapq
 import random
-import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import Measured, Options, benchmark, log, standalone, stat
 from bench.goals import GOAL_REPORT_BYTES, GOAL_REPORT_SECONDS

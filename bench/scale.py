@@ -20,16 +20,12 @@ Producer and consumer are two ``Bus`` objects (two connections for Redis) on one
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import Measured, Options, benchmark, log, redis_url, standalone, stat
 
@@ -209,7 +205,7 @@ def run(opts: Options) -> Measured:
                 entry["backends"][name] = data
                 tp, early, late = data["throughput"]["one_by_one"], data["early"], data["late"]
                 log(f"scale: {models:>5} models {name:>6}: publish {tp['records_per_s']['median']:,.0f}/s one by one; "
-                    f"10,000 waiters registered early in {early['register_wall']['median']:.3f} s "
+                    f"{waiters:,} waiters registered early in {early['register_wall']['median']:.3f} s "
                     f"(CPU {early['register_cpu']['median']:.3f} s), late in {late['register_wall']['median']:.3f} s; "
                     f"records read per waiter {late['records_read_per_waiter']['median']:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)")

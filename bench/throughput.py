@@ -9,13 +9,8 @@ throw-away ``redis-server``, three times each (median, min, max).
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import Measured, Options, benchmark, log, redis_url, standalone, stat
 

@@ -20,13 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import Measured, Options, benchmark, latency_summary, log, redis_url, standalone
 from bench.redis_backend import PAUSE_S
