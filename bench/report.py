@@ -190,8 +190,8 @@ def section(data: dict[str, Any]) -> list[str]:
         "",
         f"`bench/report.py`: a synthetic finished run of {data['nodes']:,} nodes ({data['records']:,} records, "
         f"{data['threads']} dbt threads, one failure cascade, a heartbeat every {data['heartbeat_s']:g} s) on a "
-        f"`memory://` bus; each of {data['repeats']} repetitions does what `dbtbus report` does — read and decode the whole log, "
-        "render the page — in one process. "
+        f"`memory://` bus; each of {data['repeats']} repetitions does what `dbtbus report` does — read and decode "
+        "the whole log, render the page — in one process. "
         f"Goal (issue #12): ≤ {GOAL_REPORT_SECONDS:g} s and ≤ {GOAL_REPORT_BYTES / 1e6:g} MB.",
         "",
         "| | wall | CPU |",
