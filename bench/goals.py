@@ -54,3 +54,27 @@ def _miss_ms(m: float, g: float) -> str:
 
 def _miss_bytes(m: float, g: float) -> str:
     return f"missed by {m - g:,.0f} B ({m / g:.2f}× the goal)"
+
+
+def cpu_judged(wall: float, cpu: float, wall_min: float, wall_max: float, goal: float,
+                describe_miss: Callable[[float, float], str], loaded: bool = False) -> str:
+    """Judge on wall unless wall is within noise — its repetitions straddle the goal, or the machine was
+    loaded while they ran — then on CPU; say which."""
+    if math.isnan(wall):
+        return "not measured"
+    if not math.isnan(cpu):
+        if loaded:
+            return f"{verdict(cpu, goal, describe_miss)} (on CPU: taken under load)"
+        if wall_min <= goal < wall_max:
+            return f"{verdict(cpu, goal, describe_miss)} (on CPU: wall within noise)"
+    return f"{verdict(wall, goal, describe_miss)} (on wall)"
+
+
+def own_cpu_judged(ratio_of_own: float, cper: list[float], goal: float) -> str | None:
+    """Where wall is within noise and the CPU ratio's own repetitions straddle the goal, the total is within
+    noise on CPU as well: judge on what dbtbus itself spent, measured per thread (None: the total decides)."""
+    if math.isnan(ratio_of_own) or not cper or not (min(cper) <= goal < max(cper)):
+        return None
+    return (f"{verdict(ratio_of_own, goal, _miss_ratio)} (on dbtbus's own CPU, {ratio_of_own:.3f}: the CPU "
+            "ratio's repetitions straddle the goal, within noise too; what the own figure leaves out — dbt's "
+            "threads slowed by dbtbus's — only the total can show)")

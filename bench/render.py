@@ -33,7 +33,9 @@ from bench.goals import (
     _miss_bytes,
     _miss_ms,
     _miss_ratio,
+    cpu_judged,
     goal_producer_rss,
+    own_cpu_judged,
     under_load,
     verdict,
 )
@@ -205,7 +207,7 @@ def goals(results: dict[str, Any]) -> list[str]:
                     f"{size['models']} models, {when}",
                     f"wall {s(reg['register_wall']['median'])}, CPU {s(reg['register_cpu']['median'])} "
                     f"(wall {s(reg['register_wall']['min'])} – {s(reg['register_wall']['max'])})",
-                    _cpu_judged(_num(reg["register_wall"]["median"]), _num(reg["register_cpu"]["median"]),
+                    cpu_judged(_num(reg["register_wall"]["median"]), _num(reg["register_cpu"]["median"]),
                                 _num(reg["register_wall"]["min"]), _num(reg["register_wall"]["max"]),
                                 GOAL_REGISTER_10K_S, lambda m, g: f"missed by {m - g:.3f} s ({m / g:.1f}× the goal)",
                                 loaded=under_load(scale_data["machine"].get("load_average", [None])[0],
@@ -305,35 +307,11 @@ def _signed_mib(value: Any) -> str:
     return f"{mib:+.2f} MiB"
 
 
-def _cpu_judged(wall: float, cpu: float, wall_min: float, wall_max: float, goal: float,
-                describe_miss: Callable[[float, float], str], loaded: bool = False) -> str:
-    """Judge on wall unless wall is within noise — its repetitions straddle the goal, or the machine was
-    loaded while they ran — then on CPU; say which."""
-    if math.isnan(wall):
-        return "not measured"
-    if not math.isnan(cpu):
-        if loaded:
-            return f"{verdict(cpu, goal, describe_miss)} (on CPU: taken under load)"
-        if wall_min <= goal < wall_max:
-            return f"{verdict(cpu, goal, describe_miss)} (on CPU: wall within noise)"
-    return f"{verdict(wall, goal, describe_miss)} (on wall)"
-
-
 def _callback_seconds_per_node(callback: dict[str, Any] | None) -> float | None:
     """The producer's callback on dbt's threads, a node's worth of events (bench/callback_cost.py), seconds."""
     if not callback or not callback.get("capture", {}).get("nodes"):
         return None
     return _num(callback["callback_total_per_run_us"]) / 1e6 / callback["capture"]["nodes"]
-
-
-def _own_cpu_judged(ratio_of_own: float, cper: list[float], goal: float) -> str | None:
-    """Where wall is within noise and the CPU ratio's own repetitions straddle the goal, the total is within
-    noise on CPU as well: judge on what dbtbus itself spent, measured per thread (None: the total decides)."""
-    if math.isnan(ratio_of_own) or not cper or not (min(cper) <= goal < max(cper)):
-        return None
-    return (f"{verdict(ratio_of_own, goal, _miss_ratio)} (on dbtbus's own CPU, {x(ratio_of_own)}: the CPU "
-            "ratio's repetitions straddle the goal, within noise too; what the own figure leaves out — dbt's "
-            "threads slowed by dbtbus's — only the total can show)")
 
 
 def _e2e_goal_row(p: dict[str, Any], variant: str, label: str, cpus: int | None,
@@ -370,7 +348,7 @@ def _e2e_goal_row(p: dict[str, Any], variant: str, label: str, cpus: int | None,
                          f"{_num(alone['median']) / bare_cpu * 100:.1f} % of the bare build's")
     loaded = under_load((p.get("load_average") or {}).get("max"), cpus)
     wall_noisy = loaded or lo <= GOAL_E2E_RATIO < hi
-    judged = (_own_cpu_judged(ratio_of_own, cper, GOAL_E2E_RATIO) if wall_noisy else None) or _cpu_judged(
+    judged = (own_cpu_judged(ratio_of_own, cper, GOAL_E2E_RATIO) if wall_noisy else None) or cpu_judged(
         _num(wall["of_medians"]), _num(cpu["of_medians"]), lo, hi, GOAL_E2E_RATIO, _miss_ratio, loaded=loaded)
     return [f"end to end CPU ratio ≤ {GOAL_E2E_RATIO:.2f} — {what}", measured, judged]
 

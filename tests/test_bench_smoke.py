@@ -125,7 +125,7 @@ def test_every_benchmark_at_its_tiny_size(tmp_path: Path) -> None:
 
 
 def test_goals_judge_cpu_when_wall_is_within_noise() -> None:
-    from bench.render import _cpu_judged
+    from bench.goals import cpu_judged as _cpu_judged
 
     def miss(m: float, g: float) -> str:
         return "missed"
