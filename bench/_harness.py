@@ -504,12 +504,17 @@ def ratio(numerator: float | None, denominator: float | None) -> float:
 
 
 def vm_hwm(pid: int | str = "self") -> int | None:
-    """Peak RSS (bytes) of a live process from /proc (VmHWM)."""
+    """Peak RSS (bytes) of a live process since its exec or its last :func:`reset_peak_rss` (Linux VmHWM).
+
+    psutil has no peak on Linux, and ``ru_maxrss`` is not reset by ``clear_refs`` (and starts from the parent's
+    RSS at fork): the high-water mark is read from /proc.
+    """
     return _proc_status_field(pid, b"VmHWM:")
 
 
 def vm_rss(pid: int | str = "self") -> int | None:
-    """Current RSS (bytes) from /proc (VmRSS)."""
+    """Current RSS (bytes) from /proc (VmRSS). Not psutil: the measured processes call this, and importing
+    psutil there would be counted in what they measure (a bare build never imports it)."""
     return _proc_status_field(pid, b"VmRSS:")
 
 
