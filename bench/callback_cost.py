@@ -15,13 +15,27 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench._harness import PY, Measured, Options, benchmark, child_json, emit, log, ratio, run_child, standalone, stat
+from bench._harness import (
+    PY,
+    Measured,
+    Options,
+    Run,
+    benchmark,
+    child_json,
+    emit,
+    log,
+    ratio,
+    run_child,
+    standalone,
+    stat,
+)
 
 NAME = "callback_cost"
 CAPTURE_MODELS = 20
@@ -96,34 +110,40 @@ def child_main(argv: list[str]) -> None:
     })
 
 
-def overhead(quick: bool) -> dict[str, Any]:
+def overhead(quick: bool) -> tuple[dict[str, Any], list[Run]]:
     from bench.producer_overhead import series
     from dbtbus.testing.projects import generate_project
 
     models, repeat = (10, 1) if quick else (50, 3)
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-ovh-"))
     project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=4)
-    walls = series(["bare", "producer"], project.path, 4, repeat)
-    bare, prod = walls["bare"], walls["producer"]
-    subprocess_variants: dict[str, Any] = {}
+    runs = series(["bare", "producer"], project.path, 4, repeat)
     if not quick:  # the subprocess producer and the debug-level JSON log it needs, against the text CLI
-        cli = series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
-        base = statistics.median(cli["cli-text"])
-        subprocess_variants = {
-            v: {**stat(w), "ratio_of_medians": ratio(statistics.median(w), base),
-                "ratio_of_mins": ratio(min(w), min(cli["cli-text"]))}
-            for v, w in cli.items()
-        }
+        runs += series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
+    walls: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
+    for r in runs:
+        walls.setdefault(r.variant, []).append(float(r.wall_s or math.nan))
+        cpus.setdefault(r.variant, []).append(float(r.cpu_s or math.nan))
+
+    def versus(variant: str, base: str) -> dict[str, Any]:
+        return {**stat(walls[variant]), "cpu": stat(cpus[variant]),
+                "ratio_of_medians": ratio(statistics.median(walls[variant]), statistics.median(walls[base])),
+                "ratio_of_mins": ratio(min(walls[variant]), min(walls[base])),
+                "cpu_ratio_of_medians": ratio(statistics.median(cpus[variant]), statistics.median(cpus[base]))}
+
+    bare, prod = versus("bare", "bare"), versus("producer", "bare")
     return {
         "models": models,
         "nodes": len(project.nodes),
         "repetitions": repeat,
-        "bare": stat(bare),
-        "producer": stat(prod),
-        "ratio_of_medians": ratio(statistics.median(prod), statistics.median(bare)),
-        "ratio_of_mins": ratio(min(prod), min(bare)),
-        "subprocess": subprocess_variants,
-    }
+        "bare": bare,
+        "producer": prod,
+        "ratio_of_medians": prod["ratio_of_medians"],
+        "ratio_of_mins": prod["ratio_of_mins"],
+        "cpu_ratio_of_medians": prod["cpu_ratio_of_medians"],
+        "subprocess": {v: versus(v, "cli-text") for v in ("cli-text", "cli-json-debug", "subprocess") if v in walls},
+    }, runs
 
 
 @benchmark(name=NAME, order=20)
@@ -136,10 +156,10 @@ def run(opts: Options) -> Measured:
     log(f"callback: wanted {ns['callback_wanted']['median']:.0f} ns, unwanted {ns['callback_unwanted']['median']:.0f}"
         f" ns, no-op {ns['noop_all']['median']:.0f} ns, extract {ns['extract_wanted']['median']:.0f} ns; "
         f"{data['events']} events for {data['nodes']} nodes")
-    ovh = None
+    ovh, runs = None, []
     if not opts.tiny:  # dbt builds alternated in fresh interpreters: minutes, not the smoke test's seconds
         log("callback: in-process producer overhead (bench/producer_overhead.py series)")
-        ovh = overhead(opts.quick)
+        ovh, runs = overhead(opts.quick)
         log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
     per_run_us = (ns["callback_all"]["median"] * data["events"]) / 1000
     return Measured(
@@ -151,6 +171,7 @@ def run(opts: Options) -> Measured:
             "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
             "overhead": ovh,
         },
+        runs=runs,
     )
 
 

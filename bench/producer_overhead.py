@@ -13,25 +13,26 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve()
-ROOT = HERE.parents[1]
+from bench._harness import ROOT, Run
+
 PY = sys.executable
 DBT = str(Path(PY).parent / "dbt")
 
 
-def one(variant: str, project: str, threads: int) -> float:
-    """Run one measurement in this process (called in a fresh interpreter) and return the wall seconds."""
+def one(variant: str, project: str, threads: int) -> dict[str, float]:
+    """Run one measurement in this process (called in a fresh interpreter): wall and CPU seconds (user +
+    system of every thread and of the waited-for dbt CLI processes)."""
     from dbt.cli.main import dbtRunner  # imported before the clock starts
 
     import dbtbus
+    from bench._harness import Clock
     from dbtbus.producer import Producer
 
     args = ["build", "--project-dir", project, "--profiles-dir", project, "--threads", str(threads)]
     run_id = f"bench-{os.getpid()}"
-    start = time.perf_counter()
+    clock = Clock()
     if variant == "bare":
         res = dbtRunner().invoke(args)
         ok = res.exception is None
@@ -55,31 +56,35 @@ def one(variant: str, project: str, threads: int) -> float:
         ok = proc.wait() in (0, 1)
     else:
         raise SystemExit(f"unknown variant {variant}")
-    wall = time.perf_counter() - start
+    measured = clock.read()
     if not ok:
         raise SystemExit(f"{variant}: dbt crashed")
     del dbtbus
-    return wall
+    return measured
 
 
-def measure(variant: str, project: Path, threads: int) -> float:
+def measure(variant: str, project: Path, threads: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(
-        [PY, str(HERE), "--one", variant, "--project", str(project), "--threads", str(threads)],
-        capture_output=True, text=True, check=True, cwd=project,
+        [PY, "-m", "bench.producer_overhead", "--one", variant, "--project", str(project), "--threads", str(threads)],
+        capture_output=True, text=True, check=True, cwd=project, env=env,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["wall"])
+    data: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return data
 
 
-def series(variants: list[str], project: Path, threads: int, repeat: int) -> dict[str, list[float]]:
-    walls: dict[str, list[float]] = {v: [] for v in variants}
+def series(variants: list[str], project: Path, threads: int, repeat: int) -> list[Run]:
+    """Each variant once as a warm-up, then ``repeat`` rounds alternating them (forward, then backward)."""
+    runs: list[Run] = []
     for v in variants:  # warm-up: partial parse file, DuckDB file, OS caches
         measure(v, project, threads)
     for i in range(repeat):
         order = variants if i % 2 == 0 else list(reversed(variants))
         for v in order:
-            walls[v].append(measure(v, project, threads))
-            print(f"  {v:>24} {walls[v][-1]:7.2f}s", flush=True)
-    return walls
+            m = measure(v, project, threads)
+            runs.append(Run(variant=v, round=i, wall_s=m["wall"], cpu_s=m["cpu"], labels={"project": project.name}))
+            print(f"  {v:>24} {m['wall']:7.2f}s wall {m['cpu']:7.2f}s CPU", flush=True)
+    return runs
 
 
 def main() -> None:
@@ -89,7 +94,7 @@ def main() -> None:
     parser.add_argument("--project", required=True)
     parser.add_argument("--threads", type=int, default=4)
     opts = parser.parse_args()
-    print(json.dumps({"wall": one(opts.one, opts.project, opts.threads)}))
+    print(json.dumps(one(opts.one, opts.project, opts.threads)))
 
 
 if __name__ == "__main__":

@@ -636,28 +636,24 @@ def callback_cost(data: dict[str, Any]) -> list[str]:
 
 
 def producer_overhead(data: dict[str, Any]) -> list[str]:
-    """The in-process producer's cost over a bare build (``callback_cost.json``'s ``overhead``)."""
+    """The in-process producer's cost over a bare build (``callback_cost.json``'s ``overhead``): wall, and CPU
+    where the result has it."""
     ovh = data.get("overhead")
     if not ovh:
         return ["Not measured in this run (`--tiny` skips it)."]
-    lines: list[str] = []
-    orows = [[
-        "`Producer(\"memory://\").invoke(build)` ÷ `dbtRunner().invoke(build)`",
-        s(ovh["bare"]["median"]), s(ovh["producer"]["median"]), f"**{x(ovh['ratio_of_medians'])}**",
-        x(ovh["ratio_of_mins"]),
-    ]]
     sub = ovh.get("subprocess") or {}
-    base = sub.get("cli-text")
+    pairs = [("`Producer(\"memory://\").invoke(build)` ÷ `dbtRunner().invoke(build)`", ovh["bare"], ovh["producer"])]
     for variant, label in (("cli-json-debug", "`dbt build --log-format json --log-level debug` ÷ `dbt build` CLI"),
                            ("subprocess", "`Producer.invoke_subprocess(build)` ÷ `dbt build` CLI")):
-        if variant in sub and base:
-            v = sub[variant]
-            orows.append([label, s(base["median"]), s(v["median"]), f"**{x(v['ratio_of_medians'])}**",
-                          x(v["ratio_of_mins"])])
-    lines += table(["comparison", "baseline (median)", "measured (median)", "ratio of medians", "ratio of fastest"],
-                   orows)
-    lines += ["", f"{ovh['models']} models ({ovh['nodes']} nodes), {ovh['repetitions']} alternated runs per variant."]
-    return lines
+        if variant in sub and "cli-text" in sub:
+            pairs.append((label, sub["cli-text"], sub[variant]))
+    rows = [[label, s(base["median"]), s(v["median"]), f"**{x(v['ratio_of_medians'])}**", x(v["ratio_of_mins"]),
+             x(v["cpu_ratio_of_medians"]) if "cpu_ratio_of_medians" in v else "n/a"]
+            for label, base, v in pairs]
+    lines = table(["comparison", "baseline wall (median)", "measured wall (median)", "wall ratio of medians",
+                   "wall ratio of fastest", "CPU ratio of medians"], rows)
+    return [*lines, "", f"{ovh['models']} models ({ovh['nodes']} nodes), {ovh['repetitions']} alternated runs per "
+                        "variant."]
 
 
 # ------------------------------------------------------------------------------------------ page
