@@ -642,7 +642,8 @@ def producer_overhead(data: dict[str, Any]) -> list[str]:
     if not ovh:
         return ["Not measured in this run (`--tiny` skips it)."]
     sub = ovh.get("subprocess") or {}
-    pairs = [("`Producer(\"memory://\").invoke(build)` ÷ `dbtRunner().invoke(build)`", ovh["bare"], ovh["producer"])]
+    pairs = [("`Producer(\"memory://\").invoke(build)` ÷ `dbtRunner().invoke(build)`", ovh["bare"],
+              {**ovh["producer"], **{k: v for k, v in ovh.items() if "ratio" in k}})]
     for variant, label in (("cli-json-debug", "`dbt build --log-format json --log-level debug` ÷ `dbt build` CLI"),
                            ("subprocess", "`Producer.invoke_subprocess(build)` ÷ `dbt build` CLI")):
         if variant in sub and "cli-text" in sub:
