@@ -108,8 +108,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every benchmark and rewrite docs/benchmarks.md with the figures (~20 min; ``-- --large`` adds the
-    1,000-model end-to-end point, ``-- --quick`` is a few minutes). matplotlib draws the scale plot."""
+    """Run every benchmark (``python -m bench --list``), write bench/results/*.json and regenerate the figures
+    of docs/benchmarks.md from them (~20 min; ``-- --large`` adds the 1,000-model end-to-end point, ``-- --quick``
+    is a few minutes, ``-- --only NAME…`` some of them). matplotlib draws the scale plot."""
     session.install("-e", ".[test]", "matplotlib>=3.7")
     session.run("python", "-m", "bench", *session.posargs)
 
@@ -118,14 +119,15 @@ def bench(session: nox.Session) -> None:
 def bench_airflow(session: nox.Session) -> None:
     """The Airflow benchmarks (not tests): a live deployment running bare dbt, dbtbus on Redis and XCom, and
     astronomer-cosmos's watcher (installed here only, never a dbtbus dependency), then what the dag-processor
-    and the triggerer pay. Needs PostgreSQL on 127.0.0.1:5432 and redis-server; writes docs/benchmarks.md and
-    docs/airflow.md. Arguments after ``--`` go to bench/airflow_live.py (e.g. ``--models 200 --repeat 3``)."""
+    and the triggerer pay. Needs PostgreSQL on 127.0.0.1:5432 and redis-server; writes
+    bench/results/airflow_*.json and regenerates the figures of docs/benchmarks.md and docs/airflow.md.
+    Arguments after ``--`` go to bench/airflow_live.py (e.g. ``--models 200 --repeat 3``)."""
     session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29",
                     "astronomer-cosmos>=1.15")
-    session.run("python", "bench/airflow_live.py", "--cosmos", "--write", "docs/benchmarks.md",
+    session.run("python", "bench/airflow_live.py", "--cosmos",
                 *(session.posargs or ["--models", "50", "200", "--repeat", "3", "1"]))
-    session.run("python", "-m", "bench.airflow_footprint", "--write", "docs/benchmarks.md")
-    session.run("python", "-m", "bench.airflow_footprint", "--render-only", "--write", "docs/airflow.md")
+    # bench/results/airflow_footprint.json, then the figures of docs/benchmarks.md and docs/airflow.md
+    session.run("python", "-m", "bench", "--only", "airflow_footprint")
 
 
 @nox.session

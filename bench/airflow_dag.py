@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,11 +33,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import replace_doc_section
+from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, now, stat, wrap, write_result
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
-SECTION = "## Airflow"
+NAME = "airflow_dag"
 
 
 def _register(dag: Any) -> None:
@@ -124,20 +122,18 @@ def one(variant: str, models: int, bus: str) -> dict[str, Any]:
     return {"variant": variant, "wall": wall, "dbt_task": dbt_time, "tasks": len(task_states), "not_success": bad}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--models", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", nargs="*", default=["bare", "dbtbus-redis", "dbtbus-xcom", "cosmos-watcher"])
-    parser.add_argument("--cosmos-path", default=None, help="a --target directory holding astronomer-cosmos")
-    parser.add_argument("--write", default=None)
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--bus", default="", help=argparse.SUPPRESS)
-    opts = parser.parse_args()
-    if opts.one:
-        print("RESULT " + json.dumps(one(opts.one, opts.models, opts.bus)))
-        return
+VARIANTS = ("bare", "dbtbus-redis", "dbtbus-xcom", "cosmos-watcher")
 
+
+@benchmark(name=NAME, order=100, interpreter="airflow")
+def run(opts: Options) -> Measured:
+    """``dag.test()`` of each variant, alternated; cosmos only where ``$DBTBUS_BENCH_COSMOS_PATH`` holds it."""
+    models = 5 if opts.tiny else 50
+    repeat = 1 if opts.quick else 3
+    return measure(models, repeat, list(VARIANTS), os.environ.get("DBTBUS_BENCH_COSMOS_PATH"))
+
+
+def measure(models: int, repeat: int, variants: list[str], cosmos_path: str | None) -> Measured:
     from dbtbus.testing.redis_server import RedisServer
 
     home = Path(tempfile.mkdtemp(prefix="af-bench-home-"))
@@ -147,19 +143,19 @@ def main() -> None:
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
                    capture_output=True)
-    variants = list(opts.variants)
-    if "cosmos-watcher" in variants and not opts.cosmos_path:
+    variants = list(variants)
+    if "cosmos-watcher" in variants and not cosmos_path:
         variants.remove("cosmos-watcher")
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with RedisServer() as server:
-        for _ in range(opts.repeat):
+        for round_ in range(repeat):
             for variant in variants:  # alternate the variants
                 child_env = dict(env)
                 if variant == "cosmos-watcher":
-                    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [opts.cosmos_path, env.get("PYTHONPATH")]))
+                    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [cosmos_path, env.get("PYTHONPATH")]))
                 bus = {"dbtbus-redis": server.url, "dbtbus-xcom": "xcom://"}.get(variant, "")
                 proc = subprocess.run(
-                    [sys.executable, str(HERE), "--one", variant, "--models", str(opts.models), "--bus", bus],
+                    [sys.executable, str(HERE), "--one", variant, "--models", str(models), "--bus", bus],
                     env=child_env, capture_output=True, text=True, timeout=1200,
                 )
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -167,53 +163,77 @@ def main() -> None:
                     print(f"{variant}: failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}", file=sys.stderr)
                     results[variant].append({"variant": variant, "error": True})
                     continue
-                result = json.loads(line[len("RESULT "):])
+                result = {**json.loads(line[len("RESULT "):]), "round": round_}
                 print(result, flush=True)
                 results[variant].append(result)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant, runs in results.items():
         ok = [r for r in runs if not r.get("error")]
         if not ok:
-            rows.append(f"| {variant} | failed | | | |")
+            rows.append({"variant": variant, "failed": True})
             continue
-        wall = statistics.median(r["wall"] for r in ok)
-        dbt_times = [r["dbt_task"] for r in ok if r["dbt_task"] is not None]
-        dbt = statistics.median(dbt_times) if dbt_times else float("nan")
-        tasks = ok[0]["tasks"]
         green = all(not r["not_success"] for r in ok)
-        rows.append(f"| {variant} | {tasks} | {wall:.1f} s | {dbt:.1f} s | {wall - dbt:.1f} s |"
-                    f"{'' if green else ' (not all green: ' + str(ok[0]['not_success'])[:80] + ')'}")
-    table = "\n".join(["| variant | tasks | DAG wall (median) | dbt task (median) | wall − dbt task |",
-                       "|---|---:|---:|---:|---:|", *rows])
-    print(table)
-    if opts.write:
-        write_section(Path(opts.write), table, opts)
-
-
-def write_section(path: Path, table: str, opts: argparse.Namespace) -> None:
+        rows.append({"variant": variant, "tasks": ok[0]["tasks"], "dag_wall_s": stat(r["wall"] for r in ok),
+                     "dbt_task_s": stat(r["dbt_task"] for r in ok if r["dbt_task"] is not None),
+                     "not_success": {} if green else ok[0]["not_success"]})
     import airflow
 
-    body = (
-        f"{SECTION}\n\n"
-        f"`bench/airflow_dag.py`: Apache Airflow {airflow.__version__} `dag.test()` on sqlite, a generated "
-        f"{opts.models}-model dbt-duckdb project (1 test per model, 4 threads), {opts.repeat} alternated runs "
-        f"per variant, each in a fresh interpreter; {os.cpu_count()} CPUs, Python {platform.python_version()}.\n"
-        "`dag.test()` runs one task at a time, so the root sensors start after the producer: the table shows\n"
-        "the cost of one Airflow task per node on top of one dbt build, not the overlap a scheduler and a\n"
-        "triggerer give (there, sensors wait in the triggerer while dbt runs and finish with their node).\n\n"
-        f"{table}\n\n"
-        "- *dbt task*: the producer task (for `bare`, the one task). The dbtbus producer costs about the bare\n"
-        "  build on Redis; on XCom every record is one Execution-API call. cosmos's producer pushes 4–5 XComs\n"
-        "  per node and re-serialises its whole state into a Variable per push, the O(N²) cost its users hit.\n"
-        "- *wall − dbt task*: the per-node Airflow tasks. A dbtbus sensor whose node is already done answers with\n"
-        "  a few key lookups and returns without deferring; cosmos renders a model task and a test task per\n"
-        "  model (`TestBehavior.AFTER_EACH`), 102 tasks here.\n"
-        "- cosmos: astronomer-cosmos 1.15.1, installed with `pip install --target` outside the test virtualenv\n"
-        "  (it installs beside Airflow 3.3 without changing any package); its root consumers' `always` trigger\n"
-        "  rule is changed to `all_done` for `dag.test()`, like dbtbus's `sensors_after_producer=True`.\n"
-        "- 2-CPU VM shared with other jobs: expect ±30 % run-to-run noise (medians shown).\n"
+    return Measured(
+        params={"models": models, "tests_per_model": 1, "threads": 4, "runs": repeat, "airflow": airflow.__version__,
+                "cosmos": _cosmos_version(cosmos_path)},
+        figures={"variants": rows},
+        runs=[Run(variant=r["variant"], round=r.get("round", 0), wall_s=r.get("wall"),
+                  labels={k: v for k, v in r.items()
+                          if isinstance(v, (int, float, str)) and k not in ("wall", "round")})
+              for rs in results.values() for r in rs],
     )
-    replace_doc_section(path, SECTION, body)
+
+
+def _cosmos_version(path: str | None) -> str | None:
+    found = sorted(Path(path).glob("astronomer_cosmos-*.dist-info")) if path else []
+    return found[0].name.split("-")[1].removesuffix(".dist") if found else None
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    """The page's block: the DAG wall, the dbt task and what the per-node tasks add, per variant (medians)."""
+    rows = []
+    for v in data["variants"]:
+        if v.get("failed"):
+            rows.append(f"| {v['variant']} | failed | | | |")
+            continue
+        wall, dbt = v["dag_wall_s"]["median"], v["dbt_task_s"]["median"]
+        rows.append(f"| {v['variant']} | {v['tasks']} | {wall:.1f} s | {dbt:.1f} s | {wall - dbt:.1f} s |"
+                    + (f" (not all green: {str(v['not_success'])[:80]})" if v.get("not_success") else ""))
+    cosmos = f", astronomer-cosmos {data['cosmos']}" if data.get("cosmos") else ""
+    return [
+        f"Apache Airflow {data['airflow']}{cosmos}, `dag.test()` on sqlite, a generated {data['models']}-model "
+        f"dbt-duckdb project ({data['tests_per_model']} test per model, {data['threads']} threads), {data['runs']} "
+        "alternated runs per variant, each in a fresh interpreter.",
+        "",
+        "| variant | tasks | DAG wall (median) | dbt task (median) | wall − dbt task |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--cosmos-path", default=None, help="a --target directory holding astronomer-cosmos")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bus", default="", help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.one:
+        print("RESULT " + json.dumps(one(opts.one, opts.models, opts.bus)))
+        return
+    date, started = now(), time.perf_counter()
+    measured = measure(opts.models, opts.repeat, opts.variants, opts.cosmos_path)
+    result = wrap(NAME, Options(results_dir=opts.results_dir), measured, date=date,
+                  duration_s=time.perf_counter() - started)
+    print(write_result(opts.results_dir, result))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import replace_doc_section
+from bench._harness import RESULTS_DIR, Measured, Options, benchmark, now, wrap, write_result
 from tests.airflow_live._deployment import Deployment
 
 HERE = Path(__file__).resolve()
@@ -405,7 +405,7 @@ def render(results: dict[str, Any]) -> str:
         SECTION, "",
         f"`bench/airflow_live.py`: one Airflow {results['airflow']} deployment (api-server, scheduler with "
         f"LocalExecutor and parallelism 4, dag-processor, triggerer; PostgreSQL metadata DB) on "
-        f"{results['machine']}, measured {results['measured_at']};{cosmos} variants alternating within each "
+        f"{results['host']}, measured {results['measured_at']};{cosmos} variants alternating within each "
         "round; dbtbus in `render_dbt_task_group`'s default layout (node tasks in the DAG up to 100 selected "
         "nodes, in node DAGs of at most 50 beyond). DAG wall runs from the DAG run's start to the end of the last of "
         "it and its node DAGs' runs. Medians (min–max) over the rounds.", "",
@@ -483,7 +483,7 @@ def render_layouts(results: dict[str, Any]) -> str:
     lines = [
         LAYOUT_SECTION, "",
         f"`bench/airflow_live.py --layouts`: the deployment of the section above (Airflow {results['airflow']}, "
-        f"{results['machine']}, measured {results['measured_at']}), one generated project per size rendered "
+        f"{results['host']}, measured {results['measured_at']}), one generated project per size rendered "
         "both ways and alternated within each round with a bare build: `layout=\"one_dag\"` (every node task "
         "in the rendering DAG) and `\"split\"` (node DAGs of at most 50 tasks). Medians over the rounds; "
         "what `layout=\"auto\"` picks is set from this table (one DAG up to 100 selected nodes).", "",
@@ -552,13 +552,8 @@ def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
 
 def _failing_pick(project: Any) -> dict[str, Any]:
     """The model with the most model descendants (ties: the earliest), and those descendants' names."""
-    from dbtbus._dbt.graph import descendants
-
-    children: dict[str, list[str]] = {}
-    for uid in project.models:
-        for parent in project.parents.get(uid, ()):
-            children.setdefault(parent, []).append(uid)
-    below = {uid: descendants(children, uid) for uid in project.models}
+    models = set(project.models)
+    below = {uid: project.descendants(uid) & models for uid in project.models}  # tests are leaves
     order = {uid: i for i, uid in enumerate(project.models)}
     best = max(project.models, key=lambda uid: (len(below[uid]), -order[uid]))
     return {"unique_id": best, "name": best.rsplit(".", 1)[1],
@@ -588,11 +583,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def main() -> None:
-    import signal
-
-    # SIGTERM unwinds like Ctrl-C: the deployment's processes and database are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--large", action="store_true", help="add 1,000 models (one round)")
@@ -606,29 +597,54 @@ def main() -> None:
                         help="N more consecutive dbtbus-redis runs at SIZE models (hung runs counted)")
     parser.add_argument("--hang-after", type=float, default=4.0,
                         help="a run not ended after this many times the bare task's time is hung")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "airflow_live.json")
-    parser.add_argument("--write", type=Path, help="replace the section in this markdown file")
-    parser.add_argument("--render-only", action="store_true", help="render the page from --json, run nothing")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--write", type=Path, help="regenerate this page's figures from the results (bench/render.py)")
     parser.add_argument("--layouts", action="store_true",
                         help="compare layout='one_dag' with 'split' (variants shell, bare and both; "
                              "results in airflow_layouts.json, its own section)")
-    args = parser.parse_args()
+    return parser
+
+
+def _measured(args: argparse.Namespace) -> Measured:
     if args.layouts:
         args.variants = ["shell", "bare", "dbtbus-redis-one-dag", "dbtbus-redis-split"]
-        if args.json == ROOT / "bench" / "results" / "airflow_live.json":
-            args.json = ROOT / "bench" / "results" / "airflow_layouts.json"
-    if args.render_only:
-        results = json.loads(args.json.read_text())
-    else:
-        results = _run(args)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    text = render_layouts(results) if args.layouts else render(results)
-    print(text)
+    figures = _run(args)
+    return Measured(params={"models": [s["models"] for s in figures["sizes"]], "variants": list(args.variants),
+                            "cosmos_max": args.cosmos_max, "soak": list(args.soak)}, figures=figures)
+
+
+@benchmark(name="airflow_live", order=120, interpreter="airflow")
+def run(opts: Options) -> Measured:
+    """Airflow under a real scheduler (PostgreSQL, redis-server): bare build vs dbtbus at 50 to 500 models."""
+    return _measured(_parser().parse_args(["--models", "20"] if opts.tiny else ["--large"] if opts.large else []))
+
+
+@benchmark(name="airflow_layouts", order=130, interpreter="airflow")
+def run_layouts(opts: Options) -> Measured:
+    """Airflow under a real scheduler: one DAG vs node DAGs (``layout=``) at 50 to 200 models."""
+    return _measured(_parser().parse_args(["--layouts", "--models", *(["20"] if opts.tiny else ["50", "100", "200"])]))
+
+
+def main() -> None:
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C: the deployment's processes and database are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    parser = _parser()
+    args = parser.parse_args()
+    date, started = now(), time.perf_counter()
+    measured = _measured(args)
+    figures = measured.figures
+    name = "airflow_layouts" if args.layouts else "airflow_live"
+    result = wrap(name, Options(results_dir=args.results_dir), measured, date=date,
+                  duration_s=time.perf_counter() - started)
+    print(write_result(args.results_dir, result))
     if not args.layouts:
-        plot(results)
+        plot(figures)
     if args.write:
-        replace_doc_section(args.write, LAYOUT_SECTION if args.layouts else SECTION, text)
+        from bench.render import render_file
+
+        render_file(args.results_dir, args.write)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -687,7 +703,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     return {"sizes": sizes, "airflow": version("apache-airflow"),
             "cosmos": _version("astronomer-cosmos") if args.cosmos else None,
             "cosmos_max": args.cosmos_max if args.cosmos else None,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+            "host": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
             "load_average_at_end": list(os.getloadavg()),
             "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

@@ -15,17 +15,27 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import PY, Options, child_json, emit, log, machine, ratio, run_child, spread, write_json
+from bench._harness import (
+    PY,
+    Measured,
+    Options,
+    Run,
+    benchmark,
+    child_json,
+    emit,
+    log,
+    ratio,
+    run_child,
+    standalone,
+    stat,
+)
 
 NAME = "callback_cost"
 CAPTURE_MODELS = 20
@@ -46,7 +56,13 @@ def _time_calls(make: Any, msgs: list[Any], rounds: int) -> list[float]:
     return per_round
 
 
-def child_main(rounds: int) -> None:
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--models", type=int, default=CAPTURE_MODELS)
+    args = parser.parse_args(argv)
+    rounds, models = args.rounds, args.models
     from dbt.cli.main import dbtRunner
 
     from dbtbus.producer._callback import extract, make_callback
@@ -55,7 +71,7 @@ def child_main(rounds: int) -> None:
     from dbtbus.testing.projects import generate_project
 
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-cb-"))
-    project = generate_project(tmp / "p", models=CAPTURE_MODELS, tests_per_model=1)
+    project = generate_project(tmp / "p", models=models, tests_per_model=1)
     args = ["build", *project.dbt_args(), "--quiet"]
     dbtRunner().invoke(args)  # warm-up: parse once, so the captured run is a usual (partial-parse) one
     events: list[Any] = []
@@ -90,81 +106,77 @@ def child_main(rounds: int) -> None:
         "wanted_by_name": counts,
         "nodes": len(project.nodes),
         "build_wall": build_wall,
-        "ns_per_call": {k: spread(v) for k, v in timings.items()},
+        "ns_per_call": {k: stat(v) for k, v in timings.items()},
     })
 
 
-def overhead(quick: bool) -> dict[str, Any]:
+def overhead(quick: bool) -> tuple[dict[str, Any], list[Run]]:
     from bench.producer_overhead import series
     from dbtbus.testing.projects import generate_project
 
     models, repeat = (10, 1) if quick else (50, 3)
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-ovh-"))
     project = generate_project(tmp / f"p{models}", models=models, tests_per_model=1, threads=4)
-    walls = series(["bare", "producer"], project.path, 4, repeat)
-    bare, prod = walls["bare"], walls["producer"]
-    subprocess_variants: dict[str, Any] = {}
+    runs = series(["bare", "producer"], project.path, 4, repeat)
     if not quick:  # the subprocess producer and the debug-level JSON log it needs, against the text CLI
-        cli = series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
-        base = statistics.median(cli["cli-text"])
-        subprocess_variants = {
-            v: {**spread(w), "ratio_of_medians": ratio(statistics.median(w), base),
-                "ratio_of_mins": ratio(min(w), min(cli["cli-text"]))}
-            for v, w in cli.items()
-        }
+        runs += series(["cli-text", "cli-json-debug", "subprocess"], project.path, 4, repeat)
+    walls: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
+    for r in runs:
+        walls.setdefault(r.variant, []).append(float(r.wall_s or math.nan))
+        cpus.setdefault(r.variant, []).append(float(r.cpu_s or math.nan))
+
+    def versus(variant: str, base: str) -> dict[str, Any]:
+        return {**stat(walls[variant]), "cpu": stat(cpus[variant]),
+                "ratio_of_medians": ratio(statistics.median(walls[variant]), statistics.median(walls[base])),
+                "ratio_of_mins": ratio(min(walls[variant]), min(walls[base])),
+                "cpu_ratio_of_medians": ratio(statistics.median(cpus[variant]), statistics.median(cpus[base]))}
+
+    bare, prod = versus("bare", "bare"), versus("producer", "bare")
     return {
         "models": models,
         "nodes": len(project.nodes),
         "repetitions": repeat,
-        "bare": spread(bare),
-        "producer": spread(prod),
-        "ratio_of_medians": ratio(statistics.median(prod), statistics.median(bare)),
-        "ratio_of_mins": ratio(min(prod), min(bare)),
-        "subprocess": subprocess_variants,
-    }
+        "bare": bare,
+        "producer": prod,
+        "ratio_of_medians": prod["ratio_of_medians"],
+        "ratio_of_mins": prod["ratio_of_mins"],
+        "cpu_ratio_of_medians": prod["cpu_ratio_of_medians"],
+        "subprocess": {v: versus(v, "cli-text") for v in ("cli-text", "cli-json-debug", "subprocess") if v in walls},
+    }, runs
 
 
-def run(opts: Options) -> dict[str, Any]:
-    rounds = 50 if opts.quick else ROUNDS
-    data = child_json(run_child([PY, "-m", "bench.callback_cost", "--child", "--rounds", str(rounds)], timeout=900),
-                      "callback_cost child")
+@benchmark(name=NAME, order=20)
+def run(opts: Options) -> Measured:
+    rounds = 10 if opts.tiny else 50 if opts.quick else ROUNDS
+    models = 2 if opts.tiny else CAPTURE_MODELS
+    data = child_json(run_child([PY, "-m", "bench.callback_cost", "--child", "--rounds", str(rounds),
+                                 "--models", str(models)], timeout=900), "callback_cost child")
     ns = data["ns_per_call"]
     log(f"callback: wanted {ns['callback_wanted']['median']:.0f} ns, unwanted {ns['callback_unwanted']['median']:.0f}"
         f" ns, no-op {ns['noop_all']['median']:.0f} ns, extract {ns['extract_wanted']['median']:.0f} ns; "
         f"{data['events']} events for {data['nodes']} nodes")
-    log("callback: in-process producer overhead (bench/producer_overhead.py series)")
-    ovh = overhead(opts.quick)
-    log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
+    ovh, runs = None, []
+    if not opts.tiny:  # dbt builds alternated in fresh interpreters: minutes, not the smoke test's seconds
+        log("callback: in-process producer overhead (bench/producer_overhead.py series)")
+        ovh, runs = overhead(opts.quick)
+        log(f"callback: overhead ratio {ovh['ratio_of_medians']:.3f} (medians)")
     per_run_us = (ns["callback_all"]["median"] * data["events"]) / 1000
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "capture_project_models": CAPTURE_MODELS,
-        "rounds": rounds,
-        "capture": {k: v for k, v in data.items() if k != "ns_per_call"},
-        "ns_per_call": ns,
-        "callback_total_per_run_us": per_run_us,
-        "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
-        "overhead": ovh,
-    }
+    return Measured(
+        params={"capture_project_models": models, "rounds": rounds},
+        figures={
+            "capture": {k: v for k, v in data.items() if k != "ns_per_call"},
+            "ns_per_call": ns,
+            "callback_total_per_run_us": per_run_us,
+            "callback_share_of_build": per_run_us / 1e6 / data["build_wall"],
+            "overhead": ovh,
+        },
+        runs=runs,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child_main(args.rounds)
-        return
-    opts = Options(quick=args.quick)
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    print(write_json(opts.results_dir, NAME, run(opts)))
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":

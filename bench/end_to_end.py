@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,28 +36,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import (
+from bench._harness import (
     DBT,
     PY,
     Clock,
+    Measured,
     Options,
+    Run,
+    benchmark,
     child_json,
     children_peak_rss,
-    compile_bytecode,
     emit,
+    load_results,
     log,
-    machine,
     ratio,
     redis_url,
     reset_peak_rss,
     run_child,
     self_peak_rss,
-    spread,
+    standalone,
+    stat,
     vm_rss,
-    write_json,
 )
 
 NAME = "end_to_end"
@@ -77,6 +75,7 @@ class Size:
     repetitions: int  # of the core variants (bare, producers), alternated
     pernode_repetitions: int = 0  # of the per-node variants (c); 0: not measured at this size
     sampled_models: int = 10
+    warm_up: bool = True  # one bare build first (partial parse, DuckDB file, OS caches): fair, not needed to smoke
 
 
 #: The default series (``nox -s bench``: ~15 min of it); ``--large`` adds 1,000 models; ``--quick`` is a smoke.
@@ -84,6 +83,7 @@ class Size:
 SIZES = (Size(50, 6, 2), Size(200, 4, 1))
 LARGE = Size(1000, 3, 0)
 QUICK = (Size(20, 3, 1, 3),)
+TINY = (Size(2, 1, 1, 1, warm_up=False),)  # the smoke test's: every variant once, in seconds
 
 
 # ------------------------------------------------------------------------------------------ children
@@ -334,16 +334,16 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         if not rs:
             continue
         summary[variant] = {
-            "wall": spread([r["wall"] for r in rs]),
-            "cpu": spread([r["cpu"] for r in rs]),
-            "peak_rss": spread([peak_rss(r) for r in rs]),
+            "wall": stat([r["wall"] for r in rs]),
+            "cpu": stat([r["cpu"] for r in rs]),
+            "peak_rss": stat([peak_rss(r) for r in rs]),
         }
         if all("publisher_cpu" in r for r in rs):
-            summary[variant]["publisher_cpu"] = spread([r["publisher_cpu"] for r in rs])
+            summary[variant]["publisher_cpu"] = stat([r["publisher_cpu"] for r in rs])
         if all("waiting_loop_cpu" in r and "publisher_cpu" in r for r in rs):
-            summary[variant]["waiting_loop_cpu"] = spread([r["waiting_loop_cpu"] for r in rs])
+            summary[variant]["waiting_loop_cpu"] = stat([r["waiting_loop_cpu"] for r in rs])
             # dbtbus's own CPU in (b), measured per thread: the other threads' and processes' swings stay out
-            summary[variant]["own_cpu"] = spread([r["publisher_cpu"] + r["waiting_loop_cpu"] for r in rs])
+            summary[variant]["own_cpu"] = stat([r["publisher_cpu"] + r["waiting_loop_cpu"] for r in rs])
         if variant in PERNODE:
             summary[variant]["mean_per_type"] = {
                 k: statistics.median(r["mean_per_type"][k] for r in rs) for k in rs[0]["mean_per_type"]
@@ -393,7 +393,7 @@ def _overhead(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) ->
     return out
 
 
-def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
+def measure_size(size: Size, tmp: Path, redis_url: str) -> tuple[dict[str, Any], list[Run]]:
     from dbtbus.testing.projects import generate_project
 
     project = generate_project(tmp / f"p{size.models}", models=size.models, tests_per_model=1, threads=THREADS)
@@ -403,8 +403,9 @@ def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
     sample = stratified_sample(project, size.sampled_models)
     nodes_file = tmp / f"p{size.models}.json"
     nodes_file.write_text(json.dumps({"nodes": list(project.nodes), "sample": [command_for(u) for u in sample]}))
-    log(f"end_to_end: {size.models} models ({len(project.nodes)} nodes), warm-up build")
-    _run_variant(BASELINE, project.path, redis_url, nodes_file)  # partial parse, DuckDB file, OS caches
+    if size.warm_up:
+        log(f"end_to_end: {size.models} models ({len(project.nodes)} nodes), warm-up build")
+        _run_variant(BASELINE, project.path, redis_url, nodes_file)  # partial parse, DuckDB file, OS caches
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     loads: list[float] = []
     for rep in range(max(size.repetitions, size.pernode_repetitions)):
@@ -435,68 +436,56 @@ def measure_size(size: Size, tmp: Path, redis_url: str) -> dict[str, Any]:
         "ratios": _ratios(runs, summary, "wall"),
         "cpu_ratios": _ratios(runs, summary, "cpu"),
         "overhead": _overhead(summary, runs),
-        "load_average": spread(loads),
-        "runs": runs,
-    }
+        "load_average": stat(loads),
+    }, [Run(variant=v, round=i, wall_s=r["wall"], cpu_s=r["cpu"], peak_rss_bytes=peak_rss(r),
+            labels={"models": size.models, **{k: x for k, x in r.items() if k not in ("wall", "cpu")
+                                             and isinstance(x, (int, float, str))}})
+        for v, rs in runs.items() for i, r in enumerate(rs)]
 
 
-def _carried_over(previous: Path, measured: set[int]) -> list[dict[str, Any]]:
+def _carried_over(results_dir: Path, measured: set[int]) -> list[dict[str, Any]]:
     """The earlier results' sizes this run did not measure (the 1,000-model point without ``--large``), each
     marked with when it was measured: a default run must not drop the point from the page."""
-    try:
-        data = json.loads(previous.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if data.get("quick"):
+    data = load_results(results_dir).get(NAME)
+    if data is None or data["params"].get("quick"):
         return []
     kept = []
-    for project in data.get("projects", []):
+    for project in data["figures"].get("projects", []):
         if project.get("models") in measured:
             continue
-        project.setdefault("carried_over", {"measured": data.get("machine", {}).get("date"),
-                                            "cpu_model": data.get("machine", {}).get("cpu_model")})
+        project.setdefault("carried_over", {"measured": data["date"], "cpu_model": data["machine"].get("cpu_model")})
         kept.append(project)
     return kept
 
 
-def run(opts: Options) -> dict[str, Any]:
-    sizes = list(QUICK if opts.quick else SIZES)
-    if opts.extra.get("large"):
+@benchmark(name=NAME, order=90, redis=True)
+def run(opts: Options) -> Measured:
+    sizes = list(TINY if opts.tiny else QUICK if opts.quick else SIZES)
+    if opts.large:
         sizes.append(LARGE)
-    sizes = opts.extra.get("e2e_sizes", sizes)
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-e2e-"))
+    projects: list[dict[str, Any]] = []
+    runs: list[Run] = []
     with redis_url(opts) as url:
-        projects = [measure_size(size, tmp, url) for size in sizes]
-    if not opts.quick and "e2e_sizes" not in opts.extra:
-        projects += _carried_over(opts.results_dir / f"{NAME}.json", {p["models"] for p in projects})
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "large": bool(opts.extra.get("large")),
-        "threads": THREADS,
-        "tests_per_model": 1,
-        "projects": projects,
-    }
+        for size in sizes:
+            project, project_runs = measure_size(size, tmp, url)
+            projects.append(project)
+            runs += project_runs
+    notes = []
+    if not opts.quick:
+        kept = _carried_over(opts.results_dir, {p["models"] for p in projects})
+        projects += kept
+        notes += [f"{p['models']} models: carried over from the run of {p['carried_over']['measured']}" for p in kept]
+    return Measured(
+        params={"large": opts.large, "threads": THREADS, "tests_per_model": 1,
+                "models": [p["models"] for p in projects]},
+        figures={"projects": projects}, runs=runs, notes=notes,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--child" in argv:
-        child_main(argv)
-        return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--large", action="store_true", help="add the 1,000-model point (a build takes minutes)")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    compile_bytecode()
-    opts = Options(quick=args.quick, extra={"large": args.large})
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    print(write_json(opts.results_dir, NAME, run(opts)))
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     main()

@@ -23,18 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import subprocess
-import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import PY, Options, child_json, emit, log, machine, run_child, spread, vm_rss, write_json
+from bench._harness import PY, Measured, Options, benchmark, child_json, emit, log, run_child, standalone, stat, vm_rss
 
 NAME = "footprint"
 SCENARIOS = ("bare", "wait", "wait-timeout", "as_completed")
@@ -159,10 +153,10 @@ def import_cost(runs: int) -> dict[str, Any]:
         heavy.update(data["heavy"])
     return {
         "runs": runs,
-        "importtime_cumulative_ms": spread([u / 1000 for u in cumulative_us]),
-        "importtime_self_ms": spread([u / 1000 for u in self_us]),
-        "interpreter_wall_ms": {k: spread([w * 1000 for w in v]) for k, v in walls.items()},
-        "rss_delta_bytes": spread(rss),
+        "importtime_cumulative_ms": stat([u / 1000 for u in cumulative_us]),
+        "importtime_self_ms": stat([u / 1000 for u in self_us]),
+        "interpreter_wall_ms": {k: stat([w * 1000 for w in v]) for k, v in walls.items()},
+        "rss_delta_bytes": stat(rss),
         "heavy_modules_imported": sorted(heavy),
     }
 
@@ -170,12 +164,14 @@ def import_cost(runs: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ parent
 
 
-def run(opts: Options) -> dict[str, Any]:
+@benchmark(name=NAME, order=10)
+def run(opts: Options) -> Measured:
+    count = 500 if opts.tiny else WAITERS
     waiters: dict[str, dict[str, float]] = {}
     for scenario in SCENARIOS:
         waiters[scenario] = {}
         for method in METHODS:
-            cmd = [PY, "-m", "bench.footprint", "--child", scenario, "--method", method, "--waiters", str(WAITERS)]
+            cmd = [PY, "-m", "bench.footprint", "--child", scenario, "--method", method, "--waiters", str(count)]
             data = child_json(run_child(cmd, timeout=600), f"footprint {scenario} {method}")
             waiters[scenario][method] = data["bytes_per_waiter"]
         log(f"footprint: {scenario:>13}: {waiters[scenario]['tracemalloc']:,.0f} B (tracemalloc), "
@@ -187,35 +183,17 @@ def run(opts: Options) -> dict[str, Any]:
         }
         for scenario in SCENARIOS if scenario != "bare"
     }
-    imp = import_cost(7 if opts.quick else 21)
+    imp = import_cost(2 if opts.tiny else 7 if opts.quick else 21)
     log(f"footprint: import dbtbus {imp['importtime_cumulative_ms']['median']:.2f} ms (importtime), "
         f"RSS +{imp['rss_delta_bytes']['median'] / 1024:.0f} KiB, heavy modules: {imp['heavy_modules_imported']}")
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "waiters": WAITERS,
-        "bytes_per_waiter": waiters,
-        "dbtbus_share_bytes_per_waiter": share,
-        "import": imp,
-    }
+    return Measured(
+        params={"waiters": count},
+        figures={"bytes_per_waiter": waiters, "dbtbus_share_bytes_per_waiter": share, "import": imp},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--child" in argv:
-        child_main(argv)
-        return
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    opts = Options(quick=args.quick)
-    if args.results_dir:
-        opts.results_dir = args.results_dir
-    result = run(opts)
-    print(json.dumps(result["bytes_per_waiter"]))
-    print(write_json(opts.results_dir, NAME, result))
+    standalone(NAME, argv, child=child_main)
 
 
 if __name__ == "__main__":

@@ -11,26 +11,19 @@ medians with the per-repetition range), the producer's peak RSS over a bare buil
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import DOCS_PATH, GOAL_E2E_RATIO, GOAL_REGISTER_10K_S, RESULTS_DIR, goal_producer_rss
+from bench._harness import DOCS_PATH, RESULTS_DIR, load_results, view
+from bench.goals import GOAL_E2E_RATIO, GOAL_REGISTER_10K_S, goal_producer_rss
 
 PLOT_PATH = DOCS_PATH.parent / "benchmarks-scale.svg"
 MiB = 2**20
 
 
 def _load(results_dir: Path, name: str) -> dict[str, Any] | None:
-    path = results_dir / f"{name}.json"
-    if not path.exists():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    result = load_results(results_dir).get(name)
+    return view(result) if result is not None else None
 
 
 def plot(results_dir: Path = RESULTS_DIR, out: Path = PLOT_PATH) -> Path | None:

@@ -1,83 +1,46 @@
-"""Benchmarks of the Redis Streams backend: wake-up latency, publish throughput, memory per waiter.
-
-    .venv/bin/python bench/redis_backend.py                 # throw-away redis-server, full sizes
-    .venv/bin/python bench/redis_backend.py --quick         # smaller sizes (a smoke run)
-    .venv/bin/python bench/redis_backend.py --url redis://127.0.0.1:6379/0 --write-docs
-    .venv/bin/python bench/redis_backend.py --append-shapes  # one writer batching vs concurrent writers
+"""The bus's measurements on any backend, shared by the benchmarks that run them: wake-up latency and fan-out
+(``bench/wakeup.py``), publish throughput (``bench/throughput.py``), and the Redis append shapes (one writer
+batching vs concurrent writers: wall, client CPU and the redis-server's CPU), a benchmark of its own here.
 
 Wake-up latency is measured from just before the producer's ``publish`` call to the moment the waiter's
 ``bus.wait`` returns, producer and consumer being two separate ``Bus`` objects (separate connections) on
-one asyncio loop in one process. Goals (issue #4): p99 <= 2 ms on loopback; >= 50,000 records/s batched;
-<= 2 KB per waiter at 10,000 waiters. ``--write-docs`` replaces the "Redis backend" section of
-docs/benchmarks.md and keeps the other sections.
+one asyncio loop in one process.
+
+    python -m bench.redis_backend [--quick]        # the append shapes, on a throw-away redis-server
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import math
-import os
-import platform
-import statistics
-import sys
 import time
-import tracemalloc
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import dbtbus
+from bench._harness import Measured, Options, benchmark, standalone, stat
+from dbtbus.backends.base import Append
+from dbtbus.events import NodeResult, NodeStatus, ProducerInfo, RunStarted, encode
+from dbtbus.testing.redis_server import RedisServer
 
-import dbtbus  # noqa: E402
-from dbtbus.backends.base import Append  # noqa: E402
-from dbtbus.events import NodeResult, NodeStatus, ProducerInfo, RunStarted, encode  # noqa: E402
-from dbtbus.testing.redis_server import RedisServer, redis_url_from_env  # noqa: E402
-
-SECTION = "## Redis backend"
-KB2 = 2048
+#: The pause before each wake-up sample (the waiter registers, the reader blocks), and the control of how late
+#: such a sleep returns on the machine at the time.
+PAUSE_S = 0.0005
 
 
 def _started(run_id: str, uids: Sequence[str]) -> RunStarted:
-    from dbtbus.events import GraphNode
+    from dbtbus.testing.records import run_started
 
-    return RunStarted(
-        run_id=run_id,
-        producer=ProducerInfo(id="bench"),
-        command="run",
-        graph={uid: GraphNode("model", ()) for uid in [*uids, "model.never"]},  # never: keeps readers busy
-        heartbeat_interval=3600,
-    )
+    # model.never keeps the readers busy
+    return run_started({uid: [] for uid in [*uids, "model.never"]}, run_id=run_id, command="run",
+                       producer=ProducerInfo(id="bench"), heartbeat_interval=3600)
 
 
 def _result(run_id: str, uid: str) -> NodeResult:
-    return NodeResult(
-        run_id=run_id, unique_id=uid, status=NodeStatus.SUCCESS, resource_type="model", execution_time=0.1
-    )
+    from dbtbus.testing.records import node_result
 
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@dataclass
-class Report:
-    lines: list[str] = field(default_factory=list)
-
-    def add(self, line: str) -> None:
-        print(line, flush=True)
-        self.lines.append(line)
-
-
-def _latency_row(name: str, samples_s: list[float]) -> str:
-    ms = [s * 1000 for s in samples_s]
-    return (
-        f"| {name} | {len(ms):,} | {statistics.median(ms):.3f} | {_pct(ms, 0.99):.3f} | {max(ms):.3f} |"
-    )
+    return node_result(uid, NodeStatus.SUCCESS, run_id=run_id, resource_type="model", execution_time=0.1)
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -131,7 +94,7 @@ async def bench_latency_one_waiter(
     # warm the run's reader with a first node so later waiters skip the direct probe and join the reader
     samples: list[float] = []
     publish_calls: list[float] = []  # control: the publish call alone (one round trip to Redis)
-    oversleep: list[float] = []  # control: how late asyncio.sleep(0.5 ms) returns on this machine now
+    oversleep: list[float] = []  # control: how late asyncio.sleep(PAUSE_S) returns on this machine now
     done = asyncio.Event()
     returned = 0.0
 
@@ -168,7 +131,7 @@ async def bench_latency_one_waiter(
                 relay_out.append(out)
                 bare_returned: list[float] = []
                 bare = asyncio.ensure_future(bare_waiter(out, bare_returned))
-                await asyncio.sleep(0.0005)
+                await asyncio.sleep(PAUSE_S)
                 start = time.perf_counter()
                 relay_in[0].set_result(None)
                 await bare
@@ -176,9 +139,9 @@ async def bench_latency_one_waiter(
         done.clear()
         task = asyncio.ensure_future(waiter(uid))
         slept = time.perf_counter()
-        await asyncio.sleep(0.0005)  # let the waiter register and the reader block in XREAD
+        await asyncio.sleep(PAUSE_S)  # let the waiter register and the reader block in XREAD
         start = time.perf_counter()
-        oversleep.append(start - slept - 0.0005)
+        oversleep.append(start - slept - PAUSE_S)
         await producer.publish(_result(run_id, uid))
         publish_calls.append(time.perf_counter() - start)
         await done.wait()
@@ -211,7 +174,7 @@ async def bench_latency_many_waiters(url: str, prefix: str, waiters: int, events
     samples: list[float] = []
     for uid in uids[:events]:
         current.clear()
-        await asyncio.sleep(0.0005)
+        await asyncio.sleep(PAUSE_S)
         start = time.perf_counter()
         await producer.publish(_result(run_id, uid))
         await current.wait()
@@ -329,67 +292,6 @@ async def bench_throughput(
     return out
 
 
-async def bench_memory(url: str, prefix: str, waiters: int) -> dict[str, float]:
-    """Bytes of Python heap per pending waiter (tracemalloc), 10,000 waiters on one run."""
-    out: dict[str, float] = {}
-    producer, consumer = await _open_pair(url, prefix)
-    run_id = f"mem-{uuid.uuid4().hex[:6]}"
-    uids = [f"model.m{i}" for i in range(waiters)]
-    await _prepare_run(producer, run_id, uids)
-    keep = asyncio.ensure_future(consumer.wait(run_id, "model.never"))  # the reader exists before measuring
-    await asyncio.sleep(0.2)
-
-    # (0) baseline: what any awaiting task costs the application, without dbtbus
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    gate = asyncio.Event()
-    bare = [asyncio.ensure_future(gate.wait()) for _ in uids]
-    await asyncio.sleep(0.05)
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    out["baseline without dbtbus: a bare task awaiting an asyncio.Event"] = used / waiters
-    gate.set()
-    await asyncio.gather(*bare)
-    del bare
-
-    # (a) one task per waiter calling bus.wait(…, timeout=…)
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    tasks = [asyncio.ensure_future(consumer.wait(run_id, uid, timeout=3600)) for uid in uids]
-    await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters + 1)
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    out["a task per waiter: bus.wait(run, node, timeout=3600)"] = used / waiters
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.sleep(0.1)
-
-    # (b) one as_completed over all nodes: the bus's own per-waiter cost, no task per waiter
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    iterator = consumer.as_completed(run_id, uids, timeout=3600)
-    first = asyncio.ensure_future(iterator.__anext__())
-    await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters + 1)
-    gc.collect()
-    used = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    out["as_completed over all nodes (one task)"] = used / waiters
-    first.cancel()
-    await asyncio.gather(first, return_exceptions=True)
-    await iterator.aclose()  # type: ignore[attr-defined]
-    keep.cancel()
-    await asyncio.gather(keep, return_exceptions=True)
-    await producer.delete_run(run_id)
-    await _close(producer, consumer)
-    return out
-
-
 APPEND_SHAPES: dict[str, tuple[int, int, int]] = {  # name: (writers, records per writer, records per call)
     "the producer's shape: 1 writer, batches of 100": (1, 20_000, 100),
     "1 writer, one record per call": (1, 3000, 1),
@@ -399,13 +301,14 @@ APPEND_SHAPES: dict[str, tuple[int, int, int]] = {  # name: (writers, records pe
 
 
 def _process_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of process ``pid`` so far (psutil)."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
-async def bench_append_shapes(url: str, prefix: str, rounds: int, server_pid: int | None) -> list[str]:
+async def bench_append_shapes(url: str, prefix: str, rounds: int, server_pid: int | None) -> dict[str, Any]:
     """Wall, client CPU and server CPU per append shape; shapes alternate within each round."""
     bus = _connect(url, prefix)
     await bus.__aenter__()
@@ -435,224 +338,51 @@ async def bench_append_shapes(url: str, prefix: str, rounds: int, server_pid: in
             samples[name].append((wall, cpu, server))
     await _close(bus)
 
-    def cell(values: list[float]) -> str:
-        ms = [v * 1000 for v in values]
-        return f"{statistics.median(ms):.0f} ({min(ms):.0f}–{max(ms):.0f})"
+    out: dict[str, Any] = {}
+    for name, (writers, per_writer, per_call) in APPEND_SHAPES.items():
+        walls, cpus, servers = (list(column) for column in zip(*samples[name], strict=True))
+        out[name] = {"writers": writers, "records_per_writer": per_writer, "records_per_call": per_call,
+                     "records_per_s": stat(writers * per_writer / w for w in walls),
+                     "wall_s": stat(walls), "client_cpu_s": stat(cpus),
+                     "server_cpu_s": stat(servers) if server_pid else None}
+    return out
 
-    rows = [
+
+@benchmark(name="redis_append", order=45)
+def run(opts: Options) -> Measured:
+    """Redis append shapes: one writer batching vs concurrent writers; wall, client and server CPU."""
+    rounds = 2 if opts.tiny else 4 if opts.quick else 10
+    with RedisServer() as server:  # its own server: its CPU is measured (psutil), no other client on it
+        pid = server.process.pid if server.process is not None else None
+        shapes = asyncio.run(bench_append_shapes(server.url, f"bench{uuid.uuid4().hex[:6]}:", rounds, pid))
+    return Measured(params={"rounds": rounds}, figures={"shapes": shapes})
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    """The page's block: each append shape's rate, wall, and the client's and the server's CPU."""
+    def cell(value: dict[str, Any] | None) -> str:
+        if not value:
+            return "n/a"
+        return f"{value['median'] * 1000:.0f} ({value['min'] * 1000:.0f}–{value['max'] * 1000:.0f})"
+
+    lines = [
+        "## Redis append shapes",
+        "",
+        f"`bench/redis_backend.py`: the same records appended in each shape, {data['rounds']} rounds alternating "
+        "the shapes, on a throw-away redis-server; medians (min–max), ms.",
+        "",
         "| appends | records/s | wall ms | client CPU ms | server CPU ms |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, (writers, per_writer, _) in APPEND_SHAPES.items():
-        walls, cpus, servers = (list(column) for column in zip(*samples[name], strict=True))
-        rate = writers * per_writer / statistics.median(walls)
-        rows.append(f"| {name} | {rate:,.0f} | {cell(walls)} | {cell(cpus)} | {cell(servers)} |")
-    return rows
+    for name, shape in data["shapes"].items():
+        lines.append(f"| {name} | {shape['records_per_s']['median']:,.0f} | {cell(shape['wall_s'])} | "
+                     f"{cell(shape['client_cpu_s'])} | {cell(shape['server_cpu_s'])} |")
+    return [*lines, ""]
 
 
-async def main_async(args: argparse.Namespace, url: str, report: Report) -> dict[str, float]:
-    prefix = f"bench{uuid.uuid4().hex[:6]}:"
-    q = args.quick
-    events = 1000 if q else 10_000
-    waiters = 10_000
-
-    report.add("#### Wake-up latency (producer's publish call → waiter's return), ms")
-    report.add("")
-    report.add("| scenario | events | p50 | p99 | max |")
-    report.add("|---|---:|---:|---:|---:|")
-    metrics: dict[str, float] = {}
-    one, publish_calls, oversleep, handoffs = await bench_latency_one_waiter(url, prefix, events)
-    report.add(_latency_row("1 waiter", one))
-    many = await bench_latency_many_waiters(url, prefix, waiters, events)
-    report.add(_latency_row(f"{waiters:,} concurrent waiters (distinct nodes, published one by one)", many))
-    metrics["p99_one"] = _pct(one, 0.99) * 1000
-    metrics["p99_many"] = _pct(many, 0.99) * 1000
-    firsts, lasts, _floors = await bench_fan_out(url, prefix, waiters, 5 if q else 20)
-    report.add(_latency_row(f"{waiters:,} waiters on one node: first waiter returns", firsts))
-    report.add(_latency_row(f"{waiters:,} waiters on one node: last waiter returns", lasts))
-    report.add(_latency_row("control: the publish call alone (one round trip), 1-waiter run", publish_calls))
-    report.add(_latency_row("control: lateness of asyncio.sleep(0.5 ms), same run", oversleep))
-    report.add(_latency_row("control: the same hand-off between bare asyncio tasks, alternated", handoffs))
-    report.add("")
-
-    report.add("#### Publish throughput, records/s")
-    report.add("")
-    report.add("| path | records/s (median of 3) | min | max |")
-    report.add("|---|---:|---:|---:|")
-    sizes = (2000, 20_000) if q else (10_000, 100_000)
-    runs = [await bench_throughput(url, prefix, *sizes, 1000) for _ in range(3)]
-    for name in runs[0]:
-        rates = [r[name] for r in runs]
-        report.add(f"| {name} | {statistics.median(rates):,.0f} | {min(rates):,.0f} | {max(rates):,.0f} |")
-        if "batched" in name:
-            metrics[name.split()[0] + "_batched"] = statistics.median(rates)
-    report.add("")
-
-    report.add(f"#### Memory per waiter at {waiters:,} waiters (Python heap, tracemalloc)")
-    report.add("")
-    report.add("| how the waiters wait | bytes / waiter |")
-    report.add("|---|---:|")
-    for name, per in (await bench_memory(url, prefix, waiters)).items():
-        report.add(f"| {name} | {per:,.0f} |")
-        if name.startswith("a task per waiter"):
-            metrics["mem_task"] = per
-        elif name.startswith("as_completed"):
-            metrics["mem_collect"] = per
-    report.add("")
-    return metrics
-
-
-def goals(m: dict[str, float]) -> list[str]:
-    def row(goal: str, measured: str, met: bool) -> str:
-        return f"| {goal} | {measured} | {'yes' if met else '**no**'} |"
-
-    return [
-        "#### Against the goals of issue #4",
-        "",
-        "| goal | measured | met |",
-        "|---|---|---|",
-        row("p99 wake-up ≤ 2 ms, 1 waiter", f"{m['p99_one']:.2f} ms", m["p99_one"] <= 2),
-        row("p99 wake-up ≤ 2 ms, 10,000 waiters", f"{m['p99_many']:.2f} ms", m["p99_many"] <= 2),
-        row(
-            "≥ 50,000 records/s batched",
-            f"{m['backend.append_batched']:,.0f}/s backend, {m['bus.publish_batched']:,.0f}/s bus.publish",
-            m["backend.append_batched"] >= 50_000 and m["bus.publish_batched"] >= 50_000,
-        ),
-        row("≤ 2 KB / waiter, 10,000", f"{m['mem_collect']:,.0f} B (as_completed)", m["mem_collect"] <= KB2),
-        row("≤ 2 KB / waiter, 10,000", f"{m['mem_task']:,.0f} B (a task per wait)", m["mem_task"] <= KB2),
-        "",
-    ]
-
-
-NOTES = [
-    "### Notes",
-    "",
-    "- Wake-up path: `bus.publish` → one `EVALSHA` (XADD + HSET) → the run's single reader, blocked in",
-    "  `XREAD BLOCK` on its own connection, returns → the bus folds the record and sets the waiter's event.",
-    "  The median is the floor measured in docs (`/work/shared/reference/redis-measurements.md`: 0.33 ms",
-    "  XADD → XREAD wake-up, 0.54–0.75 ms with 10,000 waiting futures). The tail follows the machine, not",
-    "  the backend: compare the two control rows — the publish call alone (one round trip) and the lateness",
-    "  of a 0.5 ms `asyncio.sleep` have about the same p99 as the wake-up when the two CPUs are busy with",
-    "  other jobs (see the load average above).",
-    "- \"10,000 waiters on one node\" wakes all of them with one record: the bus resolves them in one",
-    "  synchronous loop, then asyncio resumes 10,000 tasks; the first returns only after the whole loop.",
-    "- Throughput: one-by-one is one round trip per record (~130–180 µs with redis.asyncio); batching puts",
-    "  all of a call's records in one script call. The server spends ~3 µs per record inside the script;",
-    "  the client-side cost is redis-py packing the arguments. Concurrent appends are separate script calls",
-    "  (the write coalescer was removed: see docs/backends.md and `--append-shapes`).",
-    "- Memory: tracemalloc counts Python heap only (not Redis). One task per waiter costs an asyncio Task,",
-    "  its coroutine frames and the bus's cancel scope and event; the bare-task baseline shows the part",
-    "  any application pays for a task of its own. `as_completed` / `wait_many` share one task and one",
-    "  collector across all their nodes.",
-    "",
-]
-
-
-INTRO = [
-    "`bench/redis_backend.py` against a throw-away redis-server on loopback. One subsection per scheduling",
-    "variant: the machine (2 CPUs) is shared with other jobs, so the same code is also measured with",
-    "realtime priority (`chrt -f 10 .venv/bin/python bench/redis_backend.py --write-docs`), which takes",
-    "the other jobs' CPU contention out of the tail.",
-]
-
-
-def write_docs(title: str, header: list[str], body: list[str]) -> None:
-    """Replace (or add) the ``### title`` subsection of the Redis section; keep everything else."""
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    end = len(lines) if start is None else next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-    )
-    old = [] if start is None else lines[start + 1 : end]
-    # the existing subsections, by title (the intro and the notes are rewritten)
-    subsections: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in old:
-        if line.startswith("### "):
-            current = line[4:].strip()
-            subsections[current] = []
-        elif current is not None:
-            subsections[current].append(line)
-    subsections.pop("Notes", None)
-    subsections[title] = ["", *header, "", *body]
-    section = [SECTION, "", *INTRO, ""]
-    for name, content in subsections.items():
-        section += [f"### {name}", *content]
-        while section and not section[-1].strip():
-            section.pop()
-        section.append("")
-    section += NOTES
-    while section and not section[-1].strip():
-        section.pop()
-    before = lines[:start] if start is not None else [*lines, ""]
-    after = lines[end:]
-    new = [*before, *section, *(["", *after] if after else [])]
-    path.write_text("\n".join(new).rstrip() + "\n")
-    print(f"wrote {path}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--url", help="an existing Redis (default: $REDIS_URL, else a throw-away server)")
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
-    parser.add_argument("--title", help="the docs subsection to replace (default: by scheduling policy)")
-    parser.add_argument(
-        "--append-shapes", action="store_true", help="only the append shapes (wall and CPU, medians of 10 rounds)"
-    )
-    args = parser.parse_args(argv)
-    url = args.url or redis_url_from_env()
-    server: RedisServer | None = None
-    if url is None:
-        server = RedisServer().start()
-        url = server.url
-    report = Report()
-    if args.append_shapes:
-        try:
-            pid = server.process.pid if server is not None and server.process is not None else None
-            rows = asyncio.run(bench_append_shapes(url, f"bench{uuid.uuid4().hex[:6]}:", 4 if args.quick else 10, pid))
-        finally:
-            if server is not None:
-                server.close()
-        for line in rows:
-            report.add(line)
-        return 0
-    try:
-        import hiredis  # noqa: F401
-
-        parser_name = "hiredis"
-    except ImportError:
-        parser_name = "pure-Python parser"
-    import redis
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    realtime = hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
-    title = args.title or ("Realtime priority (chrt -f)" if realtime else "Normal scheduling (shared CPUs)")
-    version = server.cli("INFO", "server") if server else ""
-    versions = [ln.split(":")[1].strip() for ln in version.splitlines() if ln.startswith("redis_version:")]
-    redis_version = versions[0] if versions else "?"
-    header = [
-        f"Measured {time.strftime('%Y-%m-%d')} with "
-        f"`bench/redis_backend.py{' --quick' if args.quick else ''}`: redis-server {redis_version} on "
-        "loopback "
-        f"({'throw-away' if server else url}), redis-py {redis.__version__} "
-        f"({parser_name}), CPython {platform.python_version()}, asyncio, {os.cpu_count()} CPUs, load average "
-        f"{load:.1f} at start. Producer and consumer are two `Bus` objects on one loop in one process.",
-    ]
-    try:
-        metrics = asyncio.run(main_async(args, url, report))
-    finally:
-        if server is not None:
-            server.close()
-    for line in goals(metrics):
-        report.add(line)
-    if args.write_docs:
-        write_docs(title, header, report.lines)
-    return 0
+def main(argv: Sequence[str] | None = None) -> None:
+    standalone("redis_append", argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -20,7 +20,6 @@ Producer and consumer are two ``Bus`` objects (two connections for Redis) on one
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 import uuid
@@ -28,10 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import Options, log, machine, redis_url, spread, standalone_main
+from bench._harness import Measured, Options, benchmark, log, redis_url, standalone, stat
 
 NAME = "scale"
 SIZES = (50, 200, 1000)
@@ -49,18 +45,18 @@ def _project_graph(models: int, tmp: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def _records(run_id: str, graph: dict[str, Any], nodes: Sequence[str]) -> tuple[Any, list[Any], list[Any], Any]:
-    from dbtbus.events import NodeResult, NodeStarted, NodeStatus, ProducerInfo, RunFinished, RunStarted, utcnow
+    from dbtbus.events import NodeStarted, NodeStatus, ProducerInfo, RunFinished, utcnow
+    from dbtbus.testing.records import node_result, run_started
 
     now = utcnow()
-    started = RunStarted(run_id=run_id, producer=ProducerInfo(id="bench"), command="build", graph=graph,
-                         heartbeat_interval=3600)
+    started = run_started(graph, run_id=run_id, producer=ProducerInfo(id="bench"), heartbeat_interval=3600)
     starts = [NodeStarted(run_id=run_id, unique_id=u, resource_type=graph[u].resource_type, started_at=now,
                           thread="Thread-1") for u in nodes]
     results = [
-        NodeResult(run_id=run_id, unique_id=u, status=NodeStatus.PASS if u.startswith("test.") else NodeStatus.SUCCESS,
-                   resource_type=graph[u].resource_type, started_at=now, finished_at=now, execution_time=0.1,
-                   message="OK", adapter_response={"_message": "OK", "code": "OK", "rows_affected": -1},
-                   thread="Thread-1", relation_name=f'"db"."main"."{u.rsplit(".", 1)[-1]}"')
+        node_result(u, NodeStatus.PASS if u.startswith("test.") else NodeStatus.SUCCESS, run_id=run_id, graph=graph,
+                    started_at=now, finished_at=now, execution_time=0.1, message="OK",
+                    adapter_response={"_message": "OK", "code": "OK", "rows_affected": -1},
+                    thread="Thread-1", relation_name=f'"db"."main"."{u.rsplit(".", 1)[-1]}"')
         for u in nodes
     ]
     finished = RunFinished(run_id=run_id, success=True, counts={"success": len(nodes)})
@@ -95,7 +91,7 @@ async def _until(condition: Any) -> None:
 
 
 async def _throughput(url: str, prefix: str, graph: dict[str, Any], nodes: list[str]) -> dict[str, Any]:
-    from bench._common import Clock
+    from bench._harness import Clock
 
     out: dict[str, Any] = {}
     async with _connect(url, prefix) as producer:
@@ -120,12 +116,13 @@ async def _throughput(url: str, prefix: str, graph: dict[str, Any], nodes: list[
     return out
 
 
-async def _waiters(url: str, prefix: str, graph: dict[str, Any], nodes: list[str], early: bool) -> dict[str, Any]:
-    from bench._common import Clock
+async def _waiters(url: str, prefix: str, graph: dict[str, Any], nodes: list[str], early: bool,
+                   waiters: int) -> dict[str, Any]:
+    from bench._harness import Clock
 
     run_id = f"reg-{uuid.uuid4().hex[:8]}"
     started, starts, results, finished = _records(run_id, graph, nodes)
-    targets = [nodes[i % len(nodes)] for i in range(WAITERS)]
+    targets = [nodes[i % len(nodes)] for i in range(waiters)]
     async with _connect(url, prefix) as producer, _connect(url, prefix, linger=60) as consumer:
         reads = _count_reads(consumer)
         await producer.renew_lease(run_id, "bench", 3600)
@@ -141,7 +138,7 @@ async def _waiters(url: str, prefix: str, graph: dict[str, Any], nodes: list[str
 
         clock = Clock()
         tasks = [asyncio.ensure_future(waiter(uid)) for uid in targets]
-        await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= WAITERS)
+        await _until(lambda: consumer.statistics().readers.get(run_id, 0) >= waiters)
         registered = clock.read()
         if early:
             await producer.publish(started)
@@ -150,79 +147,77 @@ async def _waiters(url: str, prefix: str, graph: dict[str, Any], nodes: list[str
         for i in range(0, len(results), BATCH):
             await producer.publish(results[i : i + BATCH])
         await producer.publish(finished)
-        await _until(lambda: returned == WAITERS)
+        await _until(lambda: returned == waiters)
         released = clock.read()
         await asyncio.gather(*tasks)
         await producer.delete_run(run_id)
     log_length = 2 + 2 * len(nodes)
     return {
-        "waiters": WAITERS,
+        "waiters": waiters,
         "register": registered,
-        "register_us_per_waiter": registered["wall"] / WAITERS * 1e6,
+        "register_us_per_waiter": registered["wall"] / waiters * 1e6,
         "release": released,
         "reads": reads["calls"],
         "records_read": reads["entries"],
         "log_length": log_length,
-        "records_read_per_waiter": reads["entries"] / WAITERS,
+        "records_read_per_waiter": reads["entries"] / waiters,
     }
 
 
-async def measure(url: str, models: int, graph: dict[str, Any], nodes: list[str], reps: int) -> dict[str, Any]:
+async def measure(url: str, models: int, graph: dict[str, Any], nodes: list[str], reps: int,
+                  waiters: int = WAITERS) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}:"
     tps = [await _throughput(url, prefix, graph, nodes) for _ in range(reps)]
     out: dict[str, Any] = {"throughput": {
         mode: {"records": tps[0][mode]["records"],
-               "records_per_s": spread([t[mode]["records_per_s"] for t in tps]),
-               "cpu_us_per_record": spread([t[mode]["cpu_us_per_record"] for t in tps])}
+               "records_per_s": stat([t[mode]["records_per_s"] for t in tps]),
+               "cpu_us_per_record": stat([t[mode]["cpu_us_per_record"] for t in tps])}
         for mode in tps[0]
     }}
     for early in (True, False):
-        runs = [await _waiters(url, prefix, graph, nodes, early) for _ in range(reps)]
+        runs = [await _waiters(url, prefix, graph, nodes, early, waiters) for _ in range(reps)]
         out["early" if early else "late"] = {
-            "register_wall": spread([r["register"]["wall"] for r in runs]),
-            "register_cpu": spread([r["register"]["cpu"] for r in runs]),
-            "release_wall": spread([r["release"]["wall"] for r in runs]),
-            "release_cpu": spread([r["release"]["cpu"] for r in runs]),
-            "records_read_per_waiter": spread([r["records_read_per_waiter"] for r in runs]),
-            "records_read": spread([r["records_read"] for r in runs]),
-            "reads": spread([r["reads"] for r in runs]),
+            "register_wall": stat([r["register"]["wall"] for r in runs]),
+            "register_cpu": stat([r["register"]["cpu"] for r in runs]),
+            "release_wall": stat([r["release"]["wall"] for r in runs]),
+            "release_cpu": stat([r["release"]["cpu"] for r in runs]),
+            "records_read_per_waiter": stat([r["records_read_per_waiter"] for r in runs]),
+            "records_read": stat([r["records_read"] for r in runs]),
+            "reads": stat([r["reads"] for r in runs]),
             "log_length": runs[0]["log_length"],
         }
     return out
 
 
-def run(opts: Options) -> dict[str, Any]:
+@benchmark(name=NAME, order=50, redis=True)
+def run(opts: Options) -> Measured:
     reps = 1 if opts.quick else 3
+    sizes_wanted, waiters = ((5,), 500) if opts.tiny else (SIZES, WAITERS)
     tmp = Path(tempfile.mkdtemp(prefix="dbtbus-bench-scale-"))
     sizes: list[dict[str, Any]] = []
     with redis_url(opts) as url:
-        for models in SIZES:
+        for models in sizes_wanted:
             graph, nodes = _project_graph(models, tmp)
             entry: dict[str, Any] = {"models": models, "nodes": len(nodes), "backends": {}}
             for name, bus_url in (("memory", f"memory://bench-scale-{uuid.uuid4().hex[:6]}"), ("redis", url)):
                 t0 = time.perf_counter()
-                data = asyncio.run(measure(bus_url, models, graph, nodes, reps))
+                data = asyncio.run(measure(bus_url, models, graph, nodes, reps, waiters))
                 entry["backends"][name] = data
                 tp, early, late = data["throughput"]["one_by_one"], data["early"], data["late"]
                 log(f"scale: {models:>5} models {name:>6}: publish {tp['records_per_s']['median']:,.0f}/s one by one; "
-                    f"10,000 waiters registered early in {early['register_wall']['median']:.3f} s "
+                    f"{waiters:,} waiters registered early in {early['register_wall']['median']:.3f} s "
                     f"(CPU {early['register_cpu']['median']:.3f} s), late in {late['register_wall']['median']:.3f} s; "
                     f"records read per waiter {late['records_read_per_waiter']['median']:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)")
             sizes.append(entry)
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "repetitions": reps,
-        "waiters": WAITERS,
-        "batch": BATCH,
-        "sizes": sizes,
-    }
+    return Measured(
+        params={"repetitions": reps, "waiters": waiters, "batch": BATCH, "models": list(sizes_wanted)},
+        figures={"sizes": sizes},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
+    standalone(NAME, argv)
 
 
 if __name__ == "__main__":

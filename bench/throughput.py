@@ -9,47 +9,37 @@ throw-away ``redis-server``, three times each (median, min, max).
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import Options, log, machine, redis_url, spread, standalone_main
+from bench._harness import Measured, Options, benchmark, log, redis_url, standalone, stat
 
 NAME = "throughput"
 BATCH = 1000
 RUNS = 3
 
 
-def run(opts: Options) -> dict[str, Any]:
+@benchmark(name=NAME, order=40, redis=True)
+def run(opts: Options) -> Measured:
     from bench.redis_backend import bench_throughput
 
-    one_by_one, batched = (2000, 20_000) if opts.quick else (10_000, 100_000)
+    one_by_one, batched = (200, 2000) if opts.tiny else (2000, 20_000) if opts.quick else (10_000, 100_000)
     backends: dict[str, Any] = {}
     with redis_url(opts) as url:
         for name, bus_url in (("memory", f"memory://bench-tp-{uuid.uuid4().hex[:6]}"), ("redis", url)):
             prefix = f"bench{uuid.uuid4().hex[:6]}:"
             runs = [asyncio.run(bench_throughput(bus_url, prefix, one_by_one, batched, BATCH)) for _ in range(RUNS)]
-            backends[name] = {path: spread([r[path] for r in runs]) for path in runs[0]}
+            backends[name] = {path: stat([r[path] for r in runs]) for path in runs[0]}
             for path, s in backends[name].items():
                 log(f"throughput {name}: {path}: {s['median']:,.0f}/s")
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "records_one_by_one": one_by_one,
-        "records_batched": batched,
-        "batch": BATCH,
-        "runs": RUNS,
-        "backends": backends,
-    }
+    return Measured(
+        params={"records_one_by_one": one_by_one, "records_batched": batched, "batch": BATCH, "runs": RUNS},
+        figures={"backends": backends},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
+    standalone(NAME, argv)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import Options, latency_summary, log, machine, redis_url, standalone_main
+from bench._harness import Measured, Options, benchmark, latency_summary, log, redis_url, standalone
+from bench.redis_backend import PAUSE_S
 
 NAME = "wakeup"
 
@@ -37,12 +33,20 @@ def _realtime() -> bool:
     return hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
 
 
-async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
+def events_one_waiter(opts: Options) -> int:
+    return 200 if opts.tiny else 1000 if opts.quick else 10_000
+
+
+def fan_out_rounds(opts: Options) -> int:
+    return 1 if opts.tiny else 3 if opts.quick else 20
+
+
+async def measure_backend(url: str, opts: Options) -> dict[str, Any]:
     from bench.redis_backend import bench_fan_out, bench_latency_many_waiters, bench_latency_one_waiter
 
     prefix = f"bench{uuid.uuid4().hex[:6]}:"
-    events = 1000 if quick else 10_000
-    rounds = 3 if quick else 20
+    events = events_one_waiter(opts)
+    rounds = fan_out_rounds(opts)
     out: dict[str, Any] = {"distinct_nodes": {}, "one_node": {}}
     one, publish_calls, oversleep, handoffs = await bench_latency_one_waiter(url, prefix, events)
     out["distinct_nodes"]["1"] = latency_summary(one)
@@ -64,29 +68,26 @@ async def measure_backend(url: str, quick: bool) -> dict[str, Any]:
     return out
 
 
-def run(opts: Options) -> dict[str, Any]:
+@benchmark(name=NAME, order=30, redis=True)
+def run(opts: Options) -> Measured:
     backends: dict[str, Any] = {}
     load = list(os.getloadavg())
     with redis_url(opts) as url:
         for name, bus_url in (("memory", f"memory://bench-wakeup-{uuid.uuid4().hex[:6]}"), ("redis", url)):
             log(f"wakeup: {name}")
-            backends[name] = asyncio.run(measure_backend(bus_url, opts.quick))
+            backends[name] = asyncio.run(measure_backend(bus_url, opts))
             for n, s in backends[name]["distinct_nodes"].items():
                 log(f"  {n:>6} waiters: p50 {s['p50_ms']:.3f} p99 {s['p99_ms']:.3f} max {s['max_ms']:.3f} ms")
-    return {
-        "name": NAME,
-        "machine": machine(),
-        "quick": opts.quick,
-        "load_average_at_start": load,
-        "realtime_priority": _realtime(),
-        "events_one_waiter": 1000 if opts.quick else 10_000,
-        "fan_out_rounds": 3 if opts.quick else 20,
-        "backends": backends,
-    }
+    return Measured(
+        params={"events_one_waiter": events_one_waiter(opts), "fan_out_rounds": fan_out_rounds(opts),
+                "pause_ms": PAUSE_S * 1000,
+                "realtime_priority": _realtime()},
+        figures={"load_average_at_start": load, "backends": backends},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    standalone_main(NAME, run, __doc__, sys.argv[1:] if argv is None else argv)
+    standalone(NAME, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Smoke test of the benchmark suite: ``python -m bench --quick --only footprint wakeup`` into tmp_path.
+"""Smoke test of the benchmark suite: every benchmark of this interpreter, at its tiny size, through the harness.
 
-Never touches bench/results/ or docs/benchmarks.md (``--results-dir`` / ``--docs``). Needs redis-server.
+``python -m bench --tiny`` into tmp_path (never bench/results/ or docs/benchmarks.md): each benchmark registers
+itself, runs in seconds, and writes a result of the one schema; the page's blocks are rendered from them.
+Needs redis-server and dbt (the test virtualenv).
 """
 
 from __future__ import annotations
@@ -12,106 +14,118 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH"),
-]
-
-
 def _finite_positive(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_quick_footprint_and_wakeup(tmp_path: Path) -> None:
+def test_benchmarks_register_themselves() -> None:
+    from bench._harness import discover
+
+    registry = discover()
+    assert set(registry) == {"footprint", "callback_cost", "wakeup", "throughput", "redis_append", "scale", "report",
+                             "end_to_end", "airflow_dag", "airflow_footprint", "airflow_live", "airflow_layouts"}
+    assert {b.interpreter for b in registry.values()} == {"dbtbus", "airflow"}
+    assert all(b.doc for b in registry.values())
+    orders = [b.order for b in registry.values()]
+    assert orders == sorted(orders)  # the short ones first
+
+
+def test_the_schema_refuses_what_does_not_fit() -> None:
+    from bench._harness import SCHEMA, stat, validate
+
+    good: dict[str, Any] = {
+        "schema": SCHEMA, "benchmark": "x", "date": "2026-12-06 12:00:00 UTC", "params": {"quick": True},
+        "machine": dict.fromkeys(("cpu_model", "cpus", "ram_bytes", "os", "python", "load_average")),
+        "versions": {"dbtbus": "0.1.0", "dbt_core": None}, "figures": {"wall": stat([3, 1, 2])},
+        "runs": [{"variant": "a", "round": 0}], "notes": [], "duration_s": 1.0,
+    }
+    assert validate(good) == []
+    assert stat([3, 1, 2]) == {"n": 3, "median": 2.0, "min": 1.0, "max": 3.0, "mad": 1.0, "samples": [3.0, 1.0, 2.0]}
+    assert validate({**good, "schema": "dbtbus-bench/1"}) == ["schema 'dbtbus-bench/1', not 'dbtbus-bench/2'"]
+    assert validate({k: v for k, v in good.items() if k != "params"}) == ["params: missing"]
+    assert validate({**good, "figures": {"a": {"b": {**stat([1, 2]), "median": 9.0}}}})[0].startswith(
+        "figures.a.b.median: 9.0, the samples' is 1.5")
+    assert validate({**good, "figures": {"wall": {**stat([1, 2]), "n": 3}}}) == ["figures.wall.n: 3 for 2 samples"]
+    assert validate({**good, "runs": [{"variant": "a"}]}) == ["runs[0].round: not int"]
+
+
+def _run_tiny(tmp_path: Path) -> tuple[Path, Path]:
     results, docs = tmp_path / "results", tmp_path / "benchmarks.md"
+    shutil.copy(ROOT / "docs" / "benchmarks.md", docs)  # a page with every marker, to render into
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "footprint", "wakeup",
-         "--results-dir", str(results), "--docs", str(docs)],
+        [sys.executable, "-m", "bench", "--tiny", "--note", "smoke test", "--results-dir", str(results),
+         "--docs", str(docs)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,  # a hang guard, not a figure
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert sorted(p.name for p in results.iterdir()) == ["footprint.json", "wakeup.json"]
+    return results, docs
 
-    footprint = json.loads((results / "footprint.json").read_text())
-    assert footprint["waiters"] == 10_000
-    assert {"cpu_model", "cpus", "python", "dbt_core", "redis_server", "load_average"} <= set(footprint["machine"])
+
+@pytest.mark.redis
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_every_benchmark_at_its_tiny_size(tmp_path: Path) -> None:
+    from bench._harness import discover, load_results, validate
+
+    results, docs = _run_tiny(tmp_path)
+    mine = {name for name, b in discover().items() if b.interpreter == "dbtbus"}
+    assert sorted(p.stem for p in results.iterdir()) == sorted(mine)
+    for path in results.iterdir():
+        data = json.loads(path.read_text())
+        assert validate(data) == [], path.name
+        assert data["params"]["tiny"] is True and "smoke test" in data["notes"]
+        assert data["versions"]["dbtbus"] and data["machine"]["cpus"]
+    loaded = {name: {**r["params"], **r["figures"]} for name, r in load_results(results).items()}
+
+    footprint = loaded["footprint"]
     per = footprint["bytes_per_waiter"]
     assert set(per) == {"bare", "wait", "wait-timeout", "as_completed"}
     for scenario, methods in per.items():
-        assert set(methods) == {"tracemalloc", "rss"}
-        # a waiter costs something, and far less than 100 KB
-        assert 0 < methods["tracemalloc"] < 100_000, (scenario, methods)
+        assert 0 < methods["tracemalloc"] < 100_000, (scenario, methods)  # a waiter costs something, not 100 KB
         assert -10_000 < methods["rss"] < 100_000, (scenario, methods)
-    assert per["wait"]["tracemalloc"] > per["bare"]["tracemalloc"] * 0.5
-    assert set(footprint["dbtbus_share_bytes_per_waiter"]) == {"wait", "wait-timeout", "as_completed"}
-    imp = footprint["import"]
-    assert 0 < imp["importtime_cumulative_ms"]["median"] < 1000
-    assert imp["heavy_modules_imported"] == []
+    assert footprint["import"]["heavy_modules_imported"] == []
+    assert 0 < footprint["import"]["importtime_cumulative_ms"]["median"] < 1000
 
-    wakeup = json.loads((results / "wakeup.json").read_text())
-    assert set(wakeup["backends"]) == {"memory", "redis"}
-    for backend, data in wakeup["backends"].items():
-        assert set(data["distinct_nodes"]) == {"1", "100", "10000"}
+    for backend, data in loaded["wakeup"]["backends"].items():
         for n, summary in data["distinct_nodes"].items():
-            assert summary["n"] > 0
-            assert _finite_positive(summary["p50_ms"]) and summary["p50_ms"] < 1000, (backend, n, summary)
-            assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
-        assert set(data["one_node"]) == {"100", "10000"}
-        for fan in data["one_node"].values():
-            assert fan["first"]["p50_ms"] <= fan["last"]["p50_ms"]
+            assert _finite_positive(summary["p50_ms"]), (backend, n)
+            assert summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"], (backend, n)
         assert set(data["controls"]) == {"publish_call", "sleep_lateness", "bare_handoff"}
 
-    page = docs.read_text()
-    assert page.startswith("# Benchmarks")
-    assert "## Goals" in page and "## Wake-up latency" in page and "## Memory per waiting consumer" in page
-    assert "AMD" in page or "CPU" in page
-
-
-def test_quick_scale_and_page(tmp_path: Path) -> None:
-    """``--only scale``: the bus at 50/200/1,000 models on memory and Redis, then the page (and its plot)."""
-    results, docs = tmp_path / "results", tmp_path / "benchmarks.md"
-    docs.write_text("# Benchmarks\n\n## Redis backend\n\nwritten by bench/redis_backend.py\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "scale", "--results-dir", str(results),
-         "--docs", str(docs)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    scale = json.loads((results / "scale.json").read_text())
-    assert [s["models"] for s in scale["sizes"]] == [50, 200, 1000]
-    for size in scale["sizes"]:
+    for size in loaded["scale"]["sizes"]:
         assert size["nodes"] == 2 * size["models"] + 1
-        assert set(size["backends"]) == {"memory", "redis"}
         for backend, data in size["backends"].items():
-            for mode in ("one_by_one", "batched"):
-                assert _finite_positive(data["throughput"][mode]["records_per_s"]["median"]), (backend, mode)
             for when in ("early", "late"):
                 w = data[when]
-                assert _finite_positive(w["register_wall"]["median"]) and _finite_positive(w["register_cpu"]["median"])
-                # one reader per run: the log is read about once, whatever the number of waiters (the last
-                # waiters may return before the reader gets to RunFinished)
-                assert w["log_length"] - 1 <= w["records_read"]["median"] <= 2 * w["log_length"], (backend, when, w)
-                assert w["records_read_per_waiter"]["median"] < 1
+                assert _finite_positive(w["register_wall"]["median"])
+                # one reader per run: the log is read about once, whatever the number of waiters
+                assert w["log_length"] - 1 <= w["records_read"]["median"] <= 2 * w["log_length"], (backend, when)
+
+    for backend in ("memory", "redis"):
+        assert _finite_positive(loaded["throughput"]["backends"][backend]["bus.publish batched ×1000"]["median"])
+    assert all(_finite_positive(s["records_per_s"]["median"]) for s in loaded["redis_append"]["shapes"].values())
+    assert loaded["report"]["page_bytes"] > 0 and loaded["report"]["node_results"] == loaded["report"]["nodes"]
+    assert loaded["callback_cost"]["ns_per_call"]["callback_all"]["median"] > 0
+
+    e2e = json.loads((results / "end_to_end.json").read_text())
+    assert {r["variant"] for r in e2e["runs"]} == {"bare", "producer-memory", "producer-redis", "produceronly-memory",
+                                                  "produceronly-redis", "pernode-dbtrunner", "pernode-subprocess"}
+    assert all(r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_rss_bytes"] > 0 for r in e2e["runs"])
+
     page = docs.read_text()
-    assert "## The bus at project scale" in page and "10,000 waiters registered on Redis" in page
-    assert "## Redis backend\n\nwritten by bench/redis_backend.py" in page  # another script's section survives
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "benchmarks-scale.svg" not in page
-    else:
-        assert (tmp_path / "benchmarks-scale.svg").read_text().lstrip().startswith("<?xml")
+    assert "could not render" not in page
+    for name in mine - {"redis_append"}:
+        assert f"No result: `bench/results/{name}.json`" not in page
 
 
 def test_goals_judge_cpu_when_wall_is_within_noise() -> None:
-    from bench.render import _cpu_judged
+    from bench.goals import cpu_judged as _cpu_judged
 
     def miss(m: float, g: float) -> str:
         return "missed"
@@ -167,17 +181,20 @@ def test_the_end_to_end_goal_falls_back_on_dbtbus_own_cpu_only_within_noise() ->
 
 
 def test_a_run_without_large_keeps_the_earlier_1000_model_point(tmp_path: Path) -> None:
-    from bench.end_to_end import _carried_over
+    from bench._harness import Measured, Options, wrap, write_result
+    from bench.end_to_end import NAME, _carried_over
 
-    previous = tmp_path / "end_to_end.json"
-    assert _carried_over(previous, {50, 200}) == []  # no earlier results
-    previous.write_text("{not json")
-    assert _carried_over(previous, {50, 200}) == []
-    machine = {"date": "2026-12-02 14:42:12 UTC", "cpu_model": "AMD EPYC"}
+    assert _carried_over(tmp_path, {50, 200}) == []  # no earlier results
+    (tmp_path / f"{NAME}.json").write_text("{not json")
+    assert _carried_over(tmp_path, {50, 200}) == []
     projects = [{"models": 50}, {"models": 200}, {"models": 1000}]
-    previous.write_text(json.dumps({"quick": False, "machine": machine, "projects": projects}))
-    assert _carried_over(previous, {50, 200}) == [
-        {"models": 1000, "carried_over": {"measured": "2026-12-02 14:42:12 UTC", "cpu_model": "AMD EPYC"}}]
-    assert _carried_over(previous, {50, 200, 1000}) == []
-    previous.write_text(json.dumps({"quick": True, "machine": machine, "projects": projects}))
-    assert _carried_over(previous, {20}) == []  # a smoke run's figures are not carried into the page
+    earlier = wrap(NAME, Options(), Measured(params={}, figures={"projects": projects}),
+                   date="2026-12-02 14:42:12 UTC", duration_s=None)
+    write_result(tmp_path, earlier)
+    kept = _carried_over(tmp_path, {50, 200})
+    assert kept == [{"models": 1000, "carried_over": {"measured": "2026-12-02 14:42:12 UTC",
+                                                      "cpu_model": earlier.machine["cpu_model"]}}]
+    assert _carried_over(tmp_path, {50, 200, 1000}) == []
+    write_result(tmp_path, wrap(NAME, Options(quick=True), Measured(params={}, figures={"projects": projects}),
+                                date="2026-12-02 14:42:12 UTC", duration_s=None))
+    assert _carried_over(tmp_path, {20}) == []  # a smoke run's figures are not carried into the page
