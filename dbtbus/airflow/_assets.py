@@ -1,0 +1,105 @@
+"""Airflow Assets for dbt nodes: the outlet a model, seed or snapshot task declares, and the asset event it
+emits the moment its node succeeds.
+
+**Names.** A node's asset is its relation as OpenLineage names it — the namespace and name ``dbt-ol`` gives
+that relation — spelled as an Airflow 3 asset URI: ``<namespace>/<name with "." as "/">``, e.g.
+``postgres://db:5432/analytics/public/orders`` for the OpenLineage dataset (``postgres://db:5432``,
+``analytics.public.orders``). Airflow 3 validates URIs per scheme, and its ``postgres``, ``mysql`` and
+``trino`` schemes want the parts of a table name as path segments (a dotted name is refused), which is also
+what Airflow's OpenLineage provider turns back into the OpenLineage (namespace, name) — and what
+astronomer-cosmos emits on Airflow 3, so a DAG scheduled on a cosmos asset keeps its schedule. The
+(namespace, name) itself is :func:`dataset_names`' to say, the one seam to the naming.
+
+**Events.** Airflow 3.3 registers a task's outlets only when a *worker* reports the task's success (the
+Task SDK's ``SucceedTask`` carries ``task_outlets`` and ``outlet_events`` to the execution API, which calls
+``TaskInstance.register_asset_changes_in_db``). A task the triggerer ends with ``TaskSuccessEvent`` gets its
+state and XComs, never an asset event (``airflow/models/trigger.py``, the ``BaseTaskEndEvent`` handler of
+``handle_event_submit``). So a node task with outlets ends its success on a worker (see
+:class:`~dbtbus.airflow.triggers.DbtNodeTrigger`'s ``end_on_worker``), which sets the event's metadata
+(:func:`asset_extra`) in ``outlet_events``; failures, skips and nodes not run still end in the triggerer
+and emit nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .._outcome import Outcome
+
+__all__ = ["asset_extra", "asset_uri", "dataset_names", "dbt_node_asset", "node_asset"]
+
+
+def dataset_names(manifest: Mapping[str, Any], unique_ids: Iterable[str],
+                  dbt_args: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+    """The OpenLineage (namespace, name) of each node's relation: the one seam to the naming.
+
+    PROVISIONAL until ``dbtbus.lineage``'s naming lands (branch ``lineage``): the adapter type as the
+    namespace and ``database.schema.alias`` as the name. Nothing else in the Airflow integration knows how a
+    name is made.
+    """
+    del dbt_args  # the real naming reads the profile (host, port) from the dbt arguments' profiles dir
+    adapter = str((manifest.get("metadata") or {}).get("adapter_type") or "dbt")
+    nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
+    out: dict[str, tuple[str, str]] = {}
+    for uid in unique_ids:
+        node = nodes[uid]
+        parts = [node.get("database"), node.get("schema"), node.get("alias") or node.get("name")]
+        out[uid] = (f"{adapter}://", ".".join(str(p) for p in parts if p))
+    return out
+
+
+def asset_uri(namespace: str, name: str) -> str:
+    """The Airflow asset URI of an OpenLineage dataset: its name's parts as path segments (the module)."""
+    return f"{namespace.rstrip('/')}/{name.replace('.', '/')}"
+
+
+def node_asset(namespace: str, name: str) -> Any:
+    """The :class:`airflow.sdk.Asset` of an OpenLineage dataset (its name is its URI, as Airflow defaults)."""
+    from airflow.sdk import Asset
+
+    return Asset(uri=asset_uri(namespace, name), group="dbt")
+
+
+def dbt_node_asset(manifest: str | os.PathLike[str] | Mapping[str, Any], node: str,
+                   dbt_args: Sequence[str] | None = None) -> Any:
+    """The asset a rendered node task emits (``render_dbt_task_group(..., emit_assets=...)``): what a DAG
+    downstream is scheduled on, without spelling its URI.
+
+    ``node`` is a unique id or a node name; ``dbt_args`` those given to the render (they name the profile the
+    naming reads). Raises :class:`KeyError` for a node the manifest lacks (or whose name is ambiguous).
+    """
+    from ._plan import load_manifest
+
+    data = load_manifest(manifest)
+    nodes: Mapping[str, Mapping[str, Any]] = data.get("nodes", {})
+    if node in nodes:
+        uid = node
+    else:
+        found = [u for u, n in nodes.items() if n.get("name") == node and n.get("resource_type") != "test"]
+        if len(found) != 1:
+            raise KeyError(f"{node!r} names {len(found)} nodes of the manifest: give its unique id")
+        uid = found[0]
+    return node_asset(*dataset_names(data, [uid], dbt_args)[uid])
+
+
+def asset_extra(outcome: Outcome) -> dict[str, Any]:
+    """The metadata of the asset event a succeeded node emits.
+
+    ``rows_affected`` only when the adapter reported a count (dbt's ``adapter_response``); ``run_id`` is the
+    dbtbus run id (Airflow's own run id is on the event already).
+    """
+    record = outcome.record
+    extra: dict[str, Any] = {
+        "unique_id": outcome.unique_id,
+        "run_id": outcome.run_id,
+        "attempt": outcome.attempt,
+        "status": record.status.value if record is not None else None,
+        "execution_time": record.execution_time if record is not None else None,
+    }
+    rows = (record.adapter_response or {}).get("rows_affected") if record is not None else None
+    # dbt says -1 where the database gave no count (a view, a DDL statement): that is not a figure.
+    if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
+        extra["rows_affected"] = rows
+    return extra
