@@ -1,0 +1,314 @@
+"""Where a dbt node's relation lives, in OpenLineage's words: a dataset ``(namespace, name)``.
+
+The naming is not dbtbus's to invent: lineage tools join what dbtbus emits with what ``dbt-ol``, Airflow's
+OpenLineage provider and the warehouses' own integrations emit only when every one names a table alike. So
+both halves come from ``openlineage-integration-common``, the code ``dbt-ol`` runs:
+
+* the **namespace** from the profile's output (``duckdb://<path>``, ``postgres://host:port``,
+  ``snowflake://<account>``, ``bigquery``, …): ``DbtArtifactProcessor.extract_namespace``;
+* the **name** from the manifest node (``database.schema.alias``; a source's ``database.schema.name``):
+  ``DbtArtifactProcessor.extract_dataset_data``.
+
+dbtbus adds only what dbt-ol has no answer for: which nodes *have* a relation (an ephemeral model, a test or
+a hook has none, so no dataset is named for it), and, through an ephemeral model, the relations it reads.
+
+A profile's output holds credentials. They are read to name the namespace (host and port, an account) and
+never kept anywhere an event could carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .._exceptions import ConfigurationError
+
+if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must stay light
+    # openlineage-integration-common ships no py.typed (openlineage-python's client does): its names are Any.
+    from openlineage.common.provider.dbt.processor import (  # type: ignore[import-untyped]
+        DbtArtifactProcessor,
+        ModelNode,
+    )
+
+__all__ = [
+    "DatasetName",
+    "DatasetNaming",
+    "LineageUnavailable",
+    "dataset_name",
+    "dataset_namespace",
+    "load_manifest",
+    "load_profile_output",
+]
+
+#: Resource types whose node is a relation in the warehouse (an ephemeral model aside).
+_RELATION_TYPES: Final = frozenset({"model", "seed", "snapshot", "source"})
+_INSTALL_HINT: Final = "install dbtbus[lineage] (openlineage-python and openlineage-integration-common)"
+
+
+class LineageUnavailable(ConfigurationError):
+    """OpenLineage cannot be emitted as asked: its packages are missing, or the project, profile or manifest
+    cannot be read or is one dbt-ol does not support."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetName:
+    """An OpenLineage dataset's identity: ``namespace`` (where: the warehouse) and ``name`` (what: the table)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _processor_class() -> type[DbtArtifactProcessor]:
+    try:
+        from openlineage.common.provider.dbt.processor import DbtArtifactProcessor
+    except ImportError as exc:
+        raise LineageUnavailable(f"OpenLineage is not installed ({exc}): {_INSTALL_HINT}") from None
+    processor: type[DbtArtifactProcessor] = DbtArtifactProcessor
+    return processor
+
+
+def _model_node(
+    kind: str, metadata_node: Mapping[str, Any], catalog_node: Mapping[str, Any] | None = None
+) -> ModelNode:
+    from openlineage.common.provider.dbt.processor import ModelNode
+
+    return ModelNode(type=kind, metadata_node=dict(metadata_node), catalog_node=catalog_node)
+
+
+def _processor_for(profile_output: Mapping[str, Any]) -> DbtArtifactProcessor:
+    """dbt-ol's processor, told the adapter and namespace of ``profile_output`` (nothing else of it is kept)."""
+    from .._version import __version__
+
+    processor = _processor_class()(producer=_producer_uri(__version__), job_namespace="")
+    try:
+        processor.extract_adapter_type(profile_output)
+        processor.extract_dataset_namespace(profile_output)
+    except NotImplementedError as exc:
+        raise LineageUnavailable(str(exc)) from None
+    except KeyError as exc:
+        adapter = profile_output.get("type")
+        raise LineageUnavailable(f"the {adapter!r} profile output lacks {exc}, which its namespace needs") from None
+    return processor
+
+
+def _producer_uri(version: str) -> str:
+    return f"https://pypi.org/project/dbtbus/{version}/"
+
+
+def dataset_namespace(profile_output: Mapping[str, Any]) -> str:
+    """The OpenLineage namespace of the warehouse a dbt profile output (``outputs.<target>`` of
+    ``profiles.yml``, ``type`` included) connects to, exactly as ``dbt-ol`` names it.
+
+    :raises LineageUnavailable: an adapter dbt-ol does not support, a field its namespace needs is missing,
+        or OpenLineage is not installed.
+    """
+    return str(_processor_for(profile_output).dataset_namespace)
+
+
+def dataset_name(manifest_node: Mapping[str, Any], profile_output: Mapping[str, Any]) -> DatasetName:
+    """The OpenLineage dataset of one manifest node's relation (a model, seed, snapshot or source as it
+    stands in ``manifest.json``'s ``nodes`` or ``sources``), exactly as ``dbt-ol`` names it.
+
+    For many nodes, build one :class:`DatasetNaming` instead: it reads the profile once.
+    """
+    return _name_of(_processor_for(profile_output), manifest_node)
+
+
+def _name_of(processor: DbtArtifactProcessor, node: Mapping[str, Any]) -> DatasetName:
+    kind = "source" if node.get("resource_type") == "source" else "model"
+    try:
+        namespace, name, _facets, _input_facets = processor.extract_dataset_data(_model_node(kind, node), None)
+    except KeyError as exc:
+        raise LineageUnavailable(f"manifest node {node.get('unique_id')!r} lacks {exc}") from None
+    return DatasetName(namespace, name)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A ``manifest.json`` as a mapping.
+
+    :raises LineageUnavailable: the file is missing or is not a dbt manifest.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise LineageUnavailable(f"cannot read the dbt manifest {os.fspath(path)!r}: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("nodes"), dict):
+        raise LineageUnavailable(f"{os.fspath(path)!r} is not a dbt manifest (no 'nodes')")
+    return manifest
+
+
+def load_profile_output(
+    profiles_dir: str | os.PathLike[str], profile: str, target: str | None = None
+) -> dict[str, Any]:
+    """The ``outputs.<target>`` of ``profile`` in ``<profiles_dir>/profiles.yml`` (``target``: the profile's
+    default), its ``{{ env_var(...) }}`` rendered as dbt-ol renders them.
+
+    :raises LineageUnavailable: no such file, profile or target, or OpenLineage is not installed.
+    """
+    _processor_class()
+    # dbt-ol's own reading of profiles.yml: the same jinja environment (env_var, as_number), so a path or a host
+    # built from environment variables names the namespace as dbt-ol would.
+    import yaml  # type: ignore[import-untyped]  # comes with openlineage-integration-common, no stubs
+    from openlineage.common.provider.dbt.local import (  # type: ignore[import-untyped]
+        DbtLocalArtifactProcessor,
+        LazyJinjaLoadDict,
+    )
+
+    path = Path(profiles_dir).expanduser() / "profiles.yml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LineageUnavailable(f"cannot read {str(path)!r}: {exc}") from None
+    profiles = LazyJinjaLoadDict(raw or {}, jinja_env=DbtLocalArtifactProcessor.setup_jinja())
+    entry = profiles.get(profile)
+    if not isinstance(entry, Mapping):
+        raise LineageUnavailable(f"{str(path)!r} has no profile {profile!r}")
+    chosen = target or entry.get("target")
+    outputs = entry.get("outputs") or {}
+    output = outputs.get(chosen) if isinstance(outputs, Mapping) else None
+    if not isinstance(output, Mapping):
+        raise LineageUnavailable(f"profile {profile!r} in {str(path)!r} has no output (target) {chosen!r}")
+    return {key: output[key] for key in output}  # rendered, as a plain dict
+
+
+class DatasetNaming:
+    """The datasets of one dbt project on one target: its manifest's nodes, named in the profile's namespace.
+
+    ``catalog`` (``catalog.json``, optional) gives the schema facet warehouse types, as it does for dbt-ol.
+    """
+
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        profile_output: Mapping[str, Any],
+        *,
+        catalog: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.processor = _processor_for(profile_output)
+        self.processor.manifest = dict(manifest)
+        self.manifest = manifest
+        self.catalog = catalog
+        self._nodes: Mapping[str, Any] = manifest.get("nodes") or {}
+        self._sources: Mapping[str, Any] = manifest.get("sources") or {}
+
+    @classmethod
+    def from_project(
+        cls,
+        project_dir: str | os.PathLike[str],
+        *,
+        profiles_dir: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
+        target: str | None = None,
+        manifest_path: str | os.PathLike[str] | None = None,
+    ) -> DatasetNaming:
+        """The naming of a dbt project as dbt-ol finds it: ``dbt_project.yml``'s profile (or ``profile``),
+        ``profiles.yml`` in ``profiles_dir`` (default: ``$DBT_PROFILES_DIR``, else the project, else
+        ``~/.dbt``), ``target/manifest.json`` (or ``manifest_path``), and ``catalog.json`` beside it if any."""
+        _processor_class()
+        import yaml
+
+        project = Path(project_dir)
+        try:
+            spec = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise LineageUnavailable(f"cannot read the dbt project in {str(project)!r}: {exc}") from None
+        profile_name = profile or spec.get("profile")
+        if not profile_name:
+            raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} names no profile; pass profile=")
+        if profiles_dir is None:
+            from_env = os.environ.get("DBT_PROFILES_DIR")
+            profiles_dir = from_env or (project if (project / "profiles.yml").exists() else Path("~/.dbt"))
+        target_path = os.environ.get("DBT_TARGET_PATH") or spec.get("target-path") or "target"
+        manifest_file = Path(manifest_path) if manifest_path is not None else project / target_path / "manifest.json"
+        catalog_file = manifest_file.with_name("catalog.json")
+        catalog = load_manifest_like(catalog_file) if catalog_file.exists() else None
+        return cls(
+            load_manifest(manifest_file),
+            load_profile_output(profiles_dir, str(profile_name), target),
+            catalog=catalog,
+        )
+
+    @property
+    def namespace(self) -> str:
+        """Where every dataset of the project lives (the warehouse)."""
+        return str(self.processor.dataset_namespace)
+
+    @property
+    def adapter_type(self) -> str:
+        """The profile's adapter (``duckdb``, ``postgres``, …), which is also the SQL dialect."""
+        return str(self.processor.extract_dialect())
+
+    def manifest_node(self, unique_id: str) -> Mapping[str, Any] | None:
+        node = self._nodes.get(unique_id)
+        if node is None:
+            node = self._sources.get(unique_id)
+        return node if isinstance(node, Mapping) else None
+
+    def has_relation(self, unique_id: str) -> bool:
+        """The node is a table or view in the warehouse: a model (not ephemeral), seed, snapshot or source."""
+        node = self.manifest_node(unique_id)
+        if node is None or node.get("resource_type") not in _RELATION_TYPES:
+            return False
+        return (node.get("config") or {}).get("materialized") != "ephemeral"
+
+    def dataset(self, unique_id: str) -> DatasetName | None:
+        """The dataset of a node's relation, or ``None`` for a node without one (a test, an ephemeral model, a
+        hook, a node the manifest lacks)."""
+        node = self.manifest_node(unique_id)
+        if node is None or not self.has_relation(unique_id):
+            return None
+        return _name_of(self.processor, node)
+
+    def model_node(self, unique_id: str) -> ModelNode | None:
+        """dbt-ol's view of a node with a relation (its manifest and catalog entries), for its facet builders."""
+        node = self.manifest_node(unique_id)
+        if node is None or not self.has_relation(unique_id):
+            return None
+        is_source = node.get("resource_type") == "source"
+        catalog = (self.catalog or {}).get("sources" if is_source else "nodes") or {}
+        return _model_node("source" if is_source else "model", node, catalog.get(unique_id))
+
+    def parents(self, unique_id: str) -> list[str]:
+        """What a node reads: its ``depends_on.nodes`` that are relations, an ephemeral model replaced by what
+        *it* reads (dbt inlines it as a CTE, so the warehouse reads the ephemeral model's parents)."""
+        out: list[str] = []
+        seen: set[str] = set()
+        stack = list(reversed(self._depends_on(unique_id)))
+        while stack:
+            parent = stack.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if self.has_relation(parent):
+                out.append(parent)
+            elif (self.manifest_node(parent) or {}).get("resource_type") == "model":  # ephemeral
+                stack.extend(reversed(self._depends_on(parent)))
+        return out
+
+    def inputs(self, unique_id: str) -> list[DatasetName]:
+        """The datasets a node reads (see :meth:`parents`)."""
+        return [name for parent in self.parents(unique_id) if (name := self.dataset(parent)) is not None]
+
+    def _depends_on(self, unique_id: str) -> list[str]:
+        node = self.manifest_node(unique_id) or {}
+        nodes = (node.get("depends_on") or {}).get("nodes") or []
+        return [uid for uid in nodes if isinstance(uid, str)]
+
+
+def load_manifest_like(path: Path) -> dict[str, Any] | None:
+    """A dbt artifact other than the manifest (``catalog.json``), or ``None`` when it cannot be read: it only
+    enriches the schema facet."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
