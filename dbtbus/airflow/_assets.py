@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._outcome import Outcome
@@ -33,21 +35,86 @@ __all__ = ["asset_extra", "asset_uri", "dataset_names", "dbt_node_asset", "node_
 
 def dataset_names(manifest: Mapping[str, Any], unique_ids: Iterable[str],
                   dbt_args: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
-    """The OpenLineage (namespace, name) of each node's relation: the one seam to the naming.
+    """The OpenLineage (namespace, name) of each node's relation, as ``dbt-ol`` names it: the one seam to the
+    naming, which is :mod:`dbtbus.lineage`'s (openlineage-integration-common's).
 
-    PROVISIONAL until ``dbtbus.lineage``'s naming lands (branch ``lineage``): the adapter type as the
-    namespace and ``database.schema.alias`` as the name. Nothing else in the Airflow integration knows how a
-    name is made.
+    The namespace comes from the profile the dbt arguments name (``--project-dir``, ``--profiles-dir``,
+    ``--profile``, ``--target``, or dbt's environment variables and defaults), read where the DAG is parsed.
+
+    :raises dbtbus.lineage.LineageUnavailable: OpenLineage is not installed, the profile cannot be read or
+        names an adapter dbt-ol does not support, or a node has no relation (a test, an ephemeral model).
     """
-    del dbt_args  # the real naming reads the profile (host, port) from the dbt arguments' profiles dir
-    adapter = str((manifest.get("metadata") or {}).get("adapter_type") or "dbt")
-    nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
+    from ..lineage import DatasetNaming, LineageUnavailable, load_profile_output
+
+    where = _profile_location(dbt_args or ())
+    naming = DatasetNaming(manifest, load_profile_output(where.profiles_dir, where.profile, where.target))
     out: dict[str, tuple[str, str]] = {}
     for uid in unique_ids:
-        node = nodes[uid]
-        parts = [node.get("database"), node.get("schema"), node.get("alias") or node.get("name")]
-        out[uid] = (f"{adapter}://", ".".join(str(p) for p in parts if p))
+        dataset = naming.dataset(uid)
+        if dataset is None:
+            raise LineageUnavailable(f"{uid} has no relation in the warehouse: it has no asset")
+        out[uid] = (dataset.namespace, dataset.name)
     return out
+
+
+@dataclass(frozen=True)
+class _ProfileLocation:
+    profiles_dir: str
+    profile: str
+    target: str | None
+
+
+def _flag(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name value`` / ``--name=value`` in dbt's arguments (the last one wins, as for dbt)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _profile_location(dbt_args: Sequence[str]) -> _ProfileLocation:
+    """Where dbt would find the profile for these arguments (flags, then dbt's environment variables, then its
+    defaults: the project directory's ``profiles.yml``, else ``~/.dbt``; ``dbt_project.yml``'s profile)."""
+    from ..lineage import LineageUnavailable
+
+    project = Path(_flag(dbt_args, "--project-dir") or os.environ.get("DBT_PROJECT_DIR") or ".")
+    profiles_dir = _flag(dbt_args, "--profiles-dir") or os.environ.get("DBT_PROFILES_DIR")
+    if profiles_dir is None:
+        profiles_dir = str(project) if (project / "profiles.yml").exists() else os.path.expanduser("~/.dbt")
+    profile = _flag(dbt_args, "--profile") or os.environ.get("DBT_PROFILE")
+    if profile is None:
+        import yaml  # type: ignore[import-untyped,unused-ignore]  # comes with dbt and OpenLineage, no stubs
+
+        try:
+            spec = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise LineageUnavailable(f"cannot read the dbt project in {str(project)!r} for its profile: {exc}"
+                                     ) from None
+        profile = spec.get("profile") if isinstance(spec, Mapping) else None
+        if not profile:
+            raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} names no profile: pass --profile")
+    target = _flag(dbt_args, "--target") or os.environ.get("DBT_TARGET")
+    return _ProfileLocation(profiles_dir, str(profile), target)
+
+
+def naming_key(dbt_args: Sequence[str]) -> list[Any]:
+    """What the names depend on besides the manifest, for a cache key: the profile's location and its file's
+    modification time (a new host or port is a new namespace)."""
+    from ..lineage import LineageUnavailable
+
+    try:
+        where = _profile_location(dbt_args)
+    except LineageUnavailable:  # the naming itself raises it, with its reason; nothing is cached then
+        return [list(dbt_args)]
+    path = Path(where.profiles_dir) / "profiles.yml"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = None
+    return [str(path), mtime, where.profile, where.target]
 
 
 def asset_uri(namespace: str, name: str) -> str:
@@ -56,10 +123,12 @@ def asset_uri(namespace: str, name: str) -> str:
 
 
 def node_asset(namespace: str, name: str) -> Any:
-    """The :class:`airflow.sdk.Asset` of an OpenLineage dataset (its name is its URI, as Airflow defaults)."""
+    """The :class:`airflow.sdk.Asset` of an OpenLineage dataset: its name is its URI and its group Airflow's
+    default, so ``Asset("<that uri>")`` written by hand in a consumer's DAG is the same asset (Airflow keeps
+    one definition per name and URI: a second spelling with another group would contend with this one)."""
     from airflow.sdk import Asset
 
-    return Asset(uri=asset_uri(namespace, name), group="dbt")
+    return Asset(asset_uri(namespace, name))
 
 
 def dbt_node_asset(manifest: str | os.PathLike[str] | Mapping[str, Any], node: str,

@@ -130,9 +130,11 @@ def _cache_key(path: Path, select: Iterable[str] | None, resource_types: Sequenc
         stat = path.stat()
     except OSError:
         return None
+    from ._assets import naming_key
+
     what = [str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, __version__,
             None if select is None else sorted(select), list(resource_types),
-            None if datasets is None else list(datasets)]
+            None if datasets is None else naming_key(datasets)]
     return hashlib.sha256(orjson.dumps(what)).hexdigest()[:32]
 
 

@@ -84,7 +84,7 @@ def test_emit_assets_gives_each_node_task_its_relation(shop: Path, layout: str) 
     assert len(tasks) >= 10
     names = dataset_names(manifest, [t.unique_id for t in tasks], args)
     for task in tasks:
-        assert task.outlets == [Asset(uri=asset_uri(*names[task.unique_id]), group="dbt")], task.task_id
+        assert task.outlets == [Asset(asset_uri(*names[task.unique_id]))], task.task_id
         # Its success ends on a worker (the only place Airflow registers outlets); nothing else changes.
         assert task.start_trigger_args.trigger_kwargs["end_on_worker"] is True
         assert dbt_node_asset(shop / "target" / "manifest.json", task.unique_id, args) == task.outlets[0]
@@ -122,6 +122,14 @@ def test_emit_assets_takes_a_selection(shop: Path) -> None:
     with pytest.raises(TypeError, match="a str is not a list"):
         render_dbt_task_group(shop / "target" / "manifest.json", "redis://x", shop_args(shop),
                               emit_assets="stg_orders", group_id="again")  # type: ignore[arg-type]
+
+
+def test_the_asset_is_the_relation_as_dbt_ol_names_it(shop: Path) -> None:
+    """dbt-ol names the shop's stg_orders (duckdb://<file>, shop.main.stg_orders): the asset is that, the name's
+    parts as path segments."""
+    asset = dbt_node_asset(shop / "target" / "manifest.json", "stg_orders", shop_args(shop))
+    assert asset.name == f"duckdb://{shop}/shop.duckdb/shop/main/stg_orders"
+    assert asset == Asset(f"duckdb://{shop}/shop.duckdb/shop/main/stg_orders")  # how a consumer spells it
 
 
 def test_dbt_node_asset_refuses_an_unknown_name(shop: Path) -> None:
