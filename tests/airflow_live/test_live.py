@@ -389,7 +389,7 @@ def _asset_events(af: Deployment, run_id: str) -> dict[tuple[str, str], list[dic
     return out
 
 
-def test_a_task_ended_by_the_triggerer_registers_no_outlets(airflow: Deployment) -> None:
+def test_a_task_ended_by_the_triggerer_registers_no_asset_event(airflow: Deployment) -> None:
     """Airflow 3.3's own DateTimeSensorAsync and trigger, both started in the triggerer with an outlet: the one
     the trigger ends (TaskSuccessEvent) succeeds without an asset event; the one resumed on a worker emits one.
     Why dbtbus ends a success with outlets on a worker (dbtbus/airflow/_assets.py)."""
