@@ -98,9 +98,12 @@ with DAG("live_asset_probe", schedule=None, catchup=False, tags=["dbtbus-live"])
 # node DAGs of at most 50 tasks), nothing tuned.
 SCALE = Path(os.environ["DBTBUS_LIVE_SCALE_PROJECT"])
 SCALE_ARGS = ["build", "--project-dir", str(SCALE), "--profiles-dir", str(SCALE), "--vars", VARS]
-for _name, _producer in (("live_scale", NO_RETRY),
-                         ("live_scale_retry", {"retries": 1, "retry_delay": timedelta(seconds=8)})):
+# live_scale_assets: every node task with its relation as an outlet (emit_assets=True), what that costs.
+for _name, _producer, _emit in (("live_scale", NO_RETRY, False),
+                                ("live_scale_retry", {"retries": 1, "retry_delay": timedelta(seconds=8)}, False),
+                                ("live_scale_assets", NO_RETRY, True)):
     with DAG(_name, schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]):
         render_dbt_task_group(SCALE / "manifest.render.json", REDIS_URL, SCALE_ARGS,
                               producer_kwargs={"heartbeat_interval": 2.0, **_producer},
-                              sensor_kwargs={"timeout": 600, **(RETRYING_SENSOR if _producer["retries"] else NO_RETRY)})
+                              sensor_kwargs={"timeout": 600, **(RETRYING_SENSOR if _producer["retries"] else NO_RETRY)},
+                              emit_assets=_emit)

@@ -477,3 +477,19 @@ def _node_finished(run: Scenario, live_redis: str) -> dict[str, float]:
             name = uid.rsplit(".", 1)[1]
             out[f"dbt.{name}_seed" if uid.startswith("seed.") else f"dbt.{name}"] = record.finished_at.timestamp()
     return out
+
+
+def test_scale_assets_cost(airflow: Deployment, scale_project: Path, live_redis: str, tmp_path: Path) -> None:
+    """emit_assets=True on the 200-model project: every node task emits its one event, each success ended on
+    a worker. The figures, beside test_scale_clean_run's, are what that costs."""
+    run = _start(airflow, "live_scale_assets", "one_dag", {"gate": str(_gate(tmp_path))})
+    assert run.wait(timeout=900) == "success"
+    nodes = run.nodes()
+    assert len(nodes) == project_nodes(scale_project) + 1 == 201
+    assert {t.state for t in nodes.values()} == {"success"}
+    events = _asset_events(airflow, run.run_id)
+    assert len(events) == 201 and all(len(e) == 1 for e in events.values()), len(events)
+    on_a_worker = sum(1 for t in nodes.values() if t.queued)
+    assert on_a_worker == 201, f"{on_a_worker} of 201 node tasks ended on a worker"
+    FIGURES["scale_200_assets"] = {**run.timings(), "slowest_node_task_after_its_node_s": round(
+        _scale_outcome_lag(run, live_redis), 2), "node_tasks_on_a_worker": on_a_worker}
