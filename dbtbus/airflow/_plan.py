@@ -41,7 +41,8 @@ class Plan:
     #: with the first one's root path.
     relative: list[str]
     relative_root: str | None
-    #: unique id → the OpenLineage (namespace, name) of its relation, when asked for (``datasets=True``).
+    #: unique id → the OpenLineage (namespace, name) of its relation, for the nodes ``plan_for`` was asked to
+    #: name (``datasets``, ``name_only``).
     datasets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
@@ -100,13 +101,14 @@ def select_nodes(
 
 
 def _make(manifest: Mapping[str, Any], select: Iterable[str] | None, resource_types: Sequence[str],
-          datasets: Sequence[str] | None) -> Plan:
+          datasets: Sequence[str] | None, name_only: Iterable[str] | None) -> Plan:
     parents, chosen = select_nodes(manifest, select=select, resource_types=resource_types)
     names: dict[str, tuple[str, str]] = {}
     if datasets is not None:
         from ._assets import dataset_names
 
-        names = dataset_names(manifest, chosen, datasets)
+        named_by = set(name_only) if name_only is not None else None
+        names = dataset_names(manifest, [uid for uid, node in chosen.items() if wanted(node, named_by)], datasets)
     nodes = {uid: {key: node[key] for key in _KEPT if key in node} for uid, node in chosen.items()}
     all_nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
     relative = sorted(uid for uid, node in all_nodes.items()
@@ -125,7 +127,7 @@ def _cache_dir() -> Path:
 
 
 def _cache_key(path: Path, select: Iterable[str] | None, resource_types: Sequence[str],
-               datasets: Sequence[str] | None) -> str | None:
+               datasets: Sequence[str] | None, name_only: Iterable[str] | None) -> str | None:
     try:
         stat = path.stat()
     except OSError:
@@ -134,29 +136,31 @@ def _cache_key(path: Path, select: Iterable[str] | None, resource_types: Sequenc
 
     what = [str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, __version__,
             None if select is None else sorted(select), list(resource_types),
-            None if datasets is None else naming_key(datasets)]
+            None if datasets is None else naming_key(datasets), None if name_only is None else sorted(name_only)]
     return hashlib.sha256(orjson.dumps(what)).hexdigest()[:32]
 
 
 def plan_for(manifest: str | os.PathLike[str] | Mapping[str, Any], *, select: Iterable[str] | None = None,
              resource_types: Sequence[str] = ("model", "seed", "snapshot"),
-             datasets: Sequence[str] | None = None) -> Plan:
+             datasets: Sequence[str] | None = None, name_only: Iterable[str] | None = None) -> Plan:
     """The render plan of ``manifest`` (a parsed mapping, or a path whose plan is cached: see the module).
 
-    ``datasets`` (the dbt arguments, which name the profile) also names each node's relation as OpenLineage
-    does (:func:`dbtbus.airflow._assets.dataset_names`) — once, cached with the plan.
+    ``datasets`` (the dbt arguments, which name the profile) also names the relation of each selected node
+    that ``name_only`` picks (same syntax as ``select``; None: all) as OpenLineage does
+    (:func:`dbtbus.airflow._assets.dataset_names`) — once, cached with the plan: naming reads the profile and
+    asks openlineage-integration-common node by node, about a millisecond each.
     """
     if isinstance(manifest, Mapping):
-        return _make(manifest, select, resource_types, datasets)
+        return _make(manifest, select, resource_types, datasets, name_only)
     path = Path(manifest)
-    key = _cache_key(path, select, resource_types, datasets)
+    key = _cache_key(path, select, resource_types, datasets, name_only)
     cached = _cache_dir() / f"render-{key}.json" if key is not None else None
     if cached is not None:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             data = orjson.loads(cached.read_bytes())
             return Plan(data["parents"], data["nodes"], data["project"], data["relative"], data["relative_root"],
                         {uid: (ns, name) for uid, (ns, name) in data.get("datasets", {}).items()})
-    plan = _make(load_manifest(path), select, resource_types, datasets)
+    plan = _make(load_manifest(path), select, resource_types, datasets, name_only)
     if cached is not None:
         _write(cached, {"parents": plan.parents, "nodes": plan.nodes, "project": plan.project,
                         "relative": plan.relative, "relative_root": plan.relative_root,

@@ -91,14 +91,17 @@ def render_dbt_task_group(
     with the node's metadata the moment its node succeeds; a selection (unique ids, names, ``tag:<tag>``)
     gives outlets to those nodes only. Off by default: Airflow 3.3 registers outlets only from a worker's
     success report, so each emitting task ends its success with one short worker run instead of in the
-    triggerer — pay it for the relations other DAGs are scheduled on (docs/lineage.md, "Airflow Assets").
+    triggerer — pay it for the relations other DAGs are scheduled on (docs/airflow.md, "Airflow Assets"). A
+    selector that picks none of the selected nodes raises :class:`ValueError` (a typo would emit nothing).
 
     Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
     ``root_path`` and makes a build started from a worker's directory fail. A warning says so, with the whole
     fix, where the DAG is parsed and again in the producer task's log, where the failure shows.
     """
+    emit = _emit_selection(emit_assets)
     plan = plan_for(manifest_path, select=select, resource_types=resource_types,
-                    datasets=list(dbt_args) if emit_assets is not False else None)
+                    datasets=list(dbt_args) if emit is not False else None,
+                    name_only=emit if isinstance(emit, list) else None)
     manifest_warnings: list[str] = []
     if plan.relative:
         manifest_warnings.append(_relative_root_message(manifest_path, plan.relative[0], plan.relative_root))
@@ -116,7 +119,7 @@ def render_dbt_task_group(
     if sensor_kwargs.get("retry_delay") is None and "retry_delay" in producer_kwargs:
         sensor_kwargs["retry_delay"] = producer_kwargs["retry_delay"]
     bus: dict[str, Any] = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
-    outlets = _outlets(plan, emit_assets)
+    outlets = _outlets(plan, emit)
     with TaskGroup(group_id=group_id, **task_group_kwargs) as group:
         run_group = group.group_id
         prefix = f"{run_group}." if run_group else ""
@@ -159,16 +162,26 @@ def render_dbt_task_group(
     return group
 
 
-def _outlets(plan: Plan, emit_assets: bool | Iterable[str]) -> dict[str, list[Any]]:
-    """unique id → the outlets of its task (only the nodes ``emit_assets`` selects have any)."""
-    if emit_assets is False:
-        return {}
+def _emit_selection(emit_assets: bool | Iterable[str]) -> bool | list[str]:
+    """``emit_assets`` as False (off), True (every node task) or the list of its selectors."""
+    if isinstance(emit_assets, bool):
+        return emit_assets
     if isinstance(emit_assets, str):
         raise TypeError("emit_assets takes True, False or a list of selectors (a str is not a list)")
+    return sorted(emit_assets)
+
+
+def _outlets(plan: Plan, emit: bool | list[str]) -> dict[str, list[Any]]:
+    """unique id → the outlets of its task: the nodes ``emit`` picks, which the plan has named."""
+    if emit is False:
+        return {}
+    if isinstance(emit, list):
+        unmatched = [s for s in emit if not any(wanted(node, {s}) for node in plan.nodes.values())]
+        if unmatched:
+            raise ValueError(f"emit_assets: {', '.join(unmatched)} picks none of the rendered nodes")
     from ._assets import node_asset
 
-    chosen = set(emit_assets) if emit_assets is not True else None
-    return {uid: [node_asset(*plan.datasets[uid])] for uid, node in plan.nodes.items() if wanted(node, chosen)}
+    return {uid: [node_asset(namespace, name)] for uid, (namespace, name) in plan.datasets.items()}
 
 
 def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, list[str]],

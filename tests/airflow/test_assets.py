@@ -119,6 +119,9 @@ def test_emit_assets_takes_a_selection(shop: Path) -> None:
                               emit_assets=["stg_orders", "seed.shop.customers"], layout="one_dag")
     with_outlets = {t.task_id for t in _sensors(dag).values() if t.outlets}
     assert with_outlets == {"dbt.stg_orders", "dbt.customers_seed"}
+    with pytest.raises(ValueError, match="stg_ordrs picks none of the rendered nodes"):
+        render_dbt_task_group(shop / "target" / "manifest.json", "redis://x", shop_args(shop),
+                              emit_assets=["stg_ordrs"], group_id="typo")
     with pytest.raises(TypeError, match="a str is not a list"):
         render_dbt_task_group(shop / "target" / "manifest.json", "redis://x", shop_args(shop),
                               emit_assets="stg_orders", group_id="again")  # type: ignore[arg-type]
