@@ -1,6 +1,6 @@
 """The ``dbtbus`` command line: run (or resume) dbt with live progress, watch or wait for a run from anywhere,
-draw a run as an HTML report, export it as dbt's run_results.json, replay logs, list and delete runs, and a
-bundled demo.
+draw a run as an HTML report, export it as dbt's run_results.json or as OpenLineage events, replay logs, list
+and delete runs, and a bundled demo.
 
 Importing this package is cheap: arguments are parsed first and each subcommand imports what it needs.
 User errors end as one line on stderr (``dbtbus: error: ...``) and exit code 1, never a traceback.
@@ -28,6 +28,7 @@ from ._exit_codes import (  # noqa: F401 - the codes, importable from the packag
     EXIT_PRODUCER_LOST,
     EXIT_REJECTED,
     EXIT_TIMEOUT,
+    EXIT_UNDELIVERED,
     EXIT_UNREACHABLE,
     EXIT_UPSTREAM_FAILED,
     EXIT_USAGE,
@@ -35,6 +36,9 @@ from ._exit_codes import (  # noqa: F401 - the codes, importable from the packag
     _UsageError,
 )
 from ._parser import build_parser, guide_path  # noqa: F401
+
+#: The commands that read what another process published: a memory:// bus cannot show them anything.
+_READERS_OF_OTHERS = ("watch", "wait", "runs", "gc", "publish-log", "report", "export", "lineage")
 
 
 def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
@@ -47,7 +51,7 @@ def _bus_url(args: argparse.Namespace, *, default: str | None = None) -> str:
         )
     if not url:
         raise _UsageError("no bus: pass --bus URL (e.g. redis://localhost:6379/0) or set DBTBUS_URL")
-    if url.startswith("memory:") and args.command in ("watch", "wait", "runs", "gc", "publish-log", "report", "export"):
+    if url.startswith("memory:") and args.command in _READERS_OF_OTHERS:
         sys.stderr.write(
             "dbtbus: note: a memory:// bus lives inside one process: this command cannot see other processes' "
             "runs (use redis://...)\n"
@@ -99,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gc": _commands.gc,
             "report": _commands.report,
             "export": _commands.export,
+            "lineage": _commands.lineage,
         }[args.command]
         return handler(args, _bus_url)
     except _UsageError as exc:

@@ -28,6 +28,7 @@ from ._exit_codes import (
     EXIT_OK,
     EXIT_PRODUCER_LOST,
     EXIT_TIMEOUT,
+    EXIT_UNDELIVERED,
     EXIT_UPSTREAM_FAILED,
     _NoRun,
     _UsageError,
@@ -433,6 +434,51 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
         f"dbtbus: wrote {args.run_results}: {written} result(s) of run {args.run_id} ({status_of(state)})\n"
     )
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- lineage
+
+
+def lineage(args: argparse.Namespace, bus_url: BusUrl) -> int:
+    """``dbtbus lineage``: the run's OpenLineage events through the client the environment configures."""
+    url = bus_url(args)
+    from functools import partial
+
+    from ..lineage import LineageUndelivered, ParentRun, aemit_lineage, naming_from_run
+    from ..lineage._follow import default_client
+
+    if args.root_parent and not args.parent:
+        raise _UsageError("--root-parent names the root above a --parent: give --parent too")
+    parent = ParentRun.parse(args.parent, args.root_parent) if args.parent else None
+    naming = None if args.no_datasets else partial(
+        naming_from_run, project_dir=args.project_dir, profiles_dir=args.profiles_dir, target=args.target,
+        manifest_path=args.manifest,
+    )  # fmt: skip
+    client = default_client()
+    transport = getattr(getattr(client, "transport", None), "kind", None) or "no transport"
+
+    async def main() -> Any:
+        async with connect(url) as bus:
+            if args.require_run:
+                await require_run(bus, args.run_id, url)
+            work = aemit_lineage(
+                bus, args.run_id, naming=naming, follow=args.follow, client=client, job_namespace=args.namespace,
+                job_name=args.job_name, parent=parent,
+            )  # fmt: skip
+            if not args.follow:
+                return await work
+            return await noticing_unseen(work, partial(run_seen, bus, args.run_id), args.run_id, url)
+
+    try:
+        result = anyio.run(main)
+    except LineageUndelivered as exc:
+        sys.stderr.write(f"dbtbus: error: {exc}\n")
+        return EXIT_UNDELIVERED
+    sent = format_counts(result.events) if result.events else "none"
+    state = "lost its producer: its open runs were ended" if result.lost else (
+        "ended" if result.ended else "still in progress: its open runs stay open (--follow to end them)")
+    sys.stderr.write(f"dbtbus: run {args.run_id} {state}; OpenLineage events sent ({transport}): {sent}\n")
+    return EXIT_PRODUCER_LOST if result.lost else EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- wait

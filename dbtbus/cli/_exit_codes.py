@@ -1,4 +1,4 @@
-"""The exit codes of ``dbtbus wait``, ``watch`` and ``run``, what each means (the one table), and the two
+"""The exit codes of ``dbtbus wait``, ``watch``, ``run`` and ``lineage``, what each means (the one table), and the two
 command-line errors that end in one of them without a traceback."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EXIT_UNREACHABLE = 8
 EXIT_REJECTED = 9
 EXIT_NO_RUN = 10
 EXIT_DATA_LOST = 11
+EXIT_UNDELIVERED = 12
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -35,6 +36,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
     EXIT_NO_RUN: "--require-run: the bus has never seen the run",
     EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
+    EXIT_UNDELIVERED: "lineage: the OpenLineage transport failed to deliver an event (emit the run again: same runs)",
 }
 
 

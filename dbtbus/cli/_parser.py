@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(commands, fmt)
     _add_report(commands, fmt)
     _add_export(commands, fmt)
+    _add_lineage(commands, fmt)
     _add_wait(commands, fmt)
     _add_publish_log(commands, fmt)
     _add_runs(commands, fmt)
@@ -177,6 +178,55 @@ def _add_export(commands: Any, fmt: type[argparse.HelpFormatter]) -> None:
     export.add_argument(
         "--run-results", required=True, metavar="FILE", help="the run_results.json to write (- for stdout)"
     )
+
+
+def _add_lineage(commands: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """``dbtbus lineage``."""
+    lineage = commands.add_parser(
+        "lineage",
+        help="emit a run as OpenLineage events, one run per dbt node (live with --follow)",
+        description="Turn a run into OpenLineage run events: the dbt invocation and every node as a run of its\n"
+        "own (START when it starts; COMPLETE, FAIL or ABORT when it ends), its datasets named as dbt-ol names\n"
+        "them. Sent by openlineage-python's client, configured the OpenLineage way (openlineage.yml,\n"
+        "OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*). Run ids are stable: running it again sends the same runs.\n"
+        "The dbt project is found where the run's own dbt arguments say, unless given. Needs 'dbtbus[lineage]'.\n"
+        "Exit code: 0 done (--follow: the run ended), 4 --follow and the producer was lost (its open runs were\n"
+        "ended), 8 the bus is unreachable, 9 it refused, 10 --require-run and the bus has never seen the run,\n"
+        "12 the OpenLineage transport failed to deliver an event, 1 a usage or configuration error.",
+        epilog="examples:\n"
+        "  OPENLINEAGE_URL=http://marquez:5000 dbtbus lineage nightly --bus redis://localhost:6379/0 --follow\n"
+        "  dbtbus lineage nightly --project-dir shop --target prod   # what the log holds now, then exit",
+        formatter_class=fmt,
+    )
+    lineage.add_argument("run_id", metavar="RUN_ID")
+    lineage.add_argument("--bus", default=None, help=_BUS_HELP)
+    lineage.add_argument(
+        "--follow", action="store_true",
+        help="follow the run live until it ends (a lost producer ends its open runs); without it, emit what the "
+        "log holds now and exit",
+    )  # fmt: skip
+    lineage.add_argument("--require-run", action="store_true", help=_REQUIRE_RUN_HELP)
+    lineage.add_argument("--project-dir", default=None, help="the dbt project (default: the run's own)")
+    lineage.add_argument("--profiles-dir", default=None, help="where profiles.yml is (default: the run's own)")
+    lineage.add_argument("--target", default=None, help="the profile's target (default: the run's own)")
+    lineage.add_argument(
+        "--manifest", default=None, metavar="PATH", help="dbt's manifest.json (default: the project's target/)"
+    )
+    lineage.add_argument(
+        "--no-datasets", action="store_true", help="emit the runs without datasets (no project or manifest read)"
+    )
+    lineage.add_argument(
+        "--namespace", default=None, help="the jobs' namespace (default: $OPENLINEAGE_NAMESPACE, else dbt)"
+    )
+    lineage.add_argument("--job-name", default=None, help="the invocation's job (default: dbt-run-<project>)")
+    lineage.add_argument(
+        "--parent", default=None, metavar="NAMESPACE/JOB/RUN_ID",
+        help="the run that ran dbt, e.g. an Airflow task (default: $OPENLINEAGE_PARENT_ID, as dbt-ol)",
+    )  # fmt: skip
+    lineage.add_argument(
+        "--root-parent", default=None, metavar="NAMESPACE/JOB/RUN_ID",
+        help="the run at the top, e.g. the Airflow DAG run (default: $OPENLINEAGE_ROOT_PARENT_ID)",
+    )  # fmt: skip
 
 
 def _add_wait(commands: Any, fmt: type[argparse.HelpFormatter]) -> None:

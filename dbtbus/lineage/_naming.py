@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .._exceptions import ConfigurationError
+from ..events import RunStarted
+from ._errors import LineageUnavailable
 
 if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must stay light
-    # openlineage-integration-common ships no py.typed (openlineage-python's client does): its names are Any.
-    from openlineage.common.provider.dbt.processor import (  # type: ignore[import-untyped]
+    from openlineage.common.provider.dbt.processor import (
         DbtArtifactProcessor,
         ModelNode,
     )
@@ -37,21 +37,16 @@ if TYPE_CHECKING:  # openlineage is imported on first use: `import dbtbus` must 
 __all__ = [
     "DatasetName",
     "DatasetNaming",
-    "LineageUnavailable",
     "dataset_name",
     "dataset_namespace",
     "load_manifest",
     "load_profile_output",
+    "naming_from_run",
 ]
 
 #: Resource types whose node is a relation in the warehouse (an ephemeral model aside).
 _RELATION_TYPES: Final = frozenset({"model", "seed", "snapshot", "source"})
 _INSTALL_HINT: Final = "install dbtbus[lineage] (openlineage-python and openlineage-integration-common)"
-
-
-class LineageUnavailable(ConfigurationError):
-    """OpenLineage cannot be emitted as asked: its packages are missing, or the project, profile or manifest
-    cannot be read or is one dbt-ol does not support."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +61,29 @@ class DatasetName:
 
 
 def _processor_class() -> type[DbtArtifactProcessor]:
+    """dbt-ol's artifact processor, made concrete: dbtbus uses its naming and facet builders, never its reading
+    of ``run_results.json`` (the bus is the run's record), so the two artifact hooks it leaves abstract are
+    answered here with nothing."""
+    global _PROCESSOR
+    if _PROCESSOR is not None:
+        return _PROCESSOR
     try:
         from openlineage.common.provider.dbt.processor import DbtArtifactProcessor
     except ImportError as exc:
         raise LineageUnavailable(f"OpenLineage is not installed ({exc}): {_INSTALL_HINT}") from None
-    processor: type[DbtArtifactProcessor] = DbtArtifactProcessor
-    return processor
+
+    class NamingProcessor(DbtArtifactProcessor):
+        def get_dbt_metadata(self) -> Any:
+            raise NotImplementedError("dbtbus reads a run from its bus, not from dbt's artifacts")
+
+        def dbt_run_run_facet(self) -> dict[str, Any]:
+            return {}
+
+    _PROCESSOR = NamingProcessor
+    return _PROCESSOR
+
+
+_PROCESSOR: type[DbtArtifactProcessor] | None = None
 
 
 def _model_node(
@@ -79,7 +91,8 @@ def _model_node(
 ) -> ModelNode:
     from openlineage.common.provider.dbt.processor import ModelNode
 
-    return ModelNode(type=kind, metadata_node=dict(metadata_node), catalog_node=catalog_node)
+    catalog = dict(catalog_node) if catalog_node is not None else None
+    return ModelNode(type=kind, metadata_node=dict(metadata_node), catalog_node=catalog)
 
 
 def _processor_for(profile_output: Mapping[str, Any]) -> DbtArtifactProcessor:
@@ -88,8 +101,8 @@ def _processor_for(profile_output: Mapping[str, Any]) -> DbtArtifactProcessor:
 
     processor = _processor_class()(producer=_producer_uri(__version__), job_namespace="")
     try:
-        processor.extract_adapter_type(profile_output)
-        processor.extract_dataset_namespace(profile_output)
+        processor.extract_adapter_type(dict(profile_output))
+        processor.extract_dataset_namespace(dict(profile_output))
     except NotImplementedError as exc:
         raise LineageUnavailable(str(exc)) from None
     except KeyError as exc:
@@ -157,7 +170,7 @@ def load_profile_output(
     # dbt-ol's own reading of profiles.yml: the same jinja environment (env_var, as_number), so a path or a host
     # built from environment variables names the namespace as dbt-ol would.
     import yaml  # type: ignore[import-untyped]  # comes with openlineage-integration-common, no stubs
-    from openlineage.common.provider.dbt.local import (  # type: ignore[import-untyped]
+    from openlineage.common.provider.dbt.local import (
         DbtLocalArtifactProcessor,
         LazyJinjaLoadDict,
     )
@@ -167,8 +180,8 @@ def load_profile_output(
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise LineageUnavailable(f"cannot read {str(path)!r}: {exc}") from None
-    profiles = LazyJinjaLoadDict(raw or {}, jinja_env=DbtLocalArtifactProcessor.setup_jinja())
-    entry = profiles.get(profile)
+    profiles = LazyJinjaLoadDict(raw or {}, jinja_env=DbtLocalArtifactProcessor.setup_jinja())  # type: ignore[no-untyped-call]
+    entry = profiles.get(profile)  # type: ignore[no-untyped-call]
     if not isinstance(entry, Mapping):
         raise LineageUnavailable(f"{str(path)!r} has no profile {profile!r}")
     chosen = target or entry.get("target")
@@ -229,7 +242,7 @@ class DatasetNaming:
         target_path = os.environ.get("DBT_TARGET_PATH") or spec.get("target-path") or "target"
         manifest_file = Path(manifest_path) if manifest_path is not None else project / target_path / "manifest.json"
         catalog_file = manifest_file.with_name("catalog.json")
-        catalog = load_manifest_like(catalog_file) if catalog_file.exists() else None
+        catalog = _read_catalog(catalog_file) if catalog_file.exists() else None
         return cls(
             load_manifest(manifest_file),
             load_profile_output(profiles_dir, str(profile_name), target),
@@ -303,7 +316,40 @@ class DatasetNaming:
         return [uid for uid in nodes if isinstance(uid, str)]
 
 
-def load_manifest_like(path: Path) -> dict[str, Any] | None:
+def naming_from_run(
+    started: RunStarted,
+    *,
+    project_dir: str | os.PathLike[str] | None = None,
+    profiles_dir: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
+) -> DatasetNaming:
+    """The naming of the project a run built, found where dbt's own arguments of the run say
+    (``RunStarted.dbt_args``: ``project_dir``, ``profiles_dir``, ``target``, ``target_path``), each overridden
+    by the argument of the same name — so a consumer on the producer's machine needs none of them.
+
+    :raises LineageUnavailable: the run does not say where its project is (a log replay) and no
+        ``project_dir`` is given, or the project, profile or manifest cannot be read.
+    """
+    args = started.dbt_args
+    project = project_dir or args.get("project_dir")
+    if not project:
+        raise LineageUnavailable(
+            f"run {started.run_id!r} does not say where its dbt project is (dbt's arguments were not recorded): "
+            "give its project directory"
+        )
+    manifest = manifest_path
+    if manifest is None and isinstance(args.get("target_path"), str):
+        manifest = Path(project) / args["target_path"] / "manifest.json"
+    return DatasetNaming.from_project(
+        project,
+        profiles_dir=profiles_dir or args.get("profiles_dir") or None,
+        target=target or args.get("target") or None,
+        manifest_path=manifest,
+    )
+
+
+def _read_catalog(path: Path) -> dict[str, Any] | None:
     """A dbt artifact other than the manifest (``catalog.json``), or ``None`` when it cannot be read: it only
     enriches the schema facet."""
     try:

@@ -20,7 +20,7 @@ from dbtbus.events import RunFinished
 
 from .conftest import GRAPH, SHOP_LOG, SHOP_MANIFEST, play, play_in_thread, publish_now
 
-SUBCOMMANDS = ["run", "watch", "wait", "publish-log", "runs", "gc", "demo"]
+SUBCOMMANDS = ["run", "watch", "wait", "publish-log", "runs", "gc", "demo", "lineage"]
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -101,7 +101,9 @@ def test_the_parser_offers_every_command_and_rejects_unknown_ones(capsys: pytest
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == {"run", "watch", "report", "export", "wait", "publish-log", "runs", "gc", "demo"}
+    assert set(commands.choices) == {
+        "run", "watch", "report", "export", "lineage", "wait", "publish-log", "runs", "gc", "demo"
+    }  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["frobnicate"])
     assert exit_info.value.code not in (0, None) and "frobnicate" in capsys.readouterr().err

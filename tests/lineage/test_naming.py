@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,32 +16,7 @@ from dbtbus.lineage import (
 )
 
 from ..test_import import imported_modules
-
-
-def node(uid: str, resource_type: str, *, depends_on: tuple[str, ...] = (), materialized: str = "table",
-         alias: str | None = None) -> dict[str, Any]:
-    name = uid.rsplit(".", 1)[1]
-    return {
-        "unique_id": uid, "resource_type": resource_type, "name": name, "alias": alias or name,
-        "database": "warehouse", "schema": "analytics", "config": {"materialized": materialized},
-        "depends_on": {"nodes": list(depends_on)}, "columns": {},
-    }  # fmt: skip
-
-
-MANIFEST: dict[str, Any] = {
-    "nodes": {
-        "seed.p.raw": node("seed.p.raw", "seed", materialized="seed"),
-        "model.p.staged": node("model.p.staged", "model", depends_on=("seed.p.raw", "source.p.app.users")),
-        "model.p.inlined": node("model.p.inlined", "model", depends_on=("model.p.staged",), materialized="ephemeral"),
-        "model.p.mart": node("model.p.mart", "model", depends_on=("model.p.inlined", "seed.p.raw"), alias="mart_v2"),
-        "snapshot.p.history": node("snapshot.p.history", "snapshot", depends_on=("model.p.staged",)),
-        "test.p.not_null_mart_id": node("test.p.not_null_mart_id", "test", depends_on=("model.p.mart",)),
-    },
-    "sources": {"source.p.app.users": {**node("source.p.app.users", "source"), "identifier": "users"}},
-}
-DUCKDB = {"type": "duckdb", "path": "/data/warehouse.duckdb", "threads": 4}
-POSTGRES = {"type": "postgres", "host": "db.internal", "port": 5432, "user": "dbt", "password": "hunter2",
-            "dbname": "warehouse", "schema": "analytics"}  # fmt: skip
+from ._project import DUCKDB, MANIFEST, POSTGRES
 
 
 def test_the_namespace_is_dbt_ols_and_never_holds_the_password() -> None:
