@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG, Asset
-from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
+from airflow.triggers.base import TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent
 
 from dbtbus._kinds import OutcomeKind
 from dbtbus._outcome import Outcome
@@ -21,7 +21,7 @@ from dbtbus.airflow import dbt_node_asset, render_dbt_task_group
 from dbtbus.airflow._assets import asset_extra, asset_uri, dataset_names
 from dbtbus.airflow.sensors import DbtNodeSensor
 from dbtbus.airflow.triggers import DbtNodeTrigger
-from dbtbus.events import NodeResult, NodeStatus
+from dbtbus.events import NodeResult, NodeStatus, RunFinished
 
 from ._dags import dag_id, run_dag, shop_dag, states
 from .conftest import shop_args
@@ -150,8 +150,13 @@ def test_a_success_with_outlets_goes_back_to_a_worker() -> None:
     assert isinstance(plain.event(ok), TaskSuccessEvent)
     event = emitting.event(ok)
     assert type(event).__name__ == "TriggerEvent" and event.payload["status"] == "outcome"
-    # Failures emit nothing: they still end in the triggerer.
+    # Failures, upstream failures, skips and nodes not run emit nothing: they still end in the triggerer.
     assert isinstance(emitting.event(failed), TaskFailedEvent)
+    doomed = Outcome(OutcomeKind.UPSTREAM_FAILED, "r1", "model.shop.orders", cause="model.shop.stg",
+                     cause_record=_result(NodeStatus.ERROR))
+    assert isinstance(emitting.event(doomed), TaskFailedEvent)
+    not_run = Outcome(OutcomeKind.NOT_RUN, "r1", "model.shop.orders", ending=RunFinished(run_id="r1", success=True))
+    assert isinstance(emitting.event(not_run), TaskSkippedEvent)
     assert emitting.serialize()[1]["end_on_worker"] is True
 
 
