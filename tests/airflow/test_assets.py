@@ -197,3 +197,29 @@ def test_only_succeeded_nodes_emit_with_their_metadata(shop: Path, redis_url: st
     assert stg["attempt"] == 1 and stg["run_id"].startswith("af-") and stg["execution_time"] > 0
     [seed] = events["dbt.orders_seed"]
     assert seed["unique_id"] == "seed.shop.orders" and seed["rows_affected"] > 0, seed  # dbt-duckdb reports it
+
+
+# ------------------------------------------------------------------------------------------ the sensor, on a worker
+
+def test_a_re_run_node_emits_with_its_own_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node its task re-ran on a retry succeeded there, not on the bus: its event says so."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    import dbtbus._dbt.args as dbt_args
+
+    asset = Asset("x-dbtbus-test://orders")
+    sensor = DbtNodeSensor(task_id="orders", unique_id="model.shop.orders", bus_url="redis://x", outlets=[asset])
+    monkeypatch.setattr(dbt_args, "run_dbt", lambda args, **kw: (True, ""))
+    context = {"outlet_events": OutletEventAccessors(), "ti": SimpleNamespace(try_number=2)}
+    sensor._rerun(["build", "--project-dir", "/p"], "r1", "the producer is done", context)
+    assert context["outlet_events"][asset].extra == {"unique_id": "model.shop.orders", "run_id": "r1",
+                                                     "attempt": 2, "status": "success", "rerun": True}
+
+
+def test_a_sensor_without_outlets_touches_no_outlet_events() -> None:
+    ok = Outcome(OutcomeKind.SUCCESS, "r1", "model.shop.orders", record=_result(NodeStatus.SUCCESS))
+    sensor = DbtNodeSensor(task_id="plain", unique_id="model.shop.orders", bus_url="redis://x")
+    assert not sensor.emits_assets
+    assert sensor._finish(ok, {})["unique_id"] == "model.shop.orders"  # no outlet_events in the context: fine
