@@ -5,7 +5,8 @@
 * :class:`DbtNodeSensor` — one task per node, deferrable, starts directly in the triggerer;
 * :class:`DbtNodeTrigger` — the trigger that awaits the bus;
 * :func:`render_dbt_task_group` — manifest.json → a task group of one producer and one sensor per node;
-* :func:`dbtbus_run_id` — the run id every task of a DAG run agrees on.
+* :func:`dbtbus_run_id` — the run id every task of a DAG run agrees on;
+* :func:`dbt_node_asset` — the Airflow asset a node task emits (``emit_assets``), to schedule DAGs on.
 
 See ``docs/airflow.md``.
 """
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._assets import dbt_node_asset as dbt_node_asset
     from ._run_id import dbtbus_run_id as dbtbus_run_id
     from .operators import DbtBusCarrierOperator as DbtBusCarrierOperator
     from .operators import DbtBusProducerOperator as DbtBusProducerOperator
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .triggers import DbtNodeTrigger as DbtNodeTrigger
 
 _LAZY = {
+    "dbt_node_asset": "._assets",
     "dbtbus_run_id": "._run_id",
     "DbtBusCarrierOperator": ".operators",
     "DbtBusProducerOperator": ".operators",

@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ import orjson
 from .._dbt.graph import graph_from_manifest, topological_order
 from .._version import __version__
 
-__all__ = ["Plan", "plan_for", "select_nodes"]
+__all__ = ["Plan", "load_manifest", "plan_for", "select_nodes", "wanted"]
 
 #: What a node task is made from (the rest of a manifest node is not needed to render).
 _KEPT: Final = ("unique_id", "name", "resource_type", "fqn", "package_name", "tags")
@@ -41,9 +41,12 @@ class Plan:
     #: with the first one's root path.
     relative: list[str]
     relative_root: str | None
+    #: unique id → the OpenLineage (namespace, name) of its relation, for the nodes ``plan_for`` was asked to
+    #: name (``datasets``, ``name_only``).
+    datasets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-def _load(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
+def load_manifest(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(manifest, Mapping):
         return manifest
     with open(manifest, "rb") as fh:
@@ -51,7 +54,8 @@ def _load(manifest: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, 
     return loaded
 
 
-def _wanted(node: Mapping[str, Any], select: set[str] | None) -> bool:
+def wanted(node: Mapping[str, Any], select: set[str] | None) -> bool:
+    """True when ``select`` (unique ids, names, ``tag:<tag>``; None: all) picks ``node``."""
     if select is None:
         return True
     uid = node["unique_id"]
@@ -70,14 +74,14 @@ def select_nodes(
     ``select`` holds unique ids, node names or ``tag:<tag>``; ``None`` selects every node of
     ``resource_types``. Ephemeral models have no result of their own and get no task unless asked.
     """
-    data = _load(manifest)
+    data = load_manifest(manifest)
     nodes: Mapping[str, Mapping[str, Any]] = data.get("nodes", {})
-    wanted = set(select) if select is not None else None
+    chosen_by = set(select) if select is not None else None
     chosen = {
         uid: node
         for uid, node in nodes.items()
         if node.get("resource_type") in resource_types
-        and _wanted(node, wanted)
+        and wanted(node, chosen_by)
         and (include_ephemeral or node.get("config", {}).get("materialized") != "ephemeral")
     }
     # In topological order every parent's answer is known before its children ask: no recursion.
@@ -96,15 +100,22 @@ def select_nodes(
     return parents, chosen
 
 
-def _make(manifest: Mapping[str, Any], select: Iterable[str] | None, resource_types: Sequence[str]) -> Plan:
+def _make(manifest: Mapping[str, Any], select: Iterable[str] | None, resource_types: Sequence[str],
+          datasets: Sequence[str] | None, name_only: Iterable[str] | None) -> Plan:
     parents, chosen = select_nodes(manifest, select=select, resource_types=resource_types)
+    names: dict[str, tuple[str, str]] = {}
+    if datasets is not None:
+        from ._assets import dataset_names
+
+        named_by = set(name_only) if name_only is not None else None
+        names = dataset_names(manifest, [uid for uid, node in chosen.items() if wanted(node, named_by)], datasets)
     nodes = {uid: {key: node[key] for key in _KEPT if key in node} for uid, node in chosen.items()}
     all_nodes: Mapping[str, Mapping[str, Any]] = manifest.get("nodes", {})
     relative = sorted(uid for uid, node in all_nodes.items()
                       if isinstance(node.get("root_path"), str) and not os.path.isabs(node["root_path"]))
     project = (manifest.get("metadata") or {}).get("project_name")
     return Plan(parents, nodes, project if isinstance(project, str) else None, relative,
-                all_nodes[relative[0]]["root_path"] if relative else None)
+                all_nodes[relative[0]]["root_path"] if relative else None, names)
 
 
 def _cache_dir() -> Path:
@@ -115,32 +126,45 @@ def _cache_dir() -> Path:
     return Path(base) / "dbtbus"
 
 
-def _cache_key(path: Path, select: Iterable[str] | None, resource_types: Sequence[str]) -> str | None:
+def _cache_key(path: Path, select: Iterable[str] | None, resource_types: Sequence[str],
+               datasets: Sequence[str] | None, name_only: Iterable[str] | None) -> str | None:
     try:
         stat = path.stat()
     except OSError:
         return None
+    from ._assets import naming_key
+
     what = [str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, __version__,
-            None if select is None else sorted(select), list(resource_types)]
+            None if select is None else sorted(select), list(resource_types),
+            None if datasets is None else naming_key(datasets), None if name_only is None else sorted(name_only)]
     return hashlib.sha256(orjson.dumps(what)).hexdigest()[:32]
 
 
 def plan_for(manifest: str | os.PathLike[str] | Mapping[str, Any], *, select: Iterable[str] | None = None,
-             resource_types: Sequence[str] = ("model", "seed", "snapshot")) -> Plan:
-    """The render plan of ``manifest`` (a parsed mapping, or a path whose plan is cached: see the module)."""
+             resource_types: Sequence[str] = ("model", "seed", "snapshot"),
+             datasets: Sequence[str] | None = None, name_only: Iterable[str] | None = None) -> Plan:
+    """The render plan of ``manifest`` (a parsed mapping, or a path whose plan is cached: see the module).
+
+    ``datasets`` (the dbt arguments, which name the profile) also names the relation of each selected node
+    that ``name_only`` picks (same syntax as ``select``; None: all) as OpenLineage does
+    (:func:`dbtbus.airflow._assets.dataset_names`) — once, cached with the plan: naming reads the profile and
+    asks openlineage-integration-common node by node, about a millisecond each.
+    """
     if isinstance(manifest, Mapping):
-        return _make(manifest, select, resource_types)
+        return _make(manifest, select, resource_types, datasets, name_only)
     path = Path(manifest)
-    key = _cache_key(path, select, resource_types)
+    key = _cache_key(path, select, resource_types, datasets, name_only)
     cached = _cache_dir() / f"render-{key}.json" if key is not None else None
     if cached is not None:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             data = orjson.loads(cached.read_bytes())
-            return Plan(data["parents"], data["nodes"], data["project"], data["relative"], data["relative_root"])
-    plan = _make(_load(path), select, resource_types)
+            return Plan(data["parents"], data["nodes"], data["project"], data["relative"], data["relative_root"],
+                        {uid: (ns, name) for uid, (ns, name) in data.get("datasets", {}).items()})
+    plan = _make(load_manifest(path), select, resource_types, datasets, name_only)
     if cached is not None:
         _write(cached, {"parents": plan.parents, "nodes": plan.nodes, "project": plan.project,
-                        "relative": plan.relative, "relative_root": plan.relative_root})
+                        "relative": plan.relative, "relative_root": plan.relative_root,
+                        "datasets": plan.datasets})
     return plan
 
 

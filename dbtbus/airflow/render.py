@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, TaskGroup
 
 from ._layout import DEFAULT_MAX_TASKS_PER_DAG, Layout, NodeDag, check_dag_ids, node_dags, wants_split
-from ._plan import plan_for, select_nodes
+from ._plan import Plan, plan_for, select_nodes, wanted
 from .operators import DbtBusCarrierOperator, DbtBusProducerOperator
 from .sensors import DbtNodeDagSensor, DbtNodeSensor
 
@@ -51,6 +51,7 @@ def render_dbt_task_group(
     bus_conn_id: str | None = None,
     layout: Layout = "auto",
     max_tasks_per_dag: int = DEFAULT_MAX_TASKS_PER_DAG,
+    emit_assets: bool | Iterable[str] = False,
     **task_group_kwargs: Any,
 ) -> TaskGroup:
     """Build a :class:`TaskGroup`: one :class:`DbtBusProducerOperator` running ``dbt_args`` and one
@@ -85,11 +86,22 @@ def render_dbt_task_group(
     producer's own task instance could not keep them across a producer retry). ``bus_conn_id`` names an
     Airflow connection holding the bus address instead of ``bus_url`` (no password in the DAG file).
 
+    **Airflow Assets.** ``emit_assets=True`` gives every node task its relation as an outlet (the asset named
+    as OpenLineage names the relation, see :mod:`dbtbus.airflow._assets`), and the task emits an asset event
+    with the node's metadata the moment its node succeeds; a selection (unique ids, names, ``tag:<tag>``)
+    gives outlets to those nodes only. Off by default: Airflow 3.3 registers outlets only from a worker's
+    success report, so each emitting task ends its success with one short worker run instead of in the
+    triggerer — pay it for the relations other DAGs are scheduled on (docs/airflow.md, "Airflow Assets"). A
+    selector that picks none of the selected nodes raises :class:`ValueError` (a typo would emit nothing).
+
     Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
     ``root_path`` and makes a build started from a worker's directory fail. A warning says so, with the whole
     fix, where the DAG is parsed and again in the producer task's log, where the failure shows.
     """
-    plan = plan_for(manifest_path, select=select, resource_types=resource_types)
+    emit = _emit_selection(emit_assets)
+    plan = plan_for(manifest_path, select=select, resource_types=resource_types,
+                    datasets=list(dbt_args) if emit is not False else None,
+                    name_only=emit if isinstance(emit, list) else None)
     manifest_warnings: list[str] = []
     if plan.relative:
         manifest_warnings.append(_relative_root_message(manifest_path, plan.relative[0], plan.relative_root))
@@ -107,6 +119,7 @@ def render_dbt_task_group(
     if sensor_kwargs.get("retry_delay") is None and "retry_delay" in producer_kwargs:
         sensor_kwargs["retry_delay"] = producer_kwargs["retry_delay"]
     bus: dict[str, Any] = {"bus_url": bus_url, "bus_conn_id": bus_conn_id}
+    outlets = _outlets(plan, emit)
     with TaskGroup(group_id=group_id, **task_group_kwargs) as group:
         run_group = group.group_id
         prefix = f"{run_group}." if run_group else ""
@@ -143,15 +156,37 @@ def render_dbt_task_group(
                                  unique_ids=list(node_dag.nodes), producer_task_id=producer.task_id,
                                  trigger_rule="always", **common)
         else:
-            _node_tasks(chosen, parents, sensor_kwargs, common, producer, sensors_after_producer)
+            _node_tasks(chosen, parents, sensor_kwargs, common, producer, sensors_after_producer, outlets)
     if split:
-        _node_dags(group.dag, dags, chosen, parents, sensor_kwargs, common, producer.task_id)
+        _node_dags(group.dag, dags, chosen, parents, sensor_kwargs, common, producer.task_id, outlets)
     return group
+
+
+def _emit_selection(emit_assets: bool | Iterable[str]) -> bool | list[str]:
+    """``emit_assets`` as False (off), True (every node task) or the list of its selectors."""
+    if isinstance(emit_assets, bool):
+        return emit_assets
+    if isinstance(emit_assets, str):
+        raise TypeError("emit_assets takes True, False or a list of selectors (a str is not a list)")
+    return sorted(emit_assets)
+
+
+def _outlets(plan: Plan, emit: bool | list[str]) -> dict[str, list[Any]]:
+    """unique id → the outlets of its task: the nodes ``emit`` picks, which the plan has named."""
+    if emit is False:
+        return {}
+    if isinstance(emit, list):
+        unmatched = [s for s in emit if not any(wanted(node, {s}) for node in plan.nodes.values())]
+        if unmatched:
+            raise ValueError(f"emit_assets: {', '.join(unmatched)} picks none of the rendered nodes")
+    from ._assets import node_asset
+
+    return {uid: [node_asset(namespace, name)] for uid, (namespace, name) in plan.datasets.items()}
 
 
 def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, list[str]],
                 sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any], producer: DbtBusProducerOperator,
-                sensors_after_producer: bool) -> None:
+                sensors_after_producer: bool, outlets: Mapping[str, list[Any]]) -> None:
     """One sensor per node in the rendering DAG, wired like dbt's graph."""
     taken = {"dbt_producer", "dbtbus_carrier"}
     sensors: dict[str, DbtNodeSensor] = {}
@@ -163,6 +198,8 @@ def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, l
         else:
             extra.setdefault("trigger_rule", "always")
         extra.setdefault("producer_task_id", producer.task_id)
+        if uid in outlets:
+            extra["outlets"] = outlets[uid]
         sensors[uid] = DbtNodeSensor(task_id=_task_id(chosen[uid], taken), unique_id=uid, include_tests=True,
                                      **common, **extra)
     for uid, sensor in sensors.items():
@@ -176,7 +213,7 @@ def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, l
 
 def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mapping[str, Any]],
                parents: Mapping[str, list[str]], sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any],
-               producer_task_id: str) -> None:
+               producer_task_id: str, outlets: Mapping[str, list[Any]]) -> None:
     """The node DAGs of the split layout, each registered with the DAG file like any DAG made in a ``with``."""
     where: dict[str, tuple[str, str]] = {}  # unique id → (node DAG id, task id)
     for node_dag in dags:
@@ -202,6 +239,8 @@ def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mappin
                 extra = dict(sensor_kwargs)
                 extra.setdefault("trigger_rule", "always")
                 extra.setdefault("producer_task_id", producer_task_id)
+                if uid in outlets:
+                    extra["outlets"] = outlets[uid]
                 sensors[uid] = DbtNodeSensor(task_id=where[uid][1], unique_id=uid, include_tests=True,
                                              run_dag_id=parent.dag_id, dag=dag, task_group=dag.task_group,
                                              **common, **extra)

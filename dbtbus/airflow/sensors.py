@@ -51,6 +51,13 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
     :func:`~dbtbus.airflow.render_dbt_task_group`, whose node DAG runs share the producer's run id).
     ``bus_url="xcom://"`` uses the XCom bus carried by ``carrier_task_id``; ``bus_conn_id`` takes the address
     from an Airflow connection.
+
+    **Outlets.** A sensor given ``outlets`` (Airflow assets: :func:`~dbtbus.airflow.render_dbt_task_group`'s
+    ``emit_assets`` gives each node task its relation's) emits an asset event for each when its node
+    succeeds, with the node's metadata as the event's extra (:func:`dbtbus.airflow._assets.asset_extra`).
+    Airflow 3.3 registers outlets only from a worker's success report, so such a sensor's success is ended on
+    a worker (one short worker run); its failures, skips and nodes not run still end in the triggerer and
+    emit nothing.
     """
 
     template_fields: Sequence[str] = ("bus_url", "dbtbus_run_id", "unique_id")
@@ -103,6 +110,11 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         self.start_from_trigger = bool(deferrable and start_from_trigger)
         self._set_start_trigger_args()
 
+    @property
+    def emits_assets(self) -> bool:
+        """True when the task has outlets: its success must end on a worker to register them."""
+        return bool(getattr(self, "outlets", None))
+
     def _set_start_trigger_args(self) -> None:
         if self.start_from_trigger:
             self.start_trigger_args = StartTriggerArgs(
@@ -146,6 +158,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             "not_run": self.not_run,
             "retry_check": self.rerun_on_retry,
             "run_dag_id": self.run_dag_id,
+            "end_on_worker": self.emits_assets,
         }
 
     def _run_id(self, context: Any) -> str:
@@ -183,7 +196,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         outcome = anyio.run(look)
         if outcome is None or not outcome.terminal:
             return False
-        self._finish(outcome)
+        self._finish(outcome, context)
         return True
 
     def _wait_blocking(self, context: Any, url: str, run_id: str) -> Any:
@@ -202,10 +215,10 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         decision = anyio.run(wait)
         if isinstance(decision, Outcome):
             log_outcome(self.log, decision, airflow_state(decision, self.not_run))
-            return self._finish(decision)
-        return self._rerun(decision.args, run_id, decision.reason)
+            return self._finish(decision, context)
+        return self._rerun(decision.args, run_id, decision.reason, context)
 
-    def _rerun(self, producer_args: list[str] | None, run_id: str, reason: str) -> Any:
+    def _rerun(self, producer_args: list[str] | None, run_id: str, reason: str, context: Any) -> Any:
         from .._dbt.args import rerun_args, run_dbt
 
         if not producer_args:
@@ -218,12 +231,21 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             self.log.info("dbt said:\n%s", summary)
         if not ok:
             raise AirflowException(f"re-running {self.unique_id} failed (dbt {' '.join(args)})")
+        # The node succeeded here, not on the bus: its asset events say so (no adapter figures: dbt's own
+        # summary was only logged).
+        self._emit_extra(context, {"unique_id": self.unique_id, "run_id": run_id,
+                                   "attempt": int(getattr(context["ti"], "try_number", 1) or 1),
+                                   "status": "success", "rerun": True})
         return {"unique_id": self.unique_id, "run_id": run_id, "node_status": "success", "rerun": True}
 
-    def _finish(self, outcome: Outcome) -> Any:
-        """Return the summary (success) or raise what the state table says."""
+    def _finish(self, outcome: Outcome, context: Any) -> Any:
+        """Return the summary (success, with the outlets' asset events) or raise what the state table says."""
         state = airflow_state(outcome, self.not_run)
         if state == "success":
+            if self.emits_assets:
+                from ._assets import asset_extra
+
+                self._emit_extra(context, asset_extra(outcome))
             return result_summary(outcome)
         message = outcome.explain()
         if state == "skipped":
@@ -232,13 +254,27 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             raise AirflowFailException(message)
         raise AirflowException(message)
 
+    def _emit_extra(self, context: Any, extra: dict[str, Any]) -> None:
+        """Give every asset outlet's event the node's metadata; the Task SDK sends them with the success."""
+        if not self.emits_assets:
+            return
+        from airflow.sdk import Asset
+
+        events = context["outlet_events"]
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(extra)
+
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
-        """Resume from the trigger: a re-run, or an outcome the trigger could not end the task with itself."""
+        """Resume from the trigger: a re-run, or an outcome the trigger did not end the task with itself (a
+        success with outlets, which only a worker can register; a no-retry failure; any outcome under
+        ``dag.test()``)."""
         event = dict(event or {})
         if event.get("status") == "rerun":
-            return self._rerun(event.get("args"), str(event.get("run_id")), str(event.get("message") or ""))
+            return self._rerun(event.get("args"), str(event.get("run_id")), str(event.get("message") or ""),
+                               context)
         if event.get("status") == "outcome":
-            return self._finish(Outcome.from_dict(event["outcome"]))
+            return self._finish(Outcome.from_dict(event["outcome"]), context)
         raise AirflowException(f"dbtbus: unexpected trigger event for {self.unique_id}: {event!r}")
 
 

@@ -7,7 +7,9 @@ ever runs the sensor:
 ==========================  =======================  ==================================================
 ``OutcomeKind``             Airflow state            how
 ==========================  =======================  ==================================================
-``SUCCESS``                 success                  ``TaskSuccessEvent``, the node's result as XCom
+``SUCCESS``                 success                  ``TaskSuccessEvent``, the node's result as XCom;
+                                                     with ``end_on_worker`` (a task with outlets): back
+                                                     to a worker, whose success registers the outlets
 ``FAILED``                  failed / up_for_retry    ``TaskFailedEvent`` (retries, callbacks as usual)
 ``UPSTREAM_FAILED``         failed / up_for_retry    ``TaskFailedEvent``; the log names the root cause
 ``NOT_RUN``                 skipped (``not_run=``    ``TaskSkippedEvent`` when dbt succeeded; else
@@ -92,6 +94,8 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
     ``upstream_task_ids`` are task ids of the task's DAG or ``"<dag_id>/<task_id>"`` of another DAG's run
     with the same run id.
     ``retry_check=True`` lets a retried task instance re-run its node (see the module docstring).
+    ``end_on_worker=True`` ends a success on a worker instead of in the triggerer: Airflow 3.3 registers a
+    task's outlets (asset events) only when a worker reports its success (see :mod:`dbtbus.airflow._assets`).
     """
 
     template_fields = ("bus_url", "run_id")
@@ -115,6 +119,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         try_number: int | None = None,
         connect_options: dict[str, Any] | None = None,
         run_dag_id: str | None = None,
+        end_on_worker: bool = False,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.bus_url = bus_url
@@ -133,6 +138,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         self.try_number = try_number
         self.connect_options = dict(connect_options or {})
         self.run_dag_id = run_dag_id
+        self.end_on_worker = end_on_worker
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -154,6 +160,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
                 "try_number": self.try_number,
                 "connect_options": self.connect_options,
                 "run_dag_id": self.run_dag_id,
+                "end_on_worker": self.end_on_worker,
             },
         )
 
@@ -235,7 +242,9 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
                                  "unique_id": decision.unique_id, "args": decision.args, "message": decision.reason})
         payload = {"status": "outcome", "outcome": decision.to_dict()}
         state = airflow_state(decision, self.not_run)
-        if in_process_test_comms() or state == "fail_now":
+        # A success with outlets goes back to a worker: a TaskSuccessEvent would end the task without its
+        # asset events (Airflow registers outlets only from a worker's success report).
+        if in_process_test_comms() or state == "fail_now" or (state == "success" and self.end_on_worker):
             return TriggerEvent(payload)  # type: ignore[no-untyped-call,unused-ignore]
         if state == "success":
             return TaskSuccessEvent(xcoms={"return_value": result_summary(decision)})

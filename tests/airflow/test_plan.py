@@ -46,7 +46,7 @@ def test_a_plan_is_read_from_the_cache_until_the_manifest_changes(
     first = plan_for(manifest)
     assert len(list(cache_dir.glob("render-*.json"))) == 1
     read: list[object] = []
-    monkeypatch.setattr(_plan, "_load", lambda path: read.append(path) or {})
+    monkeypatch.setattr(_plan, "load_manifest", lambda path: read.append(path) or {})
     assert plan_for(manifest) == first and not read  # the manifest was not read again
     assert plan_for(manifest, select=["stg_orders"]).nodes.keys() == set()  # another selection: read (stubbed)
     assert read

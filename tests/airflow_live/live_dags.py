@@ -13,9 +13,11 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.sdk import DAG, Asset
 
-from dbtbus.airflow import render_dbt_task_group
+from dbtbus.airflow import dbt_node_asset, render_dbt_task_group
 
 PROJECT = Path(os.environ["DBTBUS_LIVE_PROJECT"])
 MANIFEST = PROJECT / "manifest.render.json"  # a copy: the producer's build rewrites target/manifest.json
@@ -33,13 +35,13 @@ SPLIT_SIZE = 5
 
 
 def _dag(dag_id: str, bus_url: str, *, producer: dict[str, object], sensor: dict[str, object],
-         args: list[str] = ARGS, heartbeat: float = 2.0) -> DAG:
+         args: list[str] = ARGS, heartbeat: float = 2.0, emit_assets: bool | list[str] = False) -> DAG:
     for name, layout in ((dag_id, "one_dag"), (f"{dag_id}_split", "split")):
         with DAG(name, schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]) as dag:
             render_dbt_task_group(
                 MANIFEST, bus_url, args, group_id="dbt", layout=layout, max_tasks_per_dag=SPLIT_SIZE,
                 producer_kwargs={"heartbeat_interval": heartbeat, **producer},
-                sensor_kwargs={"timeout": 300, "pool": RERUN_POOL, **sensor},
+                sensor_kwargs={"timeout": 300, "pool": RERUN_POOL, **sensor}, emit_assets=emit_assets,
             )
     return dag
 
@@ -72,13 +74,36 @@ MEMRAY_OUTPUT = str(PROJECT / "memray-{{ dag_run.run_id }}-{{ ti.try_number }}.b
 profiled = _dag("live_memray", REDIS_URL, producer={**NO_RETRY, "memray_output": MEMRAY_OUTPUT}, sensor=NO_RETRY)
 
 
+# Airflow Assets (issue #29): ASSET_MODEL's task declares its relation as an outlet and emits an asset event
+# when the node succeeds; ASSET_CONSUMER is scheduled on that asset and must start while the slow model still
+# holds the build. The other node tasks emit nothing and still end in the triggerer.
+ASSET_MODEL = "m002"
+ASSET_CONSUMER = "live_assets_consumer"
+assets = _dag("live_assets", REDIS_URL, producer=NO_RETRY, sensor=NO_RETRY, emit_assets=[ASSET_MODEL])
+with DAG(ASSET_CONSUMER, schedule=[dbt_node_asset(MANIFEST, ASSET_MODEL, ARGS)], catchup=False,
+         is_paused_upon_creation=False, tags=["dbtbus-live"]):
+    EmptyOperator(task_id="consume")
+
+# What Airflow itself does with a task's outlets when the triggerer ends the task (TaskSuccessEvent) and when a
+# worker does: Airflow's own sensor and trigger, no dbtbus code. The test reads the asset events of each.
+PROBE_TRIGGERER = Asset("x-dbtbus-probe://ended-by-the-triggerer")
+PROBE_WORKER = Asset("x-dbtbus-probe://ended-on-a-worker")
+with DAG("live_asset_probe", schedule=None, catchup=False, tags=["dbtbus-live"]):
+    for _task_id, _end_from_trigger, _asset in (("ended_by_the_triggerer", True, PROBE_TRIGGERER),
+                                                 ("ended_on_a_worker", False, PROBE_WORKER)):
+        DateTimeSensorAsync(task_id=_task_id, target_time="2000-01-01T00:00:00+00:00", start_from_trigger=True,
+                            end_from_trigger=_end_from_trigger, outlets=[_asset])
+
 # The scale scenarios: a 200-model project rendered with render_dbt_task_group's defaults (its layout picks
 # node DAGs of at most 50 tasks), nothing tuned.
 SCALE = Path(os.environ["DBTBUS_LIVE_SCALE_PROJECT"])
 SCALE_ARGS = ["build", "--project-dir", str(SCALE), "--profiles-dir", str(SCALE), "--vars", VARS]
-for _name, _producer in (("live_scale", NO_RETRY),
-                         ("live_scale_retry", {"retries": 1, "retry_delay": timedelta(seconds=8)})):
+# live_scale_assets: every node task with its relation as an outlet (emit_assets=True), what that costs.
+for _name, _producer, _emit in (("live_scale", NO_RETRY, False),
+                                ("live_scale_retry", {"retries": 1, "retry_delay": timedelta(seconds=8)}, False),
+                                ("live_scale_assets", NO_RETRY, True)):
     with DAG(_name, schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]):
         render_dbt_task_group(SCALE / "manifest.render.json", REDIS_URL, SCALE_ARGS,
                               producer_kwargs={"heartbeat_interval": 2.0, **_producer},
-                              sensor_kwargs={"timeout": 600, **(RETRYING_SENSOR if _producer["retries"] else NO_RETRY)})
+                              sensor_kwargs={"timeout": 600, **(RETRYING_SENSOR if _producer["retries"] else NO_RETRY)},
+                              emit_assets=_emit)

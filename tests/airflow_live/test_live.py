@@ -370,3 +370,128 @@ def test_a_frozen_triggerer_loses_its_triggers_to_the_other(airflow: Deployment,
     FIGURES["frozen_triggerer_to_last_node_task_end_s"] = round(max(ends) - frozen_at, 2)
     airflow.kill_process("triggerer-2")
     airflow.check_alive()
+
+
+# ---------------------------------------------------------------------------------------------- Airflow Assets
+# Issue #29: a node task with its relation as an outlet emits an asset event when its node succeeds, and a DAG
+# scheduled on that asset starts while the build still runs.
+
+ASSET_MODEL = "m002"  # as in live_dags.py (which only Airflow imports: it reads the deployment's environment)
+ASSET_CONSUMER = "live_assets_consumer"
+
+
+def _asset_events(af: Deployment, run_id: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(dag id, task id) → the extras of the asset events its task instance emitted in DAG run ``run_id``."""
+    rows = af.query("select source_dag_id, source_task_id, extra from asset_event where source_run_id=%s", run_id)
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for dag_id, task_id, extra in rows:
+        out.setdefault((str(dag_id), str(task_id)), []).append(extra if isinstance(extra, dict) else json.loads(extra))
+    return out
+
+
+def test_a_task_ended_by_the_triggerer_registers_no_asset_event(airflow: Deployment) -> None:
+    """Airflow 3.3's own DateTimeSensorAsync and trigger, both started in the triggerer with an outlet: the one
+    the trigger ends (TaskSuccessEvent) succeeds without an asset event; the one resumed on a worker emits one.
+    Why dbtbus ends a success with outlets on a worker (dbtbus/airflow/_assets.py)."""
+    run_id = _run_id("probe")
+    airflow.trigger("live_asset_probe", run_id)
+    assert airflow.wait_run("live_asset_probe", run_id, timeout=120) == "success"
+    tasks = airflow.tasks("live_asset_probe", run_id)
+    assert {t.state for t in tasks.values()} == {"success"}, tasks
+    assert not tasks["ended_by_the_triggerer"].queued and tasks["ended_on_a_worker"].queued
+    events = _asset_events(airflow, run_id)
+    assert ("live_asset_probe", "ended_by_the_triggerer") not in events, events
+    assert len(events[("live_asset_probe", "ended_on_a_worker")]) == 1, events
+
+
+def _consumer_start(af: Deployment, run_id: str, timeout: float) -> float:
+    """When the consumer DAG's run made from an asset event of DAG run ``run_id`` started (epoch seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        af.check_alive()
+        rows = af.query(
+            "select extract(epoch from dr.start_date) from dag_run dr "
+            "join dagrun_asset_event dae on dae.dag_run_id = dr.id join asset_event ae on ae.id = dae.event_id "
+            "where dr.dag_id = %s and ae.source_run_id = %s and dr.start_date is not null", ASSET_CONSUMER, run_id)
+        if rows:
+            return float(rows[0][0])
+        time.sleep(0.2)
+    raise AssertionError(f"no run of {ASSET_CONSUMER} started from an asset event of {run_id} in {timeout:.0f} s\n"
+                         f"{af.tails()}")
+
+
+@LAYOUTS
+def test_a_dag_scheduled_on_a_models_asset_starts_while_dbt_runs(airflow: Deployment, live_project: Path,
+                                                                 live_redis: str, tmp_path: Path,
+                                                                 layout: str) -> None:
+    label = f"dbt.{ASSET_MODEL}"
+    # The slow model holds dbt (and so the producer task) until the consumer DAG has started, or 90 s.
+    with _slow(live_project):
+        run = _start(airflow, "live_assets", layout, {"gate": str(_gate(tmp_path))})
+        started = _consumer_start(airflow, run.run_id, timeout=85)
+        producer = run.producer()
+        assert producer.state == "running" and producer.end is None, "the build was over before the consumer started"
+        emitting = run.wait_node(label, {"success"}, timeout=30)
+    assert run.wait() == "success"
+    assert emitting.end is not None
+    # Issue #29's bound: from the model finishing (dbt's own finish, on the bus) to the consumer DAG starting.
+    finished = _node_finished(run, live_redis)
+    lag = started - finished[label]
+    assert lag <= 10, f"the consumer DAG started {lag:.1f} s after {ASSET_MODEL} finished"
+    # Only the node with an outlet emitted, once, with its node's metadata; it ended on a worker (the only place
+    # Airflow registers outlets), every other node task in the triggerer.
+    where = run.where()
+    events = _asset_events(airflow, run.run_id)
+    assert list(events) == [where[label]], events
+    [extra] = events[where[label]]
+    from dbtbus.airflow import dbtbus_run_id
+
+    assert extra["unique_id"] == f"model.gen.{ASSET_MODEL}" and extra["status"] == "success", extra
+    assert extra["run_id"] == dbtbus_run_id(run.dag_id, run.run_id, -1, "dbt") and extra["attempt"] == 1, extra
+    assert extra["execution_time"] > 0, extra
+    assert run.ran_on_a_worker(label)
+    assert [k for k in run.nodes() if k != label and run.ran_on_a_worker(k)] == []
+    others = [t.end - finished[k] for k, t in run.nodes().items()
+              if k != label and t.end is not None and k in finished]
+    FIGURES[f"assets_{layout}"] = {
+        "consumer_started_after_model_finished_s": round(lag, 2),
+        "consumer_started_after_model_task_end_s": round(started - emitting.end, 2),
+        "model_task_end_after_node_finished_s (worker end, outlets)": round(emitting.end - finished[label], 2),
+        "other_node_tasks_end_after_node_finished_s_median (triggerer end)": round(sorted(others)[len(others) // 2], 2),
+    }
+
+
+def _node_finished(run: Scenario, live_redis: str) -> dict[str, float]:
+    """``dbt.<name>`` → when its node finished, as the bus says (epoch seconds)."""
+    import anyio
+
+    import dbtbus
+    from dbtbus.airflow import dbtbus_run_id
+
+    async def records() -> dict[str, Any]:
+        async with dbtbus.connect(live_redis) as bus:
+            state = await bus.run_state(dbtbus_run_id(run.dag_id, run.run_id, -1, "dbt"))
+        return dict(state.results)
+
+    out = {}
+    for uid, record in anyio.run(records).items():
+        if record.finished_at is not None:
+            name = uid.rsplit(".", 1)[1]
+            out[f"dbt.{name}_seed" if uid.startswith("seed.") else f"dbt.{name}"] = record.finished_at.timestamp()
+    return out
+
+
+def test_scale_assets_cost(airflow: Deployment, scale_project: Path, live_redis: str, tmp_path: Path) -> None:
+    """emit_assets=True on the 200-model project: every node task emits its one event, each success ended on
+    a worker. The figures, beside test_scale_clean_run's, are what that costs."""
+    run = _start(airflow, "live_scale_assets", "one_dag", {"gate": str(_gate(tmp_path))})
+    assert run.wait(timeout=900) == "success"
+    nodes = run.nodes()
+    assert len(nodes) == project_nodes(scale_project) + 1 == 201
+    assert {t.state for t in nodes.values()} == {"success"}
+    events = _asset_events(airflow, run.run_id)
+    assert len(events) == 201 and all(len(e) == 1 for e in events.values()), len(events)
+    on_a_worker = sum(1 for t in nodes.values() if t.queued)
+    assert on_a_worker == 201, f"{on_a_worker} of 201 node tasks ended on a worker"
+    FIGURES["scale_200_assets"] = {**run.timings(), "slowest_node_task_after_its_node_s": round(
+        _scale_outcome_lag(run, live_redis), 2), "node_tasks_on_a_worker": on_a_worker}
