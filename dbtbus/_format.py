@@ -40,6 +40,15 @@ def format_counts(counts: Mapping[str, int]) -> str:
     )
 
 
+def _mask_query(query: str) -> str:
+    """``query`` with the value of every password-like parameter replaced by ``***``."""
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    if not any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
+        return query
+    return urlencode([(name, _MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in pairs],
+                     safe="*:/")
+
+
 def redact_url(url: str) -> str:
     """``url`` with every secret replaced by ``***``: the password of its userinfo and any password-like query
     parameter (``?password=``). A URL that does not parse loses its userinfo password all the same."""
@@ -47,7 +56,9 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port, like every consumer of the URL would
     except ValueError:
-        return _USERINFO.sub(rf"\1:{_MASK}@", url)
+        # Its query's secrets too: a cluster's seed list (redis://a:7000,b:7001/0?password=...) has no one port.
+        head, mark, query = _USERINFO.sub(rf"\1:{_MASK}@", url).partition("?")
+        return head + mark + _mask_query(query)
     netloc = parts.netloc
     if not netloc and "@" in url:  # 'redis:secret@host', a '//' short: whatever stands before the '@' is masked
         return _NO_AUTHORITY.sub(rf"\1{_MASK}@", url)
@@ -55,12 +66,7 @@ def redact_url(url: str) -> str:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{_MASK}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name.lower() in SECRET_PARAMETERS for name, _ in pairs):
-            query = urlencode([(name, _MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in pairs],
-                              safe="*:/")
+    query = _mask_query(parts.query)
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
