@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["format_bytes", "format_counts", "redact_url"]
+__all__ = ["clock_skew_text", "format_bytes", "format_counts", "redact_url"]
 
 #: Query parameters that carry a secret (redis-py takes ``password`` from the query string too).
 SECRET_PARAMETERS: Final = frozenset({"password", "passwd", "pass", "token", "secret", "access_token", "api_key"})
@@ -70,3 +70,11 @@ def redact_url(url: str) -> str:
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def clock_skew_text(skew: float | None) -> str:
+    """``producer's clock 88 s ahead of the bus's`` — or ``""`` for a skew unknown or under a second, which
+    no time shown to the second would reveal."""
+    if skew is None or abs(skew) < 1:
+        return ""
+    return f"producer's clock {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the bus's"

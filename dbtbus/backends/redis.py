@@ -696,6 +696,11 @@ class RedisBackend(Backend):
         for position in [position for position in self._skipped if position[0] == key]:
             del self._skipped[position]
 
+    def stored_at(self, cursor: str) -> float | None:
+        # A stream id is "<ms>-<seq>", ms from the server's clock when XADD * ran: Redis's time, not the writer's.
+        ms, _, _ = cursor.partition("-")
+        return int(ms) / 1000 if ms.isdigit() else None
+
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         client = self._require()
         with self._errors("get_node"):
