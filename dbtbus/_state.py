@@ -33,6 +33,9 @@ The rules, each written once below:
   is not known yet (the producer announces the attempt before dbt has planned it), only successes
   stand. A second ``RunStarted`` of the same attempt refines it (the graph arrives). Records of an older
   attempt arriving after a newer one started are stale and ignored.
+* **Clocks** (:meth:`RunState.note_stored_at`): the times records carry are the producer's clock. Where the
+  backend says when it stored each record, the producer's skew is the largest ``stamp - stored_at`` of
+  the current producer's records, and :meth:`RunState.backend_time` puts its times on the backend's clock.
 """
 
 from __future__ import annotations

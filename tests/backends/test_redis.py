@@ -222,6 +222,13 @@ def test_a_cluster_url_names_several_seed_nodes() -> None:
     assert sorted(client.nodes_manager.startup_nodes) == ["a:7000", "b:7001"]
 
 
+def test_a_cursor_says_when_redis_stored_its_entry() -> None:
+    """A stream id's first part is the server's clock (ms) at XADD: readers measure producers' skew by it."""
+    backend = RedisBackend.from_url("redis://h/0")
+    assert backend.stored_at("1796558100964-3") == pytest.approx(1796558100.964)
+    assert backend.stored_at("junk") is None
+
+
 def test_connect_builds_a_redis_bus() -> None:
     bus = dbtbus.connect("redis://localhost:6379/0?prefix=x:", read_block=0.5)
     assert isinstance(bus.backend, RedisBackend)
