@@ -86,3 +86,29 @@ async def test_a_dead_seed_before_a_live_one_changes_nothing(tmp_path: Path) -> 
         assert kinds == {uid: ["success"] * 2 for uid in project.nodes}
         seen = census(await log_records(url, run))
         assert seen["per_node"] == dict.fromkeys(project.nodes, 1)
+
+
+@pytest.mark.anyio
+async def test_a_producer_started_while_no_seed_answers_publishes_once_the_cluster_is_up(tmp_path: Path) -> None:
+    """For a producer, seeds that do not answer at connect are an outage like any other: dbt runs on, opening
+    the bus is retried, and every record goes out once the cluster answers (not a publisher dead at start)."""
+    project = slow_project(tmp_path / "p", chains=1, length=3, sleep=0.5)
+    run = run_id("late-cluster")
+    cluster = RedisClusterServers()  # ports chosen, nothing listening yet
+    try:
+        url = f"redis://{','.join(f'{LOOPBACK}:{node.port}' for node in cluster.nodes)}/0?cluster=true"
+        producer = start_producer(url, run, project, heartbeat=2.0)
+        await anyio.sleep(3)  # the producer has found no seed by now, and dbt has started
+        assert producer.process.poll() is None
+        await anyio.to_thread.run_sync(cluster.start)
+        with anyio.fail_after(180):
+            report = await anyio.to_thread.run_sync(producer.result)
+            assert report.get("success") is True, {**report, "stderr": report["stderr"][-3000:]}
+            assert report["published"] and report["published"] > 0
+            async with dbtbus.connect(url) as bus:
+                kinds = {uid: (await bus.outcome(run, uid, timeout=30)).kind.value for uid in project.nodes}
+            assert kinds == dict.fromkeys(project.nodes, "success")
+            seen = census(await log_records(url, run))
+            assert seen["ended"] == 1 and seen["per_node"] == dict.fromkeys(project.nodes, 1)
+    finally:
+        cluster.close()
