@@ -272,7 +272,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 """Show the run's records until it ends; False when its producer was lost."""
                 try:
                     async for entry in bus.subscribe(args.run_id):
-                        progress.update(entry.record)
+                        progress.update(entry.record, bus.backend.stored_at(entry.cursor))
                 except RunLost:
                     progress.lost()
                     return False
