@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["format_bytes", "format_counts", "redact_url"]
+__all__ = ["clock_skew_text", "format_bytes", "format_counts", "redact_url"]
 
 #: Query parameters that carry a secret (redis-py takes ``password`` from the query string too).
 SECRET_PARAMETERS: Final = frozenset(
@@ -49,7 +49,8 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port, like every consumer of the URL would
     except ValueError:
-        # A Sentinel URL lists several hosts ("a:1,b:2"), which urlsplit cannot read: mask by hand.
+        # A Sentinel URL or a cluster's seed list names several hosts ("a:1,b:2"), which urlsplit cannot read:
+        # mask by hand, the query's secrets too.
         head, mark, rest = _USERINFO.sub(rf"\1:{_MASK}@", url).partition("?")
         query, hash_, fragment = rest.partition("#")
         return head + mark + _masked_query(query) + hash_ + fragment
@@ -75,3 +76,11 @@ def _masked_query(query: str) -> str:
                 [(name, _MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in pairs], safe="*:/"
             )
     return query
+
+
+def clock_skew_text(skew: float | None) -> str:
+    """``producer's clock 88 s ahead of the bus's`` — or ``""`` for a skew unknown or under a second, which
+    no time shown to the second would reveal."""
+    if skew is None or abs(skew) < 1:
+        return ""
+    return f"producer's clock {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the bus's"

@@ -240,6 +240,9 @@ class LogTail:
             record = decode_entry(self.run_id, entry, self.max_record_size)
             if record is None:
                 continue
+            stored_at = self.backend.stored_at(entry.cursor)
+            if stored_at is not None:
+                state.note_stored_at(record, stored_at)
             result = state.apply(record)
             if result is None or isinstance(changed, _Everything):
                 changed = EVERYTHING

@@ -34,12 +34,15 @@ The rules, each written once below:
   is not known yet (the producer announces the attempt before dbt has planned it), only successes
   stand. A second ``RunStarted`` of the same attempt refines it (the graph arrives). Records of an older
   attempt arriving after a newer one started are stale and ignored.
+* **Clocks** (:meth:`RunState.note_stored_at`): the times records carry are the producer's clock. Where the
+  backend says when it stored each record, the producer's skew is the largest ``stamp - stored_at`` of
+  the current producer's records, and :meth:`RunState.backend_time` puts its times on the backend's clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ._dbt.graph import children_index, is_hook, is_test
 from ._kinds import OutcomeKind, RunStatus
@@ -92,6 +95,10 @@ class RunState:
         self._tests_of: dict[str, list[str]] | None = None
         #: Every test any attempt selected → what it tests: a retry that leaves a test out must not forget it.
         self._test_parents: dict[str, tuple[str, ...]] = {}
+        #: Seconds the producer's clock runs ahead of the backend's (negative: behind); ``None`` until the backend
+        #: said when it stored a record (see :meth:`note_stored_at`).
+        self.clock_skew: float | None = None
+        self._clock_of: str | None = None  # the producer whose clock clock_skew measures
 
     # ------------------------------------------------------------------------------------------ facts
 
@@ -142,6 +149,35 @@ class RunState:
         times.extend(s.started_at for s in self.running.values() if s.started_at is not None)
         times.extend(b.finished_at for bs in self.batches.values() for b in bs if b.finished_at is not None)
         return max(times) if times else None
+
+    # ------------------------------------------------------------------------------------------ clocks
+
+    def note_stored_at(self, record: Record, stored_at: float) -> None:
+        """Fold in when the backend stored ``record``, on the backend's own clock (epoch seconds).
+
+        Every time a record carries is the producer's clock, which may be minutes off. A record is stamped
+        before it is stored, so ``stamp - stored_at`` is the producer's skew less that record's publishing
+        delay, never more: the largest sample is the estimate, short of the true skew by the quickest publish
+        (milliseconds — heartbeats go out every few seconds). A new producer (a retry on another host) has
+        its own clock, so its ``RunStarted`` starts the estimate afresh; late records of an older attempt
+        are left out.
+        """
+        stamp = _stamp(record)
+        if stamp is None or self._stale(getattr(record, "attempt", None)):
+            return
+        if isinstance(record, RunStarted) and record.producer.id != self._clock_of:
+            self._clock_of, self.clock_skew = record.producer.id, None
+        sample = stamp.timestamp() - stored_at
+        if self.clock_skew is None or sample > self.clock_skew:
+            self.clock_skew = sample
+
+    def backend_time(self, moment: datetime) -> datetime:
+        """A time the producer stamped, on the backend's clock (unchanged while the skew is unknown)."""
+        return moment - timedelta(seconds=self.clock_skew or 0.0)
+
+    def producer_time(self, moment: datetime) -> datetime:
+        """A time on the backend's (or a consumer's) clock, on the producer's: to measure against its stamps."""
+        return moment + timedelta(seconds=self.clock_skew or 0.0)
 
     # ------------------------------------------------------------------------------------------ folding
 
@@ -458,3 +494,14 @@ class RunState:
 
 #: Statuses of a node that did not run (dbt skipped it, or the run ended first).
 _NOT_RAN = frozenset({NodeStatus.SKIPPED, NodeStatus.NOT_RUN})
+
+
+def _stamp(record: Record) -> datetime | None:
+    """When the producer made ``record``, on its clock (``None`` when a node result carries no times)."""
+    if isinstance(record, RunStarted):
+        return record.started_at
+    if isinstance(record, Heartbeat):
+        return record.at
+    if isinstance(record, NodeStarted):
+        return record.started_at
+    return record.finished_at  # NodeResult, BatchResult, RunFinished, RunCrashed

@@ -17,6 +17,9 @@ from dbtbus._format import format_bytes, format_counts, redact_url
         ("redis://h/0?PASSWORD=s3cret", "redis://h/0?PASSWORD=***"),
         ("unix://:s3cret@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
         ("redis://u:s3cret@h:notaport/0", "redis://u:***@h:notaport/0"),  # does not parse: still no secret
+        # a cluster's seed list has no one port: its query's password is masked all the same
+        ("redis://:s3cret@a:7000,b:7001/0?cluster=true&password=s3cret",
+         "redis://:***@a:7000,b:7001/0?cluster=true&password=***"),
         ("xcom://?poll=0.2", "xcom://?poll=0.2"),
         ("memory://", "memory://"),
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),

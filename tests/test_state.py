@@ -349,3 +349,33 @@ def test_a_finished_run_is_never_gone() -> None:
     state.apply(RunFinished(run_id=RUN, success=True))
     assert not state.mark_gone()
     assert state.outcome("model.a").kind is OutcomeKind.NOT_RUN
+
+
+def test_the_producers_clock_skew_is_measured_against_the_backends_and_undone() -> None:
+    """Issue #27: times are the producer's; the backend's store time of each record says how far off it is."""
+    from datetime import datetime, timedelta, timezone
+
+    from dbtbus.events import ProducerInfo
+    from dbtbus.testing.records import run_started
+
+    t0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+    server = t0.timestamp()
+    state = RunState(RUN)
+    assert state.clock_skew is None and state.backend_time(t0) == t0  # unknown: shown as stamped
+    first = started({"model.a": []}, started_at=t0 + timedelta(seconds=90))
+    state.note_stored_at(first, server + 0.002)  # stored 2 ms after it was stamped
+    state.apply(first)
+    late = Heartbeat(run_id=RUN, at=t0 + timedelta(seconds=95), attempt=1)
+    state.note_stored_at(late, server + 30)  # buffered through an outage: a smaller sample, not the skew
+    assert state.clock_skew == pytest.approx(89.998)
+    assert state.backend_time(t0 + timedelta(seconds=90)) == t0 + timedelta(seconds=0.002)
+    assert state.producer_time(t0) == t0 + timedelta(seconds=89.998)
+    # A retry by another producer (another host, another clock) starts the estimate afresh...
+    retry = run_started({"model.a": []}, run_id=RUN, attempt=2, started_at=t0 - timedelta(seconds=50),
+                        producer=ProducerInfo(id="elsewhere"))  # fmt: skip
+    state.note_stored_at(retry, server + 10)
+    state.apply(retry)
+    assert state.clock_skew == pytest.approx(-60)
+    # ...and a straggler of the older attempt, on the old clock, does not move it.
+    state.note_stored_at(result("model.a", attempt=1, finished_at=t0 + timedelta(seconds=200)), server + 11)
+    assert state.clock_skew == pytest.approx(-60)

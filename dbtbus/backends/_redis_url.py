@@ -23,6 +23,7 @@ __all__ = [
     "RedisSettings",
     "check_prefix",
     "parse_redis_url",
+    "split_seeds",
     "with_password",
 ]
 
@@ -33,6 +34,8 @@ DEFAULT_MAXLEN: Final = 1_000_000
 #: The largest record (bytes) an append accepts and a read hands out: a record is one node's result.
 DEFAULT_MAX_RECORD_BYTES: Final = 8 * 1024 * 1024
 SCHEMES: Final = ("redis", "rediss", "unix")
+#: The port of a seed node named without one (``redis://a,b:7001/0``), as redis-py's own default.
+DEFAULT_PORT: Final = 6379
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -160,25 +163,59 @@ class RedisSettings:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     #: What ``open`` does when the server may evict dbtbus's keys (a maxmemory policy other than noeviction).
     eviction: str = "warn"
+    #: A cluster's seed nodes after the URL's first host (``redis://a:7000,b:7001/0?cluster=true``): redis-py's
+    #: ``startup_nodes``. ``url`` names the first one only, in the form redis-py parses.
+    seeds: tuple[tuple[str, int], ...] = ()
     socket_timeout: float = 5.0
     socket_connect_timeout: float = 2.0
     client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments
 
 
+def split_seeds(url: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """``url`` with its first host only, and the ``(host, port)`` of every host after it.
+
+    ``redis://user:pw@a:7000,b:7001,[::1]:7002/0?cluster=true`` names three seed nodes of one cluster: the
+    credentials, database and options hold for all of them (redis-py's ``startup_nodes`` share one set of
+    connection options too). A host without a port gets 6379. A URL with one host comes back unchanged, so
+    this is the only place that knows the comma form; no ``redis`` import, no I/O.
+    """
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url, ()
+    first, *rest = hosts.split(",")
+    seeds = []
+    for host in [first, *rest]:
+        try:
+            node = urlsplit(f"//{host}")
+            port = node.port
+        except ValueError as exc:
+            raise ConfigurationError(f"not a valid seed node {host!r} in {redact_url(url)!r}: {exc}") from None
+        if not host or not node.hostname:
+            raise ConfigurationError(f"an empty seed node in {redact_url(url)!r} (hosts are separated by ',')")
+        seeds.append((node.hostname, DEFAULT_PORT if port is None else port))
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{userinfo}{at}{first}{parts.path}{query}", tuple(seeds[1:])
+
+
 def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
     """Validate ``url`` and ``options`` (which override the URL's query string) into settings."""
+    shown = redact_url(url)
     try:
+        url, seeds = split_seeds(url)
         parts = urlsplit(url)
         parts.port  # noqa: B018 - validates the port
+    except ConfigurationError:  # a ValueError too, already saying what is wrong
+        raise
     except ValueError as exc:
-        raise ConfigurationError(f"not a valid Redis URL {redact_url(url)!r}: {exc}") from None
+        raise ConfigurationError(f"not a valid Redis URL {shown!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ConfigurationError(f"not a Redis URL (redis://, rediss://, unix://): {redact_url(url)!r}")
+        raise ConfigurationError(f"not a Redis URL (redis://, rediss://, unix://): {shown!r}")
     merged: dict[str, Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in merged:
-            raise ConfigurationError(f"option {name!r} given twice in {redact_url(url)!r}")
+            raise ConfigurationError(f"option {name!r} given twice in {shown!r}")
         merged[name] = value
     merged.update(options)
     # Spelled out, not urlunsplit: that writes unix:///path as "unix:/path" (no authority, no "//"), which
@@ -186,9 +223,9 @@ def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
     base = f"{scheme}://{parts.netloc}{parts.path}"
     if scheme == "unix" and not parts.path:
         raise ConfigurationError(
-            f"a unix:// URL needs a socket path, e.g. unix:///run/redis.sock: {redact_url(url)!r}"
+            f"a unix:// URL needs a socket path, e.g. unix:///run/redis.sock: {shown!r}"
         )
-    settings = RedisSettings(url=base, display_url=redact_url(url), scheme=scheme)
+    settings = RedisSettings(url=base, display_url=shown, scheme=scheme, seeds=seeds)
     for name, value in merged.items():
         if name in _BACKEND_OPTIONS:
             setattr(settings, name, _BACKEND_OPTIONS[name](name, value))
@@ -196,7 +233,7 @@ def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
             setattr(settings, name, _as_float(name, value))
         elif name in _CLIENT_OPTIONS:
             if name in _SSL_OPTIONS and scheme != "rediss":
-                raise ConfigurationError(f"option {name!r} needs a rediss:// URL, got {redact_url(url)!r}")
+                raise ConfigurationError(f"option {name!r} needs a rediss:// URL, got {shown!r}")
             settings.client[name] = _CLIENT_OPTIONS[name](name, value)
         else:
             known = sorted({*_BACKEND_OPTIONS, *_CLIENT_OPTIONS})
@@ -205,6 +242,9 @@ def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
         raise ConfigurationError("cluster=true needs a redis:// or rediss:// URL on database 0")
     if settings.cluster and parts.path.strip("/") not in ("", "0"):
         raise ConfigurationError("cluster=true needs a redis:// or rediss:// URL on database 0")
+    if seeds and not settings.cluster:
+        # One server has one address: several hosts name the seed nodes of a cluster (Sentinel aside).
+        raise ConfigurationError(f"several hosts need cluster=true (they are a cluster's seed nodes): {shown!r}")
     return settings
 
 

@@ -115,6 +115,15 @@ class Backend(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release connections. Called once by the bus; the backend is unusable afterwards."""
 
+    def stored_at(self, cursor: str) -> float | None:
+        """When the entry at ``cursor`` was stored, on the backend's own clock (seconds since the epoch), or
+        ``None`` when the backend does not say (the default). No I/O: it must be readable from the cursor.
+
+        A producer stamps its records with its own clock, which may be minutes off; a backend whose cursors
+        carry its clock (Redis stream ids) lets readers measure that skew and show every time on one clock.
+        """
+        return None
+
     @abc.abstractmethod
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
         """Append ``items`` to the end of ``run_id``'s log, in order, and return one cursor per item.

@@ -37,7 +37,9 @@ failed after the server executed it but before the reply arrived is safe to retr
 
 URL options (query string; keyword options to ``dbtbus.connect`` override them): ``prefix`` (default
 ``dbtbus:``), ``maxlen`` (stream cap, default 1,000,000, 0 = none), ``block_ms`` (longest BLOCK per read
-round trip, default 1000), ``cluster=true`` (Redis Cluster), ``retries`` (default 3), ``max_blocking``
+round trip, default 1000), ``cluster=true`` (Redis Cluster; the URL may name several seed nodes,
+``redis://a:7000,b:7000/0?cluster=true``, and ``open`` learns the slot map from them or raises
+:class:`dbtbus.BackendUnavailable`), ``retries`` (default 3), ``max_blocking``
 (blocking-read connections, default 1000), ``max_record_bytes`` (default 8 MiB), ``db``, ``username``,
 ``password``, ``socket_timeout``, ``socket_connect_timeout`` (default 2 s), ``max_connections`` (default
 64; callers beyond it wait for a free connection), ``client_name``, ``health_check_interval`` and, for
@@ -65,11 +67,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -83,7 +86,7 @@ from .._exceptions import (
     PermissionDenied,
     RunClaimed,
 )
-from ._redis_url import RedisSettings, check_prefix, parse_redis_url
+from ._redis_url import DEFAULT_PORT, RedisSettings, check_prefix, parse_redis_url
 from ._sentinel import SENTINEL_SCHEMES, FailoverWatch, SentinelSettings, parse_sentinel_url, sentinel_client
 from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
 
@@ -449,7 +452,9 @@ class RedisBackend(Backend):
             return sentinel_client(s, kwargs, pool_timeout=None if blocking else socket_timeout)
         try:
             if s.cluster:
-                return RedisCluster.from_url(s.url, **kwargs)
+                # The URL's first host plus the seeds after it: redis-py tries each until one answers.
+                seeds = [ClusterNode(host, port) for host, port in s.seeds]
+                return RedisCluster.from_url(s.url, **({"startup_nodes": seeds} if seeds else {}), **kwargs)
             # Callers beyond max_connections wait for a free connection (a burst of late waiters' probes, more
             # blocked readers than max_blocking) instead of failing with MaxConnectionsError as redis-py's
             # default pool does. from_pool: closing the client disconnects every connection of its pool.
@@ -469,6 +474,8 @@ class RedisBackend(Backend):
             return
         self._client = self._new_client(blocking=False)
         self._blocking = self._new_client(blocking=True)
+        if self.cluster:
+            await self._discover()
         if self.settings.eviction != "ignore":
             await self._check_eviction()
 
@@ -514,6 +521,36 @@ class RedisBackend(Backend):
             await self.aclose()  # open fails: nothing of it may stay connected
             raise ConfigurationError(message)
         logger.warning("dbtbus: %s", message)
+
+    async def _discover(self) -> None:
+        """Learn the cluster's slot map from its seed nodes now, or raise :class:`~dbtbus.BackendUnavailable`.
+
+        A cluster client can send nothing before it has the map, and only the seeds lead to it: left to the
+        first command, a dead seed list made every read fail and be retried until the waiter's timeout (a
+        silent :class:`~dbtbus.WaitTimeout`). Asked here, it is one typed error from ``connect``, within
+        about ``socket_connect_timeout`` per seed and retry. Once open, the client knows every node (redis-py
+        makes all discovered nodes its seeds), so a later outage is retried as on one server.
+        """
+        try:
+            with self._errors("reaching a seed node of the cluster"):
+                for client in (self._client, self._blocking):
+                    await client.initialize()
+        except BackendError as exc:
+            await self.aclose()
+            self._closed = False  # not closed by the caller: open() may be tried again
+            if not isinstance(exc, BackendUnavailable):
+                raise
+            seeds = ", ".join(self._seed_names())
+            cause = _describe(exc.__cause__) if exc.__cause__ is not None else str(exc)
+            raise BackendUnavailable(
+                f"no seed node of the Redis Cluster at {self.settings.display_url} answered ({seeds}): {cause}"
+            ) from exc
+
+    def _seed_names(self) -> list[str]:
+        """``host:port`` of every seed node the URL names (no credentials: they are not part of a seed)."""
+        first = urlsplit(self.settings.url)
+        names = [(first.hostname or "", first.port or DEFAULT_PORT), *self.settings.seeds]
+        return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in names]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -723,6 +760,11 @@ class RedisBackend(Backend):
     def _forget_skips(self, key: str) -> None:
         for position in [position for position in self._skipped if position[0] == key]:
             del self._skipped[position]
+
+    def stored_at(self, cursor: str) -> float | None:
+        # A stream id is "<ms>-<seq>", ms from the server's clock when XADD * ran: Redis's time, not the writer's.
+        ms, _, _ = cursor.partition("-")
+        return int(ms) / 1000 if ms.isdigit() else None
 
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         client = self._require()

@@ -15,7 +15,7 @@ import anyio
 
 from .._bus import Bus, connect
 from .._exceptions import BackendRejected, RunGone, RunLost
-from .._format import format_counts, redact_url
+from .._format import clock_skew_text, format_counts, redact_url
 from .._kinds import OutcomeKind, RunStatus
 from .._outcome import Outcome
 from .._state import RunState
@@ -274,7 +274,7 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 """Show the run's records until it ends; False when its producer was lost."""
                 try:
                     async for entry in bus.subscribe(args.run_id):
-                        progress.update(entry.record)
+                        progress.update(entry.record, bus.backend.stored_at(entry.cursor))
                 except RunLost:
                     progress.lost()
                     return False
@@ -349,7 +349,7 @@ def print_state(state: RunState, url: str | None = None) -> None:
             f"  producer: {started.producer.host or '?'} pid {started.producer.pid} "
             f"(dbt {started.dbt_version or '?'})"
         )
-        print(f"  started:  {started.started_at:%Y-%m-%d %H:%M:%S %Z}")
+        print(f"  started:  {state.backend_time(started.started_at):%Y-%m-%d %H:%M:%S %Z}{_skew_note(state)}")
     print(
         f"  progress: {len(state.results)}/{total if total is not None else '?'} done, "
         f"{len(state.running)} running"
@@ -713,18 +713,29 @@ async def _states(bus: Bus, run_ids: list[str]) -> list[RunState]:
 
 
 def _last_activity(state: RunState) -> datetime | None:
+    """The run's last sign of life, on the backend's clock (the producer's stamp, less its measured skew)."""
     if state.ending is not None:
-        return state.ending.finished_at
-    if state.last_heartbeat is not None:
-        return state.last_heartbeat.at
-    if state.started is not None:
-        return state.started.started_at
-    return None
+        last = state.ending.finished_at
+    elif state.last_heartbeat is not None:
+        last = state.last_heartbeat.at
+    elif state.started is not None:
+        last = state.started.started_at
+    else:
+        return None
+    return state.backend_time(last)
+
+
+def _skew_note(state: RunState) -> str:
+    """`` (producer's clock 88 s ahead of the bus's; shown on the bus's)``, when it is a second or more off."""
+    text = clock_skew_text(state.clock_skew)
+    return f" ({text}; shown on the bus's)" if text else ""
 
 
 def _age(state: RunState, now: datetime) -> float | None:
+    """Seconds since the run's last sign of life: never negative (what is left of a skew after correcting it
+    — the backend's clock against this machine's — is not a run from the future)."""
     last = _last_activity(state)
-    return None if last is None else (now - last).total_seconds()
+    return None if last is None else max(0.0, (now - last).total_seconds())
 
 
 def _human_age(seconds: float | None) -> str:
@@ -757,7 +768,10 @@ def runs(args: argparse.Namespace, bus_url: BusUrl) -> int:
                 "nodes": state.total,
                 "done": len(state.results),
                 "counts": state.counts(),
-                "started_at": state.started.started_at.isoformat() if state.started is not None else None,
+                "producer_clock_skew": state.clock_skew,  # seconds ahead of the bus's clock (times are on the bus's)
+                "started_at": state.backend_time(state.started.started_at).isoformat()
+                if state.started is not None
+                else None,
                 "last_activity": (_last_activity(state) or now).isoformat()
                 if _last_activity(state)
                 else None,

@@ -57,10 +57,13 @@ class Progress:
 
     # ------------------------------------------------------------------------------------------ records
 
-    def update(self, record: Record) -> None:
+    def update(self, record: Record, stored_at: float | None = None) -> None:
+        """Show ``record``; ``stored_at``: when the backend stored it, on its clock (measures the producer's)."""
         self.seen = True
         if isinstance(record, RunStarted) and self.state.started is None:
             self.began = time.monotonic()
+        if stored_at is not None:
+            self.state.note_stored_at(record, stored_at)
         self.state.apply(record)
         if isinstance(record, (Heartbeat, RunFinished, RunCrashed)) and record.peak_rss is not None:
             self.peak_rss = max(self.peak_rss or 0, record.peak_rss)
@@ -206,19 +209,19 @@ class RichProgress(Progress):
         """(thread, the node it runs or None when idle, for how many seconds), threads in order."""
         from datetime import datetime, timezone
 
-        now = datetime.now(timezone.utc)
+        now = self.state.producer_time(datetime.now(timezone.utc))  # began.started_at is the producer's clock
         rows: dict[str, tuple[str | None, float | None]] = dict.fromkeys(self.threads_seen, (None, None))
         for uid, began in self.state.running.items():
-            seconds = (now - began.started_at).total_seconds() if began.started_at is not None else None
+            seconds = max(0.0, (now - began.started_at).total_seconds()) if began.started_at is not None else None
             rows[began.thread or "?"] = (uid, seconds)
         ordered = sorted(rows.items(), key=lambda kv: _thread_order(kv[0]))[:limit]
         return [(thread, uid, seconds) for thread, (uid, seconds) in ordered]
 
-    def update(self, record: Record) -> None:
+    def update(self, record: Record, stored_at: float | None = None) -> None:
         thread = getattr(record, "thread", None)
         if isinstance(thread, str):
             self.threads_seen.add(thread)
-        super().update(record)
+        super().update(record, stored_at)
 
     def close(self) -> None:
         self.live.stop()

@@ -44,16 +44,18 @@ def _adapter_response(response: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _timing(record: NodeResult) -> list[dict[str, Any]]:
-    """dbt's compile / execute phases, when the record carries them; never invented from the node's span."""
+def _timing(record: NodeResult, clock: RunState) -> list[dict[str, Any]]:
+    """dbt's compile / execute phases, when the record carries them; never invented from the node's span.
+    Their times are the producer's, shown on the backend's clock (``clock``: the run's measured skew)."""
     phases = getattr(record, "timing", None) or ()
     out = []
     for phase in phases:
         name = getattr(phase, "name", None)
         if name is None:
             continue
-        out.append({"name": name, "started_at": _ts(getattr(phase, "started_at", None)),
-                    "completed_at": _ts(getattr(phase, "completed_at", None))})
+        started_at, completed_at = getattr(phase, "started_at", None), getattr(phase, "completed_at", None)
+        out.append({"name": name, "started_at": _ts(started_at and clock.backend_time(started_at)),
+                    "completed_at": _ts(completed_at and clock.backend_time(completed_at))})
     return out
 
 
@@ -93,7 +95,7 @@ def _batch_results(batches: list[BatchResult] | None) -> dict[str, list[list[str
     return out
 
 
-def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dict[str, Any]:
+def _result(record: NodeResult, clock: RunState, batches: list[BatchResult] | None = None) -> dict[str, Any]:
     status = _STATUS.get(record.status, record.status.value)
     # As dbt writes them: a seed or a saved query is neither compiled nor named by relation in
     # run_results; whatever dbt ran besides was compiled (but a microbatch model, whose batches were); what
@@ -116,7 +118,7 @@ def _result(record: NodeResult, batches: list[BatchResult] | None = None) -> dic
             failures = None  # a test that never ran counted nothing
     return {
         "status": status,
-        "timing": _timing(record),
+        "timing": _timing(record, clock),
         "thread_id": record.thread or "",
         "execution_time": record.execution_time or 0,
         "adapter_response": _adapter_response(record.adapter_response),
@@ -188,7 +190,8 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     elif ending is not None and ending.elapsed:
         elapsed = ending.elapsed
     elif started is not None:
-        until = ending.finished_at if ending is not None else moment
+        # Both on the producer's clock: its start and end, or now as the producer's clock reads it.
+        until = ending.finished_at if ending is not None else state.producer_time(moment)
         elapsed = max(0.0, (until - started.started_at).total_seconds())
     else:
         elapsed = 0.0
@@ -209,10 +212,10 @@ def run_results(state: RunState, *, now: datetime | None = None) -> dict[str, An
     if at_least(dbt_version, INVOCATION_STARTED_AT_SINCE):  # dbt-core 1.8 and 1.9 do not write it
         invocation_started_at = None
         if started is not None:
-            invocation_started_at = started.invocation_started_at or started.started_at
+            invocation_started_at = state.backend_time(started.invocation_started_at or started.started_at)
         metadata["invocation_started_at"] = _ts(invocation_started_at)
     metadata["env"] = {}
-    results = [*(_result(r, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)), *never]
+    results = [*(_result(r, state, state.batches.get(r.unique_id)) for r in ordered if not is_ephemeral(r)), *never]
     if not at_least(dbt_version, BATCH_RESULTS_SINCE):  # dbt-core 1.8 has no microbatch models
         for result in results:
             del result["batch_results"]

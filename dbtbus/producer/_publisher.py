@@ -50,7 +50,7 @@ import anyio
 
 from .._bus import Bus, connect
 from .._dbt.exit_codes import dbt_exit_code
-from .._exceptions import BackendRejected, RecordTooLarge, RunClaimed
+from .._exceptions import BackendError, BackendRejected, RecordTooLarge, RunClaimed
 from .._limits import DEFAULT_MAX_RECORD_SIZE, RecordFitter
 from .._wakeup import capture_scheduler
 from ..events import Heartbeat, NodeResult, Record, RunCrashed, RunFinished, RunStarted, lease_period
@@ -240,8 +240,14 @@ class Publisher:
         """Run the publisher on a dedicated thread with its own event loop and its own bus on ``url``."""
 
         async def main() -> None:
-            async with connect(url, **options) as bus:
+            bus = await self._connect(url, options)
+            if bus is None:
+                return
+            try:
                 await self.run(bus)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await bus.__aexit__(None, None, None)
 
         def target() -> None:
             try:
@@ -255,6 +261,35 @@ class Publisher:
 
         self.thread = threading.Thread(target=target, name=f"dbtbus-publisher-{self.run_id}", daemon=True)
         self.thread.start()
+
+    async def _connect(self, url: str, options: dict[str, Any]) -> Bus | None:
+        """The bus, opened; ``None`` when it never opened (rejected, or still failing ``flush_timeout`` after dbt
+        returned: what dbt handed over is then counted unpublished and dropped).
+
+        Opening is retried like an append while it fails transiently: a Redis Cluster whose seed nodes are
+        all down fails at connect (that is where the client learns the slot map), and for a producer that is
+        an outage like any other — dbt runs on, and publishing starts when the bus answers.
+        """
+        give_up_at: float | None = None
+        while True:
+            bus = connect(url, **options)
+            try:
+                return await bus.__aenter__()
+            except BackendError as exc:
+                self._failed(exc, "connecting to the bus")
+            if self.rejected is not None:
+                return None
+            if self._stopping:
+                now = anyio.current_time()
+                give_up_at = now + self.flush_timeout if give_up_at is None else give_up_at
+                if now >= give_up_at:
+                    self._dead = True
+                    self.unpublished += len(self._fifo)
+                    logger.error("dbtbus: gave up connecting to the bus for run %r after %.1fs; %d events dropped",
+                                 self.run_id, self.flush_timeout, len(self._fifo))
+                    self._fifo.clear()
+                    return None
+            await anyio.sleep(self._backoff())
 
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)

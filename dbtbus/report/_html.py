@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from .._format import format_bytes
+from .._format import clock_skew_text, format_bytes
 from .._version import __version__
 from ..events import RunCrashed
 from ._model import RunView
@@ -229,7 +229,10 @@ def _summary(view: RunView) -> list[tuple[str, str]]:
     if started is not None:
         rows.append(("command", "dbt " + (" ".join(started.args) or started.command)))
         rows.append(("dbt", started.dbt_version or "?"))
-        rows.append(("started", f"{started.started_at:%Y-%m-%d %H:%M:%S} UTC"))
+        # On the bus's clock, as the page's own time is: the producer's may be minutes off (then said so).
+        rows.append(("started", f"{state.backend_time(started.started_at):%Y-%m-%d %H:%M:%S} UTC"))
+        if clock_skew_text(state.clock_skew):
+            rows.append(("clock", clock_skew_text(state.clock_skew) + "; times shown on the bus's"))
         host = started.producer.host or "?"
         rows.append(("producer", f"{host} pid {started.producer.pid} ({started.producer.kind or '?'})"))
     attempts = view.attempts

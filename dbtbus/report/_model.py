@@ -145,7 +145,7 @@ class RunView:
         if ending is not None:
             return ending.finished_at
         if self.live:
-            return self.generated_at
+            return self.state.producer_time(self.generated_at)  # the timeline is on the producer's clock
         moments = [h.at for h in self.heartbeats]
         moments += [r.finished_at for r in self.state.results.values() if r.finished_at is not None]
         return max(moments) if moments else None
@@ -220,7 +220,7 @@ class RunView:
                     critical=uid in critical,
                 )
             )
-        now = self.seconds(self.generated_at)
+        now = self.seconds(self.state.producer_time(self.generated_at))
         for uid, began in self.state.running.items():
             start = self.seconds(began.started_at)
             if start is None:

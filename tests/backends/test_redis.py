@@ -199,11 +199,34 @@ def test_the_url_handed_to_redis_py_is_one_it_accepts(url: str) -> None:
         ("redis://h/3?cluster=true", {}),
         ("redis://h/0?prefix=a&prefix=b", {}),
         ("unix://", {}),
+        ("redis://a:7000,b:7001/0", {}),  # several hosts are a cluster's seeds: cluster=true
+        ("redis://a:7000,,b:7001/0?cluster=true", {}),
+        ("redis://a:7000,b:port/0?cluster=true", {}),
+        ("redis://a:7000,b:7001/2?cluster=true", {}),
     ],
 )
 def test_bad_urls_raise_configuration_error(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisBackend.from_url(url, **options)
+
+
+def test_a_cluster_url_names_several_seed_nodes() -> None:
+    """``redis://a:7000,b:7001/0?cluster=true``: redis-py's ``startup_nodes``, credentials shared by all."""
+    settings = RedisBackend.from_url("redis://u:s3cret@a:7000,[::1]:7001,c/0?cluster=true&prefix=x:").settings
+    assert settings.url == "redis://u:s3cret@a:7000/0"  # the first seed, as redis-py parses it
+    assert settings.seeds == (("::1", 7001), ("c", 6379))
+    assert settings.display_url == "redis://u:***@a:7000,[::1]:7001,c/0?cluster=true&prefix=x:"
+    assert settings.prefix == "x:" and settings.cluster
+    assert RedisBackend.from_url("redis://a:7000/0?cluster=true").settings.seeds == ()
+    client = RedisBackend.from_url("redis://a:7000,b:7001/0?cluster=true")._new_client(blocking=False)
+    assert sorted(client.nodes_manager.startup_nodes) == ["a:7000", "b:7001"]
+
+
+def test_a_cursor_says_when_redis_stored_its_entry() -> None:
+    """A stream id's first part is the server's clock (ms) at XADD: readers measure producers' skew by it."""
+    backend = RedisBackend.from_url("redis://h/0")
+    assert backend.stored_at("1796558100964-3") == pytest.approx(1796558100.964)
+    assert backend.stored_at("junk") is None
 
 
 def test_connect_builds_a_redis_bus() -> None:

@@ -26,9 +26,9 @@ class ReplicatedCluster:
 
     @property
     def url(self) -> str:
-        # A replica as the clients' seed node: the test kills a master, and redis-py rediscovers a cluster only
-        # through its seed nodes (a URL names one), so a seed that dies with the master strands the client
-        # until it returns — the limit docs/backends.md states.
+        # A replica as the clients' only seed node: the test kills a master, and a URL naming just that master
+        # would leave a client that must (re)connect before learning the other nodes nowhere to go. A URL may
+        # name several seeds (test_cluster_seeds.py); this one keeps the single-seed form under test.
         return self.servers[-1].url
 
     def start(self) -> ReplicatedCluster:
