@@ -246,8 +246,9 @@ class Publisher:
             try:
                 await self.run(bus)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await bus.__aexit__(None, None, None)
+                # Not under a shielding scope of its own: the bus's task group must be left in the scope it was
+                # entered in (anyio refuses otherwise), and the bus shields its backend's close itself.
+                await bus.__aexit__(None, None, None)
 
         def target() -> None:
             try:
