@@ -8,6 +8,7 @@ and validated, and anything else raises :class:`dbtbus.ConfigurationError`. Keyw
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -171,31 +172,55 @@ class RedisSettings:
     client: dict[str, Any] = field(default_factory=dict)  # further redis-py keyword arguments
 
 
+#: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``: one member of a URL's comma-separated host list.
+_HOST: Final = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\[\]:/?#@,]+))(?::(?P<port>\d{1,5}))?")
+
+
+def parse_hosts(hosts: str, *, default_port: int, what: str, shown: str) -> tuple[tuple[str, int], ...]:
+    """The ``(host, port)`` of every member of ``hosts`` (``a:7000,[::1]:7001,c``), in order.
+
+    The one reader of a URL's host list — a cluster's seed nodes, a Sentinel deployment's sentinels — which
+    ``urlsplit`` cannot read (it takes ``a:1,b:2`` for one host with a bad port). ``what`` names a member in
+    errors, ``shown`` is the URL as errors show it (masked).
+    """
+    members = []
+    for member in hosts.split(","):
+        match = _HOST.fullmatch(member.strip())
+        if match is None:
+            raise ConfigurationError(f"not a {what} host[:port] in {shown!r}: {member!r} (hosts are separated by ',')")
+        port = int(match["port"]) if match["port"] else default_port
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"{what} port out of range in {shown!r}: {member!r}")
+        members.append((match["v6"] or match["host"], port))
+    return tuple(members)
+
+
+def query_options(query: str, options: Mapping[str, Any], shown: str) -> dict[str, Any]:
+    """A URL's query options, each given once, then ``options`` (which override them)."""
+    merged: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in merged:
+            raise ConfigurationError(f"option {name!r} given twice in {shown!r}")
+        merged[name] = value
+    merged.update(options)
+    return merged
+
+
 def split_seeds(url: str) -> tuple[str, tuple[tuple[str, int], ...]]:
     """``url`` with its first host only, and the ``(host, port)`` of every host after it.
 
     ``redis://user:pw@a:7000,b:7001,[::1]:7002/0?cluster=true`` names three seed nodes of one cluster: the
     credentials, database and options hold for all of them (redis-py's ``startup_nodes`` share one set of
-    connection options too). A host without a port gets 6379. A URL with one host comes back unchanged, so
-    this is the only place that knows the comma form; no ``redis`` import, no I/O.
+    connection options too). A host without a port gets 6379. A URL with one host comes back unchanged.
     """
     parts = urlsplit(url)
     userinfo, at, hosts = parts.netloc.rpartition("@")
     if "," not in hosts:
         return url, ()
-    first, *rest = hosts.split(",")
-    seeds = []
-    for host in [first, *rest]:
-        try:
-            node = urlsplit(f"//{host}")
-            port = node.port
-        except ValueError as exc:
-            raise ConfigurationError(f"not a valid seed node {host!r} in {redact_url(url)!r}: {exc}") from None
-        if not host or not node.hostname:
-            raise ConfigurationError(f"an empty seed node in {redact_url(url)!r} (hosts are separated by ',')")
-        seeds.append((node.hostname, DEFAULT_PORT if port is None else port))
+    seeds = parse_hosts(hosts, default_port=DEFAULT_PORT, what="seed node", shown=redact_url(url))
+    first = hosts.split(",", 1)[0]
     query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{userinfo}{at}{first}{parts.path}{query}", tuple(seeds[1:])
+    return f"{parts.scheme}://{userinfo}{at}{first}{parts.path}{query}", seeds[1:]
 
 
 def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
@@ -212,12 +237,7 @@ def parse_redis_url(url: str, options: Mapping[str, Any]) -> RedisSettings:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise ConfigurationError(f"not a Redis URL (redis://, rediss://, unix://): {shown!r}")
-    merged: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in merged:
-            raise ConfigurationError(f"option {name!r} given twice in {shown!r}")
-        merged[name] = value
-    merged.update(options)
+    merged = query_options(parts.query, options, shown)
     # Spelled out, not urlunsplit: that writes unix:///path as "unix:/path" (no authority, no "//"), which
     # redis-py >= 8.2 refuses.
     base = f"{scheme}://{parts.netloc}{parts.path}"

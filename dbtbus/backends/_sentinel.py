@@ -21,16 +21,15 @@ so the Redis backend keeps one branch for Sentinel. Secrets never appear in
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .._exceptions import ConfigurationError
-from .._format import SECRET_PARAMETERS, redact_url
-from ._redis_url import RedisSettings, _as_str, parse_redis_url
+from .._format import redact_url
+from ._redis_url import RedisSettings, _as_str, parse_hosts, parse_redis_url, query_options
 
 __all__ = [
     "DEFAULT_SENTINEL_PORT",
@@ -45,11 +44,8 @@ SENTINEL_SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT: Final = 26379
 #: Options for the sentinels' own connections (not the data nodes').
 _SENTINEL_OPTIONS: Final = {"sentinel_username": _as_str, "sentinel_password": _as_str}
-_MASK: Final = "***"
 #: Seconds between two questions to the sentinels about who is master, at most one per client.
 MASTER_CHECK_INTERVAL: Final = 1.0
-#: ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``.
-_MEMBER: Final = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\[\]:/?#@,]+))(?::(?P<port>\d{1,5}))?")
 
 
 @dataclass(repr=False)
@@ -65,36 +61,6 @@ class SentinelSettings(RedisSettings):
         return f"SentinelSettings({self.display_url!r}, service={self.service!r}, sentinels={self.sentinels!r})"
 
 
-def _display(scheme: str, userinfo: str, hosts: str, path: str, query: str) -> str:
-    """The URL as given, with the userinfo's password and every secret option masked."""
-    if userinfo:
-        user, has_password, _ = userinfo.partition(":")
-        userinfo = (f"{user}:{_MASK}" if has_password else user) + "@"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = "?" + urlencode(
-            [(name, _MASK if _secret(name) else value) for name, value in pairs], safe="*:/"
-        )
-    return f"{scheme}://{userinfo}{hosts}{path}{query}"
-
-
-def _secret(name: str) -> bool:
-    return name.lower() in SECRET_PARAMETERS
-
-
-def _members(text: str, shown: str) -> tuple[tuple[str, int], ...]:
-    members = []
-    for member in text.split(","):
-        match = _MEMBER.fullmatch(member.strip())
-        if match is None:
-            raise ConfigurationError(f"not a sentinel host[:port] in {shown!r}: {member!r}")
-        port = int(match["port"]) if match["port"] else DEFAULT_SENTINEL_PORT
-        if not 0 < port < 65536:
-            raise ConfigurationError(f"sentinel port out of range in {shown!r}: {member!r}")
-        members.append((match["v6"] or match["host"], port))
-    return tuple(members)
-
-
 def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings:
     """Validate a ``redis+sentinel://`` URL and ``options`` (which override its query string)."""
     scheme_text, sep, rest = url.partition("://")
@@ -108,12 +74,12 @@ def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings
     netloc, tail = rest[:cut], rest[cut:]
     userinfo, _, hosts = netloc.rpartition("@")
     parts = urlsplit("x://h" + tail)
-    shown = _display(scheme, userinfo, hosts, parts.path, parts.query)
+    shown = redact_url(url)
     if parts.fragment:
         raise ConfigurationError(f"a Redis Sentinel URL has no #fragment: {shown!r}")
     if not hosts:
         raise ConfigurationError(f"a Redis Sentinel URL needs at least one sentinel host[:port]: {shown!r}")
-    sentinels = _members(hosts, shown)
+    sentinels = parse_hosts(hosts, default_port=DEFAULT_SENTINEL_PORT, what="sentinel", shown=shown)
     segments = [unquote(s) for s in parts.path.strip("/").split("/")] if parts.path.strip("/") else []
     if not segments or not segments[0] or len(segments) > 2:
         raise ConfigurationError(
@@ -124,12 +90,7 @@ def parse_sentinel_url(url: str, options: Mapping[str, Any]) -> SentinelSettings
     if db and not db.isdigit():
         raise ConfigurationError(f"the database after the service name must be a number, got {db!r}: {shown!r}")
 
-    merged: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in merged:
-            raise ConfigurationError(f"option {name!r} given twice in {shown!r}")
-        merged[name] = value
-    merged.update(options)
+    merged = query_options(parts.query, options, shown)
     sentinel_client = {
         name.removeprefix("sentinel_"): _SENTINEL_OPTIONS[name](name, merged.pop(name))
         for name in list(merged)
