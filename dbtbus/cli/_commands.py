@@ -391,6 +391,20 @@ def _records_of(state: RunState) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- report / export
 
 
+
+def _recorded_run(url: str, run_id: str) -> RunState:
+    """Run ``run_id`` read whole from the bus at ``url``; a usage error when the bus has no record of it."""
+
+    async def main() -> RunState:
+        async with connect(url) as bus:
+            return await read_run(bus, run_id)
+
+    state = anyio.run(main)
+    if state.started is None and not state.results:
+        raise _UsageError(f"the bus has no record of run {run_id}")
+    return state
+
+
 def report(args: argparse.Namespace, bus_url: BusUrl) -> int:
     url = bus_url(args)
     try:
@@ -399,13 +413,7 @@ def report(args: argparse.Namespace, bus_url: BusUrl) -> int:
         raise _UsageError("the HTML report needs jinja2: pip install 'dbtbus[report]'") from None
     from ..report import render_state
 
-    async def main() -> RunState:
-        async with connect(url) as bus:
-            return await read_run(bus, args.run_id)
-
-    state = anyio.run(main)
-    if state.started is None and not state.results:
-        raise _UsageError(f"the bus has no record of run {args.run_id}")
+    state = _recorded_run(url, args.run_id)
     page = render_state(state)
     target = args.output or f"{args.run_id}.html"
     if target == "-":
@@ -422,13 +430,7 @@ def export(args: argparse.Namespace, bus_url: BusUrl) -> int:
     url = bus_url(args)
     from ..export import run_results, write_run_results
 
-    async def main() -> RunState:
-        async with connect(url) as bus:
-            return await read_run(bus, args.run_id)
-
-    state = anyio.run(main)
-    if state.started is None and not state.results:
-        raise _UsageError(f"the bus has no record of run {args.run_id}")
+    state = _recorded_run(url, args.run_id)
     import orjson
 
     if args.run_results == "-":
