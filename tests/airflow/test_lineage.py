@@ -1,0 +1,192 @@
+"""OpenLineage from the producer task (``dbtbus.airflow._lineage``): under ``dag.test()``, a real HTTP endpoint
+receives every node's events, each valid against the spec, each node nested under its Airflow task's run as the
+Airflow OpenLineage provider computes it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from airflow.providers.openlineage import conf as ol_conf
+from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+from airflow.sdk import DAG
+
+from dbtbus.airflow import render_dbt_task_group
+from dbtbus.airflow._lineage import lineage_parents, wants_openlineage
+from dbtbus.lineage import lineage_run_id
+from tests.lineage.conftest import LineageEndpoint, SpecValidator, configure_openlineage, serve_endpoint
+
+from ._dags import dag_id, producer_summary, run_dag, states
+from .conftest import shop_args
+
+SELECT = ["seed.shop.orders", "model.shop.stg_orders", "model.shop.orders_enriched", "seed.shop.payments",
+          "model.shop.stg_payments"]
+
+
+def _clear_provider_conf() -> None:
+    # The provider caches its configuration per process (functools.cache): each test configures its own.
+    for value in vars(ol_conf).values():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+
+
+@pytest.fixture
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageEndpoint]:
+    with serve_endpoint() as served:
+        configure_openlineage(monkeypatch, served)
+        monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "dbtbus-test")
+        _clear_provider_conf()
+        yield served
+    _clear_provider_conf()
+
+
+@pytest.fixture(scope="module")
+def spec() -> SpecValidator:
+    return SpecValidator()
+
+
+def _dag(shop: Path, bus_url: str, name: str, **render: Any) -> DAG:
+    with DAG(dag_id(name), schedule=None, catchup=False) as dag:
+        render_dbt_task_group(shop / "target" / "manifest.json", bus_url,
+                              shop_args(shop, "--select", " ".join(uid.split(".")[-1] for uid in SELECT)),
+                              group_id="dbt",
+                              select=SELECT, sensors_after_producer=True, sensor_kwargs={"timeout": 120},
+                              layout="one_dag", **render)
+    return dag
+
+
+def test_off_unless_the_provider_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", "")
+    _clear_provider_conf()
+    try:
+        assert wants_openlineage(None)[0] is False
+        assert wants_openlineage(False)[0] is False
+        assert wants_openlineage(True)[0] is True
+        monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:9")
+        _clear_provider_conf()
+        assert wants_openlineage(None) == (True, "the Airflow OpenLineage provider is configured")
+        assert wants_openlineage(False)[0] is False
+    finally:
+        _clear_provider_conf()
+
+
+@pytest.mark.dbt
+def test_the_producer_emits_every_node_nested_under_its_task(shop: Path, redis_url: str, endpoint: LineageEndpoint,
+                                                             spec: SpecValidator) -> None:
+    dag = _dag(shop, redis_url, "lineage")
+    dag_run = run_dag(dag)
+    got = states(dag_run)
+    assert set(got.values()) == {"success"}, got
+    summary = producer_summary(dag.dag_id)
+    run_id, lineage = summary["run_id"], summary["openlineage"]
+    assert lineage["failed"] == 0 and lineage["ended"] is True and lineage["error"] is None, lineage
+    # The 5 nodes, their tests, the invocation: each one START and one COMPLETE.
+    assert lineage["events"]["START"] == lineage["events"]["COMPLETE"] > 6 and len(lineage["events"]) == 2, lineage
+
+    ours = [e for e in endpoint.events if e["producer"].startswith("https://pypi.org/project/dbtbus/")]
+    for event in ours:
+        spec.validate(event)
+    logical_date = dag_run.logical_date or dag_run.run_after
+    dag_run_ol = OpenLineageAdapter.build_dag_run_id(dag_id=dag.dag_id, logical_date=logical_date,
+                                                     clear_number=dag_run.clear_number or 0)
+    producer_ol = OpenLineageAdapter.build_task_instance_run_id(
+        dag_id=dag.dag_id, task_id="dbt.dbt_producer", try_number=1, logical_date=logical_date, map_index=-1)
+    tasks = {"seed.shop.orders": "dbt.orders_seed", "model.shop.stg_orders": "dbt.stg_orders",
+             "model.shop.orders_enriched": "dbt.orders_enriched", "seed.shop.payments": "dbt.payments_seed",
+             "model.shop.stg_payments": "dbt.stg_payments"}
+    assert len(ours) == lineage["events"]["START"] * 2
+    starts = {e["job"]["name"]: e for e in ours
+              if e["eventType"] == "START" and not e["job"]["name"].startswith("test.")}
+    invocation = starts.pop("dbt-run-shop")
+    assert invocation["run"]["runId"] == lineage_run_id(run_id, "@invocation", 1)
+    parent = invocation["run"]["facets"]["parent"]
+    assert parent["job"] == {"namespace": "dbtbus-test", "name": f"{dag.dag_id}.dbt.dbt_producer"}
+    assert parent["run"]["runId"] == producer_ol and parent["root"]["run"]["runId"] == dag_run_ol
+    assert set(starts) == set(tasks)
+    for uid, start in starts.items():
+        assert start["run"]["runId"] == lineage_run_id(run_id, uid, 1)
+        parent = start["run"]["facets"]["parent"]
+        assert parent["job"] == {"namespace": "dbtbus-test", "name": f"{dag.dag_id}.{tasks[uid]}"}, uid
+        assert parent["run"]["runId"] == OpenLineageAdapter.build_task_instance_run_id(
+            dag_id=dag.dag_id, task_id=tasks[uid], try_number=1, logical_date=logical_date, map_index=-1)
+        assert parent["root"]["job"]["name"] == dag.dag_id and parent["root"]["run"]["runId"] == dag_run_ol
+    # The provider's own events for the same tasks (its listener, in dag.test's process), where it sent any:
+    # the very run ids dbtbus named as parents.
+    airflow_runs = {e["job"]["name"]: e["run"]["runId"] for e in endpoint.events if e not in ours}
+    for uid, task_id in tasks.items():
+        if f"{dag.dag_id}.{task_id}" in airflow_runs:
+            assert airflow_runs[f"{dag.dag_id}.{task_id}"] == starts[uid]["run"]["facets"]["parent"]["run"]["runId"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.dbt
+def test_a_failing_transport_never_fails_the_producer(shop: Path, redis_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens at the endpoint: every event fails, each is counted, the producer succeeds, and it waits
+    no longer than ``openlineage_timeout`` for lineage once dbt is done."""
+    for name in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT",  # the provider's own configuration, no retries
+                       json.dumps({"type": "http", "url": url, "timeout": 1, "retry": {"total": 0}}))
+    _clear_provider_conf()
+    try:
+        dag = _dag(shop, redis_url, "lineage_down", producer_kwargs={"openlineage_timeout": 5})
+        got = states(run_dag(dag))
+    finally:
+        _clear_provider_conf()
+    assert set(got.values()) == {"success"}, got
+    lineage = producer_summary(dag.dag_id)["openlineage"]
+    assert lineage["failed"] > 0 and lineage["events"] == {}, lineage
+    # Either every event was tried and failed, or the producer stopped waiting for them after 5 s: both bounded.
+    assert lineage["ended"] or lineage["error"] == "stopped 5 s after dbt ended, before the run's end", lineage
+
+
+def test_split_layout_parents_are_the_node_dags_runs() -> None:
+    """In the split layout a node's task lives in a node DAG whose run has the producer's run id; its logical
+    date is its run_after (triggered without one), as the provider reads it."""
+    from datetime import datetime, timezone
+
+    made = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    node_run = SimpleNamespace(logical_date=None, run_after=datetime(2026, 1, 2, 3, 5, tzinfo=timezone.utc),
+                               clear_number=0, conf={})
+    dag_run = SimpleNamespace(logical_date=made, run_after=made, clear_number=1, conf={})
+    ti = SimpleNamespace(dag_id="parent", task_id="dbt.dbt_producer", try_number=2, map_index=-1, run_id="r1",
+                         dag_run=dag_run, get_template_context=lambda: {"dag_run": dag_run})
+    asked: list[tuple[str, str]] = []
+
+    def node_dag_run(dag_id: str, run_id: str) -> Any:
+        asked.append((dag_id, run_id))
+        if dag_id == "parent.dbt.gone":
+            raise RuntimeError("no such run")
+        return node_run
+
+    log = SimpleNamespace(warning=lambda *a: None)
+    producer, parents = lineage_parents(
+        ti, dag_run, {"model.a": ("parent.dbt.staging", "a"), "model.b": ("parent.dbt.staging", "b"),
+                      "model.c": ("parent.dbt.gone", "c")}, log, node_dag_run=node_dag_run)
+    assert asked == [("parent.dbt.staging", "r1"), ("parent.dbt.gone", "r1")]  # once per node DAG
+    assert producer.run_id == OpenLineageAdapter.build_task_instance_run_id(
+        dag_id="parent", task_id="dbt.dbt_producer", try_number=2, logical_date=made, map_index=-1)
+    assert producer.root is not None and producer.root.run_id == OpenLineageAdapter.build_dag_run_id(
+        dag_id="parent", logical_date=made, clear_number=1)
+    assert set(parents) == {"model.a", "model.b"}  # the DAG whose run cannot be read: under the invocation
+    a = parents["model.a"]
+    assert a.name == "parent.dbt.staging.a" and a.run_id == OpenLineageAdapter.build_task_instance_run_id(
+        dag_id="parent.dbt.staging", task_id="a", try_number=2, logical_date=node_run.run_after, map_index=-1)
+    assert a.root is not None and a.root.name == "parent.dbt.staging"
+    assert a.root.run_id == OpenLineageAdapter.build_dag_run_id(dag_id="parent.dbt.staging",
+                                                                logical_date=node_run.run_after, clear_number=0)
