@@ -150,7 +150,7 @@ def render_dbt_task_group(
             priority_weight=producer_kwargs.pop("priority_weight", 100),
             node_dag_ids=[dag.dag_id for dag in dags],
             manifest_warnings=manifest_warnings,
-            openlineage=openlineage,
+            openlineage=producer_kwargs.pop("openlineage", openlineage),  # the operator's own option wins
             **bus,
             **producer_kwargs,
         )

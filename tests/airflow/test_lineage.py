@@ -190,3 +190,26 @@ def test_split_layout_parents_are_the_node_dags_runs() -> None:
     assert a.root is not None and a.root.name == "parent.dbt.staging"
     assert a.root.run_id == OpenLineageAdapter.build_dag_run_id(dag_id="parent.dbt.staging",
                                                                 logical_date=node_run.run_after, clear_number=0)
+
+
+@pytest.mark.parametrize("layout", ["one_dag", "split"])
+def test_the_render_tells_the_producer_each_nodes_task(shop: Path, layout: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    from dbtbus.airflow import DbtBusProducerOperator
+
+    # Node DAGs register with the DAG file's module, as the dag-processor collects them (tests/airflow/test_render).
+    monkeypatch.setattr(DagContext, "current_autoregister_module_name", __name__)
+    monkeypatch.setattr(DagContext, "autoregistered_dags", set())
+    with DAG(dag_id("lineage_tasks"), schedule=None, catchup=False) as dag:
+        render_dbt_task_group(shop / "target" / "manifest.json", "redis://127.0.0.1:1/0", shop_args(shop),
+                              group_id="dbt", select=SELECT, layout=layout, max_tasks_per_dag=2,
+                              producer_kwargs={"openlineage": False})
+    [producer] = [t for t in dag.tasks if isinstance(t, DbtBusProducerOperator)]
+    assert producer.openlineage is False  # producer_kwargs' own option reaches the operator
+    dags = {dag.dag_id: dag, **{d.dag_id: d for d, _ in DagContext.autoregistered_dags}}
+    assert set(producer.openlineage_tasks) == set(SELECT)
+    for uid, (where, task_id) in producer.openlineage_tasks.items():
+        assert getattr(dags[where].get_task(task_id), "unique_id", None) == uid
+        assert (where == dag.dag_id) is (layout == "one_dag"), where
