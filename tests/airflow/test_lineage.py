@@ -29,7 +29,8 @@ SELECT = ["seed.shop.orders", "model.shop.stg_orders", "model.shop.orders_enrich
 
 
 def _clear_provider_conf() -> None:
-    # The provider caches its configuration per process (functools.cache): each test configures its own.
+    # The provider caches its configuration per process (functools.cache) — except under pytest, where it turns
+    # the cache off; cleared anyway, so these tests never depend on that.
     for value in vars(ol_conf).values():
         if callable(getattr(value, "cache_clear", None)):
             value.cache_clear()

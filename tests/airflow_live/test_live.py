@@ -482,13 +482,18 @@ def _node_finished(run: Scenario, live_redis: str) -> dict[str, float]:
 
 
 def test_openlineage_from_the_producer_nests_each_node_under_its_task(airflow: Deployment, lineage_endpoint: Any,
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Split layout under a real scheduler: the producer emits every node's events to the suite's endpoint,
     each valid, each node's run a child of its node task's run as the Airflow OpenLineage provider computes it
     (the node DAG's run: logical date none, so its run_after)."""
     from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
 
     from dbtbus.airflow import dbtbus_run_id
+
+    # The provider's run ids hash its namespace in: this process computes them with the deployment's (the
+    # provider reads its configuration afresh under pytest: its cache is off when PYTEST_VERSION is set).
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "dbtbus-live")
     from dbtbus.lineage import lineage_run_id
     from tests.lineage.conftest import SpecValidator
 
