@@ -194,17 +194,23 @@ class ProducerLineage:
         self.client = _CountingClient(client, self.delivery, log)
         self._thread = threading.Thread(target=self._main, name=f"dbtbus-lineage-{run_id}", daemon=True)
         self._stop = threading.Event()
+        self._announced = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
 
     def finish(self, timeout: float) -> LineageDelivery:
-        """Wait at most ``timeout`` seconds for the attempt's last events, then stop (what is left is logged)."""
-        self._thread.join(timeout)
+        """Wait at most ``timeout`` seconds for the attempt's last events, then stop (what is left is logged).
+        An attempt that was never announced (the task failed before its producer started) has none to wait for."""
+        self._thread.join(min(timeout, 1.0))  # a few polls of the bus: long enough to see a late announcement
+        if self._thread.is_alive() and self._announced.is_set():
+            self._thread.join(max(timeout - 1.0, 0.0))
         if self._thread.is_alive():
             self._stop.set()
             self._thread.join(5.0)
-            self.delivery.error = self.delivery.error or f"stopped {timeout:g} s after dbt ended, before the run's end"
+            self.delivery.error = self.delivery.error or (
+                f"stopped {timeout:g} s after dbt ended, before the run's end" if self._announced.is_set()
+                else "stopped: the attempt was never announced on the bus")
             self.log.warning("dbtbus: OpenLineage for run %s %s", self.run_id, self.delivery.error)
         return self.delivery
 
@@ -236,6 +242,7 @@ class ProducerLineage:
                     while True:  # this attempt's RunStarted first: the log may still end with the last try's end
                         started = await bus.run_started(self.run_id)
                         if started is not None and started.attempt >= self.attempt:
+                            self._announced.set()
                             break
                         if time.monotonic() > deadline:
                             raise TimeoutError(f"attempt {self.attempt} was not announced on the bus")

@@ -214,3 +214,22 @@ def test_the_render_tells_the_producer_each_nodes_task(shop: Path, layout: str,
     for uid, (where, task_id) in producer.openlineage_tasks.items():
         assert getattr(dags[where].get_task(task_id), "unique_id", None) == uid
         assert (where == dag.dag_id) is (layout == "one_dag"), where
+
+
+def test_a_try_that_never_started_its_producer_does_not_wait_for_lineage() -> None:
+    """The task failed before its producer announced the attempt (memray refused, say): finish() returns at
+    once instead of waiting ``openlineage_timeout`` for a run that will never come."""
+    import time
+    import uuid
+
+    from dbtbus.airflow._lineage import ProducerLineage
+
+    warned: list[str] = []
+    log = SimpleNamespace(warning=lambda msg, *args: warned.append(msg % args))
+    lineage = ProducerLineage(f"memory://never-{uuid.uuid4().hex[:8]}", "never", 1, client=object(), log=log)
+    lineage.start()
+    began = time.monotonic()
+    delivery = lineage.finish(30.0)
+    assert time.monotonic() - began < 8.0
+    assert delivery.error == "stopped: the attempt was never announced on the bus" and delivery.events == {}
+    assert warned and "never announced" in warned[-1]
