@@ -139,7 +139,8 @@ def airflow(session: nox.Session) -> None:
     this session cannot pass by leaving the suite out.
     Needs ``redis-server`` on PATH (or ``REDIS_URL``) like the main suite.
     """
-    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4")
+    # The OpenLineage provider: the producer's lineage nests each node under its task's run, as it computes it.
+    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "apache-airflow-providers-openlineage>=2.20")
     home = os.path.abspath(os.path.join(session.create_tmp(), "airflow-home"))
     if os.path.isdir(home):
         import shutil
@@ -169,7 +170,8 @@ def airflow_live(session: nox.Session) -> None:
     throw-away redis-server. ``DBTBUS_REQUIRE_AIRFLOW_LIVE=1`` makes a missing service fail the suite, never
     skip it. ``DBTBUS_LIVE_FIGURES=path`` writes the scenarios' timings as JSON.
     """
-    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29")
+    session.install("-e", ".[test]", "apache-airflow>=3.0,<3.4", "psycopg2-binary>=2.9", "asyncpg>=0.29",
+                    "apache-airflow-providers-openlineage>=2.20")
     env = {"DBTBUS_REQUIRE_AIRFLOW_LIVE": "1", "PYTHONFAULTHANDLER": "1"}
     figures = os.environ.get("DBTBUS_LIVE_FIGURES")
     if figures:

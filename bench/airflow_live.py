@@ -11,6 +11,8 @@ the end — runs every variant on the same generated project, alternating varian
 * ``dbtbus-redis``   — ``render_dbt_task_group`` (its default layout) on a throw-away redis-server;
 * ``dbtbus-xcom``    — the same on ``xcom://?poll=0.2``;
 * ``cosmos-watcher`` — astronomer-cosmos ``DbtDag`` in ``ExecutionMode.WATCHER`` (``--cosmos-max`` models at most);
+* ``dbtbus-redis-assets`` (``--assets``) — ``dbtbus-redis`` with ``emit_assets=True``: every node task emits its
+  asset, its success ended on a worker (what ``emit_assets`` costs a live build; it was a live-suite test);
 * ``dbtbus-redis-failing`` — dbtbus on Redis on a copy of the project where the model with the most
   descendants fails: the time from the failure's publication (the node's ``finished_at`` in its record; the
   producer publishes it within milliseconds) to the failing task and every descendant's task being terminal.
@@ -85,7 +87,7 @@ if WHICH == "bare":
     with DAG("bench_bare_{models}", schedule=None, catchup=False) as bare:
         PythonOperator(task_id="dbt_producer", python_callable=build)
 
-if WHICH in ("redis", "xcom", "redis_failing", "redis_one_dag", "redis_split"):
+if WHICH in ("redis", "xcom", "redis_failing", "redis_one_dag", "redis_split", "redis_assets"):
     from dbtbus.airflow import render_dbt_task_group
 
     url = os.environ["DBTBUS_BENCH_REDIS"] if WHICH != "xcom" else "xcom://?poll=0.2"
@@ -94,7 +96,7 @@ if WHICH in ("redis", "xcom", "redis_failing", "redis_one_dag", "redis_split"):
     args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
     with DAG(f"bench_dbtbus_{{WHICH}}_{models}", schedule=None, catchup=False) as dag:
         render_dbt_task_group(project / "manifest.render.json", url, args, group_id="dbt", layout=layout,
-                              sensor_kwargs={{"timeout": 1800}})
+                              sensor_kwargs={{"timeout": 1800}}, emit_assets=WHICH == "redis_assets")
 
 if WHICH == "cosmos":
     from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig
@@ -113,16 +115,19 @@ if WHICH == "cosmos":
 #: One DAG file per variant: a task ended from the triggerer makes Airflow send the dag-processor a callback
 #: request, which parses that task's DAG file — each variant pays for parsing its own DAG only.
 DAG_FILES = {"bare": "bare", "dbtbus-redis": "redis", "dbtbus-xcom": "xcom", "dbtbus-redis-failing": "redis_failing",
-             "cosmos-watcher": "cosmos", "dbtbus-redis-one-dag": "redis_one_dag", "dbtbus-redis-split": "redis_split"}
+             "cosmos-watcher": "cosmos", "dbtbus-redis-one-dag": "redis_one_dag", "dbtbus-redis-split": "redis_split",
+             "dbtbus-redis-assets": "redis_assets"}
 
 VARIANTS = {"bare": "bench_bare", "dbtbus-redis": "bench_dbtbus_redis", "dbtbus-xcom": "bench_dbtbus_xcom",
             "cosmos-watcher": "bench_cosmos", "dbtbus-redis-failing": "bench_dbtbus_redis_failing",
-            "dbtbus-redis-one-dag": "bench_dbtbus_redis_one_dag", "dbtbus-redis-split": "bench_dbtbus_redis_split"}
+            "dbtbus-redis-one-dag": "bench_dbtbus_redis_one_dag", "dbtbus-redis-split": "bench_dbtbus_redis_split",
+            "dbtbus-redis-assets": "bench_dbtbus_redis_assets"}
 LABELS = {"shell": "`dbt build` in a shell", "bare": "bare `dbt build` (one PythonOperator)",
           "dbtbus-redis": "dbtbus, Redis", "dbtbus-xcom": "dbtbus, XCom (`poll=0.2`)",
           "cosmos-watcher": "astronomer-cosmos watcher", "dbtbus-redis-failing": "dbtbus, Redis, one model failing",
           "dbtbus-redis-one-dag": "dbtbus, Redis, every task in the DAG (`layout=\"one_dag\"`)",
-          "dbtbus-redis-split": "dbtbus, Redis, node DAGs (`layout=\"split\"`)"}
+          "dbtbus-redis-split": "dbtbus, Redis, node DAGs (`layout=\"split\"`)",
+          "dbtbus-redis-assets": "dbtbus, Redis, every node task emitting its asset (`emit_assets=True`)"}
 NOT_NODE_TASKS = ("producer", "carrier", "nodes_")
 PLOT = ROOT / "docs" / "benchmarks-airflow.svg"
 
@@ -369,7 +374,8 @@ def summary(results: dict[str, Any]) -> list[dict[str, Any]]:
             return [r[key] for r in runs if r["variant"] == variant and r.get(key) is not None]
         bare, sh = _med(of("bare", "dag_wall")), _med(of("shell", "dag_wall"))
         row: dict[str, Any] = {"models": size["models"], "bare": bare, "shell": sh}
-        for variant in ("dbtbus-redis", "dbtbus-xcom", "cosmos-watcher", "dbtbus-redis-one-dag", "dbtbus-redis-split"):
+        for variant in ("dbtbus-redis", "dbtbus-xcom", "cosmos-watcher", "dbtbus-redis-one-dag", "dbtbus-redis-split",
+                        "dbtbus-redis-assets"):
             wall = _med(of(variant, "dag_wall"))
             row[variant] = {
                 "wall": wall, "ratio": wall / bare if wall and bare else None,
@@ -592,6 +598,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="*",
                         default=["shell", "bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing"])
     parser.add_argument("--cosmos", action="store_true", help="add cosmos-watcher (astronomer-cosmos importable)")
+    parser.add_argument("--assets", action="store_true",
+                        help="add dbtbus-redis-assets: dbtbus-redis with emit_assets=True, each node task's success "
+                             "ended on a worker (what emitting every node's asset costs)")
     parser.add_argument("--cosmos-max", type=int, default=200, help="cosmos only up to this many models")
     parser.add_argument("--soak", nargs="*", default=[], metavar="SIZE:N",
                         help="N more consecutive dbtbus-redis runs at SIZE models (hung runs counted)")
@@ -650,7 +659,8 @@ def main() -> None:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     sizes_wanted = list(args.models) + ([1000] if args.large and 1000 not in args.models else [])
     soak = {int(k): int(v) for k, v in (item.split(":") for item in args.soak)}
-    variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else [])
+    variants = list(args.variants) + (["cosmos-watcher"] if args.cosmos else []) + (
+        ["dbtbus-redis-assets"] if args.assets and "dbtbus-redis-assets" not in args.variants else [])
     from dbtbus.testing.redis_server import RedisServer
 
     work = Path(tempfile.mkdtemp(prefix="af-live-bench-")).resolve()

@@ -697,6 +697,7 @@ BLOCKS: dict[str, tuple[str | None, Callable[..., list[str]]]] = {
     "airflow_dag": ("airflow_dag", _section_of("airflow_dag")),
     "airflow_live": ("airflow_live", _section_of("airflow_live", "render")),
     "airflow_footprint": ("airflow_footprint", _section_of("airflow_footprint", "render")),
+    "airflow_assets": ("airflow_assets", _section_of("airflow_assets", "render")),
     "airflow_layouts": ("airflow_layouts", _section_of("airflow_live", "render_layouts")),
 }
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .._outcome import Outcome
@@ -44,10 +42,9 @@ def dataset_names(manifest: Mapping[str, Any], unique_ids: Iterable[str],
     :raises dbtbus.lineage.LineageUnavailable: OpenLineage is not installed, the profile cannot be read or
         names an adapter dbt-ol does not support, or a node has no relation (a test, an ephemeral model).
     """
-    from ..lineage import DatasetNaming, LineageUnavailable, load_profile_output
+    from ..lineage import DatasetNaming, LineageUnavailable
 
-    where = _profile_location(dbt_args or ())
-    naming = DatasetNaming(manifest, load_profile_output(where.profiles_dir, where.profile, where.target))
+    naming = DatasetNaming.from_dbt_args(dbt_args or (), manifest=manifest)
     out: dict[str, tuple[str, str]] = {}
     for uid in unique_ids:
         dataset = naming.dataset(uid)
@@ -57,59 +54,19 @@ def dataset_names(manifest: Mapping[str, Any], unique_ids: Iterable[str],
     return out
 
 
-@dataclass(frozen=True)
-class _ProfileLocation:
-    profiles_dir: str
-    profile: str
-    target: str | None
-
-
-def _flag(args: Sequence[str], name: str) -> str | None:
-    """The value of ``--name value`` / ``--name=value`` in dbt's arguments (the last one wins, as for dbt)."""
-    value = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def _profile_location(dbt_args: Sequence[str]) -> _ProfileLocation:
-    """Where dbt would find the profile for these arguments (flags, then dbt's environment variables, then its
-    defaults: the project directory's ``profiles.yml``, else ``~/.dbt``; ``dbt_project.yml``'s profile)."""
-    from ..lineage import LineageUnavailable
-
-    project = Path(_flag(dbt_args, "--project-dir") or os.environ.get("DBT_PROJECT_DIR") or ".")
-    profiles_dir = _flag(dbt_args, "--profiles-dir") or os.environ.get("DBT_PROFILES_DIR")
-    if profiles_dir is None:
-        profiles_dir = str(project) if (project / "profiles.yml").exists() else os.path.expanduser("~/.dbt")
-    profile = _flag(dbt_args, "--profile") or os.environ.get("DBT_PROFILE")
-    if profile is None:
-        import yaml  # type: ignore[import-untyped,unused-ignore]  # comes with dbt and OpenLineage, no stubs
-
-        try:
-            spec = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise LineageUnavailable(f"cannot read the dbt project in {str(project)!r} for its profile: {exc}"
-                                     ) from None
-        profile = spec.get("profile") if isinstance(spec, Mapping) else None
-        if not profile:
-            raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} names no profile: pass --profile")
-    target = _flag(dbt_args, "--target") or os.environ.get("DBT_TARGET")
-    return _ProfileLocation(profiles_dir, str(profile), target)
-
-
 def naming_key(dbt_args: Sequence[str]) -> list[Any]:
     """What the names depend on besides the manifest, for a cache key: the profile's location and its file's
     modification time (a new host or port is a new namespace)."""
     from ..lineage import LineageUnavailable
+    from ..lineage._naming import _profile_location, dbt_flags  # the naming's own discovery, not a second one
 
+    flags = dbt_flags(dbt_args)
     try:
-        where = _profile_location(dbt_args)
+        where = _profile_location(flags.project_dir, profiles_dir=flags.profiles_dir, profile=flags.profile,
+                                  target=flags.target)
     except LineageUnavailable:  # the naming itself raises it, with its reason; nothing is cached then
         return [list(dbt_args)]
-    path = Path(where.profiles_dir) / "profiles.yml"
+    path = where.path
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:

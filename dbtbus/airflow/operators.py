@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from airflow.sdk import BaseOperator
@@ -87,6 +87,14 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
     (memray missing, the file exists, its directory does not) fails the task without retrying, before
     anything is published: a retry would meet the same refusal.
 
+    **OpenLineage.** ``openlineage`` emits every node's OpenLineage events from this task, beside dbt, on a
+    thread of its own (:mod:`dbtbus.airflow._lineage`; docs/lineage.md, "In Airflow"): ``None`` (default) when
+    Airflow's OpenLineage provider is installed and configured, ``True`` always, ``False`` never.
+    ``openlineage_tasks`` (the render sets it): unique id → (DAG id, task id) of each node's task, whose
+    OpenLineage run becomes the node's parent. Only this try's events are emitted; a transport that fails is
+    logged and counted (the summary's ``openlineage``), never fails the task; the task waits at most
+    ``openlineage_timeout`` seconds after dbt for the last events.
+
     The task fails (retryably) when dbt crashed, and — with ``fail_on_dbt_failure=True`` (default) — when
     dbt reported any failure, so a producer retry re-runs exactly what did not succeed. Returns a summary
     (counts, elapsed, success) as its XCom.
@@ -116,6 +124,9 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         node_dag_ids: Sequence[str] = (),
         node_dag_wait: float = 20.0,
         manifest_warnings: Sequence[str] = (),
+        openlineage: bool | None = None,
+        openlineage_timeout: float = 30.0,
+        openlineage_tasks: Mapping[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         if invocation not in ("in_process", "subprocess"):
@@ -141,6 +152,9 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         self.node_dag_ids = list(node_dag_ids)
         self.node_dag_wait = node_dag_wait
         self.manifest_warnings = list(manifest_warnings)
+        self.openlineage = openlineage
+        self.openlineage_timeout = openlineage_timeout
+        self.openlineage_tasks = dict(openlineage_tasks or {})
 
     def _resumed(self, url: str, run_id: str, args: list[str]) -> tuple[list[str], list[str]]:
         """This attempt's dbt arguments, and the nodes it leaves out (:func:`dbtbus._dbt.args.resume_args`)."""
@@ -186,6 +200,7 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                               attempt, run_id, len(done), ", ".join(done))
         self.log.info("dbtbus: producing run %s on %s (attempt %d): dbt %s", run_id, redact_url(url), attempt,
                       " ".join(args))
+        lineage = self._lineage(context, url, run_id, attempt)
         try:
             if self.invocation == "subprocess":
                 result = producer.invoke_subprocess(args, dbt_executable=self.dbt_executable, env=self._env(),
@@ -194,6 +209,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
                 result = producer.invoke(args)
         except MemrayUnavailable as exc:
             raise AirflowFailException(f"dbtbus: no memray profile for run {run_id}: {exc}") from exc
+        finally:
+            delivery = lineage.finish(self.openlineage_timeout) if lineage is not None else None
         profile = str(output_path(self.memray_output)) if self.memray_output else None
         if profile:
             self.log.info("dbtbus: dbt's memory profile is in %s (memray flamegraph %s)", profile, profile)
@@ -209,6 +226,8 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
         }
         if profile:
             summary["memray_output"] = profile
+        if delivery is not None:
+            summary["openlineage"] = delivery.summary()
         self.log.info("dbtbus: run %s ended: %s", run_id, summary)
         if result.crashed:
             raise AirflowException(f"dbt crashed in run {run_id}: {result.error}")
@@ -216,6 +235,34 @@ class DbtBusProducerOperator(BaseOperator):  # type: ignore[misc,unused-ignore]
             failed = sorted(uid for uid, r in result.results.items() if r.status.is_failure)
             raise AirflowException(f"dbt reported failures in run {run_id}: {', '.join(failed) or result.error}")
         return summary
+
+    def _lineage(self, context: Any, url: str, run_id: str, attempt: int) -> Any:
+        """This try's OpenLineage emitter, started; ``None`` when off. Never raises: lineage that cannot start
+        is logged, and dbt runs all the same."""
+        from ._lineage import (
+            ProducerLineage,
+            lineage_parents,
+            openlineage_client,
+            provider_installed,
+            wants_openlineage,
+        )
+
+        on, why = wants_openlineage(self.openlineage)
+        self.log.info("dbtbus: OpenLineage %s (%s)", "on" if on else "off", why)
+        if not on:
+            return None
+        try:
+            parent: Any = None
+            parents: dict[str, Any] = {}
+            if provider_installed():
+                parent, parents = lineage_parents(context["ti"], context["dag_run"], self.openlineage_tasks, self.log)
+            lineage = ProducerLineage(url, run_id, attempt, client=openlineage_client(), log=self.log,
+                                      parent=parent, task_parents=parents)
+            lineage.start()
+        except Exception as exc:  # a client that cannot be made, a provider that refuses: dbt runs regardless
+            self.log.warning("dbtbus: OpenLineage not emitted for run %s: %s: %s", run_id, type(exc).__name__, exc)
+            return None
+        return lineage
 
     def _env(self) -> dict[str, str] | None:
         if self.dbt_env is None:

@@ -52,6 +52,7 @@ def render_dbt_task_group(
     layout: Layout = "auto",
     max_tasks_per_dag: int = DEFAULT_MAX_TASKS_PER_DAG,
     emit_assets: bool | Iterable[str] = False,
+    openlineage: bool | None = None,
     **task_group_kwargs: Any,
 ) -> TaskGroup:
     """Build a :class:`TaskGroup`: one :class:`DbtBusProducerOperator` running ``dbt_args`` and one
@@ -93,6 +94,11 @@ def render_dbt_task_group(
     success report, so each emitting task ends its success with one short worker run instead of in the
     triggerer — pay it for the relations other DAGs are scheduled on (docs/airflow.md, "Airflow Assets"). A
     selector that picks none of the selected nodes raises :class:`ValueError` (a typo would emit nothing).
+
+    **OpenLineage.** The producer task emits every node's OpenLineage events as dbt runs, each node's run
+    nested under its node task's OpenLineage run (both layouts): ``openlineage=None`` (default) when Airflow's
+    OpenLineage provider is installed and configured, ``True`` always, ``False`` never (see
+    :class:`DbtBusProducerOperator`; docs/lineage.md, "In Airflow").
 
     Parse the manifest with an absolute ``--project-dir``: a relative one is stored as the nodes'
     ``root_path`` and makes a build started from a worker's directory fail. A warning says so, with the whole
@@ -144,6 +150,7 @@ def render_dbt_task_group(
             priority_weight=producer_kwargs.pop("priority_weight", 100),
             node_dag_ids=[dag.dag_id for dag in dags],
             manifest_warnings=manifest_warnings,
+            openlineage=producer_kwargs.pop("openlineage", openlineage),  # the operator's own option wins
             **bus,
             **producer_kwargs,
         )
@@ -156,9 +163,11 @@ def render_dbt_task_group(
                                  unique_ids=list(node_dag.nodes), producer_task_id=producer.task_id,
                                  trigger_rule="always", **common)
         else:
-            _node_tasks(chosen, parents, sensor_kwargs, common, producer, sensors_after_producer, outlets)
+            tasks = _node_tasks(chosen, parents, sensor_kwargs, common, producer, sensors_after_producer, outlets)
+            producer.openlineage_tasks = {uid: (group.dag.dag_id, task_id) for uid, task_id in tasks.items()}
     if split:
-        _node_dags(group.dag, dags, chosen, parents, sensor_kwargs, common, producer.task_id, outlets)
+        producer.openlineage_tasks = _node_dags(group.dag, dags, chosen, parents, sensor_kwargs, common,
+                                                producer.task_id, outlets)
     return group
 
 
@@ -186,8 +195,8 @@ def _outlets(plan: Plan, emit: bool | list[str]) -> dict[str, list[Any]]:
 
 def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, list[str]],
                 sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any], producer: DbtBusProducerOperator,
-                sensors_after_producer: bool, outlets: Mapping[str, list[Any]]) -> None:
-    """One sensor per node in the rendering DAG, wired like dbt's graph."""
+                sensors_after_producer: bool, outlets: Mapping[str, list[Any]]) -> dict[str, str]:
+    """One sensor per node in the rendering DAG, wired like dbt's graph; returns each node's task id."""
     taken = {"dbt_producer", "dbtbus_carrier"}
     sensors: dict[str, DbtNodeSensor] = {}
     for uid in sorted(chosen, key=lambda u: (len(parents[u]), u)):
@@ -209,12 +218,14 @@ def _node_tasks(chosen: Mapping[str, Mapping[str, Any]], parents: Mapping[str, l
             sensor.set_upstream_sensors([u.task_id for u in ups])
         elif sensors_after_producer:
             producer >> sensor
+    return {uid: sensor.task_id for uid, sensor in sensors.items()}
 
 
 def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mapping[str, Any]],
                parents: Mapping[str, list[str]], sensor_kwargs: Mapping[str, Any], common: Mapping[str, Any],
-               producer_task_id: str, outlets: Mapping[str, list[Any]]) -> None:
-    """The node DAGs of the split layout, each registered with the DAG file like any DAG made in a ``with``."""
+               producer_task_id: str, outlets: Mapping[str, list[Any]]) -> dict[str, tuple[str, str]]:
+    """The node DAGs of the split layout, each registered with the DAG file like any DAG made in a ``with``;
+    returns each node's (DAG id, task id)."""
     where: dict[str, tuple[str, str]] = {}  # unique id → (node DAG id, task id)
     for node_dag in dags:
         taken: set[str] = set()
@@ -255,6 +266,7 @@ def _node_dags(parent: Any, dags: Sequence[NodeDag], chosen: Mapping[str, Mappin
                         refs.append(f"{up_dag}/{up_task}")
                 if refs:
                     sensor.set_upstream_sensors(refs)
+    return where
 
 
 def _relative_root_message(manifest_path: object, node: str, root: str | None) -> str:

@@ -59,6 +59,7 @@ async def aemit_lineage(
     parent: ParentRun | None = None,
     task_parents: TaskParents | None = None,
     on_event: Callable[[RunEvent], None] | None = None,
+    since_attempt: int = 0,
 ) -> LineageResult:
     """Emit the OpenLineage events of run ``run_id`` on ``bus`` (a :class:`~dbtbus.Bus` or a bus URL).
 
@@ -66,7 +67,9 @@ async def aemit_lineage(
     too); a lost producer ends every open run (:meth:`RunLineage.abandon`). ``follow=False`` emits what the
     log holds now and returns, leaving runs still in progress open. ``client``: an ``OpenLineageClient``
     (default: one configured from the environment); ``on_event`` sees each event after it was emitted.
-    Run ids are stable: emitting a run again emits the same OpenLineage runs again.
+    Run ids are stable: emitting a run again emits the same OpenLineage runs again. ``since_attempt``: the
+    records of earlier attempts are folded but make no event (a retry's producer, whose earlier tries emitted
+    theirs); a run an earlier attempt left open is still ended, by the newer attempt's start.
 
     :raises LineageUndelivered: the client's transport failed on an event (the events before it went out).
     :raises LineageUnavailable: OpenLineage is not installed.
@@ -81,7 +84,10 @@ async def aemit_lineage(
     emitter = client if client is not None else default_client()
     result = LineageResult()
 
-    async def emit(events: list[RunEvent]) -> None:
+    async def emit(events: list[RunEvent], record: object = None) -> None:
+        attempt = getattr(record, "attempt", None)
+        if isinstance(attempt, int) and attempt < since_attempt:
+            return
         for event in events:
             kind = event.eventType.value if event.eventType is not None else "OTHER"
             try:
@@ -98,7 +104,7 @@ async def aemit_lineage(
     async def run(open_bus: Bus) -> LineageResult:
         if not follow:
             async for entry in open_bus.history(run_id):
-                await emit(lineage.feed(entry.record))
+                await emit(lineage.feed(entry.record), entry.record)
             result.ended = not lineage.open_runs
             return result
         cursor: str | None = None
@@ -106,7 +112,7 @@ async def aemit_lineage(
             try:
                 async for entry in open_bus.subscribe(run_id, cursor):
                     cursor = entry.cursor
-                    await emit(lineage.feed(entry.record))
+                    await emit(lineage.feed(entry.record), entry.record)
             except RunLost:
                 await emit(lineage.abandon("dbtbus lost the run's producer: its lease expired before the run ended"))
                 result.lost = True

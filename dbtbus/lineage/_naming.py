@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -221,33 +221,40 @@ class DatasetNaming:
         profile: str | None = None,
         target: str | None = None,
         manifest_path: str | os.PathLike[str] | None = None,
+        manifest: Mapping[str, Any] | None = None,
     ) -> DatasetNaming:
         """The naming of a dbt project as dbt-ol finds it: ``dbt_project.yml``'s profile (or ``profile``),
         ``profiles.yml`` in ``profiles_dir`` (default: ``$DBT_PROFILES_DIR``, else the project, else
-        ``~/.dbt``), ``target/manifest.json`` (or ``manifest_path``), and ``catalog.json`` beside it if any."""
-        _processor_class()
-        import yaml
+        ``~/.dbt``), ``target/manifest.json`` (or ``manifest_path``, or an already read ``manifest``), and
+        ``catalog.json`` beside the manifest file if any."""
+        where = _profile_location(project_dir, profiles_dir=profiles_dir, profile=profile, target=target)
+        if manifest is None:
+            target_path = os.environ.get("DBT_TARGET_PATH") or where.target_path
+            manifest_file = (Path(manifest_path) if manifest_path is not None
+                             else Path(project_dir) / target_path / "manifest.json")
+            manifest = load_manifest(manifest_file)
+            catalog_file = manifest_file.with_name("catalog.json")
+            catalog = _read_catalog(catalog_file) if catalog_file.exists() else None
+        else:
+            catalog = None
+        return cls(manifest, load_profile_output(where.profiles_dir, where.profile, where.target), catalog=catalog)
 
-        project = Path(project_dir)
-        try:
-            spec = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise LineageUnavailable(f"cannot read the dbt project in {str(project)!r}: {exc}") from None
-        profile_name = profile or spec.get("profile")
-        if not profile_name:
-            raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} names no profile; pass profile=")
-        if profiles_dir is None:
-            from_env = os.environ.get("DBT_PROFILES_DIR")
-            profiles_dir = from_env or (project if (project / "profiles.yml").exists() else Path("~/.dbt"))
-        target_path = os.environ.get("DBT_TARGET_PATH") or spec.get("target-path") or "target"
-        manifest_file = Path(manifest_path) if manifest_path is not None else project / target_path / "manifest.json"
-        catalog_file = manifest_file.with_name("catalog.json")
-        catalog = _read_catalog(catalog_file) if catalog_file.exists() else None
-        return cls(
-            load_manifest(manifest_file),
-            load_profile_output(profiles_dir, str(profile_name), target),
-            catalog=catalog,
-        )
+    @classmethod
+    def from_dbt_args(
+        cls, dbt_args: Sequence[str], *, manifest: Mapping[str, Any] | None = None
+    ) -> DatasetNaming:
+        """The naming of the project dbt would build with these command-line arguments (``["build",
+        "--project-dir", ...]``): ``--project-dir``, ``--profiles-dir``, ``--profile``, ``--target`` (the last
+        of each wins, as for dbt), else dbt's ``DBT_PROJECT_DIR`` / ``DBT_PROFILES_DIR`` / ``DBT_PROFILE`` /
+        ``DBT_TARGET``, else its defaults (the working directory; see :meth:`from_project`). ``manifest``: the
+        project's manifest when it is already read (default: the project's ``target/manifest.json``).
+
+        :raises LineageUnavailable: the project, profile or manifest cannot be read, the profile names an
+            adapter dbt-ol does not support, or OpenLineage is not installed.
+        """
+        flags = dbt_flags(dbt_args)
+        return cls.from_project(flags.project_dir, profiles_dir=flags.profiles_dir, profile=flags.profile,
+                                target=flags.target, manifest=manifest)
 
     @property
     def namespace(self) -> str:
@@ -358,3 +365,76 @@ def _read_catalog(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class DbtFlags:
+    """What dbt's command-line arguments (or dbt's environment variables) say of where the project is."""
+
+    project_dir: str
+    profiles_dir: str | None
+    profile: str | None
+    target: str | None
+
+
+def _flag(args: Sequence[str], name: str) -> str | None:
+    """The value of ``--name value`` / ``--name=value`` in dbt's arguments (the last one wins, as for dbt)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def dbt_flags(dbt_args: Sequence[str]) -> DbtFlags:
+    """Where dbt's arguments say the project, profiles, profile and target are (flags, then dbt's variables)."""
+    return DbtFlags(
+        project_dir=_flag(dbt_args, "--project-dir") or os.environ.get("DBT_PROJECT_DIR") or ".",
+        profiles_dir=_flag(dbt_args, "--profiles-dir") or None,
+        profile=_flag(dbt_args, "--profile") or os.environ.get("DBT_PROFILE") or None,
+        target=_flag(dbt_args, "--target") or os.environ.get("DBT_TARGET") or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileLocation:
+    """Where dbt finds a project's profile: ``<profiles_dir>/profiles.yml``, ``profile``, ``target``
+    (``None``: the profile's default), and the project's ``target-path``."""
+
+    profiles_dir: str
+    profile: str
+    target: str | None
+    target_path: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.profiles_dir).expanduser() / "profiles.yml"
+
+
+def _profile_location(
+    project_dir: str | os.PathLike[str],
+    *,
+    profiles_dir: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    target: str | None = None,
+) -> ProfileLocation:
+    """dbt's profile discovery, once: ``profile`` or ``dbt_project.yml``'s; ``profiles_dir`` or
+    ``$DBT_PROFILES_DIR``, else the project's ``profiles.yml``, else ``~/.dbt``."""
+    import yaml  # type: ignore[import-untyped,unused-ignore]  # comes with dbt and OpenLineage, no stubs
+
+    project = Path(project_dir)
+    try:
+        spec = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise LineageUnavailable(f"cannot read the dbt project in {str(project)!r}: {exc}") from None
+    if not isinstance(spec, Mapping):
+        raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} is not a dbt project file")
+    profile_name = profile or spec.get("profile")
+    if not profile_name:
+        raise LineageUnavailable(f"{str(project / 'dbt_project.yml')!r} names no profile: pass --profile")
+    if profiles_dir is None:
+        from_env = os.environ.get("DBT_PROFILES_DIR")
+        profiles_dir = from_env or (project if (project / "profiles.yml").exists() else Path("~/.dbt").expanduser())
+    return ProfileLocation(os.fspath(profiles_dir), str(profile_name), target, str(spec.get("target-path") or "target"))

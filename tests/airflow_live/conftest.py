@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,16 @@ def live_redis() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def airflow(live_project: Path, scale_project: Path, live_redis: str,
+def lineage_endpoint() -> Iterator[object]:
+    """An OpenLineage HTTP endpoint for the suite, started before the deployment that sends to it."""
+    from tests.lineage.conftest import serve_endpoint
+
+    with serve_endpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def airflow(live_project: Path, scale_project: Path, live_redis: str, lineage_endpoint: Any,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The deployment, started once for the suite and stopped (every process group) at its end."""
     if importlib.util.find_spec("airflow") is None:
@@ -110,7 +120,11 @@ def airflow(live_project: Path, scale_project: Path, live_redis: str,
         _unavailable(f"PostgreSQL does not answer on 127.0.0.1:5432: {why}")
     home = tmp_path_factory.mktemp("airflow-home").resolve()
     env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_SCALE_PROJECT": str(scale_project),
-           "DBTBUS_LIVE_REDIS": live_redis}
+           "DBTBUS_LIVE_REDIS": live_redis,
+           # The OpenLineage provider's transport, for the one scenario that asks for lineage (openlineage=True);
+           # disabled, so the provider's listener and every other scenario (openlineage=None) send nothing.
+           "AIRFLOW__OPENLINEAGE__DISABLED": "True", "AIRFLOW__OPENLINEAGE__NAMESPACE": "dbtbus-live",
+           "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": lineage_endpoint.url, "timeout": 5})}
     with deployment(home, BIN, env) as af:
         af.create_pool("dbt_rerun", 1)
         shutil.copy(HERE / "live_dags.py", af.dags / "dbtbus_live_dags.py")

@@ -481,17 +481,49 @@ def _node_finished(run: Scenario, live_redis: str) -> dict[str, float]:
     return out
 
 
-def test_scale_assets_cost(airflow: Deployment, scale_project: Path, live_redis: str, tmp_path: Path) -> None:
-    """emit_assets=True on the 200-model project: every node task emits its one event, each success ended on
-    a worker. The figures, beside test_scale_clean_run's, are what that costs."""
-    run = _start(airflow, "live_scale_assets", "one_dag", {"gate": str(_gate(tmp_path))})
-    assert run.wait(timeout=900) == "success"
-    nodes = run.nodes()
-    assert len(nodes) == project_nodes(scale_project) + 1 == 201
-    assert {t.state for t in nodes.values()} == {"success"}
-    events = _asset_events(airflow, run.run_id)
-    assert len(events) == 201 and all(len(e) == 1 for e in events.values()), len(events)
-    on_a_worker = sum(1 for t in nodes.values() if t.queued)
-    assert on_a_worker == 201, f"{on_a_worker} of 201 node tasks ended on a worker"
-    FIGURES["scale_200_assets"] = {**run.timings(), "slowest_node_task_after_its_node_s": round(
-        _scale_outcome_lag(run, live_redis), 2), "node_tasks_on_a_worker": on_a_worker}
+def test_openlineage_from_the_producer_nests_each_node_under_its_task(airflow: Deployment, lineage_endpoint: Any,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split layout under a real scheduler: the producer emits every node's events to the suite's endpoint,
+    each valid, each node's run a child of its node task's run as the Airflow OpenLineage provider computes it
+    (the node DAG's run: logical date none, so its run_after)."""
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+    from dbtbus.airflow import dbtbus_run_id
+
+    # The provider's run ids hash its namespace in: this process computes them with the deployment's (the
+    # provider reads its configuration afresh under pytest: its cache is off when PYTEST_VERSION is set).
+    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "dbtbus-live")
+    from dbtbus.lineage import lineage_run_id
+    from tests.lineage.conftest import SpecValidator
+
+    run = _clean_run(airflow, "live_lineage", "split", tmp_path)
+    rid = dbtbus_run_id(run.dag_id, run.run_id, -1, "dbt")
+    invocation = lineage_run_id(rid, "@invocation", 1)
+    where = run.where()
+    tasks = {f"{dag_id}.{task_id}": (dag_id, task_id) for dag_id, task_id in where.values()}
+    mine = [e for e in lineage_endpoint.events
+            if e["run"]["runId"] == invocation
+            or e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == invocation
+            or e["run"]["facets"].get("parent", {}).get("job", {}).get("name") in tasks]
+    spec = SpecValidator()
+    for event in mine:
+        spec.validate(event)
+    node_starts = {e["run"]["facets"]["parent"]["job"]["name"]: e for e in mine
+                   if e["eventType"] == "START" and e["run"]["facets"]["parent"]["job"]["name"] in tasks}
+    assert set(node_starts) == set(tasks), sorted(set(tasks) - set(node_starts))  # all 14 nodes, each once
+    ends = {e["run"]["runId"]: e["eventType"] for e in mine if e["eventType"] != "START"}
+    assert ends[invocation] == "COMPLETE"
+    for name, start in node_starts.items():
+        dag_id, task_id = tasks[name]
+        [(run_after, logical_date, clear_number)] = airflow.query(
+            "select run_after, logical_date, clear_number from dag_run where dag_id=%s and run_id=%s",
+            dag_id, run.run_id)
+        parent = start["run"]["facets"]["parent"]
+        assert parent["run"]["runId"] == OpenLineageAdapter.build_task_instance_run_id(
+            dag_id=dag_id, task_id=task_id, try_number=1, logical_date=logical_date or run_after, map_index=-1)
+        assert parent["root"]["job"]["name"] == dag_id and parent["root"]["run"]["runId"] == (
+            OpenLineageAdapter.build_dag_run_id(dag_id=dag_id, logical_date=logical_date or run_after,
+                                                clear_number=clear_number or 0))
+        assert ends[start["run"]["runId"]] == "COMPLETE", name
+    assert "dbtbus: OpenLineage on (openlineage=True)" in run.log(PRODUCER)

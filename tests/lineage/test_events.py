@@ -254,3 +254,50 @@ def test_no_event_carries_the_profiles_password() -> None:
     events = feed_all(RunLineage("run-1", DatasetNaming(MANIFEST, POSTGRES)), A_GREEN_RUN)
     assert events and "hunter2" not in json.dumps(events)
     assert NodeStatus.NOT_RUN.value == "not_run"  # the status the producer gives a node the run never reached
+
+
+def test_a_retrys_consumer_emits_its_own_attempt_and_ends_what_the_last_left_open() -> None:
+    """``aemit_lineage(since_attempt=2)`` — the producer task's retry in Airflow: attempt 1's events were sent by
+    its own try, so they are not sent again; the run attempt 1 left open is still ended, by attempt 2's start."""
+    import uuid
+
+    import anyio
+
+    import dbtbus
+    from dbtbus.backends.memory import drop_store
+    from dbtbus.lineage import aemit_lineage
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def emit(self, event: Any) -> None:
+            self.sent.append(event)
+
+    records: list[Record] = [
+        a_run(), started("model.p.staged", 1),  # attempt 1's producer was killed
+        a_run(attempt=2), started("model.p.staged", 10, attempt=2), ended("model.p.staged", "success", 11, attempt=2),
+        RunFinished(run_id="run-1", success=True, finished_at=at(12), attempt=2),
+    ]  # fmt: skip
+    store = f"lineage-retry-{uuid.uuid4().hex[:8]}"
+    client = Client()
+
+    async def main() -> None:
+        async with dbtbus.connect(f"memory://{store}") as bus:
+            await bus.publish(records)
+            await aemit_lineage(bus, "run-1", follow=False, client=client, since_attempt=2)
+
+    try:
+        anyio.run(main)
+    finally:
+        drop_store(store)
+    first, second = lineage_run_id("run-1", "model.p.staged", 1), lineage_run_id("run-1", "model.p.staged", 2)
+    sent = [(e.job.name, e.run.runId, e.eventType.value) for e in client.sent]
+    assert sent == [
+        ("model.p.staged", first, "ABORT"),
+        ("dbt-run", lineage_run_id("run-1", "@invocation", 1), "FAIL"),
+        ("dbt-run", lineage_run_id("run-1", "@invocation", 2), "START"),
+        ("model.p.staged", second, "START"),
+        ("model.p.staged", second, "COMPLETE"),
+        ("dbt-run", lineage_run_id("run-1", "@invocation", 2), "COMPLETE"),
+    ]
