@@ -26,7 +26,7 @@ from dbtbus.backends.memory import drop_store
 from dbtbus.events import Record
 from dbtbus.lineage import aemit_lineage, emit_lineage, lineage_run_id, naming_from_run
 from dbtbus.testing.projects import copy_shop
-from dbtbus.testing.redis_server import RedisServer
+from dbtbus.testing.redis_server import RedisServer, find_redis_server
 
 from ._checks import by_run, check_run, ending_latencies, no_secret, percentile, records_of
 from .conftest import REDIS_PASSWORD, LineageEndpoint, SpecValidator, configure_openlineage, serve_endpoint
@@ -249,3 +249,38 @@ def test_a_producer_killed_mid_run_leaves_no_run_open(
     aborted = runs[lineage_run_id(run_id, nodes[1], 1)][-1]
     assert "lost the run's producer" in aborted["run"]["facets"]["errorMessage"]["message"]
     assert no_secret(lineage_env.bodies, REDIS_PASSWORD)
+
+
+def test_a_redis_restart_mid_run_loses_no_event(
+    tmp_path: Path, lineage_env: LineageEndpoint, spec: SpecValidator
+) -> None:
+    """Issue #29's goal row: START and one terminal event per node, nothing lost across a Redis restart. The
+    server (append-only, so it keeps what it acknowledged) goes down for 2 s while the second model runs; the
+    producer and the following consumer both ride it out."""
+    executable = find_redis_server()
+    assert executable is not None, "no redis-server on PATH: the lineage tests run through a real Redis"
+    nodes = slow_chain(tmp_path / "slow", length=4)
+    run_id = f"restarted-{uuid.uuid4().hex[:6]}"
+    args = ["build", "--project-dir", str(tmp_path / "slow"), "--profiles-dir", str(tmp_path / "slow")]
+    with RedisServer(executable=executable, appendonly=True) as server:
+        producer = subprocess.Popen([sys.executable, "-c", PRODUCE, server.url, run_id, *args],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        results: list[Any] = []
+        thread = threading.Thread(target=lambda: results.append(emit_lineage(server.url, run_id,
+                                                                             naming=naming_from_run)))  # fmt: skip
+        thread.start()
+        try:
+            lineage_env.wait_for(lambda events: any(e["job"]["name"] == nodes[1] for e in events), timeout=90)
+            server.restart(down_for=2.0)
+            assert producer.wait(120) == 0, producer.stderr.read().decode() if producer.stderr else ""
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait(30)
+        thread.join(90)
+        assert not thread.is_alive() and results and results[0].ended and not results[0].lost
+        check_run(lineage_env.events, records_of(server.url, run_id), run_id, spec)
+    endings = {run: [e["eventType"] for e in lifecycle] for run, lifecycle in by_run(lineage_env.events).items()}
+    for node in nodes:
+        assert endings[lineage_run_id(run_id, node, 1)] == ["START", "COMPLETE"], node
+    assert endings[lineage_run_id(run_id, "@invocation", 1)] == ["START", "COMPLETE"]
