@@ -477,7 +477,9 @@ class BackendContract:
     # ------------------------------------------------------------------------------------------ tombstones
 
     @pytest.mark.anyio
-    async def test_a_deleted_run_is_gone_until_appended_again(self, backend: Backend, new_run: Callable[[], str]) -> None:
+    async def test_a_deleted_run_is_gone_until_appended_again(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
         """With :attr:`Backend.tombstones`, ``run_gone`` tells a deleted run from one never started; an append
         (the run id used again) takes it back. Without, it is always False (the documented default)."""
         run, unknown = new_run(), new_run()
@@ -498,7 +500,9 @@ class BackendContract:
         assert _data(await backend.read(run, None)) == [b"again"]
 
     @pytest.mark.anyio
-    async def test_an_expired_run_is_gone_once_its_keys_are(self, backend: Backend, new_run: Callable[[], str]) -> None:
+    async def test_an_expired_run_is_gone_once_its_keys_are(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
         run, retried = new_run(), new_run()
         for each in (run, retried):
             await backend.append(each, [Append(b"x", node="n")])
