@@ -517,6 +517,8 @@ class Bus:
                 yield LogEntry(cursor, record)
                 if record is tail.state.ending and not follow_attempts:
                     return
+            if not batch.records and not batch.more and await tail.check_tombstone():
+                raise RunGone(run_id=run_id, tombstone=True)
             if not batch.records and not batch.more and await tail.check_liveness():
                 if tail.state.gone:
                     raise RunGone(run_id=run_id)
@@ -533,6 +535,7 @@ class Bus:
         tail = self._tail(run_id)
         while (await tail.read(0)).more:
             pass
+        await tail.check_tombstone()  # an empty log: deleted or expired (status GONE), or not started yet
         tail.liveness.from_records(datetime.now(timezone.utc))
         await tail.check_liveness()
         return tail.state
