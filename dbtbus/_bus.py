@@ -507,7 +507,9 @@ class Bus:
 
         Ends after the run's finished or crashed record (with ``follow_attempts=True`` it keeps following,
         for a producer that retries the run). Raises :class:`~dbtbus.RunLost` when the producer's lease
-        expires mid-run. Undecodable entries are logged and skipped; they stay in the backend.
+        expires mid-run, and :class:`~dbtbus.RunGone` when the run vanished (deleted, expired, flushed) — at
+        once, when its log is empty and the backend's tombstone says it was deleted or expired. Undecodable
+        entries are logged and skipped; they stay in the backend.
         """
         self._require_open()
         tail = self._tail(run_id, from_cursor)
