@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from dbtbus import ConfigurationError
 from dbtbus.backends.base import Append, Backend
 from dbtbus.backends.memory import MemoryBackend, MemoryStore, _KeyIndex, drop_store
 from dbtbus.testing.backend_contract import BackendContract
@@ -28,6 +29,14 @@ class TestMemoryBackend(BackendContract):
         finally:
             await backend.aclose()
             drop_store(name)
+
+
+def test_the_tombstone_period_is_an_option() -> None:
+    assert MemoryBackend.from_url("memory://").tombstone_period == 7 * 24 * 3600
+    assert MemoryBackend.from_url("memory://", tombstone_period="30").tombstone_period == 30
+    for bad in (-1, "soon", float("inf"), True):
+        with pytest.raises(ConfigurationError, match="tombstone_period"):
+            MemoryBackend.from_url("memory://", tombstone_period=bad)
 
 
 # ------------------------------------------------------------------------------------------ idempotency keys
