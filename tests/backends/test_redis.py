@@ -726,8 +726,10 @@ async def test_acl_user_with_exactly_the_documented_commands(tmp_path: Path) -> 
             await backend.renew_lease("r", "p", 5)
             await backend.release_lease("r", "p")
             assert await backend.list_runs() == ["r"]
+            assert await backend.run_gone("r") is False
             await backend.expire_run("r", 60)
             await backend.delete_run("r")
+            assert await backend.run_gone("r") is True  # the tombstone needs no command beyond the rule
         finally:
             await backend.aclose()
 
@@ -740,7 +742,7 @@ async def test_acl_user_with_exactly_the_documented_commands(tmp_path: Path) -> 
                 await whole_run()
             server.cli("ACL", "SETUSER", "tenant", f"+{command}")
             server.cli("DEL", "tenant:{r}:log", "tenant:{r}:nodes", "tenant:{r}:lease", "tenant:{r}:claim",
-                       "tenant:{r}:appended", "tenant:runs")  # fmt: skip
+                       "tenant:{r}:appended", "tenant:{r}:gone", "tenant:runs")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- reading junk
