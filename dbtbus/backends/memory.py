@@ -232,7 +232,8 @@ class MemoryStore:
             now = time.monotonic()
             run = self._live_run(run_id, now)
             self._runs.pop(run_id, None)
-            if run is not None and tombstone > 0:
+            # Only a run with keys, as in Redis: a blocked reader's placeholder (an empty _Run) is not a run.
+            if run is not None and (run.log or run.nodes or run.claim or run.lease) and tombstone > 0:
                 self._bury(run_id, now + tombstone)
             wakers = list(run.wakers) if run is not None else []
         for wake in wakers:  # blocked readers re-read and find an empty log
