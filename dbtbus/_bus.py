@@ -507,7 +507,9 @@ class Bus:
 
         Ends after the run's finished or crashed record (with ``follow_attempts=True`` it keeps following,
         for a producer that retries the run). Raises :class:`~dbtbus.RunLost` when the producer's lease
-        expires mid-run. Undecodable entries are logged and skipped; they stay in the backend.
+        expires mid-run, and :class:`~dbtbus.RunGone` when the run vanished (deleted, expired, flushed) — at
+        once, when its log is empty and the backend's tombstone says it was deleted or expired. Undecodable
+        entries are logged and skipped; they stay in the backend.
         """
         self._require_open()
         tail = self._tail(run_id, from_cursor)
@@ -517,6 +519,8 @@ class Bus:
                 yield LogEntry(cursor, record)
                 if record is tail.state.ending and not follow_attempts:
                     return
+            if not batch.records and not batch.more and await tail.check_tombstone():
+                raise RunGone(run_id=run_id, tombstone=True)
             if not batch.records and not batch.more and await tail.check_liveness():
                 if tail.state.gone:
                     raise RunGone(run_id=run_id)
@@ -533,6 +537,7 @@ class Bus:
         tail = self._tail(run_id)
         while (await tail.read(0)).more:
             pass
+        await tail.check_tombstone()  # an empty log: deleted or expired (status GONE), or not started yet
         tail.liveness.from_records(datetime.now(timezone.utc))
         await tail.check_liveness()
         return tail.state

@@ -165,12 +165,16 @@ class RunLost(RunError):
 
 class RunGone(RunError):
     """The run, read in progress, has vanished from the backend — deleted (``dbtbus gc``), expired by its
-    retention or flushed — before it ended (raised by ``Bus.subscribe``; waiters get ``RunNotFound``)."""
+    retention or flushed — before it ended (raised by ``Bus.subscribe``; waiters get ``RunNotFound``).
+    ``tombstone``: never read in progress, the backend's tombstone says it was deleted or expired."""
 
-    def __init__(self, *, run_id: str) -> None:
-        super().__init__(
-            f"run {run_id!r} vanished from the bus before it ended: it was deleted, expired or flushed", run_id=run_id
-        )
+    def __init__(self, *, run_id: str, tombstone: bool = False) -> None:
+        if tombstone:
+            text = f"run {run_id!r} is no longer on the bus: it was deleted or expired (a tombstone says so)"
+        else:
+            text = f"run {run_id!r} vanished from the bus before it ended: it was deleted, expired or flushed"
+        super().__init__(text, run_id=run_id)
+        self.tombstone = tombstone
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (functools.partial(RunGone, run_id=self.run_id), ())
+        return (functools.partial(RunGone, run_id=self.run_id, tombstone=self.tombstone), ())

@@ -20,6 +20,11 @@ lost its head (no RunStarted) is watched too, on the longest period.
 reads empty there — this reader saw records of it — was deleted (``dbtbus gc``), expired or flushed, and
 the run is *gone* (``RUN_NOT_FOUND``), not merely lost.
 
+**Tombstones.** A reader that finds a run's log empty from its very beginning asks the backend once
+(:meth:`~dbtbus.backends.base.Backend.run_gone`) whether the run was deleted or expired: its tombstone then
+makes the run gone at once (``RUN_NOT_FOUND``), where it would otherwise look not started yet and its
+waiters would wait out their timeout. Any record read later takes that back (the run id used again).
+
 **Snapshots.** A reader that reads a log once (``Bus.run_state``, ``dbtbus runs``, ``gc``) was not connected
 while the producer lived: it starts the clock from the records themselves, at the producer's last record
 (by the producer's clock) plus one heartbeat interval — a live producer writes a heartbeat at least that
@@ -212,6 +217,7 @@ class LogTail:
         self.state = RunState(run_id, from_start=cursor is None)
         self.liveness = Liveness(backend, self.state)
         self._backoff = 0.0
+        self._asked_tombstone = False
 
     async def read(self, timeout: float) -> Batch:
         """Read once and fold what came in.
@@ -253,6 +259,22 @@ class LogTail:
         if batch.records:
             self.liveness.sign_of_life()
         return batch
+
+    async def check_tombstone(self) -> bool:
+        """Is the run, whose log reads empty from its start, gone under a tombstone? True when that made it gone
+        now. Asked of the backend once per tail (again only after a transient failure, which is logged), and
+        only while nothing has been read: a log with anything in it is not a deleted run's."""
+        if self._asked_tombstone or self.cursor is not None or not self.state.may_be_tombstoned:
+            return False
+        try:
+            gone = await self.backend.run_gone(self.run_id)
+        except BackendRejected:
+            raise
+        except BackendError as exc:
+            logger.warning("dbtbus: asking whether run %r was deleted failed: %s", self.run_id, exc)
+            return False
+        self._asked_tombstone = True
+        return gone and self.state.mark_tombstoned()
 
     async def check_liveness(self) -> bool:
         """True when the producer was found lost now; transient errors of the check are logged, not raised."""
@@ -533,6 +555,8 @@ class RunReader:
             if not batch.more:
                 if not self.caught_up:
                     self.caught_up = True
+                    changed = EVERYTHING
+                if await tail.check_tombstone():  # an empty log: deleted or expired, or not started yet?
                     changed = EVERYTHING
                 if self.recheck and not isinstance(changed, _Everything):
                     changed.update(self.recheck)

@@ -17,7 +17,9 @@ The rules, each written once below:
   one get the same answer; outside the selected graph → ``NOT_IN_RUN``; the run ended (or its producer
   was lost) while the log shows a gap (see below) → ``DATA_LOST``; the run ended without it → ``NOT_RUN``;
   the producer lost → ``PRODUCER_LOST``; the run seen in progress and since vanished from the backend
-  (deleted, expired, flushed) → ``RUN_NOT_FOUND``; otherwise ``PENDING``.
+  (deleted, expired, flushed), or never seen and its log empty under a backend's tombstone (deleted or
+  expired before this reader came: :meth:`RunState.mark_tombstoned`) → ``RUN_NOT_FOUND``; otherwise
+  ``PENDING``. Any record read after a tombstone takes it back (the run id is in use again).
 * **Gaps**: a log read from its beginning must start with a ``RunStarted``; one that starts with anything
   else lost its head (a Redis restart without persistence, a flush, a trimmed stream), and a ``RunFinished``
   counting more node results of its attempt than the log holds shows records lost on the way. Then a node
@@ -89,6 +91,8 @@ class RunState:
         self.lost = False
         #: The run was seen in progress and its log has since vanished from the backend (see :meth:`mark_gone`).
         self.gone = False
+        #: ``gone`` comes from the backend's tombstone, not from a run this reader saw (see :meth:`mark_tombstoned`).
+        self.tombstoned = False
         #: Results as they stood when the current attempt started (re-filtered once its graph is known).
         self._before_attempt: dict[str, NodeResult] = {}
         self._children: dict[str, list[str]] | None = None
@@ -117,6 +121,8 @@ class RunState:
 
     @property
     def status(self) -> RunStatus:
+        if self.tombstoned:
+            return RunStatus.GONE
         if self.started is None and not self.gap:
             return RunStatus.PENDING
         if isinstance(self.ending, RunCrashed):
@@ -184,6 +190,8 @@ class RunState:
     def apply(self, record: Record) -> list[str] | None:
         """Fold one record in. Return the node ids whose outcome may have changed (in order), or ``None``
         when every node of the run may be affected (the run started, ended or changed attempt)."""
+        if self.tombstoned:  # a record after the tombstone: the run id is in use again, the run is not gone
+            self.gone = self.tombstoned = False
         if not self._folded:
             self._folded = True
             if self._from_start and not isinstance(record, RunStarted):
@@ -235,6 +243,20 @@ class RunState:
         if (self.started is None and not self.gap) or self.ending is not None or self.gone:
             return False
         self.gone = True
+        return True
+
+    @property
+    def may_be_tombstoned(self) -> bool:
+        """Nothing folded in yet: whether the run is gone under a tombstone is still a question."""
+        return not self._folded and not self.gone
+
+    def mark_tombstoned(self) -> bool:
+        """The backend's tombstone says the run was deleted or expired, and its log reads empty from the start:
+        gone, though this reader never saw it (not a run that has not started yet). Return True if that
+        changes anything. A record folded in later takes it back."""
+        if not self.may_be_tombstoned:
+            return False
+        self.gone = self.tombstoned = True
         return True
 
     def _stale(self, attempt: int | None) -> bool:
@@ -373,7 +395,8 @@ class RunState:
             return self._make(OutcomeKind.NOT_IN_RUN, unique_id)
         if self.gone and self.ending is None:
             # Before DATA_LOST and PRODUCER_LOST: whatever else the log had to say is gone with it.
-            return self._make(OutcomeKind.RUN_NOT_FOUND, unique_id)
+            detail = "a tombstone says so" if self.tombstoned else None
+            return self._make(OutcomeKind.RUN_NOT_FOUND, unique_id, detail=detail)
         if self.gap and (self.ending is not None or self.lost):
             return self._make(OutcomeKind.DATA_LOST, unique_id, ending=self.ending, detail=self.gap)
         if self.ending is not None:

@@ -108,6 +108,50 @@ async def test_subscribe_raises_run_gone_for_a_run_deleted_mid_run(bus: Bus) -> 
     assert len(seen) == 1
 
 
+async def test_a_waiter_that_comes_after_the_run_was_deleted_gets_run_not_found_at_once(memory_url: str) -> None:
+    """Issue #27 item 4: a bus that never read the run asks the backend's tombstone once, on an empty log,
+    and answers RunNotFound at once — before, it waited out its timeout (a run not started yet looks the
+    same). A run id used again is answered as usual."""
+    async with dbtbus.connect(memory_url) as producer:
+        await producer.publish([started(DIAMOND), result("seed.s")])
+        await producer.delete_run(RUN)
+    async with dbtbus.connect(memory_url) as late:
+        start = anyio.current_time()
+        with pytest.raises(dbtbus.RunNotFound, match=r"no longer on the bus \(a tombstone says so\)"):
+            await late.wait(RUN, "model.a", timeout=30)
+        assert anyio.current_time() - start < 1.0
+        got = await late.outcome(RUN, "seed.s", timeout=0)  # the snapshot path says so too
+        assert got.kind is dbtbus.OutcomeKind.RUN_NOT_FOUND
+        assert (await late.run_state(RUN)).status is dbtbus.RunStatus.GONE
+        with pytest.raises(dbtbus.RunGone, match="deleted or expired"):
+            async for _ in late.subscribe(RUN):
+                pass
+        # Used again: a new producer appends, and the same (lingering) reader answers from its records.
+        waiting = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait_b() -> None:
+                waiting.append(await late.wait(RUN, "model.b", timeout=10))
+
+            await late.publish([started(DIAMOND, attempt=1)])
+            tg.start_soon(wait_b)
+            await anyio.sleep(0.1)
+            await late.publish(result("model.b"))
+        assert [r.unique_id for r in waiting] == ["model.b"]
+    async with dbtbus.connect(memory_url) as fresh:
+        assert (await fresh.wait(RUN, "model.b", timeout=5)).unique_id == "model.b"
+
+
+async def test_a_run_never_started_is_still_waited_for_and_asked_about_once() -> None:
+    """No tombstone, no answer: a consumer that starts before its producer waits, as it always did, and the
+    backend is asked once, not at every read."""
+    backend = MockBackend()
+    async with dbtbus.connect(backend, read_block=0.05) as bus:
+        with pytest.raises(WaitTimeout):
+            await bus.wait("not-yet", "model.a", timeout=0.5)
+    assert backend.calls["run_gone"] == 1 and backend.calls["read"] > 3
+
+
 async def test_a_snapshot_dates_a_dead_producer_by_its_records(bus: Bus) -> None:
     """run_state reads once: a run with no lease whose last record is older than one heartbeat plus 2.5
     lease periods is lost; a fresh record, or a live lease, keeps it running."""

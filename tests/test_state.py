@@ -343,6 +343,22 @@ def test_a_run_gone_mid_run_answers_run_not_found_for_what_it_had_not_decided() 
     assert state.status is RunStatus.RUNNING and state.outcome("model.a").kind is OutcomeKind.PENDING
 
 
+def test_a_tombstone_makes_a_run_never_read_gone_until_a_record_comes() -> None:
+    """Issue #27 item 4: a run deleted or expired before this reader came is gone, not "not started yet";
+    the first record read after it (the run id used again) takes that back."""
+    state = RunState(RUN, from_start=True)
+    assert state.status is RunStatus.PENDING and state.may_be_tombstoned
+    assert state.mark_tombstoned() and not state.mark_tombstoned()
+    assert state.status is RunStatus.GONE and state.tombstoned
+    outcome = state.outcome("model.a")
+    assert outcome.kind is OutcomeKind.RUN_NOT_FOUND and outcome.detail == "a tombstone says so"
+    assert state.outcome("model.a", min_attempt=2).kind is OutcomeKind.PENDING  # a later attempt may come
+    state.apply(started(DIAMOND))
+    assert not state.gone and not state.tombstoned and state.status is RunStatus.RUNNING
+    assert state.outcome("model.a").kind is OutcomeKind.PENDING
+    assert not state.mark_tombstoned()  # a log with records in it is not a deleted run's
+
+
 def test_a_finished_run_is_never_gone() -> None:
     state = RunState(RUN)
     state.apply(started(DIAMOND))

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
 from .._format import redact_url
+from .base import DEFAULT_TOMBSTONE_PERIOD, tombstone_period_option
 
 __all__ = [
     "DEFAULT_MAXLEN",
@@ -128,6 +129,7 @@ _BACKEND_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "max_blocking": lambda n, v: _as_int(n, v, 1),
     "max_record_bytes": lambda n, v: _as_int(n, v, 1),
     "eviction": _as_eviction,
+    "tombstone_period": lambda n, v: tombstone_period_option(v),
 }
 # Connection options, handed to redis-py.
 _CLIENT_OPTIONS: Final[dict[str, Callable[[str, Any], Any]]] = {
@@ -164,6 +166,8 @@ class RedisSettings:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     #: What ``open`` does when the server may evict dbtbus's keys (a maxmemory policy other than noeviction).
     eviction: str = "warn"
+    #: Seconds a deleted or expired run's tombstone outlives its keys (0: none).
+    tombstone_period: float = DEFAULT_TOMBSTONE_PERIOD
     #: A cluster's seed nodes after the URL's first host (``redis://a:7000,b:7001/0?cluster=true``): redis-py's
     #: ``startup_nodes``. ``url`` names the first one only, in the form redis-py parses.
     seeds: tuple[tuple[str, int], ...] = ()

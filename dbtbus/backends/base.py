@@ -24,9 +24,15 @@ Two guarantees are opt-in, declared by class attributes, because they need atomi
   atomic and fence: one producer per run and attempt; a producer superseded by another holder (the same
   attempt after its lease lapsed, or a later attempt) gets :class:`dbtbus.RunClaimed` on its next renewal.
 
-The defaults keep a backend that declares neither working: ``acquire_lease`` checks the lease and then
+* :attr:`Backend.tombstones` — :meth:`Backend.delete_run` and :meth:`Backend.expire_run` leave a small
+  marker that outlives the run's keys by :attr:`Backend.tombstone_period`, and :meth:`Backend.run_gone`
+  reads it: a waiter that arrives after a run was deleted or expired gets ``RunNotFound`` at once instead
+  of waiting for a run that will never start. An append removes it (a run id used again).
+
+The defaults keep a backend that declares none of them working: ``acquire_lease`` checks the lease and then
 renews it (two calls, so two producers racing within one round trip can both win), and append keys are
-ignored. The contract suite checks the declared behaviour either way.
+ignored, and :meth:`Backend.run_gone` always says ``False`` (a deleted run looks like one not started yet,
+and its waiters wait out their timeout). The contract suite checks the declared behaviour either way.
 """
 
 from __future__ import annotations
@@ -36,9 +42,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._exceptions import RecordTooLarge, RunClaimed
+from .._exceptions import ConfigurationError, RecordTooLarge, RunClaimed
 
-__all__ = ["Append", "Backend", "Entry", "Lease", "check_record_sizes", "claimed_message"]
+__all__ = ["DEFAULT_TOMBSTONE_PERIOD", "Append", "Backend", "Entry", "Lease", "check_record_sizes", "claimed_message",
+           "tombstone_period_option"]
+
+#: How long (seconds) a deleted or expired run's tombstone outlives its keys by default: 7 days.
+DEFAULT_TOMBSTONE_PERIOD = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,11 @@ class Backend(abc.ABC):
     #: items make the whole call fail with :class:`dbtbus.RecordTooLarge`, storing nothing; a backend may
     #: also skip stored entries over its limit when reading (with a warning; the cursor still advances).
     max_record_bytes: int | None = None
+    #: True when :meth:`delete_run` and :meth:`expire_run` leave a tombstone that :meth:`run_gone` reads.
+    tombstones: ClassVar[bool] = False
+    #: Seconds a tombstone outlives the run's keys (a backend option; ``0``: leave none). Read at each
+    #: deletion or expiry, so changing it affects the tombstones left from then on.
+    tombstone_period: float = DEFAULT_TOMBSTONE_PERIOD
 
     @classmethod
     @abc.abstractmethod
@@ -228,15 +243,45 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def expire_run(self, run_id: str, ttl: float) -> None:
-        """Make every key of ``run_id`` disappear ``ttl`` seconds from now (retention after a run ends)."""
+        """Make every key of ``run_id`` disappear ``ttl`` seconds from now (retention after a run ends).
+
+        With :attr:`tombstones`, a run that exists also gets (or keeps) a tombstone lasting ``ttl`` plus
+        :attr:`tombstone_period`: once the keys are gone, :meth:`run_gone` says so.
+        """
 
     @abc.abstractmethod
     async def delete_run(self, run_id: str) -> None:
-        """Delete ``run_id``'s log, node records and lease at once. Deleting an unknown run is not an error."""
+        """Delete ``run_id``'s log, node records and lease at once. Deleting an unknown run is not an error.
+
+        With :attr:`tombstones`, deleting a run that exists leaves a tombstone for :attr:`tombstone_period`
+        seconds (deleting an unknown run leaves none: a mistyped id must not make a future run look gone).
+        """
+
+    async def run_gone(self, run_id: str) -> bool:
+        """True when ``run_id`` was deleted or expired (within :attr:`tombstone_period`), and nothing was
+        appended to it since: its log reads empty because it is gone, not because it has not started.
+
+        Only meaningful with :attr:`tombstones`; the default (a backend without them) is always ``False``.
+        The bus asks once, when it starts reading a run whose log is empty.
+        """
+        return False
 
     @abc.abstractmethod
     async def list_runs(self) -> list[str]:
         """Return the ids of the runs this backend stores (in no particular order)."""
+
+
+def tombstone_period_option(value: Any) -> float:
+    """The ``tombstone_period`` backend option as seconds (``>= 0``, finite), or :class:`~dbtbus.ConfigurationError`."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"option 'tombstone_period' must be a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or not 0 <= seconds < float("inf"):
+        raise ConfigurationError(
+            f"option 'tombstone_period' must be a number of seconds >= 0 (0: no tombstones), got {value!r}"
+        )
+    return seconds
 
 
 def claimed_message(run_id: str, holder: str, attempt: int | None, owner: str, owner_attempt: int | None) -> str:

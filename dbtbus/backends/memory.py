@@ -21,7 +21,16 @@ import sniffio
 
 from .._exceptions import ConfigurationError, InvalidCursor, RunClaimed
 from .._wakeup import capture_scheduler
-from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
+from .base import (
+    DEFAULT_TOMBSTONE_PERIOD,
+    Append,
+    Backend,
+    Entry,
+    Lease,
+    check_record_sizes,
+    claimed_message,
+    tombstone_period_option,
+)
 
 #: The default cap on one record (bytes), as for Redis: a record is a node's result, not a data set.
 DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
@@ -86,6 +95,8 @@ class MemoryStore:
         self.name = name
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
+        #: A deleted or expired run → when its tombstone lapses (monotonic); an append removes it.
+        self._tombstones: dict[str, float] = {}
 
     def _live_run(self, run_id: str, now: float) -> _Run | None:
         run = self._runs.get(run_id)
@@ -100,6 +111,7 @@ class MemoryStore:
             if run is None:
                 run = self._runs[run_id] = _Run()
             run.expires_at = None
+            self._tombstones.pop(run_id, None)  # the run id is in use again: it is not gone
             cursors = []
             for item in items:
                 position = len(run.log) + 1
@@ -201,18 +213,45 @@ class MemoryStore:
             if run is not None and run.lease is not None and run.lease[0] == holder:
                 run.lease = None
 
-    def expire_run(self, run_id: str, ttl: float) -> None:
-        with self._lock:
-            run = self._live_run(run_id, time.monotonic())
-            if run is not None:
-                run.expires_at = time.monotonic() + ttl
+    def _bury(self, run_id: str, until: float) -> None:
+        """Keep (or lengthen) ``run_id``'s tombstone until ``until``; the caller holds the lock."""
+        self._tombstones[run_id] = max(until, self._tombstones.get(run_id, until))
 
-    def delete_run(self, run_id: str) -> None:
+    def expire_run(self, run_id: str, ttl: float, tombstone: float = 0.0) -> None:
         with self._lock:
-            run = self._runs.pop(run_id, None)
+            now = time.monotonic()
+            run = self._live_run(run_id, now)
+            if run is not None:
+                run.expires_at = now + ttl
+                if tombstone > 0:
+                    # Set now, while the run is still there: once it expires, no call is left to set it.
+                    self._tombstones[run_id] = now + max(ttl, 0) + tombstone
+
+    def delete_run(self, run_id: str, tombstone: float = 0.0) -> None:
+        with self._lock:
+            now = time.monotonic()
+            run = self._live_run(run_id, now)
+            self._runs.pop(run_id, None)
+            # Only a run with keys, as in Redis: a blocked reader's placeholder (an empty _Run) is not a run.
+            if run is not None and (run.log or run.nodes or run.claim or run.lease) and tombstone > 0:
+                self._bury(run_id, now + tombstone)
             wakers = list(run.wakers) if run is not None else []
         for wake in wakers:  # blocked readers re-read and find an empty log
             wake()
+
+    def run_gone(self, run_id: str) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            until = self._tombstones.get(run_id)
+            if until is not None and until <= now:
+                del self._tombstones[run_id]
+                until = None
+            if until is None:
+                return False
+            # A tombstone set by expire_run stands while the run's keys are still there (its expiry pending):
+            # only a run with nothing left in its log is gone. (Readers blocked on it keep an empty _Run.)
+            run = self._live_run(run_id, now)
+            return run is None or not run.log
 
     def list_runs(self) -> list[str]:
         with self._lock:
@@ -223,6 +262,7 @@ class MemoryStore:
         """Forget every run (tests use this to isolate themselves)."""
         with self._lock:
             runs, self._runs = self._runs, {}
+            self._tombstones = {}  # as FLUSHDB: nothing of the store is left, tombstones included
         for run in runs.values():
             for wake in run.wakers:
                 wake()
@@ -266,10 +306,18 @@ class MemoryBackend(Backend):
     schemes: tuple[str, ...] = ("memory",)
     idempotent_appends = True
     fenced_leases = True
+    tombstones = True
 
-    def __init__(self, store: MemoryStore, *, max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
+        tombstone_period: float = DEFAULT_TOMBSTONE_PERIOD,
+    ) -> None:
         self.store = store
         self.max_record_bytes = max_record_bytes
+        self.tombstone_period = tombstone_period
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
@@ -279,8 +327,12 @@ class MemoryBackend(Backend):
         # The query string is not read (it never was): options come as keyword arguments only.
         merged = dict(options)
         limit = merged.pop("max_record_bytes", DEFAULT_MAX_RECORD_BYTES)
+        period = merged.pop("tombstone_period", DEFAULT_TOMBSTONE_PERIOD)
         if merged:
-            raise ConfigurationError(f"memory:// takes no options but max_record_bytes, got {sorted(merged)}")
+            raise ConfigurationError(
+                f"memory:// takes no options but max_record_bytes and tombstone_period, got {sorted(merged)}"
+            )
+        tombstone_period = tombstone_period_option(period)
         try:
             max_record_bytes = int(limit)
         except (TypeError, ValueError):
@@ -288,7 +340,7 @@ class MemoryBackend(Backend):
         if max_record_bytes < 1:
             raise ConfigurationError(f"max_record_bytes must be >= 1, got {limit!r}")
         name = (parts.netloc + parts.path).strip("/")
-        return cls(get_store(name), max_record_bytes=max_record_bytes)
+        return cls(get_store(name), max_record_bytes=max_record_bytes, tombstone_period=tombstone_period)
 
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
         check_record_sizes(run_id, items, self.max_record_bytes)
@@ -363,10 +415,13 @@ class MemoryBackend(Backend):
         self.store.release_lease(run_id, holder)
 
     async def expire_run(self, run_id: str, ttl: float) -> None:
-        self.store.expire_run(run_id, ttl)
+        self.store.expire_run(run_id, ttl, self.tombstone_period)
 
     async def delete_run(self, run_id: str) -> None:
-        self.store.delete_run(run_id)
+        self.store.delete_run(run_id, self.tombstone_period)
+
+    async def run_gone(self, run_id: str) -> bool:
+        return self.store.run_gone(run_id)
 
     async def list_runs(self) -> list[str]:
         return self.store.list_runs()

@@ -112,6 +112,10 @@ class MockBackend(MemoryBackend):
         await self._intercept("delete_run", run_id)
         await super().delete_run(run_id)
 
+    async def run_gone(self, run_id: str) -> bool:
+        await self._intercept("run_gone", run_id)
+        return await super().run_gone(run_id)
+
     async def list_runs(self) -> list[str]:
         await self._intercept("list_runs", None)
         return await super().list_runs()

@@ -8,9 +8,15 @@ Layout of one run (all its keys share the hash tag ``{<run_id>}``, so a run live
     <prefix>{<run_id>}:lease     STRING  the producer's liveness lease: holder, with a PX expiry
     <prefix>{<run_id>}:claim     HASH    the latest acquire_lease: holder, attempt (the fence; no expiry)
     <prefix>{<run_id>}:appended  HASH    idempotency key -> stream id of the entry it stored
+    <prefix>{<run_id>}:gone      STRING  the tombstone: set by delete_run and expire_run, with a PX expiry of
+                                         tombstone_period (plus the retention), removed by an append
     <prefix>runs                 ZSET    run index for list_runs: score = expiry (ms since epoch), +inf = kept
 
 A run has a fixed set of keys, so ``expire_run`` and ``delete_run`` touch them without tracking node keys.
+The tombstone shares the run's hash tag, so every script stays on one Cluster slot. ``run_gone`` is true
+while the tombstone is there and the log is not; it uses no command the scripts did not already (GET, SET,
+DEL, PTTL), so the documented ACL rule is unchanged. ``FLUSHDB`` (or a restart without persistence)
+removes the tombstone too: a run flushed before a reader saw it reads as not started.
 The run index is the one key outside the run's slot: on one server every script updates it in the same
 call; on a cluster the same index statement runs as a second script on the index's own slot.
 
@@ -41,7 +47,8 @@ round trip, default 1000), ``cluster=true`` (Redis Cluster; the URL may name sev
 ``redis://a:7000,b:7000/0?cluster=true``, and ``open`` learns the slot map from them or raises
 :class:`dbtbus.BackendUnavailable`), ``retries`` (default 3), ``max_blocking``
 (blocking-read connections, default 1000), ``max_record_bytes`` (default 8 MiB), ``db``, ``username``,
-``password``, ``socket_timeout``, ``socket_connect_timeout`` (default 2 s), ``max_connections`` (default
+``tombstone_period`` (seconds a deleted or expired run's tombstone outlives its keys, default 604800 = 7 days;
+0: leave none), ``password``, ``socket_timeout``, ``socket_connect_timeout`` (default 2 s), ``max_connections`` (default
 64; callers beyond it wait for a free connection), ``client_name``, ``health_check_interval`` and, for
 ``rediss://``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
 (none/optional/required) and ``ssl_check_hostname``.
@@ -175,7 +182,8 @@ class _Script:
         return f"{self.index}\nreturn 1"
 
 
-# ARGV: run_id, (unused score), maxlen, then (node, key, data) triples; KEYS: log, nodes, appended[, index]
+# ARGV: run_id, (unused score), maxlen, then (node, key, data) triples; KEYS: log, nodes, appended, gone[, index]
+# An append removes the run's tombstone: the run id is in use again (a retry, a run id used again).
 _APPEND: Final = _Script(
     """
 local log, nodes, appended = KEYS[1], KEYS[2], KEYS[3]
@@ -212,6 +220,7 @@ if nf > 0 then redis.call('HSET', nodes, unpack(fields, 1, nf)) end
 redis.call('PERSIST', log)
 redis.call('PERSIST', nodes)
 redis.call('PERSIST', appended)
+redis.call('DEL', KEYS[4])
 """.replace("HSET_CHUNK", str(2 * _HSET_CHUNK)),
     "redis.call('ZADD', KEYS[#KEYS], 'inf', ARGV[1])",
 )
@@ -285,22 +294,41 @@ if redis.call('GET', KEYS[1]) == ARGV[3] then result = redis.call('DEL', KEYS[1]
 """
 )
 
-# ARGV: run_id, index score, ttl ms; KEYS: log, nodes, lease, claim, appended[, index].
-# The lease keeps its own, shorter expiry (LT): expiring a run must never make a dead producer look alive.
+# ARGV: run_id, index score, ttl ms, tombstone ms (ttl + period; 0: none); KEYS: log, nodes, lease, claim,
+# appended, gone[, index]. The lease keeps its own, shorter expiry (LT): expiring a run must never make a dead
+# producer look alive. The tombstone is set now, for a run that exists, as no call is left once keys expire;
+# in a pcall, as a full Redis refuses SET but not PEXPIRE (the expiry must not fail: the next one sets it).
 _EXPIRE_RUN: Final = _Script(
     """
 local ms = tonumber(ARGV[3])
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[5]}) do redis.call('PEXPIRE', key, ms) end
+local kept = 0
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[5]}) do kept = kept + redis.call('PEXPIRE', key, ms) end
 redis.call('PEXPIRE', KEYS[3], ms, 'LT')
+if kept > 0 and ARGV[4] ~= '0' then pcall(redis.call, 'SET', KEYS[6], '1', 'PX', ARGV[4]) end
 local result = 1
 """,
     "redis.call('ZADD', KEYS[#KEYS], 'XX', ARGV[2], ARGV[1])",
 )
 
-# ARGV: run_id; KEYS: the run's keys[, index].
+# ARGV: run_id, (unused), tombstone ms (0: none); KEYS: the run's keys (gone last)[, index]. A run that had
+# keys leaves a tombstone lasting at least the period from now (an unknown run leaves none).
 _DELETE_RUN: Final = _Script(
-    "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])\nlocal result = 1",
+    """
+local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if existed > 0 and ARGV[3] ~= '0' and redis.call('PTTL', KEYS[6]) < tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[6], '1', 'PX', ARGV[3])
+end
+local result = 1
+""",
     "redis.call('ZREM', KEYS[#KEYS], ARGV[1])",
+)
+
+# KEYS: gone, log. 1 when the tombstone is there and the log is not (an expiry set it before the keys went).
+_RUN_GONE: Final = _Script(
+    """
+local result = 0
+if redis.call('GET', KEYS[1]) and redis.call('PTTL', KEYS[2]) == -2 then result = 1 end
+"""
 )
 
 # ARGV: now ms; KEYS: index.
@@ -385,9 +413,11 @@ class RedisBackend(Backend):
     schemes = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
     idempotent_appends = True
     fenced_leases = True
+    tombstones = True
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
+        self.tombstone_period = settings.tombstone_period
         self.prefix = settings.prefix
         self.maxlen = settings.maxlen
         self.block_ms = settings.block_ms
@@ -426,8 +456,14 @@ class RedisBackend(Backend):
         return self._key(run_id, "lease")
 
     def _run_keys(self, run_id: str) -> list[str]:
-        """Every key of a run: log, nodes, lease, claim, appended (the order the scripts expect)."""
-        return [self._key(run_id, name) for name in ("log", "nodes", "lease", "claim", "appended")]
+        """Every key of a run: log, nodes, lease, claim, appended, gone (the order the scripts expect)."""
+        return [self._key(run_id, name) for name in ("log", "nodes", "lease", "claim", "appended", "gone")]
+
+    def _tombstone_ms(self, ttl_ms: int) -> int:
+        """The PX of a tombstone set now for keys that go in ``ttl_ms`` (0: no tombstones), capped as _ms."""
+        if self.tombstone_period <= 0:
+            return 0
+        return min(ttl_ms + _ms(self.tombstone_period), 2**62)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -633,7 +669,7 @@ class RedisBackend(Backend):
         args: list[Any] = [run_id, 0, self.maxlen]
         for item in items:
             args += ("" if item.node is None else "+" + item.node, item.key or "", item.data)
-        ids = await self._run("append", _APPEND, [keys[0], keys[1], keys[4]], args)
+        ids = await self._run("append", _APPEND, [keys[0], keys[1], keys[4], keys[5]], args)
         return [_text(entry_id) for entry_id in ids]
 
     def _lease_keys(self, run_id: str) -> list[str]:
@@ -666,12 +702,17 @@ class RedisBackend(Backend):
 
     async def expire_run(self, run_id: str, ttl: float) -> None:
         ms = _ms(ttl) if ttl > 0 else 0
-        await self._run("expire_run", _EXPIRE_RUN, self._run_keys(run_id), [run_id, _now_ms() + ms, ms])
+        args = [run_id, _now_ms() + ms, ms, self._tombstone_ms(ms)]
+        await self._run("expire_run", _EXPIRE_RUN, self._run_keys(run_id), args)
         self._forget_skips(self.log_key(run_id))
 
     async def delete_run(self, run_id: str) -> None:
-        await self._run("delete_run", _DELETE_RUN, self._run_keys(run_id), [run_id])
+        await self._run("delete_run", _DELETE_RUN, self._run_keys(run_id), [run_id, 0, self._tombstone_ms(0)])
         self._forget_skips(self.log_key(run_id))
+
+    async def run_gone(self, run_id: str) -> bool:
+        keys = self._run_keys(run_id)
+        return int(await self._run("run_gone", _RUN_GONE, [keys[5], keys[0]], [])) == 1
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -785,7 +826,8 @@ class RedisBackend(Backend):
 
 
 _SCRIPTS: Final = (
-    _APPEND, _ACQUIRE_LEASE, _RENEW_LEASE, _GET_LEASE, _RELEASE_LEASE, _EXPIRE_RUN, _DELETE_RUN, _LIST_RUNS
+    _APPEND, _ACQUIRE_LEASE, _RENEW_LEASE, _GET_LEASE, _RELEASE_LEASE, _EXPIRE_RUN, _DELETE_RUN, _RUN_GONE,
+    _LIST_RUNS,
 )
 _SHAS: Final = {
     text: _sha(text)

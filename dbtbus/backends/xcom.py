@@ -33,6 +33,10 @@ order); the lease is written on its own, so a heartbeat waits at most for the on
 task's comms channel (one call at a time per process, as the Task SDK's comms need), never for a queue of
 record writes — and a batch of records is one call, not one per record.
 
+**No tombstones** (:attr:`~dbtbus.backends.base.Backend.tombstones` is false: ``run_gone`` keeps the base
+class's ``False``): a run deleted or expired leaves nothing behind, so a waiter that starts after it cannot
+tell it from a run not started yet and waits out its timeout. (XComs go with their DAG run anyway.)
+
 Reads go through the Airflow Task SDK (the supervisor's comms channel), so the backend works wherever that
 channel exists: inside a running task (the producer writes, a sensor reads) and inside the triggerer (a
 deferred sensor's trigger reads). XCom has no push: :meth:`read` polls the head every ``poll`` seconds

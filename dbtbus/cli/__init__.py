@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from .._exceptions import BackendRejected, BackendUnavailable, DbtBusError
+    from .._exceptions import BackendRejected, BackendUnavailable, DbtBusError, RunGone
 
     try:
         if args.command == "demo":
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"the bus refused: {type(exc).__name__}: {exc}", EXIT_REJECTED)
     except BackendUnavailable as exc:
         return _error(f"the bus is unreachable: {exc}", EXIT_UNREACHABLE)
+    except RunGone as exc:  # deleted, expired or flushed (lineage --follow, --require-run on a tombstone)
+        return _error(str(exc), EXIT_RUN_NOT_FOUND)
     except DbtBusError as exc:
         return _error(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:

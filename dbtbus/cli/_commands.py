@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -83,31 +84,52 @@ async def run_seen(bus: Bus, run_id: str) -> bool:
         await entries.aclose()  # type: ignore[attr-defined]
 
 
+async def run_deleted(bus: Bus, run_id: str) -> bool:
+    """Does the backend's tombstone say the run (whose log reads empty) was deleted or expired?"""
+    return (await bus.run_state(run_id)).tombstoned
+
+
 def _unseen(run_id: str, url: str) -> str:
     return f"run {run_id!r} has not been seen on {redact_url(url)}"
 
 
 async def require_run(bus: Bus, run_id: str, url: str) -> None:
-    """``--require-run``: a run the bus has never seen is an error (exit code 10), not a wait."""
+    """``--require-run``: a run the bus has never seen is an error (exit code 10), not a wait — and one its
+    tombstone says was deleted or expired is :class:`~dbtbus.RunGone` (exit code 12), not "never seen"."""
     if not await run_seen(bus, run_id):
+        if await run_deleted(bus, run_id):
+            raise RunGone(run_id=run_id, tombstone=True)
         raise _NoRun(f"{_unseen(run_id, url)} (--require-run); check the run id and the bus")
 
 
-async def notice_unseen(seen: Callable[[], Any], run_id: str, url: str, delay: float | None = None) -> None:
-    """After ``delay`` seconds, say on stderr that the run has not been seen yet (``seen()`` is awaited)."""
+async def notice_unseen(
+    seen: Callable[[], Any],
+    run_id: str,
+    url: str,
+    delay: float | None = None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
+    """After ``delay`` seconds, say on stderr that the run has not been seen yet (``seen()`` is awaited) — or,
+    when ``gone()`` says a tombstone marks it, that it was deleted or expired (a waiter usually hears that at
+    once; one that still waits, waits for the run id to be used again)."""
     await anyio.sleep(UNSEEN_NOTICE_DELAY if delay is None else delay)
-    if not await seen():
+    if await seen():
+        return
+    if gone is not None and await gone():
+        sys.stderr.write(f"dbtbus: run {run_id!r} on {redact_url(url)} was deleted or expired (a tombstone says "
+                         "so); still waiting for it to start again\n")
+    else:
         sys.stderr.write(f"dbtbus: {_unseen(run_id, url)} yet; still waiting (--require-run to fail instead)\n")
-        sys.stderr.flush()
+    sys.stderr.flush()
 
 
-async def noticing_unseen(work: Awaitable[T], seen: Callable[[], Any], run_id: str, url: str) -> T:
+async def noticing_unseen(work: Awaitable[T], seen: Callable[[], Any], run_id: str, url: str, bus: Bus) -> T:
     """Await ``work`` while :func:`notice_unseen` watches the clock; ``work``'s exceptions propagate as they
     are (not wrapped in an exception group: the command's error handling sees them)."""
     results: list[T] = []
     errors: list[Exception] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(notice_unseen, seen, run_id, url)
+        tg.start_soon(notice_unseen, seen, run_id, url, None, partial(run_deleted, bus, run_id))
         try:
             results.append(await work)
         except Exception as exc:  # re-raised below, outside the task group
@@ -279,14 +301,17 @@ def watch(args: argparse.Namespace, bus_url: BusUrl) -> int:
                     progress.lost()
                     return False
                 except RunGone as exc:  # deleted, expired or flushed under the watcher: exit 12, not "lost"
-                    progress.state.mark_gone()
+                    if exc.tombstone:  # before the watcher read anything of it
+                        progress.state.mark_tombstoned()
+                    else:
+                        progress.state.mark_gone()
                     sys.stderr.write(f"dbtbus: {exc}\n")
                     return True
                 return True
 
             ended = True
             with progress, anyio.move_on_after(timeout) as scope:
-                ended = await noticing_unseen(follow(), seen, args.run_id, url)
+                ended = await noticing_unseen(follow(), seen, args.run_id, url, bus)
             if not ended:
                 return EXIT_PRODUCER_LOST
             if scope.cancelled_caught:
@@ -476,7 +501,7 @@ def lineage(args: argparse.Namespace, bus_url: BusUrl) -> int:
             )  # fmt: skip
             if not args.follow:
                 return await work
-            return await noticing_unseen(work, partial(run_seen, bus, args.run_id), args.run_id, url)
+            return await noticing_unseen(work, partial(run_seen, bus, args.run_id), args.run_id, url, bus)
 
     try:
         result = anyio.run(main)
@@ -519,7 +544,7 @@ def wait(args: argparse.Namespace, bus_url: BusUrl) -> int:
             async def seen() -> bool:
                 return await run_seen(bus, args.run_id)
 
-            return await noticing_unseen(_node_outcome(bus, args, resolved), seen, args.run_id, url)
+            return await noticing_unseen(_node_outcome(bus, args, resolved), seen, args.run_id, url, bus)
 
     outcome = anyio.run(main)
     node = resolved.unique_id

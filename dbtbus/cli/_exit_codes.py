@@ -37,7 +37,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_REJECTED: "the bus's backend refused (authentication, permissions, record size, run claimed by another)",
     EXIT_NO_RUN: "--require-run: the bus has never seen the run",
     EXIT_DATA_LOST: "the run's log lost records (e.g. Redis restarted without persistence) and the node has none left",
-    EXIT_RUN_NOT_FOUND: "the run was seen and has since been deleted, expired or flushed from the bus",
+    EXIT_RUN_NOT_FOUND: "the run was seen and has since been deleted, expired or flushed from the bus, or its "
+    "tombstone says it was deleted or expired",
     EXIT_UNDELIVERED: "lineage: the OpenLineage transport failed to deliver an event (emit the run again: same runs)",
 }
 

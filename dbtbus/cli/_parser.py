@@ -124,7 +124,8 @@ def _add_watch(commands: Any, fmt: type[argparse.HelpFormatter]) -> None:
         "it waits for the run to start (and says so on stderr after a few seconds).\n"
         "Exit code (the same as 'dbtbus run' gives): 0 the run succeeded, 2 it finished with failures,\n"
         "4 its producer was lost or it crashed, 5 (--once) the run has not started, 7 --timeout elapsed,\n"
-        "8 the backend is unreachable, 9 it refused, 10 --require-run and the bus has never seen the run.",
+        "8 the backend is unreachable, 9 it refused, 10 --require-run and the bus has never seen the run,\n"
+        "12 the run was deleted, expired or flushed (also when its tombstone says so).",
         formatter_class=fmt,
     )
     watch.add_argument("run_id", metavar="RUN_ID")
@@ -192,7 +193,8 @@ def _add_lineage(commands: Any, fmt: type[argparse.HelpFormatter]) -> None:
         "The dbt project is found where the run's own dbt arguments say, unless given. Needs 'dbtbus[lineage]'.\n"
         "Exit code: 0 done (--follow: the run ended), 4 --follow and the producer was lost (its open runs were\n"
         "ended), 8 the bus is unreachable, 9 it refused, 10 --require-run and the bus has never seen the run,\n"
-        "12 the OpenLineage transport failed to deliver an event, 1 a usage or configuration error.",
+        "12 --follow and the run was deleted, expired or flushed, 13 the OpenLineage transport failed to deliver\n"
+        "an event, 1 a usage or configuration error.",
         epilog="examples:\n"
         "  OPENLINEAGE_URL=http://marquez:5000 dbtbus lineage nightly --bus redis://localhost:6379/0 --follow\n"
         "  dbtbus lineage nightly --project-dir shop --target prod   # what the log holds now, then exit",

@@ -474,6 +474,70 @@ class BackendContract:
         await backend.delete_run(doomed)  # again: not an error
         await backend.delete_run(new_run())  # unknown: not an error
 
+    # ------------------------------------------------------------------------------------------ tombstones
+
+    @pytest.mark.anyio
+    async def test_a_deleted_run_is_gone_until_appended_again(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        """With :attr:`Backend.tombstones`, ``run_gone`` tells a deleted run from one never started; an append
+        (the run id used again) takes it back. Without, it is always False (the documented default)."""
+        run, unknown = new_run(), new_run()
+        await backend.append(run, [Append(b"r", node="n")])
+        await backend.renew_lease(run, "p", 60)
+        assert await backend.run_gone(run) is False  # there
+        assert await backend.run_gone(unknown) is False  # never started
+        await backend.delete_run(run)
+        assert await backend.read(run, None) == []
+        assert await backend.run_gone(run) is backend.tombstones
+        assert run not in await backend.list_runs()  # a tombstone is not a run
+        await backend.delete_run(run)  # deleting it again keeps it gone
+        assert await backend.run_gone(run) is backend.tombstones
+        await backend.delete_run(unknown)  # a run that never existed leaves no tombstone
+        assert await backend.run_gone(unknown) is False
+        await backend.append(run, [Append(b"again")])
+        assert await backend.run_gone(run) is False
+        assert _data(await backend.read(run, None)) == [b"again"]
+
+    @pytest.mark.anyio
+    async def test_an_expired_run_is_gone_once_its_keys_are(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        run, retried = new_run(), new_run()
+        for each in (run, retried):
+            await backend.append(each, [Append(b"x", node="n")])
+            await backend.expire_run(each, 0.2)
+        assert await backend.run_gone(run) is False  # its expiry is pending: still there
+        await backend.append(retried, [Append(b"y")])  # cancels the expiry and the tombstone with it
+        await anyio.sleep(0.4)
+        assert await backend.read(run, None) == []
+        assert await backend.run_gone(run) is backend.tombstones
+        assert await backend.run_gone(retried) is False
+        assert _data(await backend.read(retried, None)) == [b"x", b"y"]
+        await backend.expire_run(new_run(), 0.1)  # an unknown run: no keys, so no tombstone either
+        await anyio.sleep(0.2)
+        assert await backend.run_gone(new_run()) is False
+
+    @pytest.mark.anyio
+    async def test_a_tombstone_lapses_after_its_period(self, backend: Backend, new_run: Callable[[], str]) -> None:
+        if not backend.tombstones:
+            pytest.skip("the backend declares no tombstones")
+        backend.tombstone_period = 0.3
+        deleted, expired, untracked = new_run(), new_run(), new_run()
+        for run in (deleted, expired, untracked):
+            await backend.append(run, [Append(b"x")])
+        await backend.delete_run(deleted)
+        await backend.expire_run(expired, 0.2)  # keys gone at 0.2 s, its tombstone at 0.5 s
+        await anyio.sleep(0.25)
+        assert await backend.run_gone(deleted) is True
+        assert await backend.run_gone(expired) is True
+        await anyio.sleep(0.45)
+        assert await backend.run_gone(deleted) is False  # a bounded marker, not a key kept forever
+        assert await backend.run_gone(expired) is False
+        backend.tombstone_period = 0  # none at all
+        await backend.delete_run(untracked)
+        assert await backend.run_gone(untracked) is False
+
     @pytest.mark.anyio
     async def test_list_runs(self, backend: Backend, new_run: Callable[[], str]) -> None:
         runs = {new_run() for _ in range(5)}

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from dbtbus import ConfigurationError
 from dbtbus.backends.base import Append, Backend
 from dbtbus.backends.memory import MemoryBackend, MemoryStore, _KeyIndex, drop_store
 from dbtbus.testing.backend_contract import BackendContract
@@ -28,6 +29,31 @@ class TestMemoryBackend(BackendContract):
         finally:
             await backend.aclose()
             drop_store(name)
+
+
+def test_the_tombstone_period_is_an_option() -> None:
+    assert MemoryBackend.from_url("memory://").tombstone_period == 7 * 24 * 3600
+    assert MemoryBackend.from_url("memory://", tombstone_period="30").tombstone_period == 30
+    for bad in (-1, "soon", float("inf"), True):
+        with pytest.raises(ConfigurationError, match="tombstone_period"):
+            MemoryBackend.from_url("memory://", tombstone_period=bad)
+
+
+@pytest.mark.anyio
+async def test_deleting_a_run_only_waited_for_leaves_no_tombstone() -> None:
+    """A blocked reader keeps a placeholder for a run not started yet; deleting that (``gc`` lists it) must not
+    make the run look deleted to the waiters that come next."""
+    import anyio
+
+    backend = MemoryBackend(MemoryStore("placeholder"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: backend.read("later", None, timeout=5))
+        await anyio.sleep(0.05)
+        await backend.delete_run("later")  # wakes the reader, which finds the log empty
+    assert await backend.run_gone("later") is False
+    await backend.append("later", [Append(b"x")])
+    await backend.delete_run("later")
+    assert await backend.run_gone("later") is True
 
 
 # ------------------------------------------------------------------------------------------ idempotency keys

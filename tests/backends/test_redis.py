@@ -166,6 +166,10 @@ def test_url_options() -> None:
     }
     assert RedisBackend.from_url("redis://h:7000?cluster=true").cluster
     assert RedisBackend.from_url("unix:///tmp/redis.sock?db=3").settings.client == {"db": 3}
+    # Tombstones: 7 days by default, in seconds, 0 for none (a backend option, not redis-py's).
+    assert backend.tombstones and backend.tombstone_period == 7 * 24 * 3600
+    assert RedisBackend.from_url("redis://h?tombstone_period=60").tombstone_period == 60
+    assert RedisBackend.from_url("redis://h", tombstone_period=0).tombstone_period == 0
 
 
 @pytest.mark.parametrize(
@@ -191,6 +195,9 @@ def test_the_url_handed_to_redis_py_is_one_it_accepts(url: str) -> None:
         ("redis://h/0?retention=60", {}),  # removed: the producer takes retention, not the URL
         ("redis://h/0?coalesce=true", {}),  # removed with the write coalescer
         ("redis://h/0?max_record_bytes=0", {}),
+        ("redis://h/0?tombstone_period=-1", {}),
+        ("redis://h/0?tombstone_period=inf", {}),
+        ("redis://h/0?tombstone_period=week", {}),
         ("redis://h/0?block_ms=0", {}),
         ("redis://h/0?cluster=maybe", {}),
         ("redis://h/0?prefix={x}:", {}),
@@ -719,8 +726,10 @@ async def test_acl_user_with_exactly_the_documented_commands(tmp_path: Path) -> 
             await backend.renew_lease("r", "p", 5)
             await backend.release_lease("r", "p")
             assert await backend.list_runs() == ["r"]
+            assert await backend.run_gone("r") is False
             await backend.expire_run("r", 60)
             await backend.delete_run("r")
+            assert await backend.run_gone("r") is True  # the tombstone needs no command beyond the rule
         finally:
             await backend.aclose()
 
@@ -733,7 +742,7 @@ async def test_acl_user_with_exactly_the_documented_commands(tmp_path: Path) -> 
                 await whole_run()
             server.cli("ACL", "SETUSER", "tenant", f"+{command}")
             server.cli("DEL", "tenant:{r}:log", "tenant:{r}:nodes", "tenant:{r}:lease", "tenant:{r}:claim",
-                       "tenant:{r}:appended", "tenant:runs")  # fmt: skip
+                       "tenant:{r}:appended", "tenant:{r}:gone", "tenant:runs")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- reading junk

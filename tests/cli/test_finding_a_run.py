@@ -11,7 +11,7 @@ import anyio
 import orjson
 import pytest
 
-from dbtbus.cli import EXIT_CODES, EXIT_NO_RUN, _commands, main
+from dbtbus.cli import EXIT_CODES, EXIT_NO_RUN, EXIT_RUN_NOT_FOUND, _commands, main
 from dbtbus.cli._commands import close_names, notice_unseen, resolve_node, short_names
 from dbtbus.cli._progress import RichProgress
 from dbtbus.testing.fake_runs import EventFactory
@@ -99,6 +99,49 @@ def test_require_run_fails_fast_with_its_own_exit_code(memory_url: str, capsys: 
     publish_now(memory_url, "r1", "failed")
     assert main(["wait", "r1", "model.p.b", "--bus", memory_url, "--require-run", "-q"]) == 2
     assert main(["watch", "r1", "--bus", memory_url, "--require-run", "--progress", "plain"]) == 2
+
+
+def _delete(url: str, run_id: str) -> None:
+    import dbtbus
+
+    async def delete() -> None:
+        async with dbtbus.connect(url) as bus:
+            await bus.delete_run(run_id)
+
+    anyio.run(delete)
+
+
+def test_a_deleted_run_is_said_deleted_not_unseen(memory_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #27 item 4: a run its tombstone says was deleted or expired answers at once with exit code 12 —
+    ``wait``, ``watch``, ``watch --once`` and ``--require-run`` alike — not "has not been seen" and a wait."""
+    publish_now(memory_url, "r1", "running")
+    _delete(memory_url, "r1")
+    began = time.monotonic()
+    assert main(["wait", "r1", "model.p.b", "--bus", memory_url, "--timeout", "30"]) == EXIT_RUN_NOT_FOUND
+    out = capsys.readouterr().out
+    assert out.startswith("run not found: run 'r1' is no longer on the bus (a tombstone says so)"), out
+    assert main(["watch", "r1", "--bus", memory_url, "--progress", "plain", "--timeout", "30"]) == EXIT_RUN_NOT_FOUND
+    assert "deleted or expired (a tombstone says so)" in capsys.readouterr().err
+    assert main(["watch", "r1", "--bus", memory_url, "--once"]) == EXIT_RUN_NOT_FOUND
+    for command in (["wait", "r1", "model.p.b"], ["watch", "r1"]):
+        assert main([*command, "--bus", memory_url, "--require-run"]) == EXIT_RUN_NOT_FOUND
+        err = capsys.readouterr().err
+        assert "dbtbus: error: run 'r1' is no longer on the bus: it was deleted or expired" in err, err
+        assert "has not been seen" not in err
+    assert time.monotonic() - began < 10  # at once, each: none waited out its --timeout of 30 s
+
+
+def test_the_unseen_notice_says_deleted_when_a_tombstone_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    async def never() -> bool:
+        return False
+
+    async def buried() -> bool:
+        return True
+
+    anyio.run(lambda: notice_unseen(never, "r", "redis://u:pw@h:6379/0", delay=0, gone=buried))
+    err = capsys.readouterr().err
+    assert "run 'r' on redis://u:***@h:6379/0 was deleted or expired (a tombstone says so)" in err
+    assert "has not been seen" not in err
 
 
 def test_rich_watch_before_the_run_starts_shows_waiting_not_a_count() -> None:

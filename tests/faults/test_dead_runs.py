@@ -6,7 +6,9 @@ Real redis-servers and real producers (dbt in a subprocess, SIGKILLed mid-run):
   forever, since a snapshot's loss clock started when it read — and ``dbtbus gc --older-than`` collects it;
 * with a retention, a dead producer's keys expire by it, with no process left alive to expire them;
 * a waiter that saw a run which is then deleted or flushed gets ``RunNotFound`` (``dbtbus wait``: exit 12),
-  not a timeout; one that arrives after the deletion cannot tell it from a run not started yet (it waits);
+  not a timeout; one that arrives after a deletion (``gc``, ``delete_run``) or an expiry by the retention
+  gets it at once too, from the run's tombstone — after a ``FLUSHDB`` (no tombstone left) it waits; a run id
+  used again after its deletion is answered as usual;
 * a ``maxmemory-policy`` that can evict dbtbus's keys is reported when the Redis backend opens.
 """
 
@@ -143,7 +145,8 @@ async def test_a_run_deleted_or_flushed_under_its_waiters_answers_run_not_found(
 ) -> None:
     """Waiters (in process, and ``dbtbus wait`` in another) saw the run; its producer dies and the run is
     deleted (as ``gc`` does) or flushed: nodes that finished keep their answer, the others get RunNotFound —
-    not ProducerLost, not a timeout. A bus that never read the run cannot tell (no tombstone): it times out."""
+    not ProducerLost, not a timeout. A bus that never read the run learns it from the tombstone delete_run left
+    (at once); after FLUSHDB there is none, and it cannot tell the run from one not started yet: it times out."""
     project = slow_project(tmp_path / "p", chains=1, length=8, sleep=1.0, threads=1)
     run = run_id(vanish.replace("_", ""))
     producer = start_producer(redis_server.url, run, project, heartbeat=1.0)
@@ -165,8 +168,12 @@ async def test_a_run_deleted_or_flushed_under_its_waiters_answers_run_not_found(
         with pytest.raises(dbtbus.RunNotFound):  # the bus's reader of the run still knows (it lingers)
             await bus.wait(run, last, timeout=2)
     async with dbtbus.connect(redis_server.url) as late_bus:
-        with pytest.raises(dbtbus.WaitTimeout):  # the documented limit: no tombstone, it looks not started
-            await late_bus.wait(run, last, timeout=2)
+        if vanish == "delete_run":
+            with pytest.raises(dbtbus.RunNotFound, match="a tombstone says so"):
+                await late_bus.wait(run, last, timeout=2)
+        else:
+            with pytest.raises(dbtbus.WaitTimeout):  # the documented limit: FLUSHDB took the tombstone too
+                await late_bus.wait(run, last, timeout=2)
     out, err = await anyio.to_thread.run_sync(lambda: cli_wait.communicate(timeout=60))
     print(f"{vanish}: every waiter answered {answered:.1f} s after the run vanished")
     finished = {uid for uid, got in kinds.items() if got == ["success"]}
@@ -177,6 +184,70 @@ async def test_a_run_deleted_or_flushed_under_its_waiters_answers_run_not_found(
     assert out.startswith("run not found: ") and "no longer on the bus" in out, (out, err)
     with pytest.raises(dbtbus.RunNotFound, match="deleted, expired or flushed"):
         dbtbus.Outcome(dbtbus.OutcomeKind.RUN_NOT_FOUND, run, last).unwrap()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("vanish", ["gc", "retention"])
+async def test_a_waiter_that_comes_after_the_run_was_deleted_or_expired_gets_run_not_found_at_once(
+    redis_server: RedisServer, tmp_path: Path, vanish: str
+) -> None:
+    """Issue #27 item 4's last gap. A run ends and is collected by ``dbtbus gc`` or expires by its retention
+    (2 s, no process alive); only then do waiters come — a fresh bus, and ``dbtbus wait`` in its own process.
+    Its tombstone answers them at once with RunNotFound (exit 12); before, they waited out their timeout as
+    for a run not started yet. A new producer then uses the run id again: answered as usual."""
+    project = slow_project(tmp_path / "p", chains=1, length=2, sleep=0.1, threads=1)
+    run = run_id(vanish)
+    env = {"DBTBUS_FAULTS_RETENTION": "2"} if vanish == "retention" else {}
+    first = await anyio.to_thread.run_sync(
+        lambda: start_producer(redis_server.url, run, project, heartbeat=1.0, env=env).result()
+    )
+    assert first["success"] is True, first
+    client = aioredis.Redis.from_url(redis_server.url)
+    tombstone = f"dbtbus:{{{run}}}:gone"
+    try:
+        if vanish == "gc":
+            collected = _cli("gc", "--older-than", "0s", "--bus", redis_server.url)
+            assert f"deleted {run}" in collected.stdout, (collected.stdout, collected.stderr)
+        else:
+            assert await client.exists(tombstone) == 1  # set with the expiry, while the keys were still there
+
+            async def expired() -> bool:
+                return await client.exists(*_keys(run)) == 0
+
+            await _until(expired, timeout=30, step=0.1)
+        # Bounded: 7 days (the default tombstone_period) from now, or from the keys' expiry — not forever.
+        assert 6.9 * 86400 * 1000 < await client.pttl(tombstone) <= 7 * 86400 * 1000 + 2000
+        async with dbtbus.connect(redis_server.url) as late_bus:
+            began = time.monotonic()
+            with pytest.raises(dbtbus.RunNotFound, match="a tombstone says so"):
+                await late_bus.wait(run, project.nodes[-1], timeout=30)
+            answered = time.monotonic() - began
+        began = time.monotonic()
+        waited = await anyio.to_thread.run_sync(
+            lambda: _cli("wait", run, project.nodes[-1], "--bus", redis_server.url, "--timeout", "30")
+        )
+        cli_took = time.monotonic() - began
+        assert waited.returncode == 12, (waited.stdout, waited.stderr)
+        assert waited.stdout.startswith("run not found: ") and "a tombstone says so" in waited.stdout, waited.stdout
+        print(f"{vanish}: a new waiter got RunNotFound {answered:.2f} s after it asked; "
+              f"`dbtbus wait` exited 12 after {cli_took:.1f} s (process start included)")
+        assert answered < 1.0, answered
+        assert cli_took < 15, cli_took  # at once, not at its --timeout of 30 s
+        # The run id used again: the new producer's first append removes the tombstone.
+        again = await anyio.to_thread.run_sync(
+            lambda: start_producer(redis_server.url, run, project, heartbeat=1.0).result()
+        )
+        assert again["success"] is True, again
+        assert await client.exists(tombstone) == 0
+        async with dbtbus.connect(redis_server.url) as fresh_bus:
+            results = await fresh_bus.wait_many(run, project.nodes, timeout=30)
+            assert sorted(results) == sorted(project.nodes)
+        waited = await anyio.to_thread.run_sync(
+            lambda: _cli("wait", run, project.nodes[-1], "--bus", redis_server.url, "--timeout", "30")
+        )
+        assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    finally:
+        await client.aclose()
 
 
 # ---------------------------------------------------------------------------------------------- eviction
