@@ -6,6 +6,10 @@ producer's task instance is terminal. While the producer has a try left, the sen
 attempt (``min_attempt``) instead. A sensor whose producer task ends for good without ever answering for
 its node (an import error, bad arguments, killed while queued) ends within seconds with a
 ``PRODUCER_LOST`` outcome naming the producer task's state.
+
+**Gone is final only once the producer is.** A run the bus calls gone (``RUN_NOT_FOUND``: deleted, expired,
+a tombstone left behind) is re-created by a producer task that has not run yet — a cleared DAG run re-uses
+its run id — so while the producer task is not done for good, the sensor waits for it instead.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ async def decide(bus: Bus, spec: WaitSpec) -> Outcome | Rerun:
     while True:  # bus.outcome answers a node that is already done from a probe (a few key lookups)
         outcome, producer_state = await _wait_or_producer_done(bus, spec, min_attempt)
         if outcome is not None:
+            if outcome.kind is OutcomeKind.RUN_NOT_FOUND and min_attempt is None and spec.producer is not None \
+                    and not await spec.producer.done():
+                # Gone from the bus (a tombstone of a deleted or expired run, a cleared DAG run re-using its
+                # run id), but the producer task will still write it: only its end can make that final.
+                min_attempt = 1
+                continue
             return outcome
         # The producer task is done for good and the bus has not answered: decide from what it holds.
         state = await bus.run_state(run_id)

@@ -177,3 +177,34 @@ async def test_a_sensor_joining_after_the_producer_ended_gets_its_own_grace(
                                                              status=NodeStatus.SUCCESS)])
     assert decisions["model.p.a"].kind is OutcomeKind.PRODUCER_LOST
     assert decisions["model.p.b"].ok
+
+
+@pytest.mark.anyio
+async def test_a_tombstone_is_not_final_while_the_producer_task_will_still_write(
+    producer_state: dict[str, str | None],
+) -> None:
+    """A cleared DAG run re-uses its run id: the old run's tombstone (it was gc'd) must not fail the sensors
+    that start before the new producer writes; once the producer task is done for good without writing, it is."""
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish([started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS),
+                           RunFinished(run_id=RUN, success=True, exit_code=0)])
+        await bus.delete_run(RUN)  # leaves a tombstone
+    producer_state["dbt.dbt_producer"] = "queued"
+    async with dbtbus.connect(url) as bus:
+        assert (await bus.outcome(RUN, "model.p.a", timeout=5)).kind is OutcomeKind.RUN_NOT_FOUND  # no producer
+        trigger = make_trigger(url, "model.p.a", ti=FakeTI(), run_group="dbt", producer_task_id="dbt.dbt_producer",
+                               timeout=30)
+        spec = WaitSpec(**{**trigger.spec(RUN).__dict__, "grace": 0.05})
+        decisions: list[Any] = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                decisions.append(await decide(bus, spec))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.5)
+            assert decisions == []  # the tombstone alone does not decide
+            producer_state["dbt.dbt_producer"] = "running"
+            await bus.publish([started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS)])
+        assert isinstance(decisions[0], Outcome) and decisions[0].ok
