@@ -26,16 +26,18 @@ same sizes (``bench/results/airflow_live.json``) are copied into the result, so 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
@@ -48,7 +50,7 @@ from tests.airflow_live._deployment import TERMINAL, Deployment
 BIN = Path(sys.executable).parent
 VARIANTS = ("success", "failed", "success-split", "failed-split")
 LABELS = {"success": "one DAG, all succeed", "failed": "one DAG, all fail",
-          "success-split": "DAGs of `--per-dag`, all succeed", "failed-split": "DAGs of `--per-dag`, all fail"}
+          "success-split": "DAGs of {per_dag}, all succeed", "failed-split": "DAGs of {per_dag}, all fail"}
 
 DAG_FILE = '''"""Floor benchmark DAGs: {models} trivial start_from_trigger tasks ({variant}), no dbtbus."""
 from airflow.sdk import DAG
@@ -133,19 +135,29 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float)
     rss0 = _triggerer_rss(af)
     out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "dags": len(dag_ids)}
     with _PeakSampler(af) as peak:
-        began = time.time()
-        for dag_id in dag_ids:
-            af._http("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
-        _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
-        out["to_deferred_s"] = time.time() - began
-        _wait_waiting(af, moment, models, timeout)
-        out["to_waiting_s"] = time.time() - began
-        cpu1 = _cpu_seconds(af)
-        at = time.time()
-        moment.write_text(repr(at))
-        rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout, "every task terminal")
-        out["to_terminal_s"] = time.time() - at
-        cpu2 = _cpu_seconds(af)
+        try:
+            began = time.time()
+            for dag_id in dag_ids:
+                af._http("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+            _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
+            out["to_deferred_s"] = time.time() - began
+            _wait_waiting(af, moment, models, timeout)
+            out["to_waiting_s"] = time.time() - began
+            cpu1 = _cpu_seconds(af)
+            at = time.time()
+            moment.write_text(repr(at))
+            rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout, "every task terminal")
+            out["to_terminal_s"] = time.time() - at
+            cpu2 = _cpu_seconds(af)
+        except TimeoutError:
+            # Leave a quiet deployment for the next run: end whatever still waits, fail the runs.
+            moment.write_text(repr(time.time()))
+            for dag_id in dag_ids:
+                with contextlib.suppress(Exception):
+                    af._http("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
+            time.sleep(5)
+            moment.unlink(missing_ok=True)
+            raise
     deadline = time.monotonic() + 60  # the DAG runs' own end: the next run starts from a quiet deployment
     while time.monotonic() < deadline and any(af.dag_run_state(d, run_id) not in ("success", "failed")
                                               for d in dag_ids):
@@ -220,6 +232,7 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
             sizes.append({"models": models, "runs": mine, "repeat": round_ + 1})
             if checkpoint is not None:  # a bounded run cut short keeps the sizes it finished
                 checkpoint(_summarise(args, sizes, failed_sizes))
+    shutil.rmtree(work, ignore_errors=True)
     return _summarise(args, sizes, failed_sizes)
 
 
@@ -235,8 +248,8 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_siz
             if not ok:
                 continue
             by[variant] = {key: stat(r[key] for r in ok) for key in (
-                "to_deferred_s", "to_waiting_s", "to_terminal_s", "lag_p50_s", "lag_p95_s", "lag_max_s", "triggerer_ms_per_task_run",
-                "triggerer_ms_per_task_end", "triggerer_rss_rise")}
+                "to_deferred_s", "to_waiting_s", "to_terminal_s", "lag_p50_s", "lag_p95_s", "lag_max_s",
+                "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise")}
             for phase in ("cpu_run", "cpu_end"):
                 by[variant][phase] = {c: stat(r[phase].get(c, 0.0) for r in ok)
                                       for c in ("triggerer", "scheduler", "dag-processor", "api-server")}
@@ -256,8 +269,8 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_siz
                                  "timed_out": r.get("timed_out")})
                      for r in runs]
     notes = [f"timed out: {f}" for f in failed_sizes]
-    return Measured(params={"models": [s["models"] for s in sizes], "variants": list(args.variants), "repeat": args.repeat,
-                            "per_dag": args.per_dag, "timeout_s": args.timeout},
+    return Measured(params={"models": [s["models"] for s in sizes], "variants": list(args.variants),
+                            "repeat": args.repeat, "per_dag": args.per_dag, "timeout_s": args.timeout},
                     figures=figures, runs=measured_runs, notes=notes)
 
 
@@ -302,7 +315,8 @@ def render(data: dict[str, Any]) -> str:
         "triggerer (`TaskSuccessEvent` / `TaskFailedEvent`). Split: DAGs of at most "
         f"{data['per_dag']} tasks, one run id. Medians over the rounds (per size below); CPU is of the end phase "
         "(moment → all terminal) unless marked *run*.", "",
-        "| tasks | variant | trigger → all deferred / all waiting in the triggerer | moment → all terminal | end lag p50 / p95 / max "
+        "| tasks | variant | trigger → all deferred / all waiting in the triggerer | moment → all terminal "
+        "| end lag p50 / p95 / max "
         "| triggerer CPU per task (end / run) | triggerer peak RSS rise | scheduler CPU (end / run) "
         "| dag-processor CPU (end / run) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -310,7 +324,8 @@ def render(data: dict[str, Any]) -> str:
     for size in data["sizes"]:
         for variant, v in size["variants"].items():
             lines.append(
-                f"| {size['models']} ({size['repeat']} round(s)) | {LABELS[variant]} | {_s(v['to_deferred_s'])} / {_s(v['to_waiting_s'])} | **{_s(v['to_terminal_s'])}** "
+                f"| {size['models']} ({size['repeat']} round(s)) | {LABELS[variant].format(per_dag=data['per_dag'])} "
+                f"| {_s(v['to_deferred_s'])} / {_s(v['to_waiting_s'])} | **{_s(v['to_terminal_s'])}** "
                 f"| {_s(v['lag_p50_s'])} / {_s(v['lag_p95_s'])} / {_s(v['lag_max_s'])} "
                 f"| {_s(v['triggerer_ms_per_task_end'], 0, ' ms')} / {_s(v['triggerer_ms_per_task_run'], 0, ' ms')} "
                 f"| {_s(v['triggerer_rss_rise']['median'] / 2**20, 0, ' MB')} "
@@ -318,25 +333,32 @@ def render(data: dict[str, Any]) -> str:
                 f"| {_s(v['cpu_end']['dag-processor'])} / {_s(v['cpu_run']['dag-processor'])} |")
         if size["timed_out"]:
             lines.append(f"| {size['models']} | runs timed out | {size['timed_out']} | | | | | | |")
+    lines += ["", *[f"- {note}" for note in data["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def render_compare(data: dict[str, Any]) -> str:
+    """dbtbus's figures beside the floor's at the same sizes (quoted by docs/airflow.md)."""
     dbtbus = data.get("dbtbus") or {}
     rows = [(size, dbtbus[str(size["models"])]) for size in data["sizes"] if str(size["models"]) in dbtbus]
-    if rows:
-        lines += [
-            "", f"Against dbtbus at the same sizes (`bench/results/airflow_live.json`, measured {dbtbus['measured']}; "
-            "its default layout: node DAGs above 100 models):", "",
-            "| tasks | dbtbus: failure → descendants terminal | floor, split, all fail: moment → all terminal "
-            "| dbtbus: task end lag p95 | floor, split, all succeed: end lag p95 "
-            "| dbtbus: triggerer CPU per task (run) | floor, split: (run) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for size, d in rows:
-            v = size["variants"]
-            fail, ok = v.get("failed-split", {}), v.get("success-split", {})
-            lines.append(
-                f"| {size['models']} | {_s(d['failure_to_terminal_s'])} | {_s(fail.get('to_terminal_s'))} "
-                f"| {_s(d['lag_p95_s'])} | {_s(ok.get('lag_p95_s'))} "
-                f"| {_s(d['triggerer_ms_per_task'], 0, ' ms')} | {_s(ok.get('triggerer_ms_per_task_run'), 0, ' ms')} |")
-    lines += ["", *[f"- {note}" for note in data["notes"]]]
+    if not rows:
+        return "No dbtbus figures at these sizes in the result (`bench/results/airflow_live.json` was missing).\n"
+    lines = [
+        f"Against dbtbus at the same sizes (`bench/results/airflow_live.json`, measured {dbtbus['measured']}; "
+        "its default layout: node DAGs above 100 models). dbtbus's failure dooms most but not all of its model "
+        "tasks; the floor's fails every task, at once — the last task's end after the moment:", "",
+        "| tasks | dbtbus: failure → descendants terminal | floor, split, all fail: moment → last task end "
+        "| dbtbus: task end lag p95 | floor, split, all succeed: end lag p95 "
+        "| dbtbus: triggerer CPU per task (run) | floor, split: (run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size, d in rows:
+        v = size["variants"]
+        fail, ok = v.get("failed-split", {}), v.get("success-split", {})
+        lines.append(
+            f"| {size['models']} | {_s(d['failure_to_terminal_s'])} | {_s(fail.get('lag_max_s'))} "
+            f"| {_s(d['lag_p95_s'])} | {_s(ok.get('lag_p95_s'))} "
+            f"| {_s(d['triggerer_ms_per_task'], 0, ' ms')} | {_s(ok.get('triggerer_ms_per_task_run'), 0, ' ms')} |")
     return "\n".join(lines) + "\n"
 
 
