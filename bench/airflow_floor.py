@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -117,6 +118,25 @@ def _wait_waiting(af: Deployment, moment: Path, models: int, timeout: float) -> 
         time.sleep(0.1)
 
 
+_BLOCKED = re.compile(r"async thread was blocked for ([\d.]+) seconds")
+
+
+def _log_size(af: Deployment) -> int:
+    path = af.home / "triggerer.out"
+    return path.stat().st_size if path.exists() else 0
+
+
+def _triggerer_log(af: Deployment, since: int) -> dict[str, Any]:
+    """What the triggerer logged during a run: how often its event loop was blocked (Airflow's own warning,
+    over its threshold), the longest block, and the callback requests it sent the dag-processor."""
+    with open(af.home / "triggerer.out", "rb") as fh:
+        fh.seek(since)
+        text = fh.read().decode(errors="replace")
+    blocked = [float(m.group(1)) for m in _BLOCKED.finditer(text)]
+    return {"loop_blocked": len(blocked), "loop_blocked_max_s": max(blocked, default=0.0),
+            "callback_requests": text.count("Sending callback")}
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
@@ -133,6 +153,7 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float)
         af._http("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     cpu0 = _cpu_seconds(af)
     rss0 = _triggerer_rss(af)
+    log_at = _log_size(af)
     out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "dags": len(dag_ids)}
     with _PeakSampler(af) as peak:
         try:
@@ -176,6 +197,7 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float)
         "triggerer_rss_before": sum(rss0.values()),
         "triggerer_rss_rise": sum(max(0, peak.peak[pid] - rss0.get(pid, 0)) for pid in peak.peak),
     })
+    out.update(_triggerer_log(af, log_at))
     out["triggerer_ms_per_task_run"] = 1000 * out["cpu_run"].get("triggerer", 0) / models
     out["triggerer_ms_per_task_end"] = 1000 * out["cpu_end"].get("triggerer", 0) / models
     return out
@@ -249,10 +271,14 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_siz
                 continue
             by[variant] = {key: stat(r[key] for r in ok) for key in (
                 "to_deferred_s", "to_waiting_s", "to_terminal_s", "lag_p50_s", "lag_p95_s", "lag_max_s",
-                "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise")}
+                "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise",
+                "triggerer_rss_before")}
             for phase in ("cpu_run", "cpu_end"):
                 by[variant][phase] = {c: stat(r[phase].get(c, 0.0) for r in ok)
                                       for c in ("triggerer", "scheduler", "dag-processor", "api-server")}
+            for key in ("loop_blocked", "loop_blocked_max_s", "callback_requests"):  # runs since they were counted
+                if all(key in r for r in ok):
+                    by[variant][key] = stat(r[key] for r in ok)
             by[variant]["states"] = ok[-1]["states"]
         figures["sizes"].append({"models": size["models"], "variants": by, "repeat": size["repeat"],
                                  "timed_out": sum(1 for r in size["runs"] if "timed_out" in r)})
@@ -304,6 +330,16 @@ def _s(value: dict[str, Any] | float | None, digits: int = 1, unit: str = " s") 
     return "–" if value is None else f"{value:.{digits}f}{unit}"
 
 
+def _sizes(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sizes smallest first (a run may measure the largest before a middle one, to be sure to have it)."""
+    return sorted(data["sizes"], key=lambda size: size["models"])
+
+
+def _mb(value: dict[str, Any] | None) -> str:
+    """A byte statistic in MB ("–" where the result predates it: the RSS at the start was counted later)."""
+    return "–" if value is None else _s(value["median"] / 2**20, 0, " MB")
+
+
 def render(data: dict[str, Any]) -> str:
     """The section of docs/benchmarks.md, from the result alone."""
     m = data["machine"]
@@ -314,25 +350,35 @@ def render(data: dict[str, Any]) -> str:
         "N trivial `start_from_trigger` tasks, every one deferred, then one shared moment ends them all from the "
         "triggerer (`TaskSuccessEvent` / `TaskFailedEvent`). Split: DAGs of at most "
         f"{data['per_dag']} tasks, one run id. Medians over the rounds (per size below); CPU is of the end phase "
-        "(moment → all terminal) unless marked *run*.", "",
+        "(moment → all terminal) unless marked *run*. The triggerer keeps what it grew to from one run to the "
+        "next (its RSS at the start of each run says so): a peak rise is against that, not against a fresh one.", "",
         "| tasks | variant | trigger → all deferred / all waiting in the triggerer | moment → all terminal "
         "| end lag p50 / p95 / max "
-        "| triggerer CPU per task (end / run) | triggerer peak RSS rise | scheduler CPU (end / run) "
+        "| triggerer CPU per task (end / run) | triggerer RSS at the start / peak rise | scheduler CPU (end / run) "
         "| dag-processor CPU (end / run) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for size in data["sizes"]:
+    for size in _sizes(data):
         for variant, v in size["variants"].items():
             lines.append(
                 f"| {size['models']} ({size['repeat']} round(s)) | {LABELS[variant].format(per_dag=data['per_dag'])} "
                 f"| {_s(v['to_deferred_s'])} / {_s(v['to_waiting_s'])} | **{_s(v['to_terminal_s'])}** "
                 f"| {_s(v['lag_p50_s'])} / {_s(v['lag_p95_s'])} / {_s(v['lag_max_s'])} "
                 f"| {_s(v['triggerer_ms_per_task_end'], 0, ' ms')} / {_s(v['triggerer_ms_per_task_run'], 0, ' ms')} "
-                f"| {_s(v['triggerer_rss_rise']['median'] / 2**20, 0, ' MB')} "
+                f"| {_mb(v.get('triggerer_rss_before'))} / {_mb(v['triggerer_rss_rise'])} "
                 f"| {_s(v['cpu_end']['scheduler'])} / {_s(v['cpu_run']['scheduler'])} "
                 f"| {_s(v['cpu_end']['dag-processor'])} / {_s(v['cpu_run']['dag-processor'])} |")
         if size["timed_out"]:
             lines.append(f"| {size['models']} | runs timed out | {size['timed_out']} | | | | | | |")
+    logged = [(size["models"], variant, v) for size in _sizes(data) for variant, v in size["variants"].items()
+              if "loop_blocked" in v]
+    if logged:
+        lines += ["", "What the triggerer logged during the runs (medians): Airflow's own warning that its event loop "
+                  "was blocked past its threshold, and the callback requests it sent the dag-processor.", "",
+                  "| tasks | variant | loop blocked: times / longest | callback requests |", "|---|---|---|---|"]
+        lines += [f"| {models} | {LABELS[variant].format(per_dag=data['per_dag'])} "
+                  f"| {v['loop_blocked']['median']:.0f} / {_s(v['loop_blocked_max_s'])} "
+                  f"| {v['callback_requests']['median']:.0f} |" for models, variant, v in logged]
     lines += ["", *[f"- {note}" for note in data["notes"]]]
     return "\n".join(lines) + "\n"
 
@@ -340,7 +386,7 @@ def render(data: dict[str, Any]) -> str:
 def render_compare(data: dict[str, Any]) -> str:
     """dbtbus's figures beside the floor's at the same sizes (quoted by docs/airflow.md)."""
     dbtbus = data.get("dbtbus") or {}
-    rows = [(size, dbtbus[str(size["models"])]) for size in data["sizes"] if str(size["models"]) in dbtbus]
+    rows = [(size, dbtbus[str(size["models"])]) for size in _sizes(data) if str(size["models"]) in dbtbus]
     if not rows:
         return "No dbtbus figures at these sizes in the result (`bench/results/airflow_live.json` was missing).\n"
     lines = [
