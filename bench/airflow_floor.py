@@ -73,11 +73,18 @@ def _dag_id(variant: str, models: int) -> str:
     return f"floor_{variant.replace('-', '_')}_{models}"
 
 
-def _dag_ids(af: Deployment, variant: str, models: int) -> list[str]:
+def _dag_ids(af: Deployment, variant: str, models: int, per_dag: int, timeout: float = 120) -> list[str]:
+    """The variant's DAG ids once the dag-processor has parsed them all (a split variant run first would
+    otherwise start before its DAGs exist)."""
     base = _dag_id(variant, models)
     if not variant.endswith("split"):
         return [base]
-    return sorted(str(r[0]) for r in af.query("select dag_id from dag where dag_id like %s", f"{base}\\_%"))
+    want, deadline = -(-models // per_dag), time.monotonic() + timeout
+    while True:
+        ids = sorted(str(r[0]) for r in af.query("select dag_id from dag where dag_id like %s", f"{base}\\_%"))
+        if len(ids) >= want or time.monotonic() > deadline:
+            return ids
+        time.sleep(1)
 
 
 def _states(af: Deployment, dag_ids: list[str], run_id: str) -> list[tuple[str | None, float | None]]:
@@ -142,10 +149,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
-def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float) -> dict[str, Any]:
+def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float, per_dag: int) -> dict[str, Any]:
     """One DAG run (or one run of each of its split DAGs): trigger → all deferred → the moment → all terminal."""
     run_id = f"floor-{uuid.uuid4().hex[:8]}"
-    dag_ids = _dag_ids(af, variant, models)
+    dag_ids = _dag_ids(af, variant, models, per_dag)
     moment.unlink(missing_ok=True)
     Path(f"{moment}.waiting").unlink(missing_ok=True)
     for dag_id in dag_ids:  # unpaused before the clock starts: only the runs are measured
@@ -246,7 +253,7 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
                     log(f"floor: {models} tasks, {variant}, round {round_}")
                     try:
                         result = one(af, variant, models, work / f"moment-{variant}-{models}",
-                                     timeout=args.timeout)
+                                     timeout=args.timeout, per_dag=args.per_dag)
                     except TimeoutError as exc:  # recorded, not fatal: the other variants still say something
                         result = {"variant": variant, "models": models, "timed_out": str(exc)}
                         failed_sizes.append(f"{models}/{variant}: {exc}")
