@@ -19,7 +19,8 @@ def test_synthetic_run_is_a_whole_run_and_renders() -> None:
 
 def test_section_reports_the_goal() -> None:
     data = {
-        "nodes": 5000, "records": 10046, "threads": 8, "repeats": 3, "heartbeat_s": 5.0, "cold_wall_s": 1.0, "cold_cpu_s": 0.5,
+        "nodes": 5000, "records": 10046, "threads": 8, "repeats": 3, "heartbeat_s": 5.0, "cold_wall_s": 1.0,
+        "cold_cpu_s": 0.5,
         "wall_s": {"median": 0.9, "min": 0.8, "max": 1.1}, "cpu_s": {"median": 0.4, "min": 0.3, "max": 0.5},
         "page_bytes": 1_340_000, "goal_seconds": 2.0, "goal_bytes": 5_000_000,
         "machine": {"load_average": [1.0], "cpus": 2},
