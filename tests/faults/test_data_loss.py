@@ -61,8 +61,10 @@ async def test_a_redis_restart_without_persistence_mid_run_gives_no_false_not_ru
     assert live == {uid: ["success"] * 2 for uid in project.nodes}
     assert late == {uid: ["success"] for uid in project.nodes}
     records = await log_records(volatile_server.url, run)
-    assert not isinstance(records[0], RunStarted)  # the head was lost...
-    assert any(isinstance(r, RunStarted) and r.recovered for r in records)  # ...and recovered
+    # The original head was lost and a recovered one republished. Which lands first after the restart — a
+    # result or the recovered RunStarted — depends on whether a renewal or an append comes first: either is right.
+    assert not (isinstance(records[0], RunStarted) and not records[0].recovered), records[0]
+    assert any(isinstance(r, RunStarted) and r.recovered for r in records)
 
 
 @pytest.mark.anyio
