@@ -136,3 +136,21 @@ async def test_a_master_switch_is_reported_once_per_run_claimed_before_it(monkey
     assert not watch.writes_kept("b")  # ...to each run
     watch.claimed("c")  # claimed after the switch: nothing of it was on the old master
     assert watch.writes_kept("c")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the Redis backend runs on asyncio only
+async def test_an_older_redis_py_is_refused_at_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py 7.3's Sentinel left 5 connections open and took 34 s to fail on a wrong sentinel_password (the
+    lowest-dependencies suite): below MIN_REDIS_PY a Sentinel URL is a clear ConfigurationError, not half-working."""
+    import redis
+
+    from dbtbus.backends import backend_from_url
+    from dbtbus.backends._sentinel import MIN_REDIS_PY
+
+    monkeypatch.setattr(redis, "__version__", "7.3.0")
+    backend = backend_from_url("redis+sentinel://:s3cr3t-Pw@127.0.0.1:1/mymaster/0")
+    with pytest.raises(ConfigurationError, match=r"needs redis-py >= 8\.2 \(installed: 7\.3\.0\)") as caught:
+        await backend.open()
+    assert "s3cr3t-Pw" not in str(caught.value)
+    assert MIN_REDIS_PY == (8, 2)
