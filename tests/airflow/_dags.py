@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +94,23 @@ def producer_summary(dag_id: str, task_id: str = "dbt.dbt_producer") -> Any:
                                                       XComModel.key == "return_value")).first()
         assert row is not None
         return XComModel.deserialize_value(row)
+
+
+def registering_dags_like_a_dag_file() -> Iterator[None]:
+    """Airflow registers a DAG made in a ``with`` block while it parses a DAG file: do as it does (the body of
+    the ``register_dags_like_a_dag_file`` fixture)."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    DagContext.current_autoregister_module_name = __name__
+    try:
+        yield
+    finally:
+        DagContext.current_autoregister_module_name = None
+        DagContext.autoregistered_dags.clear()
+
+
+def registered_node_dags(dag_id: str) -> dict[str, DAG]:
+    """The node DAGs a split render of ``dag_id`` registered beside it, by DAG id."""
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    return {d.dag_id: d for d, _ in DagContext.autoregistered_dags if d.dag_id.startswith(f"{dag_id}.")}

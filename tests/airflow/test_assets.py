@@ -23,7 +23,7 @@ from dbtbus.airflow.sensors import DbtNodeSensor
 from dbtbus.airflow.triggers import DbtNodeTrigger
 from dbtbus.events import NodeResult, NodeStatus, RunFinished
 
-from ._dags import dag_id, run_dag, shop_dag, states
+from ._dags import dag_id, registered_node_dags, registering_dags_like_a_dag_file, run_dag, shop_dag, states
 from .conftest import shop_args
 
 
@@ -94,23 +94,12 @@ def test_emit_assets_gives_each_node_task_its_relation(shop: Path, layout: str) 
 
 @pytest.fixture
 def _register_dags_like_a_dag_file() -> Iterator[None]:
-    """Airflow registers a DAG made in a ``with`` block while it parses a DAG file: do as it does."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    DagContext.current_autoregister_module_name = __name__
-    try:
-        yield
-    finally:
-        DagContext.current_autoregister_module_name = None
-        DagContext.autoregistered_dags.clear()
+    yield from registering_dags_like_a_dag_file()
 
 
 def _dags(dag: DAG) -> list[DAG]:
     """The rendering DAG and the node DAGs a split render registered beside it."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    node_dags = [d for d, _ in DagContext.autoregistered_dags if d.dag_id.startswith(f"{dag.dag_id}.")]
-    return [dag, *node_dags]
+    return [dag, *registered_node_dags(dag.dag_id).values()]
 
 
 def test_emit_assets_takes_a_selection(shop: Path) -> None:

@@ -8,6 +8,8 @@ from airflow.sdk import DAG
 
 from dbtbus.airflow import DbtBusProducerOperator, DbtNodeSensor, DbtNodeTrigger, render_dbt_task_group
 
+from ._dags import registered_node_dags, registering_dags_like_a_dag_file
+
 
 def test_render_group(shop_template: Path) -> None:
     with DAG("render_test", schedule=None) as dag:
@@ -171,37 +173,23 @@ def _wide_manifest(models: int, folders: int = 1) -> dict[str, object]:
 
 @pytest.fixture(autouse=True)
 def _register_dags_like_a_dag_file() -> Iterator[None]:
-    """Airflow registers a DAG made in a ``with`` block while it parses a DAG file: do as it does."""
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    DagContext.current_autoregister_module_name = __name__
-    try:
-        yield
-    finally:
-        DagContext.current_autoregister_module_name = None
-        DagContext.autoregistered_dags.clear()
-
-
-def _node_dags(dag_id: str) -> dict[str, DAG]:
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
-
-    return {d.dag_id: d for d, _ in DagContext.autoregistered_dags if d.dag_id.startswith(f"{dag_id}.")}
+    yield from registering_dags_like_a_dag_file()
 
 
 def test_a_project_of_up_to_100_nodes_stays_in_one_dag() -> None:
     with DAG("render_small", schedule=None) as dag:
         render_dbt_task_group(_wide_manifest(99), "redis://h:1/0", ["build"])
-    assert len(dag.task_dict) == 101 and not _node_dags("render_small")  # producer + 100 node tasks
+    assert len(dag.task_dict) == 101 and not registered_node_dags("render_small")  # producer + 100 node tasks
     with DAG("render_101", schedule=None) as dag:
         render_dbt_task_group(_wide_manifest(100), "redis://h:1/0", ["build"])
-    assert len(_node_dags("render_101")) == 3  # models in 50s, the seed apart
+    assert len(registered_node_dags("render_101")) == 3  # models in 50s, the seed apart
 
 
 def test_a_larger_project_gets_node_dags_of_bounded_size() -> None:
     with DAG("render_split", schedule=None, default_args={"retries": 2}, tags=["team"], max_active_runs=3) as dag:
         group = render_dbt_task_group(_wide_manifest(120, folders=3), "redis://h:1/0", ["build"],
                                       max_tasks_per_dag=30)
-    node_dags = _node_dags("render_split")
+    node_dags = registered_node_dags("render_split")
     # folders f0..f2 of 40 models each: two chunks each; the seed in a DAG of its own
     assert sorted(node_dags) == ["render_split.dbt.models_f0_01", "render_split.dbt.models_f0_02",
                                  "render_split.dbt.models_f1_01", "render_split.dbt.models_f1_02",
@@ -237,7 +225,7 @@ def test_layout_can_be_forced_and_is_checked(shop_template: Path) -> None:
     with DAG("render_forced", schedule=None) as dag:
         render_dbt_task_group(shop_template / "target" / "manifest.json", "xcom://", ["build"], layout="split")
     assert {t.task_id for t in dag.tasks} >= {"dbt.dbtbus_carrier", "dbt.dbt_producer"}
-    node_dags = _node_dags("render_forced")
+    node_dags = registered_node_dags("render_forced")
     assert node_dags and sum(len(d.tasks) for d in node_dags.values()) == 14
     sensor = next(d for d in node_dags.values() if "stg_orders" in d.task_dict).get_task("stg_orders")
     assert sensor.start_trigger_args.trigger_kwargs["carrier_task_id"] == "dbt.dbtbus_carrier"
@@ -253,7 +241,7 @@ def test_node_dags_serialise_with_the_producers_dag_in_their_triggers() -> None:
 
     with DAG("render_split_ser", schedule=None):
         render_dbt_task_group(_wide_manifest(60), "redis://h:1/0", ["build"], layout="split")
-    for node_dag in _node_dags("render_split_ser").values():
+    for node_dag in registered_node_dags("render_split_ser").values():
         restored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(node_dag))
         for task in restored.tasks:
             assert task.start_from_trigger
