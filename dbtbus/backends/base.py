@@ -15,7 +15,7 @@ name::
 :mod:`dbtbus.testing.backend_contract` holds the behaviour every backend must show; run it against yours
 (see ``docs/backends.md``).
 
-Two guarantees are opt-in, declared by class attributes, because they need atomic storage:
+Four guarantees are opt-in, declared by class attributes, because they need atomic storage:
 
 * :attr:`Backend.idempotent_appends` — :attr:`Append.key` is honoured: an append whose key the run
   already stored is not stored again, and the cursor of the stored entry is returned. A producer that
@@ -23,15 +23,18 @@ Two guarantees are opt-in, declared by class attributes, because they need atomi
 * :attr:`Backend.fenced_leases` — :meth:`Backend.acquire_lease` and :meth:`Backend.renew_lease` are
   atomic and fence: one producer per run and attempt; a producer superseded by another holder (the same
   attempt after its lease lapsed, or a later attempt) gets :class:`dbtbus.RunClaimed` on its next renewal.
-
+* :attr:`Backend.fenced_appends` — :attr:`Append.holder` is honoured: an append carrying a holder that is
+  not the holder of the run's latest claim is refused as a whole with :class:`dbtbus.RunClaimed`, in the
+  same atomic step as the writes it refuses. A superseded producer's appends never land, even before its
+  next renewal tells it that it was superseded.
 * :attr:`Backend.tombstones` — :meth:`Backend.delete_run` and :meth:`Backend.expire_run` leave a small
   marker that outlives the run's keys by :attr:`Backend.tombstone_period`, and :meth:`Backend.run_gone`
   reads it: a waiter that arrives after a run was deleted or expired gets ``RunNotFound`` at once instead
   of waiting for a run that will never start. An append removes it (a run id used again).
 
 The defaults keep a backend that declares none of them working: ``acquire_lease`` checks the lease and then
-renews it (two calls, so two producers racing within one round trip can both win), and append keys are
-ignored, and :meth:`Backend.run_gone` always says ``False`` (a deleted run looks like one not started yet,
+renews it (two calls, so two producers racing within one round trip can both win), append keys and holders
+are ignored, and :meth:`Backend.run_gone` always says ``False`` (a deleted run looks like one not started yet,
 and its waiters wait out their timeout). The contract suite checks the declared behaviour either way.
 """
 
@@ -44,8 +47,8 @@ from typing import Any, ClassVar
 
 from .._exceptions import ConfigurationError, RecordTooLarge, RunClaimed
 
-__all__ = ["DEFAULT_TOMBSTONE_PERIOD", "Append", "Backend", "Entry", "Lease", "check_record_sizes", "claimed_message",
-           "tombstone_period_option"]
+__all__ = ["DEFAULT_TOMBSTONE_PERIOD", "Append", "Backend", "Entry", "Lease", "append_holders", "check_record_sizes",
+           "claimed_message", "tombstone_period_option"]
 
 #: How long (seconds) a deleted or expired run's tombstone outlives its keys by default: 7 days.
 DEFAULT_TOMBSTONE_PERIOD = 7 * 24 * 3600.0
@@ -65,6 +68,9 @@ class Append:
     #: Idempotency key, unique within the run (the producer uses ``"<holder>:<sequence>"``). A backend with
     #: :attr:`Backend.idempotent_appends` stores an item whose key the run already holds only once.
     key: str | None = None
+    #: The producer appending (its lease holder). A backend with :attr:`Backend.fenced_appends` refuses the
+    #: whole call when it is not the holder of the run's latest claim; ``None``: not fenced (as before).
+    holder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,9 @@ class Backend(abc.ABC):
     idempotent_appends: ClassVar[bool] = False
     #: True when :meth:`acquire_lease` / :meth:`renew_lease` are atomic and fence superseded holders out.
     fenced_leases: ClassVar[bool] = False
+    #: True when :meth:`append` honours :attr:`Append.holder`: a superseded holder's append is refused whole
+    #: with :class:`dbtbus.RunClaimed`, atomically with the writes (it needs :attr:`fenced_leases`' claim).
+    fenced_appends: ClassVar[bool] = False
     #: The largest ``Append.data`` (bytes) :meth:`append` accepts (``None``: no limit of its own). Larger
     #: items make the whole call fail with :class:`dbtbus.RecordTooLarge`, storing nothing; a backend may
     #: also skip stored entries over its limit when reading (with a warning; the cursor still advances).
@@ -154,6 +163,16 @@ class Backend(abc.ABC):
         With :attr:`idempotent_appends`, an item whose ``key`` the run already stored (by an earlier call or
         earlier in this one) is not appended again: its cursor is the stored entry's. An item larger than
         :attr:`max_record_bytes` fails the whole call with :class:`dbtbus.RecordTooLarge`; nothing is stored.
+
+        With :attr:`fenced_appends`, when the run has a claim (:meth:`acquire_lease`) and an item carries a
+        ``holder`` other than the claim's holder, the whole call fails with :class:`dbtbus.RunClaimed` (worded
+        by :func:`claimed_message`, as a fenced renewal): nothing is stored, no node record replaced, the run's
+        expiry and tombstone untouched. The check and the writes are one atomic step: a claim taken by another
+        producer just before is always seen. Items without a holder are not checked. A run without a claim —
+        never claimed, or whose claim vanished with its keys (a restart without persistence, a flush, a
+        deletion) — accepts every holder: the backend cannot tell a lost claim from one never taken, and a
+        lost claim must not lock its own producer out. Such a producer learns of the loss at its next renewal
+        (``False``) and claims the run again, which fences the run again from then on.
         """
 
     @abc.abstractmethod
@@ -290,6 +309,12 @@ def claimed_message(run_id: str, holder: str, attempt: int | None, owner: str, o
     if attempt is None:
         return f"producer {holder!r} was superseded on run {run_id!r}: {owner!r} holds {held}"
     return f"run {run_id!r} is claimed by producer {owner!r} ({held}): {holder!r} cannot produce attempt {attempt}"
+
+
+def append_holders(items: Sequence[Append]) -> list[str]:
+    """The distinct :attr:`Append.holder` values of ``items``, in order (``None`` left out): what a backend with
+    :attr:`Backend.fenced_appends` checks against the run's claim."""
+    return list(dict.fromkeys(item.holder for item in items if item.holder is not None))
 
 
 def check_record_sizes(run_id: str, items: Sequence[Append], limit: int | None) -> None:

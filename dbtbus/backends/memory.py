@@ -27,6 +27,7 @@ from .base import (
     Backend,
     Entry,
     Lease,
+    append_holders,
     check_record_sizes,
     claimed_message,
     tombstone_period_option,
@@ -106,8 +107,13 @@ class MemoryStore:
         return run
 
     def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
+        holders = append_holders(items)
         with self._lock:
             run = self._live_run(run_id, time.monotonic())
+            if run is not None and run.claim is not None:  # fenced appends: checked before anything changes
+                for holder in holders:
+                    if holder != run.claim[0]:
+                        raise RunClaimed(claimed_message(run_id, holder, None, *run.claim))
             if run is None:
                 run = self._runs[run_id] = _Run()
             run.expires_at = None
@@ -306,6 +312,7 @@ class MemoryBackend(Backend):
     schemes: tuple[str, ...] = ("memory",)
     idempotent_appends = True
     fenced_leases = True
+    fenced_appends = True
     tombstones = True
 
     def __init__(
