@@ -23,7 +23,9 @@ call; on a cluster the same index statement runs as a second script on the index
 Every write is one server-side Lua script (one round trip, atomic — readers see a batch all or none): an
 append XADDs each item (``MAXLEN ~ cap``) whose idempotency key the run has not stored yet, HSETs the node
 records and keys of the batch and PERSISTs the run's keys. Leases are fenced (``acquire_lease`` claims an
-attempt; a superseded holder's renewal fails with :class:`dbtbus.RunClaimed`).
+attempt; a superseded holder's renewal fails with :class:`dbtbus.RunClaimed`), and so are appends: the append
+script reads the claim (passed as one of its keys: it shares the run's hash tag) and refuses a batch whose
+holder is not the claim's before it writes anything.
 
 Reads are ``XREAD [BLOCK ms] COUNT n STREAMS log <cursor>``; cursors are stream IDs. A blocking read takes a
 dedicated connection from its own pool for at most ``block_ms`` per round trip (longer waits loop), so
@@ -95,7 +97,7 @@ from .._exceptions import (
 )
 from ._redis_url import DEFAULT_PORT, RedisSettings, check_prefix, parse_redis_url
 from ._sentinel import SENTINEL_SCHEMES, FailoverWatch, SentinelSettings, parse_sentinel_url, sentinel_client
-from .base import Append, Backend, Entry, Lease, check_record_sizes, claimed_message
+from .base import Append, Backend, Entry, Lease, append_holders, check_record_sizes, claimed_message
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
 
@@ -182,15 +184,28 @@ class _Script:
         return f"{self.index}\nreturn 1"
 
 
-# ARGV: run_id, (unused score), maxlen, then (node, key, data) triples; KEYS: log, nodes, appended, gone[, index]
-# An append removes the run's tombstone: the run id is in use again (a retry, a run id used again).
+# ARGV: run_id, (unused score), maxlen, h (count of holders), the h holders, then (node, key, data) triples;
+# KEYS: log, nodes, appended, gone, claim[, index]. An append removes the run's tombstone: the run id is in use
+# again (a retry, a run id used again). Fenced appends: when the run has a claim, a holder that is not the
+# claim's refuses the whole call before any write (and before the index statement, on one server), returning
+# {0, holder, owner, owner's attempt} — an integer first, where a stored batch returns its stream ids. A run
+# without a claim (never claimed, or its keys lost) takes any holder: the producer re-claims at its renewal.
 _APPEND: Final = _Script(
     """
 local log, nodes, appended = KEYS[1], KEYS[2], KEYS[3]
 local maxlen = tonumber(ARGV[3])
+local first = 5 + tonumber(ARGV[4])
+if first > 5 then
+  local owner = redis.call('HMGET', KEYS[5], 'holder', 'attempt')
+  if owner[1] then
+    for i = 5, first - 1 do
+      if ARGV[i] ~= owner[1] then return {0, ARGV[i], owner[1], owner[2]} end
+    end
+  end
+end
 local result, fields, nf = {}, {}, 0
 local n = 0
-for i = 4, #ARGV, 3 do
+for i = first, #ARGV, 3 do
   local node, key, data = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   n = n + 1
   local id = false
@@ -413,6 +428,7 @@ class RedisBackend(Backend):
     schemes = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
     idempotent_appends = True
     fenced_leases = True
+    fenced_appends = True
     tombstones = True
 
     def __init__(self, settings: RedisSettings) -> None:
@@ -643,8 +659,15 @@ class RedisBackend(Backend):
         except rexc.NoScriptError:  # first use on this server (or it restarted): send the source once
             return await client.eval(script, len(keys), *keys, *args)
 
-    async def _run(self, what: str, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a write on a run's keys and, where it has one, its run-index statement."""
+    async def _run(
+        self, what: str, script: _Script, keys: Sequence[str], args: Sequence[Any], *, index_after: bool = False
+    ) -> Any:
+        """Run a write on a run's keys and, where it has one, its run-index statement.
+
+        On a cluster the index statement runs on its own slot, in parallel — or, with ``index_after``, once the
+        run's script has answered with a list whose first element is not an integer (a write it refused,
+        answered as ``{0, ...}``, leaves the index alone).
+        """
         client = self._require()
         with self._errors(what):
             if self._failover is not None:
@@ -653,6 +676,11 @@ class RedisBackend(Backend):
                 return await self._eval(client, script.alone, keys, args)
             if not self.cluster:
                 return await self._eval(client, script.with_index, [*keys, self.index_key], args)
+            if index_after:
+                result = await self._eval(client, script.alone, keys, args)
+                if not (result and isinstance(result[0], int)):
+                    await self._eval(client, script.index_only, [self.index_key], args[:2])
+                return result
             result, _ = await asyncio.gather(
                 self._eval(client, script.alone, keys, args),
                 self._eval(client, script.index_only, [self.index_key], args[:2]),
@@ -666,10 +694,18 @@ class RedisBackend(Backend):
         if not items:
             return []
         check_record_sizes(run_id, items, self.max_record_bytes)
-        args: list[Any] = [run_id, 0, self.maxlen]
+        holders = append_holders(items)
+        args: list[Any] = [run_id, 0, self.maxlen, len(holders), *holders]
         for item in items:
             args += ("" if item.node is None else "+" + item.node, item.key or "", item.data)
-        ids = await self._run("append", _APPEND, [keys[0], keys[1], keys[4], keys[5]], args)
+        # A fenced append on a cluster runs its index statement only once the run's script stored the batch: in
+        # parallel, a refused stale append would still mark the run kept in the index (one more round trip).
+        ids = await self._run(
+            "append", _APPEND, [keys[0], keys[1], keys[4], keys[5], keys[3]], args, index_after=bool(holders)
+        )
+        if ids and isinstance(ids[0], int):  # refused: the run is claimed by another holder
+            owner_attempt = int(ids[3]) if ids[3] else None
+            raise RunClaimed(claimed_message(run_id, _text(ids[1]), None, _text(ids[2]), owner_attempt))
         return [_text(entry_id) for entry_id in ids]
 
     def _lease_keys(self, run_id: str) -> list[str]:
