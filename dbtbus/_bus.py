@@ -150,7 +150,7 @@ class Bus:
     # ------------------------------------------------------------------------------------------ publishing
 
     async def publish(
-        self, records: Record | Iterable[Record], *, keys: Sequence[str] | None = None
+        self, records: Record | Iterable[Record], *, keys: Sequence[str] | None = None, holder: str | None = None
     ) -> list[str]:
         """Append records to their runs' logs (a node's terminal record also under its node key).
 
@@ -163,10 +163,12 @@ class Bus:
         :class:`~dbtbus.RecordTooLarge` before anything of the call is stored. ``keys`` (one per record,
         unique within its run) make the appends idempotent on backends that honour them: a caller that
         retries after a lost reply passes the same keys again. Without them the bus makes its own, which
-        covers the backend's own retries.
+        covers the backend's own retries. ``holder`` (a producer's lease holder, the one it claimed the run
+        with) fences the appends on backends that honour it: once another producer has claimed the run, they
+        are refused whole with :class:`~dbtbus.RunClaimed` (see :attr:`~dbtbus.backends.base.Backend.fenced_appends`).
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
-        return await self.publish_encoded([(record, None) for record in batch], keys=keys)
+        return await self.publish_encoded([(record, None) for record in batch], keys=keys, holder=holder)
 
     def _fit(self, record: Record, data: bytes | None = None) -> tuple[Record, bytes]:
         """``record`` and its wire bytes within ``max_record_size`` (``data``, its encoding, is reused if it fits)."""
@@ -182,7 +184,11 @@ class Bus:
         return fit
 
     async def publish_encoded(
-        self, batch: Sequence[tuple[Record, bytes | None]], *, keys: Sequence[str] | None = None
+        self,
+        batch: Sequence[tuple[Record, bytes | None]],
+        *,
+        keys: Sequence[str] | None = None,
+        holder: str | None = None,
     ) -> list[str]:
         """:meth:`publish`, where each record may come with its wire bytes (:func:`dbtbus.events.encode`).
 
@@ -200,7 +206,7 @@ class Bus:
             if isinstance(fitted, RunStarted):
                 node = RUN_KEY
             key = keys[index] if keys is not None else f"{self._key_prefix}:{next(self._key_count)}"
-            by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key)))
+            by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key, holder)))
         for run_id in by_run:
             check_run_id(run_id)
         cursors = [""] * len(batch)

@@ -26,6 +26,13 @@ The rules it keeps:
   in ONE append, so no reader ever sees the ``not_run`` records without the ending.
 * **Permanent backend errors stop it at once** (:class:`~dbtbus.BackendRejected`: authentication, ACL,
   a run claimed by another producer): never retried, one log line, the result says what was published.
+* **A superseded producer publishes nothing more**: once its attempt is claimed, every append carries its
+  holder, so a backend with fenced appends refuses the first one made after a later attempt (or a
+  replacement of this one) claimed the run — with :class:`~dbtbus.RunClaimed`, the error its next renewal
+  would get. Either way it is the permanent error above: one rule, whichever call learns it first (a
+  process frozen past its lease that thaws flushes its pending batch before its overdue renewal runs).
+  Before the claim succeeded, appends carry no holder (a producer whose first claim failed transiently must
+  not be fenced by the claim it is about to take over).
 * **An abandoned run expires too**: with a ``retention``, every append and every lease renewal is followed
   by ``expire_run(lease + retention)`` — an append makes the run's keys permanent again (the backend rule), so
   the expiry must follow the last one. A producer that dies (SIGKILL, OOM, host gone) leaves a run whose keys
@@ -440,9 +447,14 @@ class Publisher:
         start = self._sequence + offset
         return [f"{self.holder}:{n}" for n in range(start, start + count)]
 
+    @property
+    def _fence(self) -> str | None:
+        """The holder the appends carry (fenced appends): this producer's, once it has claimed its attempt."""
+        return self.holder if self._claimed else None
+
     async def _publish(self, bus: Bus, batch: list[Encoded], what: str) -> bool:
         try:
-            await bus.publish_encoded(batch, keys=self._keys(len(batch)))
+            await bus.publish_encoded(batch, keys=self._keys(len(batch)), holder=self._fence)
         except Exception as exc:
             if _is_too_large(exc):
                 return await self._publish_one_by_one(bus, batch, what, exc)
@@ -478,7 +490,7 @@ class Publisher:
         for offset, item in enumerate(batch):
             if len(batch) > 1:
                 try:
-                    await bus.publish_encoded([item], keys=self._keys(1, offset))
+                    await bus.publish_encoded([item], keys=self._keys(1, offset), holder=self._fence)
                 except Exception as exc:
                     if not _is_too_large(exc):
                         self._failed(exc, what)
@@ -624,7 +636,7 @@ class Publisher:
                 run_id=self.run_id, running=len(n.running), done=len(n.statuses), peak_rss=peak, attempt=n.attempt
             )
             try:
-                await bus.publish(beat)
+                await bus.publish(beat, holder=self._fence)
             except Exception as exc:
                 self._failed(exc, "publishing a heartbeat")
             else:
