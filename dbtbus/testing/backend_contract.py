@@ -16,8 +16,9 @@ Every test is an anyio test; the module's ``anyio_backend`` fixture decides whic
 ``blocking_slack`` (seconds) is how late a woken or timed-out read may return (polling backends raise it).
 
 The opt-in guarantees (:attr:`Backend.idempotent_appends`, :attr:`Backend.fenced_leases`,
-:attr:`Backend.max_record_bytes`) are checked as the backend declares them: a backend that declares a
-guarantee must keep it, and one that does not must show the documented default behaviour instead.
+:attr:`Backend.fenced_appends`, :attr:`Backend.tombstones`, :attr:`Backend.max_record_bytes`) are checked as the
+backend declares them: a backend that declares a guarantee must keep it, and one that does not must show the
+documented default behaviour instead.
 """
 
 from __future__ import annotations
@@ -367,6 +368,105 @@ class BackendContract:
         lease = await backend.get_lease(run_id)
         assert lease is not None
         assert lease.holder in winners
+
+    # ------------------------------------------------------------------------------------------ fenced appends
+
+    @pytest.mark.anyio
+    async def test_a_superseded_holders_append_is_refused_whole(self, backend: Backend, run_id: str) -> None:
+        """With :attr:`Backend.fenced_appends`, once a later attempt claimed the run, the earlier holder's
+        append stores nothing — no log entry, no node record replaced — and raises :class:`RunClaimed`."""
+        await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
+        await backend.append(run_id, [Append(b"s1", node="run", holder="attempt-1"),
+                                      Append(b"a1", node="model.a", holder="attempt-1")])
+        if not backend.fenced_leases:
+            pytest.skip("the backend declares no fenced leases: no claim to fence appends with")
+        await backend.acquire_lease(run_id, "attempt-2", 30, attempt=2)
+        await backend.append(run_id, [Append(b"s2", node="run", holder="attempt-2"),
+                                      Append(b"a2", node="model.a", key="attempt-2:1", holder="attempt-2")])
+        stale = [Append(b"b1", node="model.b", key="attempt-1:9", holder="attempt-1"),
+                 Append(b"a1-late", node="model.a", key="attempt-1:10", holder="attempt-1")]
+        if not backend.fenced_appends:
+            # The documented default: holders are ignored, a superseded producer's records land.
+            await backend.append(run_id, stale)
+            assert await backend.get_node(run_id, "model.a") == b"a1-late"
+            return
+        with pytest.raises(RunClaimed, match="attempt-1") as refused:
+            await backend.append(run_id, stale)
+        assert "attempt-2" in str(refused.value) and "superseded" in str(refused.value)
+        with pytest.raises(RunClaimed):  # a holder-less item in the same call does not let it through
+            await backend.append(run_id, [Append(b"free"), Append(b"b1", node="model.b", holder="attempt-1")])
+        assert _data(await backend.read(run_id, None)) == [b"s1", b"a1", b"s2", b"a2"]
+        assert await backend.get_node(run_id, "model.a") == b"a2"  # attempt 2's record, untouched
+        assert await backend.get_node(run_id, "model.b") is None
+        assert await backend.get_node(run_id, "run") == b"s2"
+        # its keys were not stored either: the refused items are not "already appended" for anyone
+        await backend.append(run_id, [Append(b"b2", node="model.b", key="attempt-1:9", holder="attempt-2")])
+        assert await backend.get_node(run_id, "model.b") == b"b2"
+        # the current holder appends as before, with or without its holder
+        await backend.append(run_id, [Append(b"c2", node="model.c", holder="attempt-2"), Append(b"plain")])
+        assert _data(await backend.read(run_id, None))[-3:] == [b"b2", b"c2", b"plain"]
+
+    @pytest.mark.anyio
+    async def test_a_refused_append_leaves_the_runs_expiry_and_lease_alone(self, backend: Backend, run_id: str) -> None:
+        """A refused append changes nothing: an expiry set by the current producer still applies (an append
+        would cancel it), its lease stays its own."""
+        if not backend.fenced_appends:
+            pytest.skip("the backend declares no fenced appends")
+        await backend.acquire_lease(run_id, "attempt-1", 30, attempt=1)
+        await backend.acquire_lease(run_id, "attempt-2", 30, attempt=2)
+        await backend.append(run_id, [Append(b"end", node="model.a", holder="attempt-2")])
+        await backend.expire_run(run_id, 0.3)
+        with pytest.raises(RunClaimed):
+            await backend.append(run_id, [Append(b"stale", node="model.a", holder="attempt-1")])
+        lease = await backend.get_lease(run_id)
+        assert lease is not None
+        assert lease.holder == "attempt-2"
+        await anyio.sleep(0.6)
+        assert await backend.read(run_id, None) == []  # expired as set: the refused append did not keep it
+        assert run_id not in await backend.list_runs()
+
+    @pytest.mark.anyio
+    async def test_the_fence_follows_the_latest_claim(self, backend: Backend, run_id: str) -> None:
+        """The same attempt taken over after the lease lapsed (a frozen producer's replacement) fences too."""
+        if not backend.fenced_appends:
+            pytest.skip("the backend declares no fenced appends")
+        await backend.acquire_lease(run_id, "frozen", 0.1, attempt=1)
+        await backend.append(run_id, [Append(b"f", node="model.a", holder="frozen")])
+        await anyio.sleep(0.2)
+        await backend.append(run_id, [Append(b"f2", holder="frozen")])  # lapsed but not superseded: accepted
+        await backend.acquire_lease(run_id, "replacement", 30, attempt=1)
+        with pytest.raises(RunClaimed, match="replacement"):
+            await backend.append(run_id, [Append(b"thawed", node="model.a", holder="frozen")])
+        await backend.append(run_id, [Append(b"r", node="model.a", holder="replacement")])
+        assert _data(await backend.read(run_id, None)) == [b"f", b"f2", b"r"]
+        assert await backend.get_node(run_id, "model.a") == b"r"
+
+    @pytest.mark.anyio
+    async def test_appends_without_a_holder_or_on_an_unclaimed_run_are_not_fenced(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        claimed, unclaimed, vanished = new_run(), new_run(), new_run()
+        await backend.acquire_lease(claimed, "owner", 30, attempt=1)
+        await backend.append(claimed, [Append(b"x", node="n")])  # no holder: not checked (as before)
+        assert await backend.get_node(claimed, "n") == b"x"
+        # a run never claimed (or only leased with renew_lease, the legacy path) takes any holder
+        await backend.renew_lease(unclaimed, "someone", 30)
+        await backend.append(unclaimed, [Append(b"1", node="n", holder="anyone"), Append(b"2", holder="another")])
+        assert _data(await backend.read(unclaimed, None)) == [b"1", b"2"]
+        # a claim that vanished with the run's keys does not lock its producer out: it appends, its renewal
+        # says False, it claims again — and from then on the run is fenced again
+        await backend.acquire_lease(vanished, "owner", 30, attempt=1)
+        await backend.delete_run(vanished)
+        await backend.append(vanished, [Append(b"kept", node="n", holder="owner")])
+        assert await backend.get_node(vanished, "n") == b"kept"
+        if backend.fenced_leases:
+            assert await backend.renew_lease(vanished, "owner", 30) is False
+        await backend.acquire_lease(vanished, "owner", 30, attempt=1)
+        await backend.append(vanished, [Append(b"again", node="n", holder="owner")])
+        if backend.fenced_appends:
+            with pytest.raises(RunClaimed):
+                await backend.append(vanished, [Append(b"intruder", node="n", holder="intruder")])
+        assert await backend.get_node(vanished, "n") == b"again"
 
     # ------------------------------------------------------------------------------------------ idempotency
 

@@ -588,6 +588,19 @@ async def test_cluster_runs_a_whole_run() -> None:
             assert lease is not None
             assert lease.holder == "p"
             assert math.isfinite(lease.remaining)
+            # fenced appends on a cluster: the claim is read in the append script (same slot); a refused stale
+            # append leaves the run index alone too (its statement runs on another slot, after the batch)
+            fenced = "cl-fenced"
+            await backend.acquire_lease(fenced, "attempt-1", 10, attempt=1)
+            await backend.acquire_lease(fenced, "attempt-2", 10, attempt=2)
+            await backend.append(fenced, [Append(b"a2", node="model.a", holder="attempt-2")])
+            await backend.expire_run(fenced, 0.3)
+            with pytest.raises(dbtbus.RunClaimed, match="attempt-2"):
+                await backend.append(fenced, [Append(b"a1", node="model.a", holder="attempt-1")])
+            assert await backend.get_node(fenced, "model.a") == b"a2"
+            assert fenced in await bus.list_runs()
+            await anyio.sleep(0.5)
+            assert fenced not in await bus.list_runs()  # expired as set: not marked kept by the refused append
             runs = {f"cl-{i}" for i in range(20)}  # spread over the slots of all three masters
             for other in runs:
                 await backend.append(other, [Append(b"x", node="n")])
