@@ -37,6 +37,12 @@ record writes — and a batch of records is one call, not one per record.
 class's ``False``): a run deleted or expired leaves nothing behind, so a waiter that starts after it cannot
 tell it from a run not started yet and waits out its timeout. (XComs go with their DAG run anyway.)
 
+**No fenced leases, no fenced appends** (:attr:`~dbtbus.backends.base.Backend.fenced_leases` and
+:attr:`~dbtbus.backends.base.Backend.fenced_appends` are false): the lease is read, then written (two API
+calls), there is no claim, and :attr:`~dbtbus.backends.base.Append.holder` is ignored. XCom offers no atomic
+read-and-write to build a fence on, so a superseded producer (a worker frozen while Airflow retried its task
+elsewhere, then thawed) has its records stored until it stops; readers ignore an earlier attempt's records.
+
 Reads go through the Airflow Task SDK (the supervisor's comms channel), so the backend works wherever that
 channel exists: inside a running task (the producer writes, a sensor reads) and inside the triggerer (a
 deferred sensor's trigger reads). XCom has no push: :meth:`read` polls the head every ``poll`` seconds
