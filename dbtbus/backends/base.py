@@ -25,8 +25,9 @@ Four guarantees are opt-in, declared by class attributes, because they need atom
   attempt after its lease lapsed, or a later attempt) gets :class:`dbtbus.RunClaimed` on its next renewal.
 * :attr:`Backend.fenced_appends` — :attr:`Append.holder` is honoured: an append carrying a holder that is
   not the holder of the run's latest claim is refused as a whole with :class:`dbtbus.RunClaimed`, in the
-  same atomic step as the writes it refuses. A superseded producer's appends never land, even before its
-  next renewal tells it that it was superseded.
+  same atomic step as the writes it refuses. A superseded producer's appends do not land, even before its
+  next renewal tells it that it was superseded (a run whose claim vanished with its keys is not fenced until
+  its producer claims it again: see :meth:`Backend.append`).
 * :attr:`Backend.tombstones` — :meth:`Backend.delete_run` and :meth:`Backend.expire_run` leave a small
   marker that outlives the run's keys by :attr:`Backend.tombstone_period`, and :meth:`Backend.run_gone`
   reads it: a waiter that arrives after a run was deleted or expired gets ``RunNotFound`` at once instead
