@@ -60,6 +60,13 @@ producer_retry = _dag("live_producer_retry", REDIS_URL, producer=RETRYING_PRODUC
 # about the producer): the race the suite reproduces.
 producer_retry_old_rule = _dag("live_producer_retry_old_rule", REDIS_URL, producer=RETRYING_PRODUCER,
                                sensor={**RETRYING_SENSOR, "producer_task_id": None})
+producer_retry_xcom = _dag("live_producer_retry_xcom", "xcom://?poll=0.2", producer=RETRYING_PRODUCER,
+                           sensor=RETRYING_SENSOR, heartbeat=5.0)
+# The producer's Celery worker is SIGKILLed or frozen mid-build (test_celery.py): Airflow fails the producer
+# task at its heartbeat timeout and retries it on the other worker. The node tasks never retry: their first
+# try must end with the node's true outcome.
+worker_lost = _dag("live_worker_lost", REDIS_URL, producer={"retries": 1, "retry_delay": timedelta(seconds=2)},
+                   sensor=NO_RETRY)
 # The producer fails for good; the gated model's sensor retries and re-runs its node itself, then its
 # descendants' sensors re-run theirs once it succeeded.
 sensor_retry = _dag("live_sensor_retry", REDIS_URL, producer=NO_RETRY,
