@@ -457,12 +457,13 @@ class Deployment:
 
     # ------------------------------------------------------------------------------------------ logs
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
-        """Every log file of a task instance (worker and triggerer, all tries), concatenated."""
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int | None = None) -> str:
+        """Every log file of a task instance (worker and triggerer; all tries, or ``attempt``'s), concatenated."""
         base = self.logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         if not base.exists():
             return ""
-        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob("*")) if p.is_file())
+        pattern = "*" if attempt is None else f"attempt={attempt}.*"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob(pattern)) if p.is_file())
 
     def worker_logs(self, dag_id: str, run_id: str, task_id: str) -> list[Path]:
         """The log files a worker wrote for the task (the triggerer's end in ``.trigger.<n>.log``)."""
