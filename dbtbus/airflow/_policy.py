@@ -7,6 +7,12 @@ attempt (``min_attempt``) instead. A sensor whose producer task ends for good wi
 its node (an import error, bad arguments, killed while queued) ends within seconds with a
 ``PRODUCER_LOST`` outcome naming the producer task's state.
 
+**Lost is final only once the producer task is.** A producer whose lease lapsed (its host SIGKILLed or
+frozen, its worker lost) is retried by Airflow when its task has a try left — once Airflow notices, after
+its task heartbeat timeout. Until the producer task is done for good, a sensor answered ``PRODUCER_LOST``
+waits for the next attempt instead; if the producer task then ends without one (no try left, or the lost
+attempt came back and finished), the sensor answers what the bus holds for its node then.
+
 **Gone is final only once the producer is.** A run the bus calls gone (``RUN_NOT_FOUND``: deleted, expired,
 a tombstone left behind) is re-created by a producer task that has not run yet — a cleared DAG run re-uses
 its run id — so while the producer task is not done for good, the sensor waits for it instead.
@@ -55,6 +61,8 @@ async def decide(bus: Bus, spec: WaitSpec) -> Outcome | Rerun:
     """The sensor's one decision: its node's outcome, or "re-run it yourself" (see the module docstring)."""
     uid, run_id = spec.unique_id, spec.run_id
     min_attempt: int | None = None
+    # The attempt whose producer was lost while its task was not done for good (see the module docstring).
+    lost_attempt: int | None = None
     if spec.retrying:
         state = await bus.run_state(run_id)
         current: Outcome = state.outcome(uid, include_tests=spec.include_tests)
@@ -71,11 +79,20 @@ async def decide(bus: Bus, spec: WaitSpec) -> Outcome | Rerun:
                 # run id), but the producer task will still write it: only its end can make that final.
                 min_attempt = 1
                 continue
+            if outcome.kind is OutcomeKind.PRODUCER_LOST and spec.producer is not None \
+                    and (min_attempt is None or outcome.attempt >= min_attempt) and not await spec.producer.done():
+                # The producer's lease lapsed, but Airflow has not ended its task: a retry may still come.
+                lost_attempt = outcome.attempt
+                min_attempt = outcome.attempt + 1
+                continue
             return outcome
         # The producer task is done for good and the bus has not answered: decide from what it holds.
         state = await bus.run_state(run_id)
         current = state.outcome(uid, include_tests=spec.include_tests)
-        if current.terminal and (min_attempt is None or current.attempt >= min_attempt):
+        # After a lost attempt, what the bus holds for it now counts too (the attempt may have come back and
+        # finished); a retry still re-runs its node rather than fail on the loss.
+        came_back = lost_attempt is not None and (current.ok or not spec.retrying)
+        if current.terminal and (min_attempt is None or current.attempt >= min_attempt or came_back):
             return current
         if spec.retrying:
             return await _rerun_after_upstream(

@@ -208,3 +208,86 @@ async def test_a_tombstone_is_not_final_while_the_producer_task_will_still_write
             producer_state["dbt.dbt_producer"] = "running"
             await bus.publish([started(RUN), NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS)])
         assert isinstance(decisions[0], Outcome) and decisions[0].ok
+
+
+def _first_try(url: str) -> WaitSpec:
+    """A first try's wait for model.p.a, with a short grace after its producer task's end."""
+    trigger = make_trigger(url, "model.p.a", ti=FakeTI(), run_group="dbt", producer_task_id="dbt.dbt_producer",
+                           timeout=60)
+    return WaitSpec(**{**trigger.spec(RUN).__dict__, "grace": 0.05})
+
+
+@pytest.mark.anyio
+async def test_a_lost_producer_whose_task_is_retried_is_not_final(producer_state: dict[str, str | None]) -> None:
+    """The producer's host vanished (its lease lapsed) while Airflow still has its task running: the first try
+    waits for the retry Airflow starts once it notices, and answers from that attempt."""
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish(started(RUN, heartbeat=0.2))
+        await bus.renew_lease(RUN, "host-a", 0.3)
+        assert (await bus.outcome(RUN, "model.p.a", timeout=10)).kind is OutcomeKind.PRODUCER_LOST  # no Airflow
+        spec = _first_try(url)
+        decisions: list[Any] = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                decisions.append(await decide(bus, spec))
+
+            tg.start_soon(wait)
+            await anyio.sleep(1.0)
+            assert decisions == []  # lost, but the task is still "running": not the last word
+            producer_state["dbt.dbt_producer"] = "up_for_retry"  # Airflow's heartbeat timeout noticed
+            await anyio.sleep(0.5)
+            assert decisions == []
+            producer_state["dbt.dbt_producer"] = "running"  # the retry, on another host
+            await bus.publish([started(RUN, attempt=2), NodeResult(run_id=RUN, unique_id="model.p.a",
+                                                                   status=NodeStatus.SUCCESS, attempt=2)])
+    assert isinstance(decisions[0], Outcome) and decisions[0].ok and decisions[0].attempt == 2
+
+
+@pytest.mark.anyio
+async def test_a_lost_producer_is_final_once_its_task_failed_for_good(producer_state: dict[str, str | None]) -> None:
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish(started(RUN, heartbeat=0.2))
+        await bus.renew_lease(RUN, "host-a", 0.3)
+        spec = _first_try(url)
+        decisions: list[Any] = []
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    decisions.append(await decide(bus, spec))
+
+                tg.start_soon(wait)
+                await anyio.sleep(1.0)
+                assert decisions == []
+                producer_state["dbt.dbt_producer"] = "failed"  # no try left
+    assert isinstance(decisions[0], Outcome) and decisions[0].kind is OutcomeKind.PRODUCER_LOST
+
+
+@pytest.mark.anyio
+async def test_a_lost_producer_that_came_back_is_answered_from_its_attempt(
+    producer_state: dict[str, str | None],
+) -> None:
+    """A producer frozen past its lease and then thawed (no retry started) finishes attempt 1: its task ends
+    success and the sensor answers attempt 1's result, not a loss."""
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    async with dbtbus.connect(url) as bus:
+        await bus.publish(started(RUN, heartbeat=0.2))
+        await bus.renew_lease(RUN, "host-a", 0.3)
+        spec = _first_try(url)
+        decisions: list[Any] = []
+        with anyio.fail_after(15):
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    decisions.append(await decide(bus, spec))
+
+                tg.start_soon(wait)
+                await anyio.sleep(1.0)
+                await bus.renew_lease(RUN, "host-a", 30)  # thawed
+                await bus.publish([NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS),
+                                   RunFinished(run_id=RUN, success=True, exit_code=0)])
+                producer_state["dbt.dbt_producer"] = "success"
+    assert isinstance(decisions[0], Outcome) and decisions[0].ok and decisions[0].attempt == 1

@@ -1,8 +1,12 @@
 """A real Airflow 3 deployment on this machine, for the live-scheduler suite.
 
-api-server, scheduler (LocalExecutor), dag-processor and triggerer run as separate processes, each in its
-own process group (task processes are children of the scheduler's group), on a throw-away PostgreSQL
-database. :meth:`Deployment.stop` ends every group and drops the database, whatever happened before.
+api-server, scheduler, dag-processor and triggerer run as separate processes, each in its own process group,
+on a throw-away PostgreSQL database. With the LocalExecutor task processes are children of the scheduler's
+group; with the CeleryExecutor (``workers=("worker-a", "worker-b")``) each Celery worker is a process group
+of its own, with its own working directory and the hostname Airflow records for its task instances (what
+``TaskState.hostname`` reads), a Redis broker (``AIRFLOW__CELERY__BROKER_URL`` in ``extra_env``) and the
+result backend on the deployment's PostgreSQL database. :meth:`Deployment.stop` ends every group and drops
+the database, whatever happened before.
 The test process never imports Airflow: it talks to the deployment through its REST API and reads task
 states straight from the metadata database.
 """
@@ -19,7 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,20 @@ from dbtbus.testing.redis_server import free_port
 PG_DSN = os.environ.get("DBTBUS_LIVE_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TERMINAL = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 _PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Celery worker slots each (the deployment's parallelism is 4).
+CELERY_CONCURRENCY = 2
+#: Seconds without a task heartbeat before the scheduler fails a task instance as lost (Airflow's default is
+#: 300): what a SIGKILLed or frozen Celery worker costs before its task is retried elsewhere.
+TASK_HEARTBEAT_TIMEOUT = 20
+# The hostname Airflow records for a task instance (``[core] hostname_callable``): the worker's name, so two
+# workers on one machine tell their task instances apart as two hosts would.
+_HOSTNAME_MODULE = """import os
+import socket
+
+
+def hostname() -> str:
+    return os.environ.get("DBTBUS_LIVE_HOSTNAME") or socket.getfqdn()
+"""
 
 
 class DeploymentError(RuntimeError):
@@ -41,6 +59,13 @@ def _pg(dsn: str) -> Any:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     return conn
+
+
+def _same_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def postgres_available(dsn: str = PG_DSN) -> str | None:
@@ -66,8 +91,10 @@ class TaskState:
 class Deployment:
     """``with Deployment(home, bin_dir, env) as af:`` — start, wait until healthy, stop everything at exit."""
 
-    def __init__(self, home: Path, bin_dir: Path, extra_env: Mapping[str, str], *, parallelism: int = 4) -> None:
+    def __init__(self, home: Path, bin_dir: Path, extra_env: Mapping[str, str], *, parallelism: int = 4,
+                 workers: Sequence[str] = ()) -> None:
         self.home = home
+        self.workers = tuple(workers)
         self.bin = bin_dir
         self.port = free_port()
         self.db = f"dbtbus_live_{secrets.token_hex(4)}"
@@ -77,11 +104,12 @@ class Deployment:
         self.logs = home / "logs"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._token: str | None = None
+        sqlalchemy_url = self.dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.dsn.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -111,6 +139,19 @@ class Deployment:
             **extra_env,
         }
         self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD", None)
+        if self.workers:
+            pylib = home / "pylib"
+            self.env.update({
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "dbtbus_live_hostname.hostname",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(pylib), os.environ.get("PYTHONPATH", "")) if p),
+            })
+            if "AIRFLOW__CELERY__BROKER_URL" not in self.env:
+                raise DeploymentError("a CeleryExecutor deployment needs AIRFLOW__CELERY__BROKER_URL in extra_env")
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -139,20 +180,77 @@ class Deployment:
                                  text=True, check=False)
         if migrate.returncode != 0:
             raise DeploymentError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-4000:]}")
+        if self.workers:
+            (self.home / "pylib").mkdir(exist_ok=True)
+            (self.home / "pylib" / "dbtbus_live_hostname.py").write_text(_HOSTNAME_MODULE)
         for name in _PROCESSES:
             self.start_process(name)
+        for name in self.workers:
+            self.start_worker(name)
         self._wait_healthy(timeout=240)
+        for name in self.workers:
+            self.wait_worker(name)
 
-    def start_process(self, name: str, command: str | None = None) -> subprocess.Popen[bytes]:
+    def start_process(self, name: str, command: str | Sequence[str] | None = None, *, cwd: Path | None = None,
+                      env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``airflow <command>`` (default: ``name``) as process ``name``, in a process group of its own."""
+        args = [command or name] if command is None or isinstance(command, str) else list(command)
         log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [str(self.bin / "airflow"), command or name], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(self.home),
+            [str(self.bin / "airflow"), *args], env={**self.env, **(env or {})}, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(cwd or self.home),
         )
         log.close()
         self.procs[name] = proc
         return proc
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """Start Celery worker ``name`` in its own working directory, under its own hostname. Logs go to the
+        shared logs folder (as with remote logging, every process reads every task's log)."""
+        cwd = self.home / name
+        cwd.mkdir(exist_ok=True)
+        return self.start_process(
+            name, ["celery", "worker", "--celery-hostname", f"{name}@%h", "--skip-serve-logs", "--without-mingle",
+                   "--without-gossip"], cwd=cwd, env={"DBTBUS_LIVE_HOSTNAME": name})
+
+    def wait_worker(self, name: str, timeout: float = 120) -> None:
+        """Wait until Celery worker ``name`` consumes from the broker."""
+        deadline = time.monotonic() + timeout
+        log = self.home / f"{name}.out"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if log.exists() and f"{name}@" in log.read_text(errors="replace") and " ready." in log.read_text(
+                    errors="replace"):
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"Celery worker {name} was not ready in {timeout:.0f} s\n{self.tails()}")
+
+    def signal_tree(self, name: str, sig: int) -> list[int]:
+        """Send ``sig`` to every process of process ``name``: its group and every descendant that left it (a
+        Celery worker, its pool, each task's supervisor and task process, dbt's own children). Returns the
+        pids signalled. SIGKILL is the host lost; SIGSTOP freezes it whole, SIGCONT thaws it."""
+        import psutil
+
+        root = psutil.Process(self.procs[name].pid)
+        tree = [root, *root.children(recursive=True)]
+        group = {p for p in psutil.process_iter() if _same_group(p.pid, root.pid)}
+        pids = sorted({p.pid for p in tree} | {p.pid for p in group})
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            self.procs.pop(name).wait(timeout=30)
+        return pids
+
+    def restart_process(self, name: str, timeout: float = 60) -> None:
+        """Stop process ``name`` as a service manager would (SIGTERM to its group, then wait), start a new one."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"airflow {name} did not stop in {timeout:.0f} s\n{self.tails()}") from None
+        self.start_process(name)
 
     def kill_process(self, name: str) -> None:
         """SIGKILL process ``name``'s whole group (a triggerer: its supervisor and its trigger runner)."""
@@ -208,9 +306,16 @@ class Deployment:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """SIGTERM every process group, SIGKILL what is left after 20 s, drop the database."""
+        """SIGTERM every process group, SIGKILL what is left after 20 s (and every descendant that left its
+        group), drop the database."""
+        import psutil
+
+        strays: list[psutil.Process] = []
         for proc in self.procs.values():
+            with contextlib.suppress(psutil.Error):
+                strays.extend(psutil.Process(proc.pid).children(recursive=True))
             with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for proc in self.procs.values():
@@ -221,6 +326,9 @@ class Deployment:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: task processes and log servers too
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        for stray in strays:
+            with contextlib.suppress(psutil.Error):
+                stray.kill()
         self.procs.clear()
         if getattr(self, "_created_db", False):
             self._created_db = False
@@ -349,12 +457,13 @@ class Deployment:
 
     # ------------------------------------------------------------------------------------------ logs
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str) -> str:
-        """Every log file of a task instance (worker and triggerer, all tries), concatenated."""
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int | None = None) -> str:
+        """Every log file of a task instance (worker and triggerer; all tries, or ``attempt``'s), concatenated."""
         base = self.logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         if not base.exists():
             return ""
-        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob("*")) if p.is_file())
+        pattern = "*" if attempt is None else f"attempt={attempt}.*"
+        return "\n".join(p.read_text(errors="replace") for p in sorted(base.rglob(pattern)) if p.is_file())
 
     def worker_logs(self, dag_id: str, run_id: str, task_id: str) -> list[Path]:
         """The log files a worker wrote for the task (the triggerer's end in ``.trigger.<n>.log``)."""
@@ -366,9 +475,10 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def deployment(home: Path, bin_dir: Path, env: Mapping[str, str]) -> Iterator[Deployment]:
+def deployment(home: Path, bin_dir: Path, env: Mapping[str, str], *,
+               workers: Sequence[str] = ()) -> Iterator[Deployment]:
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    with Deployment(home, bin_dir, env) as af:
+    with Deployment(home, bin_dir, env, workers=workers) as af:
         yield af

@@ -8,14 +8,23 @@ scenario asserts the same things in either layout.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from dbtbus._dbt.graph import descendants as graph_descendants
 
 from ._deployment import TERMINAL, Deployment, DeploymentError, TaskState
 
 PRODUCER = "dbt.dbt_producer"
 NOT_NODES = {PRODUCER, "dbt.dbtbus_carrier"}
+#: The scenarios' timings, printed at the end of the session and written to ``DBTBUS_LIVE_FIGURES`` (conftest).
+FIGURES: dict[str, Any] = {}
 
 
 @dataclass
@@ -117,3 +126,78 @@ class Scenario:
 
 def project_nodes(project: Path) -> int:
     return sum(1 for p in (project / "models").iterdir() if p.suffix in (".sql", ".py"))
+
+
+# ---------------------------------------------------------------------------------------------- scenario steps
+# The live project's DAGs (live_dags.py): each scenario's DAG in the ``one_dag`` layout, ``<name>_split`` in the
+# ``split`` one; the run's conf names the ``gate`` CSV the gated model reads.
+
+
+def dag_id_for(name: str, layout: str) -> str:
+    return name if layout == "one_dag" else f"{name}_split"
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def gate_file(tmp_path: Path, *, create: bool = True) -> Path:
+    """The gated model's CSV (missing: the model fails at runtime)."""
+    path = tmp_path / "gate.csv"
+    if create:
+        path.write_text("ok\n1\n")
+    return path
+
+
+def descendants(project: Path, uid: str) -> set[str]:
+    """The node task labels (``dbt.<name>``) of ``uid``'s model descendants in the project's manifest."""
+    nodes = json.loads((project / "manifest.render.json").read_text())["nodes"]
+    children: dict[str, list[str]] = {}
+    for child, node in nodes.items():
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            children.setdefault(parent, []).append(child)
+    return {f"dbt.{c.rsplit('.', 1)[1]}" for c in graph_descendants(children, uid) if c.startswith("model.")}
+
+
+def start(af: Deployment, name: str, layout: str, conf: dict[str, Any]) -> Scenario:
+    run = Scenario(af, dag_id_for(name, layout), new_run_id(name))
+    af.trigger(run.dag_id, run.run_id, conf)
+    return run
+
+
+def clean_run(af: Deployment, name: str, layout: str, tmp_path: Path, *, figure: str | None = None) -> Scenario:
+    """A run of the live project that must end green, every node task ended in the triggerer."""
+    run = start(af, name, layout, {"gate": str(gate_file(tmp_path))})
+    state = run.wait()
+    nodes = run.nodes()
+    assert state == "success", {k: v.state for k, v in nodes.items()}
+    assert len(nodes) == 14  # the seed, 12 models, the slow Python model
+    assert {t.state for t in nodes.values()} == {"success"}
+    assert run.split is (layout == "split")
+    assert [k for k in nodes if run.ran_on_a_worker(k)] == [], "these node tasks ran on a worker"
+    if layout == "split":
+        group = {k: t.state for k, t in run.group_tasks().items() if k.startswith("dbt.nodes_")}
+        assert len(group) == len(run.node_dags()) >= 3 and set(group.values()) == {"success"}, group
+    FIGURES[figure or run.dag_id] = run.timings()
+    return run
+
+
+@contextlib.contextmanager
+def slowed(project: Path) -> Iterator[Path]:
+    """dbt's ``slow`` model sleeps while this flag exists (at most 90 s)."""
+    flag = project / "slow.flag"
+    flag.touch()
+    try:
+        yield flag
+    finally:
+        flag.unlink(missing_ok=True)
+
+
+def heal_when_producer_retries(run: Scenario, gate: Path) -> None:
+    run.af.wait_task(run.dag_id, run.run_id, PRODUCER, {"up_for_retry"}, timeout=180)
+    gate.write_text("ok\n1\n")  # the transient failure is gone by the producer's next try
+
+
+def reran_dbt(run: Scenario) -> list[str]:
+    """The node tasks that ran dbt themselves (a sensor's re-run on a worker)."""
+    return sorted(t for t in run.nodes() if "re-running dbt" in run.log(t))

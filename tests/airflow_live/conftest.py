@@ -7,6 +7,7 @@ PostgreSQL or redis-server FAILS the suite. Anywhere without Airflow nothing her
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -86,6 +87,19 @@ def scale_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _gated_project(tmp_path_factory.mktemp("scale-project").resolve(), SCALE_MODELS, slow=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _write_figures() -> Iterator[None]:
+    """The scenarios' timings (``_scenario.FIGURES``), printed and written to ``DBTBUS_LIVE_FIGURES``."""
+    from ._scenario import FIGURES
+
+    yield
+    text = json.dumps(FIGURES, indent=2, sort_keys=True)
+    print("\nlive-suite figures:\n" + text)
+    path = os.environ.get("DBTBUS_LIVE_FIGURES")
+    if path:
+        Path(path).write_text(text + "\n")
+
+
 @pytest.fixture(scope="session")
 def live_redis() -> Iterator[str]:
     from dbtbus.testing.redis_server import RedisServer, find_redis_server
@@ -105,27 +119,58 @@ def lineage_endpoint() -> Iterator[object]:
         yield endpoint
 
 
-@pytest.fixture(scope="session")
-def airflow(live_project: Path, scale_project: Path, live_redis: str, lineage_endpoint: Any,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """The deployment, started once for the suite and stopped (every process group) at its end."""
+def _live_env(live_project: Path, scale_project: Path, live_redis: str, lineage_endpoint: Any) -> dict[str, str]:
+    return {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_SCALE_PROJECT": str(scale_project),
+            "DBTBUS_LIVE_REDIS": live_redis,
+            # The OpenLineage provider's transport, for the one scenario that asks for lineage (openlineage=True);
+            # disabled, so the provider's listener and every other scenario (openlineage=None) send nothing.
+            "AIRFLOW__OPENLINEAGE__DISABLED": "True", "AIRFLOW__OPENLINEAGE__NAMESPACE": "dbtbus-live",
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": lineage_endpoint.url, "timeout": 5})}
+
+
+@contextlib.contextmanager
+def _live_deployment(home: Path, env: dict[str, str], workers: tuple[str, ...] = ()) -> Iterator[Any]:
+    """A deployment with the live DAGs and the sensors' re-run pool, stopped (every process group) at exit."""
     if importlib.util.find_spec("airflow") is None:
         _unavailable("Apache Airflow is not installed")
     if importlib.util.find_spec("psycopg2") is None or importlib.util.find_spec("asyncpg") is None:
         _unavailable("psycopg2-binary and asyncpg are not installed")
+    if workers and importlib.util.find_spec("airflow.providers.celery") is None:
+        _unavailable("apache-airflow-providers-celery is not installed")
     from ._deployment import deployment, postgres_available
 
     why = postgres_available()
     if why is not None:
         _unavailable(f"PostgreSQL does not answer on 127.0.0.1:5432: {why}")
-    home = tmp_path_factory.mktemp("airflow-home").resolve()
-    env = {"DBTBUS_LIVE_PROJECT": str(live_project), "DBTBUS_LIVE_SCALE_PROJECT": str(scale_project),
-           "DBTBUS_LIVE_REDIS": live_redis,
-           # The OpenLineage provider's transport, for the one scenario that asks for lineage (openlineage=True);
-           # disabled, so the provider's listener and every other scenario (openlineage=None) send nothing.
-           "AIRFLOW__OPENLINEAGE__DISABLED": "True", "AIRFLOW__OPENLINEAGE__NAMESPACE": "dbtbus-live",
-           "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "http", "url": lineage_endpoint.url, "timeout": 5})}
-    with deployment(home, BIN, env) as af:
+    with deployment(home, BIN, env, workers=workers) as af:
         af.create_pool("dbt_rerun", 1)
         shutil.copy(HERE / "live_dags.py", af.dags / "dbtbus_live_dags.py")
         yield af
+
+
+@pytest.fixture(scope="session")
+def airflow(live_project: Path, scale_project: Path, live_redis: str, lineage_endpoint: Any,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The LocalExecutor deployment, started once for the suite."""
+    home = tmp_path_factory.mktemp("airflow-home").resolve()
+    with _live_deployment(home, _live_env(live_project, scale_project, live_redis, lineage_endpoint)) as af:
+        yield af
+
+
+#: The CeleryExecutor deployment's workers: two hosts as far as Airflow can tell.
+CELERY_WORKERS = ("worker-a", "worker-b")
+
+
+@pytest.fixture(scope="module")
+def celery_airflow(live_project: Path, scale_project: Path, live_redis: str, lineage_endpoint: Any,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A CeleryExecutor deployment (two workers, a Redis broker of its own, the result backend on PostgreSQL)
+    for test_celery.py's module only: it never runs beside the LocalExecutor one."""
+    from dbtbus.testing.redis_server import RedisServer
+
+    home = tmp_path_factory.mktemp("airflow-celery-home").resolve()
+    with RedisServer() as broker:
+        env = {**_live_env(live_project, scale_project, live_redis, lineage_endpoint),
+               "AIRFLOW__CELERY__BROKER_URL": broker.url}
+        with _live_deployment(home, env, CELERY_WORKERS) as af:
+            yield af

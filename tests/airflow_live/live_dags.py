@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
 from airflow.sdk import DAG, Asset
 
@@ -60,6 +61,13 @@ producer_retry = _dag("live_producer_retry", REDIS_URL, producer=RETRYING_PRODUC
 # about the producer): the race the suite reproduces.
 producer_retry_old_rule = _dag("live_producer_retry_old_rule", REDIS_URL, producer=RETRYING_PRODUCER,
                                sensor={**RETRYING_SENSOR, "producer_task_id": None})
+producer_retry_xcom = _dag("live_producer_retry_xcom", "xcom://?poll=0.2", producer=RETRYING_PRODUCER,
+                           sensor=RETRYING_SENSOR, heartbeat=5.0)
+# The producer's Celery worker is SIGKILLed or frozen mid-build (test_celery.py): Airflow fails the producer
+# task at its heartbeat timeout and retries it on the other worker. The node tasks never retry: their first
+# try must end with the node's true outcome.
+worker_lost = _dag("live_worker_lost", REDIS_URL, producer={"retries": 1, "retry_delay": timedelta(seconds=2)},
+                   sensor=NO_RETRY)
 # The producer fails for good; the gated model's sensor retries and re-runs its node itself, then its
 # descendants' sensors re-run theirs once it succeeded.
 sensor_retry = _dag("live_sensor_retry", REDIS_URL, producer=NO_RETRY,
@@ -97,6 +105,18 @@ with DAG("live_asset_probe", schedule=None, catchup=False, tags=["dbtbus-live"])
                                                  ("ended_on_a_worker", False, PROBE_WORKER)):
         DateTimeSensorAsync(task_id=_task_id, target_time="2000-01-01T00:00:00+00:00", start_from_trigger=True,
                             end_from_trigger=_end_from_trigger, outlets=[_asset])
+
+# What dbtbus is measured against on each deployment: the same build in ONE task, no per-model tasks.
+def _bare_build(args: list[str]) -> None:
+    from dbt.cli.main import dbtRunner
+
+    result = dbtRunner().invoke(args)
+    if not result.success:
+        raise RuntimeError(f"dbt build failed: {result.exception}")
+
+
+with DAG("live_bare", schedule=None, catchup=False, max_active_runs=1, tags=["dbtbus-live"]):
+    PythonOperator(task_id="dbt_build", python_callable=_bare_build, op_args=[ARGS])
 
 # The scale scenarios: a 200-model project rendered with render_dbt_task_group's defaults (its layout picks
 # node DAGs of at most 50 tasks), nothing tuned.

@@ -7,87 +7,38 @@ running" proves the push without a bound a loaded 2-core machine could miss. The
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dbtbus._dbt.graph import descendants
-
 from ._deployment import Deployment
-from ._scenario import PRODUCER, Scenario, project_nodes
+from ._scenario import (
+    FIGURES,
+    PRODUCER,
+    Scenario,
+    clean_run,
+    descendants,
+    gate_file,
+    heal_when_producer_retries,
+    new_run_id,
+    project_nodes,
+    reran_dbt,
+    slowed,
+    start,
+)
 from .conftest import GATED
 
-FIGURES: dict[str, Any] = {}
 LAYOUTS = pytest.mark.parametrize("layout", ["one_dag", "split"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _write_figures() -> Iterator[None]:
-    yield
-    text = json.dumps(FIGURES, indent=2, sort_keys=True)
-    print("\nlive-suite figures:\n" + text)
-    path = os.environ.get("DBTBUS_LIVE_FIGURES")
-    if path:
-        Path(path).write_text(text + "\n")
-
-
-def _dag_id(name: str, layout: str) -> str:
-    return name if layout == "one_dag" else f"{name}_split"
-
-
-def _run_id(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def _gate(tmp_path: Path, *, create: bool = True) -> Path:
-    gate = tmp_path / "gate.csv"
-    if create:
-        gate.write_text("ok\n1\n")
-    return gate
-
-
-def _descendants(project: Path, uid: str) -> set[str]:
-    nodes = json.loads((project / "manifest.render.json").read_text())["nodes"]
-    children: dict[str, list[str]] = {}
-    for child, node in nodes.items():
-        for parent in node.get("depends_on", {}).get("nodes", []):
-            children.setdefault(parent, []).append(child)
-    return {f"dbt.{c.rsplit('.', 1)[1]}" for c in descendants(children, uid) if c.startswith("model.")}
-
-
-def _start(af: Deployment, name: str, layout: str, conf: dict[str, Any]) -> Scenario:
-    run = Scenario(af, _dag_id(name, layout), _run_id(name))
-    af.trigger(run.dag_id, run.run_id, conf)
-    return run
-
-
-def _clean_run(af: Deployment, name: str, layout: str, tmp_path: Path) -> Scenario:
-    run = _start(af, name, layout, {"gate": str(_gate(tmp_path))})
-    state = run.wait()
-    nodes = run.nodes()
-    assert state == "success", {k: v.state for k, v in nodes.items()}
-    assert len(nodes) == 14  # the seed, 12 models, the slow Python model
-    assert {t.state for t in nodes.values()} == {"success"}
-    assert run.split is (layout == "split")
-    assert [k for k in nodes if run.ran_on_a_worker(k)] == [], "these node tasks ran on a worker"
-    if layout == "split":
-        group = {k: t.state for k, t in run.group_tasks().items() if k.startswith("dbt.nodes_")}
-        assert len(group) == len(run.node_dags()) >= 3 and set(group.values()) == {"success"}, group
-    FIGURES[run.dag_id] = run.timings()
-    return run
 
 
 @LAYOUTS
 def test_clean_run_redis(airflow: Deployment, tmp_path: Path, layout: str) -> None:
-    run = _clean_run(airflow, "live_redis", layout, tmp_path)
+    run = clean_run(airflow, "live_redis", layout, tmp_path)
     log = run.log("dbt.m003")
     assert "model.gen.m003" in log and "success" in log
 
@@ -95,32 +46,21 @@ def test_clean_run_redis(airflow: Deployment, tmp_path: Path, layout: str) -> No
 @LAYOUTS
 def test_clean_run_xcom(airflow: Deployment, tmp_path: Path, layout: str) -> None:
     before = airflow.triggerer_log().count("XCom not found")
-    run = _clean_run(airflow, "live_xcom", layout, tmp_path)
+    run = clean_run(airflow, "live_xcom", layout, tmp_path)
     assert airflow.triggerer_log().count("XCom not found") == before, "a reader asked for a missing XCom"
     assert "XCom not found" not in run.log(PRODUCER)
     assert "stopped heartbeating" not in "".join(run.log(t) for t in run.nodes())
 
 
-@contextlib.contextmanager
-def _slow(project: Path) -> Iterator[Path]:
-    """dbt's ``slow`` model sleeps while this flag exists (at most 90 s)."""
-    flag = project / "slow.flag"
-    flag.touch()
-    try:
-        yield flag
-    finally:
-        flag.unlink(missing_ok=True)
-
-
 @LAYOUTS
 def test_failing_model_ends_its_descendants_while_dbt_runs(airflow: Deployment, live_project: Path,
                                                            tmp_path: Path, layout: str) -> None:
-    doomed = _descendants(live_project, f"model.gen.{GATED}")
+    doomed = descendants(live_project, f"model.gen.{GATED}")
     assert doomed, "the gated model has descendants"
     # No gate: m005 fails; the slow model keeps dbt (and so the producer task) running until the failure's
     # tasks are all terminal (or 90 s pass, which would fail the assertions below).
-    with _slow(live_project):
-        run = _start(airflow, "live_redis", layout, {"gate": str(_gate(tmp_path, create=False))})
+    with slowed(live_project):
+        run = start(airflow, "live_redis", layout, {"gate": str(gate_file(tmp_path, create=False))})
         run.wait_terminal({f"dbt.{GATED}"} | doomed)
     assert run.wait() == "failed"
     nodes = run.nodes()
@@ -150,25 +90,16 @@ def test_failing_model_ends_its_descendants_while_dbt_runs(airflow: Deployment, 
         producer.end - max(nodes[t].end for t in doomed), 2)
 
 
-def _heal_when_producer_retries(run: Scenario, gate: Path) -> None:
-    run.af.wait_task(run.dag_id, run.run_id, PRODUCER, {"up_for_retry"}, timeout=180)
-    gate.write_text("ok\n1\n")  # the transient failure is gone by the producer's next try
-
-
-def _reran_dbt(run: Scenario) -> list[str]:
-    return sorted(t for t in run.nodes() if "re-running dbt" in run.log(t))
-
-
 @LAYOUTS
 def test_producer_retry_never_collides(airflow: Deployment, tmp_path: Path, layout: str) -> None:
-    gate = _gate(tmp_path, create=False)
-    run = _start(airflow, "live_producer_retry", layout, {"gate": str(gate)})
-    _heal_when_producer_retries(run, gate)
+    gate = gate_file(tmp_path, create=False)
+    run = start(airflow, "live_producer_retry", layout, {"gate": str(gate)})
+    heal_when_producer_retries(run, gate)
     state = run.wait()
     nodes = run.nodes()
     assert state == "success", {k: (v.state, v.try_number) for k, v in nodes.items()}
     assert run.producer().try_number == 2
-    assert _reran_dbt(run) == [], "a sensor ran dbt while the producer was retrying"
+    assert reran_dbt(run) == [], "a sensor ran dbt while the producer was retrying"
     retried = {label for label, _ in run.history()}
     assert f"dbt.{GATED}" in retried  # its first try failed with attempt 1; its retry waited for attempt 2
     logs = "".join(run.log(t) for t in nodes)
@@ -178,26 +109,26 @@ def test_producer_retry_never_collides(airflow: Deployment, tmp_path: Path, layo
 def test_the_old_retry_rule_races_the_producer(airflow: Deployment, tmp_path: Path) -> None:
     """Without asking Airflow about the producer (the rule before #14), a sensor's retry sees attempt 1's
     ending and runs dbt itself while the producer's retry is pending: a duplicate, concurrent build."""
-    gate = _gate(tmp_path, create=False)
-    run = _start(airflow, "live_producer_retry_old_rule", "one_dag", {"gate": str(gate)})
-    _heal_when_producer_retries(run, gate)
+    gate = gate_file(tmp_path, create=False)
+    run = start(airflow, "live_producer_retry_old_rule", "one_dag", {"gate": str(gate)})
+    heal_when_producer_retries(run, gate)
     run.wait()
-    assert _reran_dbt(run), "the race did not show: no sensor re-ran dbt"
+    assert reran_dbt(run), "the race did not show: no sensor re-ran dbt"
 
 
 @LAYOUTS
 def test_sensor_retry_reruns_its_node_once_the_producer_is_done(airflow: Deployment, live_project: Path,
                                                                 tmp_path: Path, layout: str) -> None:
-    gate = _gate(tmp_path, create=False)
-    run = _start(airflow, "live_sensor_retry", layout, {"gate": str(gate)})
+    gate = gate_file(tmp_path, create=False)
+    run = start(airflow, "live_sensor_retry", layout, {"gate": str(gate)})
     airflow.wait_task(run.dag_id, run.run_id, PRODUCER, {"failed"}, timeout=180)
     gate.write_text("ok\n1\n")
     state = run.wait()
     nodes = run.nodes()
-    rerun = {f"dbt.{GATED}"} | _descendants(live_project, f"model.gen.{GATED}")
+    rerun = {f"dbt.{GATED}"} | descendants(live_project, f"model.gen.{GATED}")
     assert {nodes[t].state for t in rerun} == {"success"}, {t: nodes[t].state for t in rerun}
     assert state == "failed"  # the producer itself stays failed: it has no tries left
-    assert set(_reran_dbt(run)) == rerun
+    assert set(reran_dbt(run)) == rerun
     logs = "".join(run.log(t) for t in rerun)
     assert "Could not set lock" not in logs
 
@@ -205,8 +136,8 @@ def test_sensor_retry_reruns_its_node_once_the_producer_is_done(airflow: Deploym
 @LAYOUTS
 def test_killed_producer_is_producer_lost(airflow: Deployment, live_project: Path, tmp_path: Path,
                                           layout: str) -> None:
-    with _slow(live_project):
-        run = _start(airflow, "live_killed", layout, {"gate": str(_gate(tmp_path))})
+    with slowed(live_project):
+        run = start(airflow, "live_killed", layout, {"gate": str(gate_file(tmp_path))})
         run.wait_node("dbt.m000", {"success"})  # dbt is running
         pid = airflow.task_pid(run.dag_id, run.run_id, PRODUCER)
         assert pid is not None
@@ -224,7 +155,7 @@ def test_killed_producer_is_producer_lost(airflow: Deployment, live_project: Pat
 
 @LAYOUTS
 def test_producer_failing_before_dbt_starts(airflow: Deployment, layout: str) -> None:
-    run = _start(airflow, "live_bad_args", layout, {})
+    run = start(airflow, "live_bad_args", layout, {})
     assert run.wait() == "failed"
     producer = run.producer()
     assert producer.state == "failed" and producer.end is not None
@@ -240,7 +171,7 @@ def test_memray_profile_on_a_worker(airflow: Deployment, live_project: Path, tmp
     """The producer task, run by the scheduler's executor, profiles dbt into its own file; the run stays green."""
     import memray
 
-    run = _clean_run(airflow, "live_memray", "one_dag", tmp_path)
+    run = clean_run(airflow, "live_memray", "one_dag", tmp_path)
     profile = live_project / f"memray-{run.run_id}-1.bin"
     reader = memray.FileReader(profile)
     assert reader.metadata.total_allocations > 0
@@ -276,7 +207,7 @@ def _scale_outcome_lag(run: Scenario, live_redis: str) -> float:
 
 
 def test_scale_clean_run(airflow: Deployment, scale_project: Path, live_redis: str, tmp_path: Path) -> None:
-    run = _start(airflow, "live_scale", "one_dag", {"gate": str(_gate(tmp_path))})
+    run = start(airflow, "live_scale", "one_dag", {"gate": str(gate_file(tmp_path))})
     assert run.wait(timeout=600) == "success"
     nodes = run.nodes()
     assert len(nodes) == project_nodes(scale_project) + 1 == 201  # the seed too
@@ -289,9 +220,9 @@ def test_scale_clean_run(airflow: Deployment, scale_project: Path, live_redis: s
 
 
 def test_scale_failing_model(airflow: Deployment, scale_project: Path, tmp_path: Path) -> None:
-    doomed = _descendants(scale_project, f"model.gen.{GATED}")
+    doomed = descendants(scale_project, f"model.gen.{GATED}")
     assert len(doomed) >= 10
-    run = _start(airflow, "live_scale", "one_dag", {"gate": str(_gate(tmp_path, create=False))})
+    run = start(airflow, "live_scale", "one_dag", {"gate": str(gate_file(tmp_path, create=False))})
     assert run.wait(timeout=600) == "failed"
     nodes = run.nodes()
     failed = {k for k, t in nodes.items() if t.state == "failed"}
@@ -307,13 +238,13 @@ def test_scale_failing_model(airflow: Deployment, scale_project: Path, tmp_path:
 
 
 def test_scale_producer_retry(airflow: Deployment, tmp_path: Path) -> None:
-    gate = _gate(tmp_path, create=False)
-    run = _start(airflow, "live_scale_retry", "one_dag", {"gate": str(gate)})
-    _heal_when_producer_retries(run, gate)
+    gate = gate_file(tmp_path, create=False)
+    run = start(airflow, "live_scale_retry", "one_dag", {"gate": str(gate)})
+    heal_when_producer_retries(run, gate)
     assert run.wait(timeout=600) == "success"
     assert {t.state for t in run.nodes().values()} == {"success"}
     assert run.producer().try_number == 2
-    assert _reran_dbt(run) == [], "a node task ran dbt while the producer was retrying"
+    assert reran_dbt(run) == [], "a node task ran dbt while the producer was retrying"
     assert f"dbt.{GATED}" in {label for label, _ in run.history()}
 
 
@@ -331,8 +262,8 @@ def _assert_every_node_task_true(run: Scenario) -> None:
 
 def test_a_killed_triggerer_costs_one_heartbeat_threshold(airflow: Deployment, live_project: Path,
                                                           tmp_path: Path) -> None:
-    with _slow(live_project) as flag:
-        run = _start(airflow, "live_redis", "split", {"gate": str(_gate(tmp_path))})
+    with slowed(live_project) as flag:
+        run = start(airflow, "live_redis", "split", {"gate": str(gate_file(tmp_path))})
         run.wait_node("dbt.m000", {"success"})  # dbt runs; the other node tasks wait in the triggerer
         killed_at = time.time()
         airflow.kill_process("triggerer")
@@ -349,8 +280,8 @@ def test_a_killed_triggerer_costs_one_heartbeat_threshold(airflow: Deployment, l
 
 def test_a_frozen_triggerer_loses_its_triggers_to_the_other(airflow: Deployment, live_project: Path,
                                                             tmp_path: Path) -> None:
-    with _slow(live_project) as flag:
-        run = _start(airflow, "live_redis", "split", {"gate": str(_gate(tmp_path))})
+    with slowed(live_project) as flag:
+        run = start(airflow, "live_redis", "split", {"gate": str(gate_file(tmp_path))})
         run.wait_node("dbt.m000", {"success"})  # the one triggerer holds every waiting node task
         airflow.start_process("triggerer-2", "triggerer")
         airflow.wait_triggerers(2)
@@ -393,7 +324,7 @@ def test_a_task_ended_by_the_triggerer_registers_no_asset_event(airflow: Deploym
     """Airflow 3.3's own DateTimeSensorAsync and trigger, both started in the triggerer with an outlet: the one
     the trigger ends (TaskSuccessEvent) succeeds without an asset event; the one resumed on a worker emits one.
     Why dbtbus ends a success with outlets on a worker (dbtbus/airflow/_assets.py)."""
-    run_id = _run_id("probe")
+    run_id = new_run_id("probe")
     airflow.trigger("live_asset_probe", run_id)
     assert airflow.wait_run("live_asset_probe", run_id, timeout=120) == "success"
     tasks = airflow.tasks("live_asset_probe", run_id)
@@ -426,8 +357,8 @@ def test_a_dag_scheduled_on_a_models_asset_starts_while_dbt_runs(airflow: Deploy
                                                                  layout: str) -> None:
     label = f"dbt.{ASSET_MODEL}"
     # The slow model holds dbt (and so the producer task) until the consumer DAG has started, or 90 s.
-    with _slow(live_project):
-        run = _start(airflow, "live_assets", layout, {"gate": str(_gate(tmp_path))})
+    with slowed(live_project):
+        run = start(airflow, "live_assets", layout, {"gate": str(gate_file(tmp_path))})
         started = _consumer_start(airflow, run.run_id, timeout=85)
         producer = run.producer()
         assert producer.state == "running" and producer.end is None, "the build was over before the consumer started"
@@ -497,7 +428,7 @@ def test_openlineage_from_the_producer_nests_each_node_under_its_task(airflow: D
     from dbtbus.lineage import lineage_run_id
     from tests.lineage.conftest import SpecValidator
 
-    run = _clean_run(airflow, "live_lineage", "split", tmp_path)
+    run = clean_run(airflow, "live_lineage", "split", tmp_path)
     rid = dbtbus_run_id(run.dag_id, run.run_id, -1, "dbt")
     invocation = lineage_run_id(rid, "@invocation", 1)
     where = run.where()
@@ -514,16 +445,16 @@ def test_openlineage_from_the_producer_nests_each_node_under_its_task(airflow: D
     assert set(node_starts) == set(tasks), sorted(set(tasks) - set(node_starts))  # all 14 nodes, each once
     ends = {e["run"]["runId"]: e["eventType"] for e in mine if e["eventType"] != "START"}
     assert ends[invocation] == "COMPLETE"
-    for name, start in node_starts.items():
+    for name, node_start in node_starts.items():
         dag_id, task_id = tasks[name]
         [(run_after, logical_date, clear_number)] = airflow.query(
             "select run_after, logical_date, clear_number from dag_run where dag_id=%s and run_id=%s",
             dag_id, run.run_id)
-        parent = start["run"]["facets"]["parent"]
+        parent = node_start["run"]["facets"]["parent"]
         assert parent["run"]["runId"] == OpenLineageAdapter.build_task_instance_run_id(
             dag_id=dag_id, task_id=task_id, try_number=1, logical_date=logical_date or run_after, map_index=-1)
         assert parent["root"]["job"]["name"] == dag_id and parent["root"]["run"]["runId"] == (
             OpenLineageAdapter.build_dag_run_id(dag_id=dag_id, logical_date=logical_date or run_after,
                                                 clear_number=clear_number or 0))
-        assert ends[start["run"]["runId"]] == "COMPLETE", name
+        assert ends[node_start["run"]["runId"]] == "COMPLETE", name
     assert "dbtbus: OpenLineage on (openlineage=True)" in run.log(PRODUCER)
