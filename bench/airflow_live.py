@@ -305,6 +305,12 @@ def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redi
         dump = work / f"hung-{dag_id}-{run_id}.txt"
         _py_spy_dump(af, dump)
         out["hung_task_states"] = {d: _state_counts(af, d, run_id) for d in hung}  # before they are failed
+        # slow or stuck: was dbt still building, and how far had it got on the bus?
+        producer_at_hang = next((t for k, t in af.tasks(dag_id, run_id).items() if "producer" in k), None)
+        out["producer_state_at_hang"] = producer_at_hang.state if producer_at_hang else None
+        if variant.startswith("dbtbus-redis"):
+            with contextlib.suppress(Exception):
+                out["nodes_on_bus_at_hang"] = len(_records(redis_url, dag_id, run_id))
         log = work / f"hung-{dag_id}-{run_id}-triggerer.log"  # the deployment's home is removed at the end
         with contextlib.suppress(OSError):
             shutil.copy(af.home / "triggerer.out", log)
@@ -560,7 +566,8 @@ def render_soak(results: dict[str, Any]) -> str:
         "run is failed through the REST API so that the next can start. The triggerer and redis-server live "
         "through every run of an invocation. Tail and ratio: median / max, or median (min–max), over the runs "
         "that ended.", "",
-        "| models | measured | dbtbus runs ended | hung | DAG wall ÷ bare | tail | node task ends after its node "
+        "| models | measured | dbtbus runs ended | hung (not ended by the deadline) | DAG wall ÷ bare | tail "
+        "| node task ends after its node "
         "(p95 median / max) | triggerer RSS, first run's start → last run's end | triggerer peak RSS rise per run "
         "| 1-minute load average at each run's end |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -607,10 +614,13 @@ def render_soak_runs(results: dict[str, Any]) -> str:
             lag = r.get("outcome_lag") or {}
             per_task = _per_task_ms(r)
             dbtbus = r["variant"] != "bare"
+            hung = bool(r.get("hung"))  # ended by the bench at the deadline: its wall is the deadline's
+            over = "≥ " if hung else ""
             lines.append(
-                f"| {name} | {'**hung**' if r.get('hung') else r.get('state')} | {_fmt(wall, '.1f')} s "
-                f"| {_fmt(wall / bare_wall if wall and bare_wall else None, '.2f')}× "
-                f"| {_fmt(r.get('producer'), '.1f')} s | {_fmt(r.get('tail'), '.1f') + ' s' if dbtbus else '–'} "
+                f"| {name} | {'**hung**' if hung else r.get('state')} | {over}{_fmt(wall, '.1f')} s "
+                f"| {over}{_fmt(wall / bare_wall if wall and bare_wall else None, '.2f')}× "
+                f"| {'–' if hung else _fmt(r.get('producer'), '.1f') + ' s'} "
+                f"| {_fmt(r.get('tail'), '.1f') + ' s' if dbtbus and not hung else '–'} "
                 f"| {_fmt(lag.get('p95'), '.1f') + ' / ' + _fmt(lag.get('max'), '.1f') + ' s' if dbtbus else '–'} "
                 f"| {_fmt(per_task, '.0f') + ' ms' if dbtbus else '–'} | {_rss_rise(r):.0f} MB "
                 f"| {_mb(r.get('triggerer_rss_after'))} "
@@ -621,6 +631,10 @@ def render_soak_runs(results: dict[str, Any]) -> str:
                                    for dag, counts in (r.get("hung_task_states") or {}).items())
                 lines += ["", f"Hung: run `{r['run_id']}`, DAG runs not ended: {', '.join(r['hung_dags'])}"
                           + (f" (task states when found hung — {states})" if states else "")
+                          + (f"; the producer task was `{r['producer_state_at_hang']}`"
+                             if "producer_state_at_hang" in r else "")
+                          + (f", {r['nodes_on_bus_at_hang']} of {size['nodes']} nodes decided on the bus"
+                             if "nodes_on_bus_at_hang" in r else "")
                           + f"; py-spy dump of the triggerer: `{Path(r.get('py_spy_dump', '')).name}`."]
         lines.append("")
     return "\n".join(lines)
