@@ -558,7 +558,7 @@ def render_soak(results: dict[str, Any]) -> str:
     """Consecutive dbtbus runs on one deployment, per size: how many ended, and what drifted over them."""
     lines = [
         SOAK_SECTION, "",
-        f"`bench/airflow_live.py --soak-result --soak SIZE:N`: the deployment of the section above (Airflow "
+        f"`bench/airflow_live.py --soak-result --soak SIZE:N` on the deployment that script starts (Airflow "
         f"{results['airflow']}, {results['host']}), one deployment per invocation. Per size, one bare run (what DAG "
         "wall is divided by), then every dbtbus run on Redis back to back in `render_dbt_task_group`'s default "
         "layout: one round's run and the N soak runs. A run that has not ended after `--hang-after` times the bare "
