@@ -23,11 +23,15 @@ node's ``finished_at`` on the bus (p50 / p95 / max), CPU seconds per Airflow com
 per node task and its peak RSS rise per process, and whether the run ended at all (a run that has not ended
 after ``--hang-after`` × the bare task's time is recorded as hung, a py-spy dump of the triggerer is saved,
 and the run is failed through the REST API so the next one can start). ``--soak SIZE:N`` adds N consecutive
-``dbtbus-redis`` runs at SIZE models (hung runs counted).
+``dbtbus-redis`` runs at SIZE models (hung runs counted); with ``--soak-result`` the run is recorded as
+``bench/results/airflow_soak.json`` (its own section of docs/benchmarks.md, variants ``bare`` and
+``dbtbus-redis`` unless ``--variants`` says otherwise): a soak never replaces the figures of airflow_live.json.
 
     .nox/bench_airflow/bin/python bench/airflow_live.py --models 50 200 500 --repeat 3 2 1 --soak 200:10 500:10 \\
         --cosmos --write docs/benchmarks.md
     ... --large      # adds 1,000 models (one round, and --soak 1000:3 if asked)
+    .nox/bench_airflow/bin/python bench/airflow_live.py --soak-result --models 200 500 --soak 200:10 500:10
+    .nox/bench_airflow/bin/python bench/airflow_live.py --soak-result --models 1000 --soak 1000:3   # keeps 200, 500
 
 The JSON goes to ``bench/results/airflow_live.json``; the section of docs/benchmarks.md and its plot
 (``docs/benchmarks-airflow.svg``) are rendered from it (``--render-only`` re-renders without running).
@@ -54,7 +58,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import RESULTS_DIR, Measured, Options, benchmark, now, wrap, write_result
+from bench._harness import RESULTS_DIR, Measured, Options, benchmark, load_results, now, wrap, write_result
 from tests.airflow_live._deployment import Deployment
 
 HERE = Path(__file__).resolve()
@@ -129,6 +133,11 @@ LABELS = {"shell": "`dbt build` in a shell", "bare": "bare `dbt build` (one Pyth
           "dbtbus-redis-split": "dbtbus, Redis, node DAGs (`layout=\"split\"`)",
           "dbtbus-redis-assets": "dbtbus, Redis, every node task emitting its asset (`emit_assets=True`)"}
 NOT_NODE_TASKS = ("producer", "carrier", "nodes_")
+DEFAULT_VARIANTS = ("shell", "bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing")
+#: A soak: the bare task (what DAG wall is divided by) and dbtbus on Redis, whose runs the soak repeats.
+SOAK_VARIANTS = ("bare", "dbtbus-redis")
+SOAK_NAME = "airflow_soak"
+SOAK_SECTION = "## Airflow soak: consecutive DAG runs"
 PLOT = ROOT / "docs" / "benchmarks-airflow.svg"
 
 
@@ -238,6 +247,14 @@ def _py_spy_dump(af: Deployment, path: Path) -> None:
     path.write_text("\n".join(dumps))
 
 
+def _state_counts(af: Deployment, dag_id: str, run_id: str) -> dict[str, int]:
+    """How many of a DAG run's task instances are in each state (``none``: no state yet)."""
+    counts: dict[str, int] = {}
+    for task in af.tasks(dag_id, run_id).values():
+        counts[task.state or "none"] = counts.get(task.state or "none", 0) + 1
+    return counts
+
+
 def _give_up(af: Deployment, dag_id: str, run_id: str, hung: list[str]) -> None:
     """Fail what hung through the REST API, so the next run can start (max_active_runs=1)."""
     for d in hung:
@@ -282,11 +299,22 @@ def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redi
     with _PeakSampler(af) as peak:
         af.trigger(dag_id, run_id)
         state, hung = _wait_all(af, dag_id, run_id, time.monotonic() + hang_after)
-    out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "hung": bool(hung)}
+    out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "hung": bool(hung),
+                           "load_average": [round(v, 2) for v in os.getloadavg()]}
     if hung:
         dump = work / f"hung-{dag_id}-{run_id}.txt"
         _py_spy_dump(af, dump)
-        out["hung_dags"], out["py_spy_dump"] = hung, str(dump)
+        out["hung_task_states"] = {d: _state_counts(af, d, run_id) for d in hung}  # before they are failed
+        # slow or stuck: was dbt still building, and how far had it got on the bus?
+        producer_at_hang = next((t for k, t in af.tasks(dag_id, run_id).items() if "producer" in k), None)
+        out["producer_state_at_hang"] = producer_at_hang.state if producer_at_hang else None
+        if variant.startswith("dbtbus-redis"):
+            with contextlib.suppress(Exception):
+                out["nodes_on_bus_at_hang"] = len(_records(redis_url, dag_id, run_id))
+        log = work / f"hung-{dag_id}-{run_id}-triggerer.log"  # the deployment's home is removed at the end
+        with contextlib.suppress(OSError):
+            shutil.copy(af.home / "triggerer.out", log)
+        out["hung_dags"], out["py_spy_dump"], out["triggerer_log"] = hung, str(dump), str(log)
         _give_up(af, dag_id, run_id, hung)
         _wait_all(af, dag_id, run_id, time.monotonic() + 120)
     cpu_after = _cpu_seconds(af)
@@ -510,6 +538,108 @@ def render_layouts(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _soak_runs(size: dict[str, Any]) -> list[dict[str, Any]]:
+    """A size's dbtbus-on-Redis runs, in the order they ran (the round's, then the soak's)."""
+    return [r for r in size["runs"] if r["variant"] == "dbtbus-redis"]
+
+
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value / 2**20:.0f} MB"
+
+
+def _spread(values: list[float], unit: str, digits: int = 1) -> str:
+    """``median / max`` of the values, or – when there are none."""
+    if not values:
+        return "–"
+    return f"{statistics.median(values):.{digits}f} / {max(values):.{digits}f}{unit}"
+
+
+def render_soak(results: dict[str, Any]) -> str:
+    """Consecutive dbtbus runs on one deployment, per size: how many ended, and what drifted over them."""
+    lines = [
+        SOAK_SECTION, "",
+        f"`bench/airflow_live.py --soak-result --soak SIZE:N` on the deployment that script starts (Airflow "
+        f"{results['airflow']}, {results['host']}), one deployment per invocation. Per size, one bare run (what DAG "
+        "wall is divided by), then every dbtbus run on Redis back to back in `render_dbt_task_group`'s default "
+        "layout: one round's run and the N soak runs. A run that has not ended after `--hang-after` times the bare "
+        "task (never less than two minutes) is hung: a py-spy dump of the triggerer and its log are kept, and the "
+        "run is failed through the REST API so that the next can start. The triggerer and redis-server live "
+        "through every run of an invocation. Tail and ratio: median / max, or median (min–max), over the runs "
+        "that ended.", "",
+        "| models | measured | dbtbus runs ended | hung (not ended by the deadline) | DAG wall ÷ bare | tail "
+        "| node task ends after its node "
+        "(p95 median / max) | triggerer RSS, first run's start → last run's end | triggerer peak RSS rise per run "
+        "| 1-minute load average at each run's end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in results["sizes"]:
+        runs = _soak_runs(size)
+        ended = [r for r in runs if not r.get("hung")]
+        bare = _med([r["dag_wall"] for r in size["runs"] if r["variant"] == "bare" and "dag_wall" in r])
+        ratios = [r["dag_wall"] / bare for r in ended if bare and "dag_wall" in r]
+        lag95 = _med([r["outcome_lag"]["p95"] for r in ended if r.get("outcome_lag")])
+        lag_max = max([r["outcome_lag"]["max"] for r in ended if r.get("outcome_lag")] or [None], key=lambda v: v or 0)
+        green = all(r.get("state") == "success" for r in ended)
+        loads = [r["load_average"][0] for r in runs if r.get("load_average")]
+        lines.append(
+            f"| {size['models']} | {size.get('measured_at', results['measured_at'])} "
+            f"| {len(ended)} of {len(runs)} ({size.get('soak', 0)} soak){'' if green else ' (**not all green**)'} "
+            f"| **{len(runs) - len(ended)}** | {_median(ratios, '×', 2)} "
+            f"| {_spread([r['tail'] for r in ended if 'tail' in r], ' s')} "
+            f"| {_fmt(lag95, '.1f')} / {_fmt(lag_max, '.1f')} s "
+            f"| {_mb(runs[0].get('triggerer_rss_before') if runs else None)} → "
+            f"{_mb(runs[-1].get('triggerer_rss_after') if runs else None)} "
+            f"| {_spread([_rss_rise(r) for r in runs], ' MB', 0)} | {_median(loads, '', 1)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_soak_runs(results: dict[str, Any]) -> str:
+    """Every run of the soak, in the order it ran: what a drift or a hang looks like run by run."""
+    lines = [SOAK_SECTION, ""]
+    for size in results["sizes"]:
+        bare = [r for r in size["runs"] if r["variant"] == "bare" and "dag_wall" in r]
+        bare_wall = _med([r["dag_wall"] for r in bare])
+        lines += [
+            f"#### {size['models']} models ({size['nodes']} dbt nodes), measured "
+            f"{size.get('measured_at', results['measured_at'])}", "",
+            "| run | state | DAG wall | ÷ bare | producer task | tail | node task ends after its node (p95 / max) "
+            "| triggerer CPU / node task | triggerer peak RSS rise | triggerer RSS after | 1-, 5-, 15-minute load "
+            "average |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in [*bare, *_soak_runs(size)]:
+            name = "bare task" if r["variant"] == "bare" else "round" if "soak" not in r else f"soak {r['soak'] + 1}"
+            wall = r.get("dag_wall")
+            lag = r.get("outcome_lag") or {}
+            per_task = _per_task_ms(r)
+            dbtbus = r["variant"] != "bare"
+            hung = bool(r.get("hung"))  # ended by the bench at the deadline: its wall is the deadline's
+            over = "≥ " if hung else ""
+            lines.append(
+                f"| {name} | {'**hung**' if hung else r.get('state')} | {over}{_fmt(wall, '.1f')} s "
+                f"| {over}{_fmt(wall / bare_wall if wall and bare_wall else None, '.2f')}× "
+                f"| {'–' if hung else _fmt(r.get('producer'), '.1f') + ' s'} "
+                f"| {_fmt(r.get('tail'), '.1f') + ' s' if dbtbus and not hung else '–'} "
+                f"| {_fmt(lag.get('p95'), '.1f') + ' / ' + _fmt(lag.get('max'), '.1f') + ' s' if dbtbus else '–'} "
+                f"| {_fmt(per_task, '.0f') + ' ms' if dbtbus else '–'} | {_rss_rise(r):.0f} MB "
+                f"| {_mb(r.get('triggerer_rss_after'))} "
+                f"| {' / '.join(format(v, '.1f') for v in r.get('load_average') or []) or '–'} |")
+        for r in _soak_runs(size):
+            if r.get("hung"):
+                states = "; ".join(f"{dag}: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items()))
+                                   for dag, counts in (r.get("hung_task_states") or {}).items())
+                lines += ["", f"Hung: run `{r['run_id']}`, DAG runs not ended: {', '.join(r['hung_dags'])}"
+                          + (f" (task states when found hung — {states})" if states else "")
+                          + (f"; the producer task was `{r['producer_state_at_hang']}`"
+                             if "producer_state_at_hang" in r else "")
+                          + (f", {r['nodes_on_bus_at_hang']} of {size['nodes']} nodes decided on the bus"
+                             if "nodes_on_bus_at_hang" in r else "")
+                          + f"; py-spy dump of the triggerer: `{Path(r.get('py_spy_dump', '')).name}`."]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], out: Path = PLOT) -> Path | None:
     """The summary against project size (matplotlib; None without it)."""
     try:
@@ -595,8 +725,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--large", action="store_true", help="add 1,000 models (one round)")
     parser.add_argument("--repeat", type=int, nargs="+", default=[1],
                         help="rounds per size, in the order of --models (the last one repeats)")
-    parser.add_argument("--variants", nargs="*",
-                        default=["shell", "bare", "dbtbus-redis", "dbtbus-xcom", "dbtbus-redis-failing"])
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help=f"default: {' '.join(DEFAULT_VARIANTS)} (with --soak-result: {' '.join(SOAK_VARIANTS)})")
     parser.add_argument("--cosmos", action="store_true", help="add cosmos-watcher (astronomer-cosmos importable)")
     parser.add_argument("--assets", action="store_true",
                         help="add dbtbus-redis-assets: dbtbus-redis with emit_assets=True, each node task's success "
@@ -608,6 +738,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="a run not ended after this many times the bare task's time is hung")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--write", type=Path, help="regenerate this page's figures from the results (bench/render.py)")
+    parser.add_argument("--soak-result", action="store_true",
+                        help="record the run as bench/results/airflow_soak.json, its own section (the sizes of an "
+                             "earlier soak result not measured again are carried over; airflow_live.json and its "
+                             "plot are left alone)")
     parser.add_argument("--layouts", action="store_true",
                         help="compare layout='one_dag' with 'split' (variants shell, bare and both; "
                              "results in airflow_layouts.json, its own section)")
@@ -617,15 +751,49 @@ def _parser() -> argparse.ArgumentParser:
 def _measured(args: argparse.Namespace) -> Measured:
     if args.layouts:
         args.variants = ["shell", "bare", "dbtbus-redis-one-dag", "dbtbus-redis-split"]
+    elif args.variants is None:
+        args.variants = list(SOAK_VARIANTS if args.soak_result else DEFAULT_VARIANTS)
     figures = _run(args)
+    notes: list[str] = []
+    if args.soak_result:
+        for size in figures["sizes"]:
+            size["measured_at"] = figures["measured_at"]
+        kept = _carried_over(args.results_dir, {s["models"] for s in figures["sizes"]})
+        figures["sizes"] = sorted([*figures["sizes"], *kept], key=lambda s: s["models"])
+        notes += [f"{s['models']} models: carried over from the run of {s['measured_at']}" for s in kept]
     return Measured(params={"models": [s["models"] for s in figures["sizes"]], "variants": list(args.variants),
-                            "cosmos_max": args.cosmos_max, "soak": list(args.soak)}, figures=figures)
+                            "cosmos_max": args.cosmos_max, "soak": list(args.soak)}, figures=figures, notes=notes)
+
+
+def _carried_over(results_dir: Path, measured: set[int]) -> list[dict[str, Any]]:
+    """The sizes of the earlier soak result this run did not measure, each keeping when it was measured: the
+    soak of the largest size runs in its own invocation and must not drop the others from the page."""
+    data = load_results(results_dir).get(SOAK_NAME)
+    if data is None or data["params"].get("quick"):
+        return []
+    kept = []
+    for size in data["figures"].get("sizes", []):
+        if size.get("models") in measured:
+            continue
+        size.setdefault("measured_at", data["figures"].get("measured_at", data["date"]))
+        size["carried_over"] = True
+        kept.append(size)
+    return kept
 
 
 @benchmark(name="airflow_live", order=120, interpreter="airflow")
 def run(opts: Options) -> Measured:
     """Airflow under a real scheduler (PostgreSQL, redis-server): bare build vs dbtbus at 50 to 500 models."""
     return _measured(_parser().parse_args(["--models", "20"] if opts.tiny else ["--large"] if opts.large else []))
+
+
+@benchmark(name=SOAK_NAME, order=135, interpreter="airflow")
+def run_soak(opts: Options) -> Measured:
+    """Airflow under a real scheduler: consecutive dbtbus runs at 200 and 500 models (and 1,000), hung runs counted."""
+    sizes = ["20"] if opts.tiny else ["200", "500", *(["1000"] if opts.large else [])]
+    soak = ["20:2"] if opts.tiny else ["200:10", "500:10", *(["1000:3"] if opts.large else [])]
+    return _measured(_parser().parse_args(["--soak-result", "--models", *sizes, "--soak", *soak,
+                                           "--results-dir", str(opts.results_dir)]))
 
 
 @benchmark(name="airflow_layouts", order=130, interpreter="airflow")
@@ -644,11 +812,11 @@ def main() -> None:
     date, started = now(), time.perf_counter()
     measured = _measured(args)
     figures = measured.figures
-    name = "airflow_layouts" if args.layouts else "airflow_live"
+    name = "airflow_layouts" if args.layouts else SOAK_NAME if args.soak_result else "airflow_live"
     result = wrap(name, Options(results_dir=args.results_dir), measured, date=date,
                   duration_s=time.perf_counter() - started)
     print(write_result(args.results_dir, result))
-    if not args.layouts:
+    if name == "airflow_live":
         plot(figures)
     if args.write:
         from bench.render import render_file

@@ -699,6 +699,8 @@ BLOCKS: dict[str, tuple[str | None, Callable[..., list[str]]]] = {
     "airflow_footprint": ("airflow_footprint", _section_of("airflow_footprint", "render")),
     "airflow_assets": ("airflow_assets", _section_of("airflow_assets", "render")),
     "airflow_layouts": ("airflow_layouts", _section_of("airflow_live", "render_layouts")),
+    "airflow_soak": ("airflow_soak", _section_of("airflow_live", "render_soak")),
+    "airflow_soak_runs": ("airflow_soak", _section_of("airflow_live", "render_soak_runs")),
     "airflow_floor": ("airflow_floor", _section_of("airflow_floor", "render")),
     "airflow_floor_compare": ("airflow_floor", _section_of("airflow_floor", "render_compare")),
 }

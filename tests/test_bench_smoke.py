@@ -30,7 +30,7 @@ def test_benchmarks_register_themselves() -> None:
     registry = discover()
     assert set(registry) == {"footprint", "callback_cost", "wakeup", "throughput", "redis_append", "scale", "report",
                              "end_to_end", "airflow_dag", "airflow_footprint", "airflow_live", "airflow_layouts",
-                             "airflow_assets", "airflow_floor"}
+                             "airflow_soak", "airflow_assets", "airflow_floor"}
     assert {b.interpreter for b in registry.values()} == {"dbtbus", "airflow"}
     assert all(b.doc for b in registry.values())
     orders = [b.order for b in registry.values()]
@@ -199,3 +199,20 @@ def test_a_run_without_large_keeps_the_earlier_1000_model_point(tmp_path: Path) 
     write_result(tmp_path, wrap(NAME, Options(quick=True), Measured(params={}, figures={"projects": projects}),
                                 date="2026-12-02 14:42:12 UTC", duration_s=None))
     assert _carried_over(tmp_path, {20}) == []  # a smoke run's figures are not carried into the page
+
+
+def test_a_soak_of_one_size_keeps_the_earlier_soak_of_the_others(tmp_path: Path) -> None:
+    from bench._harness import Measured, Options, wrap, write_result
+    from bench.airflow_live import SOAK_NAME, _carried_over
+
+    assert _carried_over(tmp_path, {1000}) == []  # no earlier soak
+    sizes = [{"models": 200, "runs": []}, {"models": 500, "runs": []}]
+    figures = {"sizes": sizes, "measured_at": "2026-12-06 15:30 UTC"}
+    write_result(tmp_path, wrap(SOAK_NAME, Options(), Measured(params={}, figures=figures),
+                                date="2026-12-06 15:00:00 UTC", duration_s=None))
+    assert _carried_over(tmp_path, {500, 1000}) == [
+        {"models": 200, "runs": [], "measured_at": "2026-12-06 15:30 UTC", "carried_over": True}]
+    assert _carried_over(tmp_path, {200, 500}) == []
+    write_result(tmp_path, wrap(SOAK_NAME, Options(tiny=True), Measured(params={}, figures=figures),
+                                date="2026-12-06 15:00:00 UTC", duration_s=None))
+    assert _carried_over(tmp_path, {1000}) == []  # a smoke run's sizes are not carried into the page
