@@ -168,8 +168,9 @@ def airflow_live(session: nox.Session) -> None:
     api-server, scheduler (LocalExecutor), dag-processor and triggerer as separate processes on a throw-away
     PostgreSQL database (127.0.0.1:5432, trust auth; ``DBTBUS_LIVE_PG`` overrides the server's DSN) and a
     throw-away redis-server; test_celery.py runs first on a CeleryExecutor deployment of its own (two workers,
-    a throw-away Redis broker, the result backend on the PostgreSQL database). ``DBTBUS_REQUIRE_AIRFLOW_LIVE=1`` makes a missing service fail the suite, never
-    skip it. ``DBTBUS_LIVE_FIGURES=path`` writes the scenarios' timings as JSON.
+    a throw-away Redis broker, the result backend on the PostgreSQL database). ``DBTBUS_REQUIRE_AIRFLOW_LIVE=1``
+    makes a missing service fail the suite, never skip it. ``DBTBUS_LIVE_FIGURES=path`` writes the scenarios'
+    timings as JSON.
     """
     # The CeleryExecutor deployment (test_celery.py): the Celery provider, and Celery below 5.7, which removed
     # celery.backends.database.retry that the provider (3.26) imports.
