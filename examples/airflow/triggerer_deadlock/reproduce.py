@@ -240,13 +240,15 @@ class Deployment:
     # -------------------------------------------------------------------------------------------- the triggerer
 
     def triggerer_pids(self) -> list[int]:
-        """Every process of the triggerer's process group (supervisor, trigger runner, log server)."""
+        """The triggerer's supervisor and trigger runner: the ``airflow triggerer`` processes of its process
+        group (not its log server, ``airflow serve-logs``)."""
         group = self.procs["triggerer"].pid
         pids = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError):
-                    if os.getpgid(int(entry)) == group:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                    if os.getpgid(int(entry)) == group and b"triggerer" in cmdline:
                         pids.append(int(entry))
         return sorted(pids)
 
@@ -289,13 +291,15 @@ def main() -> int:
                         help="seconds between a trigger's log bursts (0: one burst as it starts)")
     parser.add_argument("--wait", type=float, default=120.0, help="seconds a trigger waits before it succeeds")
     parser.add_argument("--async-log", action="store_true", help="log with `await self.log.ainfo` instead")
-    parser.add_argument("--stale", type=float, default=90.0,
+    parser.add_argument("--stale", type=float, default=60.0,
                         help="seconds without a triggerer heartbeat (and without triggerer CPU) = deadlocked")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--pg", default=os.environ.get("DEADLOCK_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
                         help="PostgreSQL DSN of a database to create the throw-away database from")
     parser.add_argument("--out", type=Path, default=None, help="directory for the evidence (default: a temp dir)")
     args = parser.parse_args()
+    # A SIGTERM (e.g. from `timeout`) ends the driver through its cleanup, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     out = args.out or Path(tempfile.mkdtemp(prefix="triggerer_deadlock_evidence_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -375,6 +379,9 @@ def collect(af: Deployment, out: Path, args: argparse.Namespace, started: float,
     age = af.heartbeat_age()
     pids = af.triggerer_pids()
     report: list[str] = [f"t={time.monotonic() - started:.0f}s tasks {states}, triggerer heartbeat age {age} s"]
+    trigger_logs = list((af.home / "logs").rglob("*.log.trigger.*.log"))
+    logged = sum(1 for p in trigger_logs if b"chatty line" in p.read_bytes())
+    report.append(f"trigger log files written by the supervisor: {len(trigger_logs)}, with a chatty line: {logged}")
     send_msg = log_write = False
     for pid in pids:
         info = proc_info(pid)
