@@ -319,7 +319,6 @@ def main() -> int:
         started = time.monotonic()
         next_run, runs = started, 0
         total = args.tasks * args.runs
-        stale_since: float | None = None
         last_print = 0.0
         while True:
             now = time.monotonic()
@@ -344,13 +343,13 @@ def main() -> int:
                 time.sleep(10)
                 after = {p: proc_info(p).get("cpu_ticks") for p in af.triggerer_pids()}
                 busy = {p for p in before if before[p] is not None and after.get(p) != before[p]}
-                stale_since = stale_since or now
-                if not busy or now - stale_since > 120:
+                if not busy:  # both blocked: is it the send_msg / log-write deadlock?
                     verdict = collect(af, out, args, started)
-                    break
+                    if verdict.startswith("deadlocked"):
+                        break
             if now - started > args.timeout:
-                verdict = f"undecided: neither ended nor stalled in {args.timeout:.0f} s"
-                collect(af, out, args, started, verdict_only=False)
+                last = collect(af, out, args, started)
+                verdict = f"undecided: neither ended nor deadlocked in {args.timeout:.0f} s (last look: {last})"
                 break
             time.sleep(2)
     except Exception as exc:
@@ -372,8 +371,7 @@ def main_thread(dump: str) -> str:
     return next((s for s in sections if s.startswith("Thread ") and "MainThread" in s.splitlines()[0]), "")
 
 
-def collect(af: Deployment, out: Path, args: argparse.Namespace, started: float, *,
-            verdict_only: bool = True) -> str:
+def collect(af: Deployment, out: Path, args: argparse.Namespace, started: float) -> str:
     """Save the triggerer's stacks and states; say whether they show the deadlock."""
     states = af.states()
     age = af.heartbeat_age()
@@ -383,34 +381,37 @@ def collect(af: Deployment, out: Path, args: argparse.Namespace, started: float,
     logged = sum(1 for p in trigger_logs if b"chatty line" in p.read_bytes())
     report.append(f"trigger log files written by the supervisor: {len(trigger_logs)}, with a chatty line: {logged}")
     send_msg = log_write = False
+    blocked = 0
     for pid in pids:
         info = proc_info(pid)
+        blocked += info.get("wchan") == "sock_alloc_send_pskb"  # asleep in a socket send, waiting for room
         dump = py_spy(pid)
         (out / f"py-spy-{pid}.txt").write_text(dump)
         (out / f"proc-{pid}.json").write_text(json.dumps(info, indent=1))
         report.append(f"--- pid {pid}: {info.get('cmdline', '')[:120]}\n    wchan {info.get('wchan')!r}, "
                       f"cpu ticks {info.get('cpu_ticks')}")
         main = main_thread(dump)
-        if "send_msg" in main and "_handle_request" in main:
+        frames = [line.strip() for line in main.splitlines()[1:] if line.strip()]
+        if frames and frames[0].startswith("WatchedSubprocess.send_msg") and "_handle_request" in main:
             send_msg = True
             report.append("    main thread in WatchedSubprocess.send_msg <- _handle_request (supervisor)")
-        if re.search(r"\bmsg \(structlog/_output\.py|BytesLogger|_output\.py", main):
+        if frames and frames[0].startswith("BytesLogger.msg"):
             log_write = True
             report.append("    main thread in structlog's BytesLogger.msg: a synchronous log write (runner)")
         keep = [line for line in dump.splitlines() if line.startswith(("Thread", "    "))][:40]
         report.append("\n".join("      " + line for line in keep))
     text = "\n".join(report)
-    (out / "evidence.txt").write_text(text)
+    (out / f"evidence-{int(time.monotonic() - started)}s.txt").write_text(text)
     print(text, flush=True)
-    if not verdict_only:
-        return ""
     deferred = states.get("deferred", 0)
-    if send_msg and log_write:
+    if send_msg and log_write and blocked == len(pids) == 2:
         return (f"deadlocked: {deferred} tasks deferred, triggerer heartbeat {age:.0f} s old, supervisor blocked "
                 "in send_msg, trigger runner blocked writing a log line")
-    if not shutil.which("py-spy", path=str(Path(sys.executable).parent)) and not shutil.which("py-spy"):
+    no_py_spy = not shutil.which("py-spy", path=str(Path(sys.executable).parent)) and not shutil.which("py-spy")
+    if no_py_spy and blocked == len(pids) == 2:
         return f"deadlocked (no py-spy to confirm): {deferred} tasks deferred, heartbeat {age:.0f} s old, no CPU"
-    return f"stalled, not the known stacks: {deferred} tasks deferred, heartbeat {age:.0f} s old"
+    return (f"stalled, not (yet) the deadlock's stacks: {deferred} tasks deferred, heartbeat {age:.0f} s old, "
+            f"supervisor in send_msg: {send_msg}, runner writing a log line: {log_write}")
 
 
 if __name__ == "__main__":
