@@ -279,6 +279,14 @@ def py_spy(pid: int) -> str:
     return done.stdout + done.stderr
 
 
+class Stopped(Exception):
+    pass
+
+
+def _stopped(*_: object) -> None:
+    raise Stopped("SIGTERM")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=200, help="start_from_trigger tasks in the DAG")
@@ -298,8 +306,8 @@ def main() -> int:
                         help="PostgreSQL DSN of a database to create the throw-away database from")
     parser.add_argument("--out", type=Path, default=None, help="directory for the evidence (default: a temp dir)")
     args = parser.parse_args()
-    # A SIGTERM (e.g. from `timeout`) ends the driver through its cleanup, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # A SIGTERM (e.g. from `timeout`) ends the driver through its cleanup and verdict.
+    signal.signal(signal.SIGTERM, _stopped)
 
     out = args.out or Path(tempfile.mkdtemp(prefix="triggerer_deadlock_evidence_"))
     out.mkdir(parents=True, exist_ok=True)
