@@ -284,6 +284,7 @@ class Stopped(Exception):
 
 
 def _stopped(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
     raise Stopped("SIGTERM")
 
 
