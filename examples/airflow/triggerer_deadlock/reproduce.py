@@ -284,7 +284,8 @@ class Stopped(Exception):
 
 
 def _stopped(*_: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
+    # Once, and never during the cleanup: a signal must not cut that short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stopped("SIGTERM")
 
 
@@ -364,6 +365,7 @@ def main() -> int:
     except Exception as exc:
         verdict = f"error: {type(exc).__name__}: {exc}"
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with contextlib.suppress(Exception):
             for name in PROCESSES:
                 (out / f"{name}.out.tail").write_text(af.tail(name, 200))
