@@ -49,6 +49,16 @@ def pg(dsn: str) -> Any:
     return conn
 
 
+def execute_admin(dsn: str, sql: str) -> None:
+    """One statement on the server's admin database (creating or dropping the throw-away database)."""
+    admin = pg(dsn)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        admin.close()
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -106,12 +116,7 @@ class Deployment:
         self.dags.mkdir(parents=True)
         for name in ("deadlock_dag.py", "deadlock_trigger.py"):
             shutil.copy(HERE / name, self.dags / name)
-        admin = pg(self.admin_dsn)
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f'create database "{self.db}"')
-        finally:
-            admin.close()
+        execute_admin(self.admin_dsn, f'create database "{self.db}"')
         self.created_db = True
         migrate = subprocess.run([str(self.bin / "airflow"), "db", "migrate"], env=self.env, capture_output=True,
                                  text=True, check=False, timeout=600)
@@ -141,12 +146,7 @@ class Deployment:
         self.procs.clear()
         if self.created_db:
             self.created_db = False
-            admin = pg(self.admin_dsn)
-            try:
-                with admin.cursor() as cur:
-                    cur.execute(f'drop database if exists "{self.db}" with (force)')
-            finally:
-                admin.close()
+            execute_admin(self.admin_dsn, f'drop database if exists "{self.db}" with (force)')
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
