@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -210,6 +212,21 @@ async def test_a_tombstone_is_not_final_while_the_producer_task_will_still_write
         assert isinstance(decisions[0], Outcome) and decisions[0].ok
 
 
+@contextlib.asynccontextmanager
+async def deciding(bus: dbtbus.Bus, spec: WaitSpec) -> AsyncIterator[list[Any]]:
+    """``decide(bus, spec)`` running while the block steps Airflow and the bus on; the list holds its decision
+    once the block (and the decision, within 15 s) is done."""
+    decisions: list[Any] = []
+
+    async def wait() -> None:
+        decisions.append(await decide(bus, spec))
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            yield decisions
+
+
 def _first_try(url: str) -> WaitSpec:
     """A first try's wait for model.p.a, with a short grace after its producer task's end."""
     trigger = make_trigger(url, "model.p.a", ti=FakeTI(), run_group="dbt", producer_task_id="dbt.dbt_producer",
@@ -227,13 +244,7 @@ async def test_a_lost_producer_whose_task_is_retried_is_not_final(producer_state
         await bus.renew_lease(RUN, "host-a", 0.3)
         assert (await bus.outcome(RUN, "model.p.a", timeout=10)).kind is OutcomeKind.PRODUCER_LOST  # no Airflow
         spec = _first_try(url)
-        decisions: list[Any] = []
-        async with anyio.create_task_group() as tg:
-
-            async def wait() -> None:
-                decisions.append(await decide(bus, spec))
-
-            tg.start_soon(wait)
+        async with deciding(bus, spec) as decisions:
             await anyio.sleep(1.0)
             assert decisions == []  # lost, but the task is still "running": not the last word
             producer_state["dbt.dbt_producer"] = "up_for_retry"  # Airflow's heartbeat timeout noticed
@@ -252,17 +263,10 @@ async def test_a_lost_producer_is_final_once_its_task_failed_for_good(producer_s
         await bus.publish(started(RUN, heartbeat=0.2))
         await bus.renew_lease(RUN, "host-a", 0.3)
         spec = _first_try(url)
-        decisions: list[Any] = []
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-
-                async def wait() -> None:
-                    decisions.append(await decide(bus, spec))
-
-                tg.start_soon(wait)
-                await anyio.sleep(1.0)
-                assert decisions == []
-                producer_state["dbt.dbt_producer"] = "failed"  # no try left
+        async with deciding(bus, spec) as decisions:
+            await anyio.sleep(1.0)
+            assert decisions == []
+            producer_state["dbt.dbt_producer"] = "failed"  # no try left
     assert isinstance(decisions[0], Outcome) and decisions[0].kind is OutcomeKind.PRODUCER_LOST
 
 
@@ -277,17 +281,10 @@ async def test_a_lost_producer_that_came_back_is_answered_from_its_attempt(
         await bus.publish(started(RUN, heartbeat=0.2))
         await bus.renew_lease(RUN, "host-a", 0.3)
         spec = _first_try(url)
-        decisions: list[Any] = []
-        with anyio.fail_after(15):
-            async with anyio.create_task_group() as tg:
-
-                async def wait() -> None:
-                    decisions.append(await decide(bus, spec))
-
-                tg.start_soon(wait)
-                await anyio.sleep(1.0)
-                await bus.renew_lease(RUN, "host-a", 30)  # thawed
-                await bus.publish([NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS),
-                                   RunFinished(run_id=RUN, success=True, exit_code=0)])
-                producer_state["dbt.dbt_producer"] = "success"
+        async with deciding(bus, spec) as decisions:
+            await anyio.sleep(1.0)
+            await bus.renew_lease(RUN, "host-a", 30)  # thawed
+            await bus.publish([NodeResult(run_id=RUN, unique_id="model.p.a", status=NodeStatus.SUCCESS),
+                               RunFinished(run_id=RUN, success=True, exit_code=0)])
+            producer_state["dbt.dbt_producer"] = "success"
     assert isinstance(decisions[0], Outcome) and decisions[0].ok and decisions[0].attempt == 1
