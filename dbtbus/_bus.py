@@ -150,7 +150,12 @@ class Bus:
     # ------------------------------------------------------------------------------------------ publishing
 
     async def publish(
-        self, records: Record | Iterable[Record], *, keys: Sequence[str] | None = None, holder: str | None = None
+        self,
+        records: Record | Iterable[Record],
+        *,
+        keys: Sequence[str] | None = None,
+        holder: str | None = None,
+        expire_after: float | None = None,
     ) -> list[str]:
         """Append records to their runs' logs (a node's terminal record also under its node key).
 
@@ -166,9 +171,14 @@ class Bus:
         covers the backend's own retries. ``holder`` (a producer's lease holder, the one it claimed the run
         with) fences the appends on backends that honour it: once another producer has claimed the run, they
         are refused whole with :class:`~dbtbus.RunClaimed` (see :attr:`~dbtbus.backends.base.Backend.fenced_appends`).
+        ``expire_after`` (seconds) has the runs' keys expire that long after this append instead of being kept
+        for ever, in the same atomic step on backends that honour it
+        (:attr:`~dbtbus.backends.base.Backend.expiring_appends`); on the others, call :meth:`expire_run` after.
         """
         batch = [records] if not isinstance(records, Iterable) else list(records)
-        return await self.publish_encoded([(record, None) for record in batch], keys=keys, holder=holder)
+        return await self.publish_encoded(
+            [(record, None) for record in batch], keys=keys, holder=holder, expire_after=expire_after
+        )
 
     def _fit(self, record: Record, data: bytes | None = None) -> tuple[Record, bytes]:
         """``record`` and its wire bytes within ``max_record_size`` (``data``, its encoding, is reused if it fits)."""
@@ -189,6 +199,7 @@ class Bus:
         *,
         keys: Sequence[str] | None = None,
         holder: str | None = None,
+        expire_after: float | None = None,
     ) -> list[str]:
         """:meth:`publish`, where each record may come with its wire bytes (:func:`dbtbus.events.encode`).
 
@@ -206,7 +217,7 @@ class Bus:
             if isinstance(fitted, RunStarted):
                 node = RUN_KEY
             key = keys[index] if keys is not None else f"{self._key_prefix}:{next(self._key_count)}"
-            by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key, holder)))
+            by_run.setdefault(fitted.run_id, []).append((index, Append(data, node, key, holder, expire_after)))
         for run_id in by_run:
             check_run_id(run_id)
         cursors = [""] * len(batch)

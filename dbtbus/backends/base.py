@@ -15,7 +15,7 @@ name::
 :mod:`dbtbus.testing.backend_contract` holds the behaviour every backend must show; run it against yours
 (see ``docs/backends.md``).
 
-Four guarantees are opt-in, declared by class attributes, because they need atomic storage:
+Five guarantees are opt-in, declared by class attributes, because they need atomic storage:
 
 * :attr:`Backend.idempotent_appends` — :attr:`Append.key` is honoured: an append whose key the run
   already stored is not stored again, and the cursor of the stored entry is returned. A producer that
@@ -32,10 +32,15 @@ Four guarantees are opt-in, declared by class attributes, because they need atom
   marker that outlives the run's keys by :attr:`Backend.tombstone_period`, and :meth:`Backend.run_gone`
   reads it: a waiter that arrives after a run was deleted or expired gets ``RunNotFound`` at once instead
   of waiting for a run that will never start. An append removes it (a run id used again).
+* :attr:`Backend.expiring_appends` — :attr:`Append.expire_after` is honoured: the append sets the run's
+  expiry (as :meth:`Backend.expire_run` would) in the same atomic step as its writes, instead of keeping the
+  run for ever. A producer killed between an append and the expiry it would have set next then never
+  leaves a run that stays for good.
 
 The defaults keep a backend that declares none of them working: ``acquire_lease`` checks the lease and then
 renews it (two calls, so two producers racing within one round trip can both win), append keys and holders
-are ignored, and :meth:`Backend.run_gone` always says ``False`` (a deleted run looks like one not started yet,
+are ignored, an append's expiry is set by a separate :meth:`Backend.expire_run` call that follows it, and
+:meth:`Backend.run_gone` always says ``False`` (a deleted run looks like one not started yet,
 and its waiters wait out their timeout). The contract suite checks the declared behaviour either way.
 """
 
@@ -48,8 +53,8 @@ from typing import Any, ClassVar
 
 from .._exceptions import ConfigurationError, RecordTooLarge, RunClaimed
 
-__all__ = ["DEFAULT_TOMBSTONE_PERIOD", "Append", "Backend", "Entry", "Lease", "append_holders", "check_record_sizes",
-           "claimed_message", "tombstone_period_option"]
+__all__ = ["DEFAULT_TOMBSTONE_PERIOD", "Append", "Backend", "Entry", "Lease", "append_expiry", "append_holders",
+           "check_record_sizes", "claimed_message", "tombstone_period_option"]
 
 #: How long (seconds) a deleted or expired run's tombstone outlives its keys by default: 7 days.
 DEFAULT_TOMBSTONE_PERIOD = 7 * 24 * 3600.0
@@ -72,6 +77,11 @@ class Append:
     #: The producer appending (its lease holder). A backend with :attr:`Backend.fenced_appends` refuses the
     #: whole call when it is not the holder of the run's latest claim; ``None``: not fenced (as before).
     holder: str | None = None
+    #: Seconds from this append until the run's keys expire (its retention, counted as
+    #: :meth:`Backend.expire_run` counts it); ``None``: the append keeps the run for ever (as before). A
+    #: backend with :attr:`Backend.expiring_appends` sets it in the same atomic step as the writes; the
+    #: items of one call carry the same value.
+    expire_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,9 @@ class Backend(abc.ABC):
     #: True when :meth:`append` honours :attr:`Append.holder`: a superseded holder's append is refused whole
     #: with :class:`dbtbus.RunClaimed`, atomically with the writes (it needs :attr:`fenced_leases`' claim).
     fenced_appends: ClassVar[bool] = False
+    #: True when :meth:`append` honours :attr:`Append.expire_after`: the run's expiry is set atomically with
+    #: the writes, never left at "never" by an append whose caller dies before its next call.
+    expiring_appends: ClassVar[bool] = False
     #: The largest ``Append.data`` (bytes) :meth:`append` accepts (``None``: no limit of its own). Larger
     #: items make the whole call fail with :class:`dbtbus.RecordTooLarge`, storing nothing; a backend may
     #: also skip stored entries over its limit when reading (with a warning; the cursor still advances).
@@ -157,7 +170,9 @@ class Backend(abc.ABC):
         reader sees all or none of them) and, for every item with ``node`` set, the node's durable record
         is replaced by ``item.data`` in the same step — a reader that sees the log entry can also fetch the
         record. Appending to a run that does not exist creates it; appending extends the run's expiry
-        back to "never" until :meth:`expire_run` is called again.
+        back to "never" until :meth:`expire_run` is called again — or, with :attr:`expiring_appends` and
+        items carrying :attr:`Append.expire_after`, sets it to that many seconds from now, exactly as
+        :meth:`expire_run` with that ``ttl`` would (tombstone included), in the same atomic step.
 
         Must be safe to call concurrently; items of concurrent calls do not interleave within a call.
 
@@ -316,6 +331,12 @@ def append_holders(items: Sequence[Append]) -> list[str]:
     """The distinct :attr:`Append.holder` values of ``items``, in order (``None`` left out): what a backend with
     :attr:`Backend.fenced_appends` checks against the run's claim."""
     return list(dict.fromkeys(item.holder for item in items if item.holder is not None))
+
+
+def append_expiry(items: Sequence[Append]) -> float | None:
+    """The :attr:`Append.expire_after` of ``items`` (the first one set; ``None``: keep the run): what a backend
+    with :attr:`Backend.expiring_appends` sets the run's expiry to."""
+    return next((item.expire_after for item in items if item.expire_after is not None), None)
 
 
 def check_record_sizes(run_id: str, items: Sequence[Append], limit: int | None) -> None:

@@ -27,6 +27,7 @@ from .base import (
     Backend,
     Entry,
     Lease,
+    append_expiry,
     append_holders,
     check_record_sizes,
     claimed_message,
@@ -106,18 +107,20 @@ class MemoryStore:
             return None
         return run
 
-    def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
+    def append(self, run_id: str, items: Sequence[Append], tombstone: float = 0.0) -> list[str]:
         holders = append_holders(items)
+        expire_after = append_expiry(items)
         with self._lock:
-            run = self._live_run(run_id, time.monotonic())
+            now = time.monotonic()
+            run = self._live_run(run_id, now)
             if run is not None and run.claim is not None:  # fenced appends: checked before anything changes
                 for holder in holders:
                     if holder != run.claim[0]:
                         raise RunClaimed(claimed_message(run_id, holder, None, *run.claim))
             if run is None:
                 run = self._runs[run_id] = _Run()
-            run.expires_at = None
             self._tombstones.pop(run_id, None)  # the run id is in use again: it is not gone
+            self._set_expiry(run, run_id, now, expire_after, tombstone)
             cursors = []
             for item in items:
                 position = len(run.log) + 1
@@ -223,15 +226,29 @@ class MemoryStore:
         """Keep (or lengthen) ``run_id``'s tombstone until ``until``; the caller holds the lock."""
         self._tombstones[run_id] = max(until, self._tombstones.get(run_id, until))
 
+    def _set_expiry(self, run: _Run, run_id: str, now: float, ttl: float | None, tombstone: float) -> None:
+        """Expire ``run`` ``ttl`` seconds from ``now`` (``None``: keep it); the caller holds the lock."""
+        if ttl is None:
+            run.expires_at = None
+            return
+        run.expires_at = now + ttl
+        if tombstone > 0:
+            # Set now, while the run is still there: once it expires, no call is left to set it.
+            self._tombstones[run_id] = now + max(ttl, 0) + tombstone
+
+    def expires_in(self, run_id: str) -> float | None:
+        """Seconds until ``run_id``'s keys expire, as Redis's PTTL tells (``None``: kept for ever, or no run)."""
+        with self._lock:
+            now = time.monotonic()
+            run = self._live_run(run_id, now)
+            return None if run is None or run.expires_at is None else run.expires_at - now
+
     def expire_run(self, run_id: str, ttl: float, tombstone: float = 0.0) -> None:
         with self._lock:
             now = time.monotonic()
             run = self._live_run(run_id, now)
             if run is not None:
-                run.expires_at = now + ttl
-                if tombstone > 0:
-                    # Set now, while the run is still there: once it expires, no call is left to set it.
-                    self._tombstones[run_id] = now + max(ttl, 0) + tombstone
+                self._set_expiry(run, run_id, now, ttl, tombstone)
 
     def delete_run(self, run_id: str, tombstone: float = 0.0) -> None:
         with self._lock:
@@ -313,6 +330,7 @@ class MemoryBackend(Backend):
     idempotent_appends = True
     fenced_leases = True
     fenced_appends = True
+    expiring_appends = True
     tombstones = True
 
     def __init__(
@@ -351,7 +369,7 @@ class MemoryBackend(Backend):
 
     async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
         check_record_sizes(run_id, items, self.max_record_bytes)
-        return self.store.append(run_id, items)
+        return self.store.append(run_id, items, self.tombstone_period)
 
     async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
         self.store.acquire_lease(run_id, holder, ttl, attempt)

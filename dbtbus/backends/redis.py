@@ -8,8 +8,9 @@ Layout of one run (all its keys share the hash tag ``{<run_id>}``, so a run live
     <prefix>{<run_id>}:lease     STRING  the producer's liveness lease: holder, with a PX expiry
     <prefix>{<run_id>}:claim     HASH    the latest acquire_lease: holder, attempt (the fence; no expiry)
     <prefix>{<run_id>}:appended  HASH    idempotency key -> stream id of the entry it stored
-    <prefix>{<run_id>}:gone      STRING  the tombstone: set by delete_run and expire_run, with a PX expiry of
-                                         tombstone_period (plus the retention), removed by an append
+    <prefix>{<run_id>}:gone      STRING  the tombstone: set by delete_run, expire_run or an expiring append, with
+                                         a PX expiry of tombstone_period (plus the retention), removed by an
+                                         append that keeps the run
     <prefix>runs                 ZSET    run index for list_runs: score = expiry (ms since epoch), +inf = kept
 
 A run has a fixed set of keys, so ``expire_run`` and ``delete_run`` touch them without tracking node keys.
@@ -22,7 +23,8 @@ call; on a cluster the same index statement runs as a second script on the index
 
 Every write is one server-side Lua script (one round trip, atomic — readers see a batch all or none): an
 append XADDs each item (``MAXLEN ~ cap``) whose idempotency key the run has not stored yet, HSETs the node
-records and keys of the batch and PERSISTs the run's keys. Leases are fenced (``acquire_lease`` claims an
+records and keys of the batch and PERSISTs the run's keys (or, given the run's retention, sets their expiry and
+tombstone as ``expire_run`` does: expiring appends). Leases are fenced (``acquire_lease`` claims an
 attempt; a superseded holder's renewal fails with :class:`dbtbus.RunClaimed`), and so are appends: the append
 script reads the claim (passed as one of its keys: it shares the run's hash tag) and refuses a batch whose
 holder is not the claim's before it writes anything.
@@ -97,7 +99,16 @@ from .._exceptions import (
 )
 from ._redis_url import DEFAULT_PORT, RedisSettings, check_prefix, parse_redis_url
 from ._sentinel import SENTINEL_SCHEMES, FailoverWatch, SentinelSettings, parse_sentinel_url, sentinel_client
-from .base import Append, Backend, Entry, Lease, append_holders, check_record_sizes, claimed_message
+from .base import (
+    Append,
+    Backend,
+    Entry,
+    Lease,
+    append_expiry,
+    append_holders,
+    check_record_sizes,
+    claimed_message,
+)
 
 __all__ = ["ACL_CLUSTER_COMMANDS", "ACL_COMMANDS", "RedisBackend", "acl_rule"]
 
@@ -184,21 +195,24 @@ class _Script:
         return f"{self.index}\nreturn 1"
 
 
-# ARGV: run_id, (unused score), maxlen, h (count of holders), the h holders, then (node, key, data) triples;
-# KEYS: log, nodes, appended, gone, claim[, index]. An append removes the run's tombstone: the run id is in use
-# again (a retry, a run id used again). Fenced appends: when the run has a claim, a holder that is not the
-# claim's refuses the whole call before any write (and before the index statement, on one server), returning
-# {0, holder, owner, owner's attempt} — an integer first, where a stored batch returns its stream ids. A run
-# without a claim (never claimed, or its keys lost) takes any holder: the producer re-claims at its renewal.
+# ARGV: run_id, index score ('inf': kept), maxlen, expiry ms (-1: kept), tombstone ms (0: none), h (count of
+# holders), the h holders, then (node, key, data) triples; KEYS: log, nodes, appended, gone, claim[, index]. An
+# append keeps the run's keys for ever and removes its tombstone (the run id is in use again: a retry, a run id
+# used again) — or, given an expiry (expiring appends), sets them as _EXPIRE_RUN does, in the same step: a
+# producer killed right after an append leaves a run that still expires. Fenced appends: when the run has a
+# claim, a holder that is not the claim's refuses the whole call before any write (and before the index
+# statement, on one server), returning {0, holder, owner, owner's attempt} — an integer first, where a stored
+# batch returns its stream ids. A run without a claim (never claimed, or its keys lost) takes any holder: the
+# producer re-claims at its renewal.
 _APPEND: Final = _Script(
     """
 local log, nodes, appended = KEYS[1], KEYS[2], KEYS[3]
 local maxlen = tonumber(ARGV[3])
-local first = 5 + tonumber(ARGV[4])
-if first > 5 then
+local first = 7 + tonumber(ARGV[6])
+if first > 7 then
   local owner = redis.call('HMGET', KEYS[5], 'holder', 'attempt')
   if owner[1] then
-    for i = 5, first - 1 do
+    for i = 7, first - 1 do
       if ARGV[i] ~= owner[1] then return {0, ARGV[i], owner[1], owner[2]} end
     end
   end
@@ -232,12 +246,18 @@ for i = first, #ARGV, 3 do
   end
 end
 if nf > 0 then redis.call('HSET', nodes, unpack(fields, 1, nf)) end
-redis.call('PERSIST', log)
-redis.call('PERSIST', nodes)
-redis.call('PERSIST', appended)
-redis.call('DEL', KEYS[4])
+local ms = tonumber(ARGV[4])
+if ms < 0 then
+  redis.call('PERSIST', log)
+  redis.call('PERSIST', nodes)
+  redis.call('PERSIST', appended)
+  redis.call('DEL', KEYS[4])
+else
+  for _, key in ipairs({log, nodes, appended, KEYS[5]}) do redis.call('PEXPIRE', key, ms) end
+  if ARGV[5] ~= '0' then pcall(redis.call, 'SET', KEYS[4], '1', 'PX', ARGV[5]) else redis.call('DEL', KEYS[4]) end
+end
 """.replace("HSET_CHUNK", str(2 * _HSET_CHUNK)),
-    "redis.call('ZADD', KEYS[#KEYS], 'inf', ARGV[1])",
+    "redis.call('ZADD', KEYS[#KEYS], ARGV[2], ARGV[1])",
 )
 
 # ARGV: run_id, index score (expiry ms), holder, ttl ms, attempt; KEYS: lease, claim[, index].
@@ -429,6 +449,7 @@ class RedisBackend(Backend):
     idempotent_appends = True
     fenced_leases = True
     fenced_appends = True
+    expiring_appends = True
     tombstones = True
 
     def __init__(self, settings: RedisSettings) -> None:
@@ -695,7 +716,14 @@ class RedisBackend(Backend):
             return []
         check_record_sizes(run_id, items, self.max_record_bytes)
         holders = append_holders(items)
-        args: list[Any] = [run_id, 0, self.maxlen, len(holders), *holders]
+        expire_after = append_expiry(items)
+        if expire_after is None:
+            score: Any = "inf"
+            ms = tombstone = -1
+        else:
+            ms = _ms(expire_after) if expire_after > 0 else 0
+            score, tombstone = _now_ms() + ms, self._tombstone_ms(ms)
+        args: list[Any] = [run_id, score, self.maxlen, ms, max(tombstone, 0), len(holders), *holders]
         for item in items:
             args += ("" if item.node is None else "+" + item.node, item.key or "", item.data)
         # A fenced append on a cluster runs its index statement only once the run's script stored the batch: in

@@ -33,11 +33,13 @@ The rules it keeps:
   process frozen past its lease that thaws flushes its pending batch before its overdue renewal runs).
   Before the claim succeeded, appends carry no holder (a producer whose first claim failed transiently must
   not be fenced by the claim it is about to take over).
-* **An abandoned run expires too**: with a ``retention``, every append and every lease renewal is followed
-  by ``expire_run(lease + retention)`` — an append makes the run's keys permanent again (the backend rule), so
-  the expiry must follow the last one. A producer that dies (SIGKILL, OOM, host gone) leaves a run whose keys
-  vanish ``retention`` after its lease lapsed, with no process alive to clean up; a producer that ends sets
-  the plain ``retention`` as before. One more backend call per publish, only with a retention.
+* **An abandoned run expires too**: with a ``retention``, every append carries the expiry ``lease +
+  retention`` and every lease renewal is followed by ``expire_run(lease + retention)``. A backend with
+  expiring appends sets it in the append itself; on the others an append makes the run's keys permanent
+  again, so one more call sets it after each append — a producer killed between the two leaves a run kept
+  for good there, never on Redis or memory. A producer that dies (SIGKILL, OOM, host gone) leaves a run
+  whose keys vanish ``retention`` after its lease lapsed, with no process alive to clean up; a producer that
+  ends sets the plain ``retention`` as before.
 * **Records fit** ``max_record_size``: oversized text fields are truncated with a visible marker; a record
   that still does not fit is counted and logged (``oversized``), never silently dropped.
 """
@@ -454,7 +456,8 @@ class Publisher:
 
     async def _publish(self, bus: Bus, batch: list[Encoded], what: str) -> bool:
         try:
-            await bus.publish_encoded(batch, keys=self._keys(len(batch)), holder=self._fence)
+            await bus.publish_encoded(batch, keys=self._keys(len(batch)), holder=self._fence,
+                                      expire_after=self._abandoned_expiry())
         except Exception as exc:
             if _is_too_large(exc):
                 return await self._publish_one_by_one(bus, batch, what, exc)
@@ -463,20 +466,26 @@ class Publisher:
         self.published += len(batch)
         self._sequence += len(batch)
         self._failures = 0
-        await self._expire_if_abandoned(bus)
+        if not bus.backend.expiring_appends:
+            await self._expire_if_abandoned(bus)
         return True
 
     def _lease_ttl(self) -> float:
         return 1.5 * lease_period(self.heartbeat_interval)
 
+    def _abandoned_expiry(self) -> float | None:
+        """When the run's keys go if this process dies now (``None``: no retention, they are kept)."""
+        return None if self.retention is None else self._lease_ttl() + self.retention
+
     async def _expire_if_abandoned(self, bus: Bus) -> None:
         """With a retention, the run's keys expire ``retention`` after the lease would lapse: if this process
         dies now, nobody is left to expire them (see the module's rules). A failure here is not a failed
         publish (the records are stored): the next renewal sets the expiry again."""
-        if self.retention is None:
+        expiry = self._abandoned_expiry()
+        if expiry is None:
             return
         try:
-            await bus.expire_run(self.run_id, self._lease_ttl() + self.retention)
+            await bus.expire_run(self.run_id, expiry)
         except Exception as exc:
             if is_rejected(exc):
                 self._failed(exc, "setting the run's retention")
@@ -490,7 +499,8 @@ class Publisher:
         for offset, item in enumerate(batch):
             if len(batch) > 1:
                 try:
-                    await bus.publish_encoded([item], keys=self._keys(1, offset), holder=self._fence)
+                    await bus.publish_encoded([item], keys=self._keys(1, offset), holder=self._fence,
+                                              expire_after=self._abandoned_expiry())
                 except Exception as exc:
                     if not _is_too_large(exc):
                         self._failed(exc, what)

@@ -16,9 +16,9 @@ Every test is an anyio test; the module's ``anyio_backend`` fixture decides whic
 ``blocking_slack`` (seconds) is how late a woken or timed-out read may return (polling backends raise it).
 
 The opt-in guarantees (:attr:`Backend.idempotent_appends`, :attr:`Backend.fenced_leases`,
-:attr:`Backend.fenced_appends`, :attr:`Backend.tombstones`, :attr:`Backend.max_record_bytes`) are checked as the
-backend declares them: a backend that declares a guarantee must keep it, and one that does not must show the
-documented default behaviour instead.
+:attr:`Backend.fenced_appends`, :attr:`Backend.expiring_appends`, :attr:`Backend.tombstones`,
+:attr:`Backend.max_record_bytes`) are checked as the backend declares them: a backend that declares a
+guarantee must keep it, and one that does not must show the documented default behaviour instead.
 """
 
 from __future__ import annotations
@@ -558,6 +558,48 @@ class BackendContract:
         assert _data(await backend.read(run_id, None)) == [b"a", b"b"]
         assert await backend.get_node(run_id, "n") == b"a"
         assert run_id in await backend.list_runs()
+
+    @pytest.mark.anyio
+    async def test_an_expiring_append_sets_the_runs_expiry_with_its_writes(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        """With :attr:`Backend.expiring_appends`, an append carrying ``expire_after`` expires the run as
+        ``expire_run`` with that ttl would — its first append, or one after a plain append kept it — with no
+        other call; a later plain append keeps the run again. (A producer killed right after an append must
+        not leave a run kept for ever.)"""
+        if not backend.expiring_appends:
+            pytest.skip("the backend declares no expiring appends (its producer calls expire_run after each append)")
+        fresh, kept, taken_back = new_run(), new_run(), new_run()
+        await backend.append(kept, [Append(b"k", node="n")])
+        for run in (fresh, kept, taken_back):
+            await backend.append(run, [Append(b"x", node="m", expire_after=0.2), Append(b"y", expire_after=0.2)])
+            assert await backend.run_gone(run) is False  # its expiry is pending: still there
+        await backend.append(taken_back, [Append(b"z")])
+        await anyio.sleep(0.4)
+        for run in (fresh, kept):
+            assert await backend.read(run, None) == []
+            assert await backend.get_node(run, "m") is None
+            assert run not in await backend.list_runs()
+            assert await backend.run_gone(run) is backend.tombstones
+        assert _data(await backend.read(taken_back, None)) == [b"x", b"y", b"z"]
+        assert taken_back in await backend.list_runs()
+        assert await backend.run_gone(taken_back) is False
+
+    @pytest.mark.anyio
+    async def test_an_expiring_append_moves_the_expiry_either_way(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        """Like ``expire_run``, each expiring append replaces the run's expiry, later or sooner."""
+        if not backend.expiring_appends:
+            pytest.skip("the backend declares no expiring appends (its producer calls expire_run after each append)")
+        later, sooner = new_run(), new_run()
+        await backend.append(later, [Append(b"a", expire_after=0.2)])
+        await backend.append(later, [Append(b"b", expire_after=30)])
+        await backend.append(sooner, [Append(b"a", expire_after=30)])
+        await backend.append(sooner, [Append(b"b", expire_after=0.2)])
+        await anyio.sleep(0.4)
+        assert _data(await backend.read(later, None)) == [b"a", b"b"]
+        assert await backend.read(sooner, None) == []
 
     @pytest.mark.anyio
     async def test_delete_run(self, backend: Backend, new_run: Callable[[], str]) -> None:
