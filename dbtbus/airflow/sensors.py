@@ -159,6 +159,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             "retry_check": self.rerun_on_retry,
             "run_dag_id": self.run_dag_id,
             "end_on_worker": self.emits_assets,
+            "push_result": bool(getattr(self, "do_xcom_push", True)),
         }
 
     def _run_id(self, context: Any) -> str:

@@ -96,6 +96,8 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
     ``retry_check=True`` lets a retried task instance re-run its node (see the module docstring).
     ``end_on_worker=True`` ends a success on a worker instead of in the triggerer: Airflow 3.3 registers a
     task's outlets (asset events) only when a worker reports its success (see :mod:`dbtbus.airflow._assets`).
+    ``push_result=False`` ends a success with no ``return_value`` XCom (the sensor's ``do_xcom_push``): the
+    triggerer then writes no XCom row per task.
     """
 
     template_fields = ("bus_url", "run_id")
@@ -120,6 +122,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         connect_options: dict[str, Any] | None = None,
         run_dag_id: str | None = None,
         end_on_worker: bool = False,
+        push_result: bool = True,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call,unused-ignore]
         self.bus_url = bus_url
@@ -139,6 +142,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         self.connect_options = dict(connect_options or {})
         self.run_dag_id = run_dag_id
         self.end_on_worker = end_on_worker
+        self.push_result = push_result
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -161,6 +165,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
                 "connect_options": self.connect_options,
                 "run_dag_id": self.run_dag_id,
                 "end_on_worker": self.end_on_worker,
+                "push_result": self.push_result,
             },
         )
 
@@ -247,7 +252,7 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
         if in_process_test_comms() or state == "fail_now" or (state == "success" and self.end_on_worker):
             return TriggerEvent(payload)  # type: ignore[no-untyped-call,unused-ignore]
         if state == "success":
-            return TaskSuccessEvent(xcoms={"return_value": result_summary(decision)})
+            return TaskSuccessEvent(xcoms={"return_value": result_summary(decision)} if self.push_result else None)
         if state == "skipped":
             return TaskSkippedEvent()
         return TaskFailedEvent()

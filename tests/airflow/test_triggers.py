@@ -40,6 +40,28 @@ async def test_success_ends_the_task_in_the_triggerer_with_its_result() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_sensor_without_xcom_push_ends_its_success_with_no_xcom() -> None:
+    """``do_xcom_push=False`` reaches the trigger a sensor starts in the triggerer: its success writes no XCom
+    row (before, the summary was pushed whatever the sensor said); the default still pushes it."""
+    from dbtbus.airflow import DbtNodeSensor
+
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    quiet = DbtNodeSensor(task_id="quiet", unique_id="model.p.a", bus_url=url, do_xcom_push=False)
+    default = DbtNodeSensor(task_id="default", unique_id="model.p.a", bus_url=url)
+    assert quiet.start_trigger_args.trigger_kwargs["push_result"] is False
+    assert "push_result" not in default.start_trigger_args.trigger_kwargs  # the default, left out of the DAG
+    async with dbtbus.connect(url) as bus:
+        await bus.publish([started("r"), NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.SUCCESS)])
+        await bus.renew_lease("r", "t", 30)
+        events = [await first_event(rebuild(DbtNodeTrigger(**{**sensor.start_trigger_args.trigger_kwargs,
+                                                               "run_id": "r"})))
+                  for sensor in (quiet, default)]
+    assert all(isinstance(event, TaskSuccessEvent) for event in events)
+    assert events[0].xcoms is None
+    assert events[1].xcoms["return_value"]["unique_id"] == "model.p.a"
+
+
+@pytest.mark.anyio
 async def test_upstream_failure_fails_the_task_and_logs_the_root_cause(capfd: pytest.CaptureFixture[str]) -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
     async with dbtbus.connect(url) as bus:
