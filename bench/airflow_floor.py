@@ -9,7 +9,23 @@ what dbtbus's node sensors do when dbt decides their node, minus dbtbus. Variant
 
 * ``success`` / ``failed`` — one DAG of N independent tasks, all ending with success / with failure;
 * ``success-split`` / ``failed-split`` — the same N tasks over DAGs of at most ``--per-dag`` tasks, triggered
-  with one run id (the shape of dbtbus's node DAGs, its default above 100 models).
+  with one run id (the shape of dbtbus's node DAGs, its default above 100 models);
+* ``rest-success-split`` / ``rest-failed-split`` (issue #25's alternative: a bus-driven reporter, no trigger
+  per model) — the same split DAGs of ``bench._floor_rest.FloorRestOperator`` tasks in a pool of 0 slots, so
+  they sit ``scheduled``, never queued, never run, with no trigger; at the moment one client in this process
+  (the reporter) ends every task through the public REST API, ``PATCH
+  /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}`` with ``{"new_state": ...}``, one call per
+  task on one keep-alive connection;
+* ``rest-bulk-success-split`` / ``rest-bulk-failed-split`` — the same, one bulk ``PATCH
+  /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances`` (an ``update`` action listing the DAG's tasks) per
+  DAG. Not in the default list.
+
+Why a 0-slot pool: it is a public, per-task setting (``pool=``) that the scheduler honours before the executor
+sees the task, so the task instance exists, is ``scheduled`` and can be PATCHed, while nothing runs or waits in
+the triggerer; the scheduler's cost of looking at starved tasks each loop is part of what it measures. With
+a REST variant selected the run ends with a probe (DAG ``floor_rest_probe``): a task with a retry left is
+PATCHed ``failed`` (does it retry? does its downstream task follow? the DAG run?), another ``success``, and
+the log files, the task log endpoint and the audit log are read.
 
 No chained shape: a task downstream of another is only scheduled once that one ended, so its end lag would
 be the scheduler's loop, not the triggerer's; dbtbus's node tasks wait side by side, and a failure's
@@ -17,7 +33,8 @@ descendants all end from the triggerer at once — the ``failed`` variants.
 
 Per run: the time from the trigger to every task deferred, then from the moment to every task terminal; the
 per-task end lag (task end − the moment: median, p95, max); CPU seconds per component over the whole run and
-over the end phase alone (the triggerer's per task), the triggerer's peak RSS rise. dbtbus's figures at the
+over the end phase alone (the triggerer's per task; every component's, the api-server's included, per task
+too), the triggerer's peak RSS rise; for the REST variants the reporter's calls and their time. dbtbus's figures at the
 same sizes (``bench/results/airflow_live.json``) are copied into the result, so the page compares them.
 
     PYTHONPATH=. /path/to/airflow-venv/bin/python bench/airflow_floor.py --models 200 1000 --repeat 1
@@ -49,9 +66,18 @@ from bench.airflow_live import _cpu_seconds, _PeakSampler, _triggerer_rss
 from tests.airflow_live._deployment import TERMINAL, Deployment
 
 BIN = Path(sys.executable).parent
-VARIANTS = ("success", "failed", "success-split", "failed-split")
+VARIANTS = ("success", "failed", "success-split", "failed-split", "rest-success-split", "rest-failed-split",
+            "rest-bulk-success-split", "rest-bulk-failed-split")
+#: What a plain run measures: the triggerer's shape and the REST reporter's, one call per task (the bulk
+#: variants are selectable with --variants).
+DEFAULT_VARIANTS = ("success", "failed", "success-split", "failed-split", "rest-success-split",
+                    "rest-failed-split")
 LABELS = {"success": "one DAG, all succeed", "failed": "one DAG, all fail",
-          "success-split": "DAGs of {per_dag}, all succeed", "failed-split": "DAGs of {per_dag}, all fail"}
+          "success-split": "DAGs of {per_dag}, all succeed", "failed-split": "DAGs of {per_dag}, all fail",
+          "rest-success-split": "REST reporter, a PATCH per task, DAGs of {per_dag}, all succeed",
+          "rest-failed-split": "REST reporter, a PATCH per task, DAGs of {per_dag}, all fail",
+          "rest-bulk-success-split": "REST reporter, a bulk PATCH per DAG, DAGs of {per_dag}, all succeed",
+          "rest-bulk-failed-split": "REST reporter, a bulk PATCH per DAG, DAGs of {per_dag}, all fail"}
 
 DAG_FILE = '''"""Floor benchmark DAGs: {models} trivial start_from_trigger tasks ({variant}), no dbtbus."""
 from airflow.sdk import DAG
@@ -67,6 +93,86 @@ for k, chunk in enumerate(chunks):
             FloorOperator(task_id=f"m{{i:04d}}", moment_path={moment!r}, outcome={outcome!r}, retries=0)
     globals()[dag_id] = dag
 '''
+
+
+REST_DAG_FILE = '''"""Floor benchmark DAGs: {models} tasks in a 0-slot pool ({variant}), ended by a REST reporter."""
+from airflow.sdk import DAG
+
+from bench._floor_rest import POOL, FloorRestOperator
+
+MODELS, PER_DAG, SPLIT = {models}, {per_dag}, {split}
+chunks = [range(i, min(i + PER_DAG, MODELS)) for i in range(0, MODELS, PER_DAG)] if SPLIT else [range(MODELS)]
+for k, chunk in enumerate(chunks):
+    dag_id = "{dag_id}" + (f"_{{k:03d}}" if SPLIT else "")
+    with DAG(dag_id, schedule=None, catchup=False, max_active_runs=1) as dag:
+        for i in chunk:
+            FloorRestOperator(task_id=f"m{{i:04d}}", pool=POOL, retries=0)
+    globals()[dag_id] = dag
+'''
+
+#: The qualitative probe of the REST reporter: ``a`` (one retry allowed) upstream of ``b``, and ``c`` alone.
+PROBE_DAG_ID = "floor_rest_probe"
+PROBE_DAG_FILE = '''"""Floor benchmark: what a REST-ended task keeps and loses (a retry, its downstream, its log)."""
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from bench._floor_rest import POOL, FloorRestOperator
+
+with DAG("{dag_id}", schedule=None, catchup=False) as dag:
+    a = FloorRestOperator(task_id="a", pool=POOL, retries=1, retry_delay=timedelta(seconds=1))
+    b = FloorRestOperator(task_id="b", pool=POOL, retries=0)
+    c = FloorRestOperator(task_id="c", pool=POOL, retries=0)
+    a >> b
+'''
+
+
+def _rest(variant: str) -> bool:
+    return variant.startswith("rest-")
+
+
+def _outcome(variant: str) -> str:
+    return "failed" if "failed" in variant else "success"
+
+
+class _Reporter:
+    """The REST reporter: one keep-alive HTTP/1.1 connection to the api-server and one token, as a reporter
+    process would hold (``Deployment._http`` opens a connection per call)."""
+
+    def __init__(self, af: Deployment, timeout: float = 300) -> None:
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", af.port, timeout=timeout)
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {af.token()}"}
+        self.calls = 0
+        self.errors: list[str] = []
+
+    def call(self, method: str, path: str, body: Any) -> Any:
+        self.conn.request(method, path, body=json.dumps(body).encode(), headers=self.headers)
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        self.calls += 1
+        if resp.status >= 300:
+            self.errors.append(f"{method} {path}: HTTP {resp.status}: {raw[:200]!r}")
+            return None
+        return json.loads(raw) if raw else None
+
+    def end_each(self, dag_id: str, run_id: str, task_ids: list[str], state: str) -> None:
+        """One ``PATCH .../taskInstances/{task_id}`` per task."""
+        for task_id in task_ids:
+            self.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}",
+                      {"new_state": state})
+
+    def end_bulk(self, dag_id: str, run_id: str, task_ids: list[str], state: str) -> None:
+        """One bulk ``PATCH .../taskInstances`` for the DAG's tasks (an ``update`` action of every entity)."""
+        out = self.call("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                        {"actions": [{"action": "update", "entities": [{"task_id": t, "new_state": state}
+                                                                        for t in task_ids]}]})
+        errors = ((out or {}).get("update") or {}).get("errors") or []
+        self.errors.extend(str(e)[:200] for e in errors)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _dag_id(variant: str, models: int) -> str:
@@ -167,13 +273,35 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float,
             began = time.time()
             for dag_id in dag_ids:
                 af._http("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
-            _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
-            out["to_deferred_s"] = time.time() - began
-            _wait_waiting(af, moment, models, timeout)
-            out["to_waiting_s"] = time.time() - began
-            cpu1 = _cpu_seconds(af)
-            at = time.time()
-            moment.write_text(repr(at))
+            if not _rest(variant):
+                _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
+                out["to_deferred_s"] = time.time() - began
+                _wait_waiting(af, moment, models, timeout)
+                out["to_waiting_s"] = time.time() - began
+                cpu1 = _cpu_seconds(af)
+                at = time.time()
+                moment.write_text(repr(at))
+            else:  # every task `scheduled` in its 0-slot pool, then the reporter ends them all, DAG by DAG
+                _wait(af, dag_ids, run_id, models, {"scheduled"}, timeout, "every task scheduled")
+                out["to_scheduled_s"] = time.time() - began
+                by_dag: dict[str, list[str]] = {}
+                for dag_id, task_id in af.query("select dag_id, task_id from task_instance where dag_id = any(%s) "
+                                                "and run_id = %s order by dag_id, task_id", dag_ids, run_id):
+                    by_dag.setdefault(str(dag_id), []).append(str(task_id))
+                reporter = _Reporter(af)
+                end = reporter.end_bulk if "-bulk-" in variant else reporter.end_each
+                cpu1 = _cpu_seconds(af)
+                at = time.time()
+                try:
+                    for dag_id, task_ids in by_dag.items():
+                        end(dag_id, run_id, task_ids, _outcome(variant))
+                finally:
+                    reporter.close()
+                out["reporter_s"] = time.time() - at
+                out["reporter_calls"] = reporter.calls
+                out["reporter_errors"] = len(reporter.errors)
+                if reporter.errors:
+                    out["reporter_error_sample"] = reporter.errors[:3]
             rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout, "every task terminal")
             out["to_terminal_s"] = time.time() - at
             cpu2 = _cpu_seconds(af)
@@ -205,6 +333,8 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float,
         "triggerer_rss_rise": sum(max(0, peak.peak[pid] - rss0.get(pid, 0)) for pid in peak.peak),
     })
     out.update(_triggerer_log(af, log_at))
+    for component in ("api-server", "scheduler", "dag-processor"):
+        out[f"{component}_ms_per_task_end"] = 1000 * out["cpu_end"].get(component, 0) / models
     out["triggerer_ms_per_task_run"] = 1000 * out["cpu_run"].get("triggerer", 0) / models
     out["triggerer_ms_per_task_end"] = 1000 * out["cpu_end"].get("triggerer", 0) / models
     return out
@@ -239,13 +369,21 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
     # No dbtbus on the triggerer's path: the tasks import bench._floor_trigger only (this checkout on PYTHONPATH).
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
+    probe: dict[str, Any] = {}
     with Deployment(home, BIN, env) as af:
+        rest = any(_rest(v) for v in args.variants)
+        if rest:  # the pool that keeps the REST variants' tasks `scheduled`: never queued, never run
+            from bench._floor_rest import POOL
+
+            af.create_pool(POOL, 0)
+            (af.dags / "floor_rest_probe.py").write_text(PROBE_DAG_FILE.format(dag_id=PROBE_DAG_ID))
         for models in args.models:
             for variant in args.variants:
-                (af.dags / f"floor_{models}_{variant.replace('-', '_')}.py").write_text(DAG_FILE.format(
+                template = REST_DAG_FILE if _rest(variant) else DAG_FILE
+                (af.dags / f"floor_{models}_{variant.replace('-', '_')}.py").write_text(template.format(
                     models=models, variant=variant, per_dag=args.per_dag, split=variant.endswith("split"),
                     dag_id=_dag_id(variant, models), moment=str(work / f"moment-{variant}-{models}"),
-                    outcome="failed" if variant.startswith("failed") else "success"))
+                    outcome=_outcome(variant)))
         for index, models in enumerate(args.models):
             mine: list[dict[str, Any]] = []
             for round_ in range(args.repeat[min(index, len(args.repeat) - 1)]):
@@ -263,25 +401,85 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
             sizes.append({"models": models, "runs": mine, "repeat": round_ + 1})
             if checkpoint is not None:  # a bounded run cut short keeps the sizes it finished
                 checkpoint(_summarise(args, sizes, failed_sizes))
+        if rest:
+            log("floor: the REST reporter's probe (retry, downstream, log)")
+            try:
+                probe = _probe(af)
+            except Exception as exc:  # recorded, not fatal: the figures stand without it
+                probe = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(json.dumps({"probe": probe}), flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    return _summarise(args, sizes, failed_sizes)
+    return _summarise(args, sizes, failed_sizes, probe)
 
 
-def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_sizes: list[str]) -> Measured:
+def _probe(af: Deployment) -> dict[str, Any]:
+    """What a task ended through the REST API keeps and loses: ``a`` (``retries=1``) is PATCHed ``failed``,
+    ``c`` PATCHed ``success``; then the DAG run's end, ``a``'s tries, ``b`` (downstream of ``a``), the log
+    files and what the task log endpoint serves, and the audit log's rows."""
+    run_id = f"probe-{uuid.uuid4().hex[:8]}"
+    af.trigger(PROBE_DAG_ID, run_id)
+    for task_id in ("a", "c"):
+        af.wait_task(PROBE_DAG_ID, run_id, task_id, {"scheduled"}, timeout=120)
+    reporter = _Reporter(af)
+    try:
+        reporter.end_each(PROBE_DAG_ID, run_id, ["a"], "failed")
+        reporter.end_each(PROBE_DAG_ID, run_id, ["c"], "success")
+    finally:
+        reporter.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and af.dag_run_state(PROBE_DAG_ID, run_id) not in ("success", "failed"):
+        time.sleep(0.5)
+    time.sleep(5)  # a retry, were one coming, would be scheduled within the scheduler's next loops
+    tasks = af.tasks(PROBE_DAG_ID, run_id)
+    out: dict[str, Any] = {
+        "patch_errors": reporter.errors, "dag_run_state": af.dag_run_state(PROBE_DAG_ID, run_id),
+        "tasks": {t: {"state": v.state, "try_number": v.try_number, "queued": v.queued} for t, v in tasks.items()},
+        "earlier_tries": len(af.history(PROBE_DAG_ID, run_id)),
+    }
+    base = af.logs / f"dag_id={PROBE_DAG_ID}" / f"run_id={run_id}"
+    out["log_files"] = sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+    served: dict[str, str] = {}
+    for task_id in ("a", "c"):
+        try_number = max(1, tasks[task_id].try_number)
+        try:
+            body = af._http("GET", f"/api/v2/dags/{PROBE_DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
+                                   f"{try_number}?full_content=true")
+            served[task_id] = " ".join(str(e.get("event", "")) for e in (body or {}).get("content", [])
+                                       if isinstance(e, dict) and not str(e.get("event", "")).startswith("::"))[:400]
+        except Exception as exc:
+            served[task_id] = f"{type(exc).__name__}: {exc}"[:400]
+    out["log_endpoint"] = served
+    with contextlib.suppress(Exception):
+        out["audit_log"] = {str(e): int(n) for e, n in af.query(
+            "select event, count(*) from log where dag_id = %s and run_id = %s group by event", PROBE_DAG_ID,
+            run_id)}
+        out["audit_log_owner"] = sorted({str(o) for (o,) in af.query(
+            "select distinct owner from log where dag_id = %s and run_id = %s", PROBE_DAG_ID, run_id)})
+    return out
+
+
+def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_sizes: list[str],
+               probe: dict[str, Any] | None = None) -> Measured:
     """The result of the sizes measured so far."""
     runs = [r for size in sizes for r in size["runs"]]
     figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag,
                                "dbtbus": _dbtbus_figures(args.results_dir, [s["models"] for s in sizes])}
+    if probe:
+        figures["rest_probe"] = probe
     for size in sizes:
         by: dict[str, Any] = {}
         for variant in args.variants:
             ok = [r for r in size["runs"] if r["variant"] == variant and "timed_out" not in r]
             if not ok:
                 continue
+            # A key of one shape only (deferred / waiting for the trigger's, scheduled / reporter for REST's)
+            # is summarised where every run has it.
             by[variant] = {key: stat(r[key] for r in ok) for key in (
-                "to_deferred_s", "to_waiting_s", "to_terminal_s", "lag_p50_s", "lag_p95_s", "lag_max_s",
-                "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise",
-                "triggerer_rss_before")}
+                "to_deferred_s", "to_waiting_s", "to_scheduled_s", "to_terminal_s", "lag_p50_s", "lag_p95_s",
+                "lag_max_s", "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise",
+                "triggerer_rss_before", "api-server_ms_per_task_end", "scheduler_ms_per_task_end",
+                "dag-processor_ms_per_task_end", "reporter_s", "reporter_calls", "reporter_errors")
+                if all(key in r for r in ok)}
             for phase in ("cpu_run", "cpu_end"):
                 by[variant][phase] = {c: stat(r[phase].get(c, 0.0) for r in ok)
                                       for c in ("triggerer", "scheduler", "dag-processor", "api-server")}
@@ -312,7 +510,7 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_siz
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, nargs="+", default=[200, 1000])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument("--repeat", type=int, nargs="+", default=[1],
                         help="rounds per size, in the order of --models (the last one repeats); every variant "
                              "once per round")
@@ -349,47 +547,112 @@ def _mb(value: dict[str, Any] | None) -> str:
     return "–" if value is None else _s(value["median"] / 2**20, 0, " MB")
 
 
+def _start(v: dict[str, Any]) -> str:
+    """Trigger → all deferred / all waiting in the triggerer; for the REST shape, trigger → all scheduled."""
+    if "to_scheduled_s" in v:
+        return f"{_s(v['to_scheduled_s'])} all scheduled (0-slot pool)"
+    return f"{_s(v.get('to_deferred_s'))} / {_s(v.get('to_waiting_s'))}"
+
+
+def _cpu(v: dict[str, Any], phase: str, component: str) -> dict[str, Any] | None:
+    """A component's CPU statistic ("–" where the result predates the component's count)."""
+    return (v.get(phase) or {}).get(component)
+
+
+def _per_task(v: dict[str, Any], component: str, models: int) -> str:
+    """A component's CPU over the end phase, per task."""
+    value = _cpu(v, "cpu_end", component)
+    return "–" if value is None else _s(1000 * value["median"] / models, 1, " ms")
+
+
 def render(data: dict[str, Any]) -> str:
     """The section of docs/benchmarks.md, from the result alone."""
     m = data["machine"]
+    per_dag = data["per_dag"]
     lines = [
         "## Airflow's floor: ending tasks from the triggerer, no dbtbus", "",
         f"`bench/airflow_floor.py`: the deployment of `bench/airflow_live.py` (Airflow {data['airflow']}, "
         f"{data['host']}, 1-minute load average {m['load_average'][0]:.1f} at the end, measured {m['date']}); "
         "N trivial `start_from_trigger` tasks, every one deferred, then one shared moment ends them all from the "
         "triggerer (`TaskSuccessEvent` / `TaskFailedEvent`). Split: DAGs of at most "
-        f"{data['per_dag']} tasks, one run id. Medians over the rounds (per size below); CPU is of the end phase "
+        f"{per_dag} tasks, one run id. REST reporter: the same split DAGs of plain tasks in a pool of no slots "
+        "(`scheduled`, never queued, no trigger); at the moment one client ends each through the public REST "
+        "API on one keep-alive connection — `PATCH .../taskInstances/{task_id}` per task, or one bulk "
+        "`PATCH .../taskInstances` per DAG — and the moment → all terminal includes its calls. "
+        "Medians over the rounds (per size below); CPU is of the end phase "
         "(moment → all terminal) unless marked *run*. The triggerer keeps what it grew to from one run to the "
         "next (its RSS at the start of each run says so): a peak rise is against that, not against a fresh one.", "",
         "| tasks | variant | trigger → all deferred / all waiting in the triggerer | moment → all terminal "
         "| end lag p50 / p95 / max "
         "| triggerer CPU per task (end / run) | triggerer RSS at the start / peak rise | scheduler CPU (end / run) "
-        "| dag-processor CPU (end / run) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dag-processor CPU (end / run) | api-server CPU (end / run) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in _sizes(data):
         for variant, v in size["variants"].items():
             lines.append(
-                f"| {size['models']} ({size['repeat']} round(s)) | {LABELS[variant].format(per_dag=data['per_dag'])} "
-                f"| {_s(v['to_deferred_s'])} / {_s(v['to_waiting_s'])} | **{_s(v['to_terminal_s'])}** "
+                f"| {size['models']} ({size['repeat']} round(s)) | {LABELS[variant].format(per_dag=per_dag)} "
+                f"| {_start(v)} | **{_s(v['to_terminal_s'])}** "
                 f"| {_s(v['lag_p50_s'])} / {_s(v['lag_p95_s'])} / {_s(v['lag_max_s'])} "
                 f"| {_s(v['triggerer_ms_per_task_end'], 0, ' ms')} / {_s(v['triggerer_ms_per_task_run'], 0, ' ms')} "
                 f"| {_mb(v.get('triggerer_rss_before'))} / {_mb(v['triggerer_rss_rise'])} "
                 f"| {_s(v['cpu_end']['scheduler'])} / {_s(v['cpu_run']['scheduler'])} "
-                f"| {_s(v['cpu_end']['dag-processor'])} / {_s(v['cpu_run']['dag-processor'])} |")
+                f"| {_s(v['cpu_end']['dag-processor'])} / {_s(v['cpu_run']['dag-processor'])} "
+                f"| {_s(_cpu(v, 'cpu_end', 'api-server'))} / {_s(_cpu(v, 'cpu_run', 'api-server'))} |")
         if size["timed_out"]:
-            lines.append(f"| {size['models']} | runs timed out | {size['timed_out']} | | | | | | |")
+            lines.append(f"| {size['models']} | runs timed out | {size['timed_out']} | | | | | | | |")
+    lines += ["", "CPU per task over the end phase (moment → all terminal), every component, and what the REST "
+              "reporter spent: its calls and their time (its own process is not counted).", "",
+              "| tasks | variant | api-server | triggerer | scheduler | dag-processor | reporter: calls / time "
+              "/ errors |", "|---|---|---|---|---|---|---|"]
+    for size in _sizes(data):
+        n = size["models"]
+        for variant, v in size["variants"].items():
+            reporter = "–" if "reporter_calls" not in v else (
+                f"{v['reporter_calls']['median']:.0f} / {_s(v['reporter_s'])} / {v['reporter_errors']['median']:.0f}")
+            lines.append(f"| {n} | {LABELS[variant].format(per_dag=per_dag)} | {_per_task(v, 'api-server', n)} "
+                         f"| {_per_task(v, 'triggerer', n)} | {_per_task(v, 'scheduler', n)} "
+                         f"| {_per_task(v, 'dag-processor', n)} | {reporter} |")
     logged = [(size["models"], variant, v) for size in _sizes(data) for variant, v in size["variants"].items()
               if "loop_blocked" in v]
     if logged:
         lines += ["", "What the triggerer logged during the runs (medians): Airflow's own warning that its event loop "
                   "was blocked past its threshold, and the callback requests it sent the dag-processor.", "",
                   "| tasks | variant | loop blocked: times / longest | callback requests |", "|---|---|---|---|"]
-        lines += [f"| {models} | {LABELS[variant].format(per_dag=data['per_dag'])} "
+        lines += [f"| {models} | {LABELS[variant].format(per_dag=per_dag)} "
                   f"| {v['loop_blocked']['median']:.0f} / {_s(v['loop_blocked_max_s'])} "
                   f"| {v['callback_requests']['median']:.0f} |" for models, variant, v in logged]
+    lines += _render_probe(data.get("rest_probe"))
     lines += ["", *[f"- {note}" for note in data["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _render_probe(probe: dict[str, Any] | None) -> list[str]:
+    """What the REST reporter's probe saw: a task PATCHed ``failed`` despite a retry left, its downstream task,
+    the DAG run, the task's log."""
+    if not probe:
+        return []
+    if "error" in probe:
+        return ["", f"The REST reporter's probe did not finish: {probe['error']}"]
+    tasks = probe["tasks"]
+    a, b, c = (tasks.get(t, {}) for t in ("a", "b", "c"))
+    audit = ", ".join(f"`{event}` × {count}" for event, count in sorted((probe.get("audit_log") or {}).items()))
+    return [
+        "", f"The REST reporter's probe (DAG `{PROBE_DAG_ID}`: `a` with a retry left, upstream of `b`; `c` alone; "
+        "all in the pool of no slots): `a` PATCHed `failed`, `c` PATCHed `success`.", "",
+        f"- `a`: ended `{a.get('state')}`, try number {a.get('try_number')}, earlier tries recorded "
+        f"{probe['earlier_tries']}, ever queued: {a.get('queued')}"
+        + (" — a PATCHed failure is final: its retry was not used." if a.get("state") == "failed"
+           and not probe["earlier_tries"] else "."),
+        f"- `b` (downstream of `a`): `{b.get('state')}`; `c`: `{c.get('state')}`; the DAG run: "
+        f"`{probe['dag_run_state']}`.",
+        f"- log files written for the run's tasks: {len(probe['log_files'])}"
+        + (f" ({', '.join(probe['log_files'])})" if probe["log_files"] else "")
+        + f"; what the task log endpoint serves for `a`: \"{probe['log_endpoint'].get('a', '–')}\"",
+        f"- the audit log (`log` table) of the run: {audit or '–'}, "
+        f"by {', '.join(probe.get('audit_log_owner') or ['–'])}"
+        + (f"; PATCH errors: {probe['patch_errors']}" if probe.get("patch_errors") else ""),
+    ]
 
 
 def render_compare(data: dict[str, Any]) -> str:
