@@ -79,10 +79,11 @@ LABELS = {"success": "one DAG, all succeed", "failed": "one DAG, all fail",
           "rest-bulk-success-split": "REST reporter, a bulk PATCH per DAG, DAGs of {per_dag}, all succeed",
           "rest-bulk-failed-split": "REST reporter, a bulk PATCH per DAG, DAGs of {per_dag}, all fail"}
 
-DAG_FILE = '''"""Floor benchmark DAGs: {models} trivial start_from_trigger tasks ({variant}), no dbtbus."""
+#: The variants' DAG file: the same split of the same N tasks, each shape with its own task and import.
+DAG_FILE = '''"""Floor benchmark DAGs: {models} {what} ({variant}), no dbtbus."""
 from airflow.sdk import DAG
 
-from bench._floor_trigger import FloorOperator
+{imports}
 
 MODELS, PER_DAG, SPLIT = {models}, {per_dag}, {split}
 chunks = [range(i, min(i + PER_DAG, MODELS)) for i in range(0, MODELS, PER_DAG)] if SPLIT else [range(MODELS)]
@@ -90,25 +91,19 @@ for k, chunk in enumerate(chunks):
     dag_id = "{dag_id}" + (f"_{{k:03d}}" if SPLIT else "")
     with DAG(dag_id, schedule=None, catchup=False, max_active_runs=1) as dag:
         for i in chunk:
-            FloorOperator(task_id=f"m{{i:04d}}", moment_path={moment!r}, outcome={outcome!r}, retries=0)
+            {task}
     globals()[dag_id] = dag
 '''
-
-
-REST_DAG_FILE = '''"""Floor benchmark DAGs: {models} tasks in a 0-slot pool ({variant}), ended by a REST reporter."""
-from airflow.sdk import DAG
-
-from bench._floor_rest import POOL, FloorRestOperator
-
-MODELS, PER_DAG, SPLIT = {models}, {per_dag}, {split}
-chunks = [range(i, min(i + PER_DAG, MODELS)) for i in range(0, MODELS, PER_DAG)] if SPLIT else [range(MODELS)]
-for k, chunk in enumerate(chunks):
-    dag_id = "{dag_id}" + (f"_{{k:03d}}" if SPLIT else "")
-    with DAG(dag_id, schedule=None, catchup=False, max_active_runs=1) as dag:
-        for i in chunk:
-            FloorRestOperator(task_id=f"m{{i:04d}}", pool=POOL, retries=0)
-    globals()[dag_id] = dag
-'''
+TRIGGER_SHAPE = {
+    "what": "trivial start_from_trigger tasks",
+    "imports": "from bench._floor_trigger import FloorOperator",
+    "task": 'FloorOperator(task_id=f"m{{i:04d}}", moment_path={moment!r}, outcome={outcome!r}, retries=0)',
+}
+REST_SHAPE = {
+    "what": "tasks in a 0-slot pool, ended by a REST reporter",
+    "imports": "from bench._floor_rest import POOL, FloorRestOperator",
+    "task": 'FloorRestOperator(task_id=f"m{{i:04d}}", pool=POOL, retries=0)',
+}
 
 #: The qualitative probe of the REST reporter: ``a`` (one retry allowed) upstream of ``b``, and ``c`` alone.
 PROBE_DAG_ID = "floor_rest_probe"
@@ -379,11 +374,12 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
             (af.dags / "floor_rest_probe.py").write_text(PROBE_DAG_FILE.format(dag_id=PROBE_DAG_ID))
         for models in args.models:
             for variant in args.variants:
-                template = REST_DAG_FILE if _rest(variant) else DAG_FILE
-                (af.dags / f"floor_{models}_{variant.replace('-', '_')}.py").write_text(template.format(
+                shape = REST_SHAPE if _rest(variant) else TRIGGER_SHAPE
+                moment = str(work / f"moment-{variant}-{models}")
+                task = shape["task"].format(moment=moment, outcome=_outcome(variant))
+                (af.dags / f"floor_{models}_{variant.replace('-', '_')}.py").write_text(DAG_FILE.format(
                     models=models, variant=variant, per_dag=args.per_dag, split=variant.endswith("split"),
-                    dag_id=_dag_id(variant, models), moment=str(work / f"moment-{variant}-{models}"),
-                    outcome=_outcome(variant)))
+                    dag_id=_dag_id(variant, models), what=shape["what"], imports=shape["imports"], task=task))
         for index, models in enumerate(args.models):
             mine: list[dict[str, Any]] = []
             for round_ in range(args.repeat[min(index, len(args.repeat) - 1)]):
