@@ -496,6 +496,12 @@ class RedisBackend(Backend):
         """Every key of a run: log, nodes, lease, claim, appended, gone (the order the scripts expect)."""
         return [self._key(run_id, name) for name in ("log", "nodes", "lease", "claim", "appended", "gone")]
 
+    def _expiry(self, ttl: float) -> tuple[int, int, int]:
+        """A run's keys expiring ``ttl`` seconds from now, as the scripts take it: their PX, the run index's score
+        (ms since the epoch) and the tombstone's PX (0: none) — for ``expire_run`` and an expiring append alike."""
+        ms = _ms(ttl) if ttl > 0 else 0
+        return ms, _now_ms() + ms, self._tombstone_ms(ms)
+
     def _tombstone_ms(self, ttl_ms: int) -> int:
         """The PX of a tombstone set now for keys that go in ``ttl_ms`` (0: no tombstones), capped as _ms."""
         if self.tombstone_period <= 0:
@@ -717,13 +723,8 @@ class RedisBackend(Backend):
         check_record_sizes(run_id, items, self.max_record_bytes)
         holders = append_holders(items)
         expire_after = append_expiry(items)
-        if expire_after is None:
-            score: Any = "inf"
-            ms = tombstone = -1
-        else:
-            ms = _ms(expire_after) if expire_after > 0 else 0
-            score, tombstone = _now_ms() + ms, self._tombstone_ms(ms)
-        args: list[Any] = [run_id, score, self.maxlen, ms, max(tombstone, 0), len(holders), *holders]
+        ms, score, tombstone = (-1, "inf", 0) if expire_after is None else self._expiry(expire_after)
+        args: list[Any] = [run_id, score, self.maxlen, ms, tombstone, len(holders), *holders]
         for item in items:
             args += ("" if item.node is None else "+" + item.node, item.key or "", item.data)
         # A fenced append on a cluster runs its index statement only once the run's script stored the batch: in
@@ -765,8 +766,8 @@ class RedisBackend(Backend):
         await self._run("release_lease", _RELEASE_LEASE, [self.lease_key(run_id)], [run_id, 0, holder])
 
     async def expire_run(self, run_id: str, ttl: float) -> None:
-        ms = _ms(ttl) if ttl > 0 else 0
-        args = [run_id, _now_ms() + ms, ms, self._tombstone_ms(ms)]
+        ms, score, tombstone = self._expiry(ttl)
+        args = [run_id, score, ms, tombstone]
         await self._run("expire_run", _EXPIRE_RUN, self._run_keys(run_id), args)
         self._forget_skips(self.log_key(run_id))
 
