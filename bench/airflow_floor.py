@@ -328,8 +328,6 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float,
         "triggerer_rss_rise": sum(max(0, peak.peak[pid] - rss0.get(pid, 0)) for pid in peak.peak),
     })
     out.update(_triggerer_log(af, log_at))
-    for component in ("api-server", "scheduler", "dag-processor"):
-        out[f"{component}_ms_per_task_end"] = 1000 * out["cpu_end"].get(component, 0) / models
     out["triggerer_ms_per_task_run"] = 1000 * out["cpu_run"].get("triggerer", 0) / models
     out["triggerer_ms_per_task_end"] = 1000 * out["cpu_end"].get("triggerer", 0) / models
     return out
@@ -473,8 +471,7 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], failed_siz
             by[variant] = {key: stat(r[key] for r in ok) for key in (
                 "to_deferred_s", "to_waiting_s", "to_scheduled_s", "to_terminal_s", "lag_p50_s", "lag_p95_s",
                 "lag_max_s", "triggerer_ms_per_task_run", "triggerer_ms_per_task_end", "triggerer_rss_rise",
-                "triggerer_rss_before", "api-server_ms_per_task_end", "scheduler_ms_per_task_end",
-                "dag-processor_ms_per_task_end", "reporter_s", "reporter_calls", "reporter_errors")
+                "triggerer_rss_before", "reporter_s", "reporter_calls", "reporter_errors")
                 if all(key in r for r in ok)}
             for phase in ("cpu_run", "cpu_end"):
                 by[variant][phase] = {c: stat(r[phase].get(c, 0.0) for r in ok)
