@@ -80,6 +80,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _interruption(error: BaseException | None) -> BaseException | None:
+    """The KeyboardInterrupt or SystemExit behind dbt's error, or None when the run was not interrupted.
+
+    An interrupted dbt cancels its adapter's connections, and an adapter whose cancel fails (dbt-duckdb:
+    "Connection already closed") ends the run with its own error instead, raised while the interrupt was
+    handled: the interrupt is then that error's ``__context__``.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if not isinstance(error, Exception):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _python_of(executable: str) -> str | None:
     """The interpreter of a ``dbt`` console script (its shebang), or None for a non-Python executable."""
     try:
@@ -232,15 +248,19 @@ class Producer:
         peak = run_peak.peak()
         scope = run_peak.scope
         error: BaseException | None = reraise if reraise is not None else getattr(res, "exception", None)
-        if error is not None and not isinstance(error, Exception):
+        interrupt = _interruption(error)
+        if interrupt is not None:
             # KeyboardInterrupt, SystemExit, SIGTERM: dbt did not get to the end of the run.
-            code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else None
+            code = interrupt.code if isinstance(interrupt, SystemExit) and isinstance(interrupt.code, int) else None
             dbt_results = results_payload(res) if res is not None else None
+            described = _describe(interrupt)
+            if error is not None and error is not interrupt:
+                described += f", then dbt failed: {_describe(error)}"
             ending = Ending(
-                crashed=True, error=_describe(error), elapsed=elapsed, peak_rss=peak, exit_code=code,
+                crashed=True, error=described, elapsed=elapsed, peak_rss=peak, exit_code=code,
                 dbt_results=dbt_results, grace=self.grace, peak_rss_scope=scope,
             )
-            return res, ending, error
+            return res, ending, interrupt
         if reraise is not None:
             ending = Ending(
                 crashed=True, error=_describe(reraise), elapsed=elapsed, peak_rss=peak, peak_rss_scope=scope

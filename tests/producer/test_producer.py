@@ -409,6 +409,43 @@ def test_a_signal_in_process_ends_as_crashed_and_propagates(
     drop_store(name)
 
 
+def test_an_interrupt_an_adapter_turned_into_its_own_error_still_ends_as_crashed_and_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dbt-duckdb's cancel of a closed connection fails while dbt handles a Ctrl-C (seen in CI): dbt returns the
+    adapter's error, and the KeyboardInterrupt is only its context. The run was interrupted all the same."""
+    from types import SimpleNamespace
+
+    import dbt.cli.main
+
+    from dbtbus.events import RunCrashed
+
+    interrupt = KeyboardInterrupt()
+
+    class InterruptedRunner:
+        def __init__(self, callbacks: Sequence[Any]) -> None:
+            pass
+
+        def invoke(self, args: Sequence[str]) -> SimpleNamespace:
+            try:
+                raise interrupt
+            except KeyboardInterrupt:
+                try:
+                    raise ConnectionError("Connection Error: Connection already closed!")
+                except ConnectionError as adapter_error:
+                    return SimpleNamespace(success=False, exception=adapter_error, result=None)
+
+    monkeypatch.setattr(dbt.cli.main, "dbtRunner", InterruptedRunner)
+    with pytest.raises(KeyboardInterrupt) as info:
+        Producer("memory://adapter-interrupt", run_id="r").invoke(["build"])
+    assert info.value is interrupt
+    last = read_records("memory://adapter-interrupt", "r")[-1]
+    assert isinstance(last, RunCrashed)
+    assert last.error == "interrupted (KeyboardInterrupt), then dbt failed: ConnectionError: Connection Error: " \
+        "Connection already closed!"
+    drop_store("adapter-interrupt")
+
+
 def test_memray_tracks_the_producer_when_asked(small_project: Any, memory_url: str, tmp_path: Path) -> None:
     import memray  # in the test extra on Linux: missing it is a failure, not a skip
     output = tmp_path / "producer.bin"
