@@ -227,9 +227,18 @@ class Bus:
                 cursors[index] = cursor
         return cursors
 
-    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
-        """Claim the run's ``attempt`` for ``holder`` (a second producer of it gets :class:`~dbtbus.RunClaimed`)."""
-        await self.backend.acquire_lease(run_id, holder, ttl, attempt)
+    async def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int = 1, *, expire_after: float | None = None
+    ) -> None:
+        """Claim the run's ``attempt`` for ``holder`` (a second producer of it gets :class:`~dbtbus.RunClaimed`).
+
+        ``expire_after`` is the expiry the producer's appends carry: a backend with expiring appends gives the
+        claim the same one (a backend without them is called as before).
+        """
+        if self.backend.expiring_appends:
+            await self.backend.acquire_lease(run_id, holder, ttl, attempt, expire_after=expire_after)
+        else:
+            await self.backend.acquire_lease(run_id, holder, ttl, attempt)
 
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool | None:
         return await self.backend.renew_lease(run_id, holder, ttl)

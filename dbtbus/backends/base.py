@@ -34,8 +34,9 @@ Five guarantees are opt-in, declared by class attributes, because they need atom
   of waiting for a run that will never start. An append removes it (a run id used again).
 * :attr:`Backend.expiring_appends` — :attr:`Append.expire_after` is honoured: the append sets the run's
   expiry (as :meth:`Backend.expire_run` would) in the same atomic step as its writes, instead of keeping the
-  run for ever. A producer killed between an append and the expiry it would have set next then never
-  leaves a run that stays for good.
+  run for ever, and :meth:`Backend.acquire_lease` gives the claim it creates the same expiry. A producer
+  killed between an append (or its claim) and the expiry it would have set next then never leaves a run
+  that stays for good.
 
 The defaults keep a backend that declares none of them working: ``acquire_lease`` checks the lease and then
 renews it (two calls, so two producers racing within one round trip can both win), append keys and holders
@@ -227,7 +228,9 @@ class Backend(abc.ABC):
     async def get_node(self, run_id: str, unique_id: str) -> bytes | None:
         """Return the durable terminal record stored for ``unique_id`` in ``run_id``, or ``None``."""
 
-    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+    async def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int = 1, *, expire_after: float | None = None
+    ) -> None:
         """Claim ``run_id``'s attempt ``attempt`` for ``holder`` and hold its lease for ``ttl`` seconds.
 
         Raises :class:`dbtbus.RunClaimed` when another holder's lease is live and it holds the same or a
@@ -237,6 +240,11 @@ class Backend(abc.ABC):
 
         The default (for backends without :attr:`fenced_leases`) checks :meth:`get_lease` and then calls
         :meth:`renew_lease`: two calls, so two producers racing within one round trip may both succeed.
+
+        ``expire_after`` is what the producer's appends carry (:attr:`Append.expire_after`); :class:`Bus`
+        passes it only to a backend with :attr:`expiring_appends`. Such a backend gives the claim that
+        expiry (``None``: kept for ever, as a plain append keeps the run), so a producer killed after its claim
+        and before its first append leaves nothing behind for good.
         """
         lease = await self.get_lease(run_id)
         if (

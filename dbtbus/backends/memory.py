@@ -177,7 +177,9 @@ class MemoryStore:
             run.lease = None
         return run
 
-    def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int) -> None:
+    def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int, expire_after: float | None = None
+    ) -> None:
         with self._lock:
             now = time.monotonic()
             run = self._run_for_lease(run_id, now)
@@ -194,6 +196,8 @@ class MemoryStore:
                 attempt = max(attempt, owner_attempt)
             run.claim = (holder, attempt)
             run.lease = (holder, now + ttl) if ttl > 0 else None
+            if expire_after is not None:  # the claim expires as the appends will (Redis's claim key does)
+                self._set_expiry(run, run_id, now, expire_after, 0.0)
 
     def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         with self._lock:
@@ -371,8 +375,10 @@ class MemoryBackend(Backend):
         check_record_sizes(run_id, items, self.max_record_bytes)
         return self.store.append(run_id, items, self.tombstone_period)
 
-    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
-        self.store.acquire_lease(run_id, holder, ttl, attempt)
+    async def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int = 1, *, expire_after: float | None = None
+    ) -> None:
+        self.store.acquire_lease(run_id, holder, ttl, attempt, expire_after)
 
     async def read(
         self, run_id: str, after: str | None, *, limit: int = 1000, timeout: float | None = 0

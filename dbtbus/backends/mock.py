@@ -88,9 +88,11 @@ class MockBackend(MemoryBackend):
         await self._intercept("get_node", run_id, unique_id)
         return await super().get_node(run_id, unique_id)
 
-    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+    async def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int = 1, *, expire_after: float | None = None
+    ) -> None:
         await self._intercept("acquire_lease", run_id, holder, ttl, attempt)
-        await super().acquire_lease(run_id, holder, ttl, attempt)
+        await super().acquire_lease(run_id, holder, ttl, attempt, expire_after=expire_after)
 
     async def renew_lease(self, run_id: str, holder: str, ttl: float) -> bool:
         await self._intercept("renew_lease", run_id, holder, ttl)

@@ -6,7 +6,7 @@ Layout of one run (all its keys share the hash tag ``{<run_id>}``, so a run live
     <prefix>{<run_id>}:log       STREAM  every record, one entry each, field ``d`` = the encoded record
     <prefix>{<run_id>}:nodes     HASH    unique_id -> the node's latest terminal record (late waiter: one HGET)
     <prefix>{<run_id>}:lease     STRING  the producer's liveness lease: holder, with a PX expiry
-    <prefix>{<run_id>}:claim     HASH    the latest acquire_lease: holder, attempt (the fence; no expiry)
+    <prefix>{<run_id>}:claim     HASH    the latest acquire_lease: holder, attempt (the fence; expires with the run)
     <prefix>{<run_id>}:appended  HASH    idempotency key -> stream id of the entry it stored
     <prefix>{<run_id>}:gone      STRING  the tombstone: set by delete_run, expire_run or an expiring append, with
                                          a PX expiry of tombstone_period (plus the retention), removed by an
@@ -260,7 +260,8 @@ end
     "redis.call('ZADD', KEYS[#KEYS], ARGV[2], ARGV[1])",
 )
 
-# ARGV: run_id, index score (expiry ms), holder, ttl ms, attempt; KEYS: lease, claim[, index].
+# ARGV: run_id, index score (expiry ms), holder, ttl ms, attempt, the claim's expiry ms (-1: kept for ever);
+# KEYS: lease, claim[, index].
 # Returns {1} or {0, owner, owner_attempt or false}.
 _ACQUIRE_LEASE: Final = _Script(
     """
@@ -277,7 +278,7 @@ elseif owner_holder and owner_holder ~= holder and owner_attempt
 else
   if owner_holder == holder and owner_attempt and owner_attempt > attempt then attempt = owner_attempt end
   redis.call('HSET', KEYS[2], 'holder', holder, 'attempt', attempt)
-  redis.call('PERSIST', KEYS[2])
+  if ARGV[6] == '-1' then redis.call('PERSIST', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
   if ms > 0 then redis.call('SET', KEYS[1], holder, 'PX', ms) else redis.call('DEL', KEYS[1]) end
 end
 """,
@@ -741,9 +742,12 @@ class RedisBackend(Backend):
         keys = self._run_keys(run_id)
         return [keys[2], keys[3]]
 
-    async def acquire_lease(self, run_id: str, holder: str, ttl: float, attempt: int = 1) -> None:
+    async def acquire_lease(
+        self, run_id: str, holder: str, ttl: float, attempt: int = 1, *, expire_after: float | None = None
+    ) -> None:
         ms = _ms(ttl) if ttl > 0 else 0
-        args = [run_id, _now_ms() + ms if ms else 0, holder, ms, attempt]
+        claim_ms = -1 if expire_after is None else self._expiry(expire_after)[0]
+        args = [run_id, _now_ms() + ms if ms else 0, holder, ms, attempt, claim_ms]
         reply = await self._run("acquire_lease", _ACQUIRE_LEASE, self._lease_keys(run_id), args)
         if int(reply[0]) != 1:
             owner_attempt = int(reply[2]) if reply[2] else None

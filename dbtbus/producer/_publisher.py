@@ -565,9 +565,13 @@ class Publisher:
                 held = await bus.renew_lease(self.run_id, self.holder, ttl)
                 if held is False:
                     self._claim_vanished()
-                    await bus.acquire_lease(self.run_id, self.holder, ttl, self.normaliser.attempt)
+                    await bus.acquire_lease(
+                        self.run_id, self.holder, ttl, self.normaliser.attempt, expire_after=self._abandoned_expiry()
+                    )
             else:  # the first renewal claims the run's attempt: a second producer of it fails fast
-                await bus.acquire_lease(self.run_id, self.holder, ttl, self.normaliser.attempt)
+                await bus.acquire_lease(
+                    self.run_id, self.holder, ttl, self.normaliser.attempt, expire_after=self._abandoned_expiry()
+                )
                 self._claimed = True
         except Exception as exc:
             self._failed(exc, "renewing the lease")

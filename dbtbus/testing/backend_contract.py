@@ -602,6 +602,23 @@ class BackendContract:
         assert await backend.read(sooner, None) == []
 
     @pytest.mark.anyio
+    async def test_a_claim_with_an_expiry_goes_with_no_append_after_it(
+        self, backend: Backend, new_run: Callable[[], str]
+    ) -> None:
+        """With :attr:`Backend.expiring_appends` and :attr:`Backend.fenced_leases`, ``acquire_lease`` given
+        ``expire_after`` lets the claim expire as the appends would: a producer killed after its claim and
+        before its first append leaves no fence (nothing) behind for good. Given none, the claim is kept."""
+        if not (backend.expiring_appends and backend.fenced_leases):
+            pytest.skip("the backend declares no expiring appends or no fenced leases: no claim to expire")
+        expiring, kept = new_run(), new_run()
+        await backend.acquire_lease(expiring, "attempt-2", 0.1, attempt=2, expire_after=0.3)
+        await backend.acquire_lease(kept, "attempt-2", 0.1, attempt=2)
+        await anyio.sleep(0.5)
+        await backend.acquire_lease(expiring, "attempt-1", 60, attempt=1)  # no claim left to fence it out
+        with pytest.raises(RunClaimed):
+            await backend.acquire_lease(kept, "attempt-1", 60, attempt=1)
+
+    @pytest.mark.anyio
     async def test_delete_run(self, backend: Backend, new_run: Callable[[], str]) -> None:
         doomed, kept = new_run(), new_run()
         await backend.append(doomed, [Append(b"d", node="n")])

@@ -295,6 +295,26 @@ async def test_key_layout_hash_tag_retention_and_maxlen(redis_url: str) -> None:
         await _cleanup(backend)
 
 
+@pytest.mark.anyio
+async def test_a_claim_is_kept_or_expires_as_the_producers_appends_say(redis_url: str) -> None:
+    """The claim is its own key: the producer's claim, taken when the run may have no record yet (or after an
+    append, which finds no claim to expire), carries the appends' expiry; without one it is kept, as before."""
+    prefix = _prefix()
+    backend = await _open(redis_url, prefix=prefix)
+    raw = await _raw(redis_url)
+    try:
+        await backend.acquire_lease("claimed-first", "p", 60, expire_after=3600)
+        assert 3590 < await raw.ttl(f"{prefix}{{claimed-first}}:claim") <= 3600
+        await backend.append("appended-first", [Append(b"a", expire_after=3600)])
+        await backend.acquire_lease("appended-first", "p", 60, expire_after=3600)
+        assert 3590 < await raw.ttl(f"{prefix}{{appended-first}}:claim") <= 3600
+        await backend.acquire_lease("appended-first", "p", 60)  # a run without retention: kept for ever
+        assert await raw.ttl(f"{prefix}{{appended-first}}:claim") == -1
+    finally:
+        await raw.aclose()
+        await _cleanup(backend)
+
+
 # ------------------------------------------------------------------------------------ the bus on Redis
 
 

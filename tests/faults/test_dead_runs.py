@@ -120,8 +120,9 @@ async def test_an_abandoned_runs_keys_expire_by_its_retention_with_no_process_al
             await until_started(bus, run, nodes=1)
             os.kill(producer.process.pid, signal.SIGKILL)
             producer.process.wait()
-            ttl = await client.pttl(f"dbtbus:{{{run}}}:log")
-            assert 0 < ttl <= (1.5 + 4) * 1000, ttl  # no longer -1 (kept) while the run is in progress
+            for key in ("log", "claim"):
+                ttl = await client.pttl(f"dbtbus:{{{run}}}:{key}")
+                assert 0 < ttl <= (1.5 + 4) * 1000, (key, ttl)  # no longer -1 (kept) while the run is in progress
             assert run in await bus.list_runs()
 
             async def gone() -> bool:

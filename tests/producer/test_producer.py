@@ -496,8 +496,9 @@ async def test_a_run_with_a_retention_expires_whenever_its_producer_dies(
     small_project: Any, anyio_backend: str
 ) -> None:
     """Each backend call is a moment the producer may be killed at (SIGKILL, OOM): at every one, a run that
-    holds records already has its expiry. Before, an append kept the run for ever and the expiry came in the
-    next call: a producer killed in between left a run that never expired."""
+    holds records or a claim already has its expiry. Before, an append (and, before any append, the claim) kept
+    the run for ever and the expiry came in the next call: a producer killed in between left a run that never
+    expired."""
     from dbtbus.backends.mock import MockBackend, MockCall
 
     run = "dies-anywhere"
@@ -506,7 +507,8 @@ async def test_a_run_with_a_retention_expires_whenever_its_producer_dies(
 
     def check(call: MockCall) -> None:
         store = backend.store
-        if store.read_now(run, 0, 1) and store.expires_in(run) is None:
+        holds = store.read_now(run, 0, 1) or store.get_lease(run) is not None
+        if holds and store.expires_in(run) is None:
             kept_for_ever.append(f"{call.method} #{call.number}")
 
     backend = MockBackend(hook=check)
