@@ -87,9 +87,12 @@ def _interruption(error: BaseException | None) -> BaseException | None:
     "Connection already closed") ends the run with its own error instead, raised while the interrupt was
     handled: the interrupt is then that error's ``__context__``.
     """
+    if error is not None and not isinstance(error, Exception):
+        return error
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if not isinstance(error, Exception):
+        # Only a signal's exceptions: a GeneratorExit behind an error is a generator closed, not a run ended.
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

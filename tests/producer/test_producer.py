@@ -435,6 +435,19 @@ def test_an_interrupt_an_adapter_turned_into_its_own_error_still_ends_as_crashed
                 except ConnectionError as adapter_error:
                     return SimpleNamespace(success=False, exception=adapter_error, result=None)
 
+    class ClosedGeneratorRunner(InterruptedRunner):
+        def invoke(self, args: Sequence[str]) -> SimpleNamespace:
+            try:
+                raise GeneratorExit
+            except GeneratorExit:
+                try:
+                    raise ValueError("an error while a generator closed")
+                except ValueError as error:
+                    return SimpleNamespace(success=False, exception=error, result=None)
+
+    monkeypatch.setattr(dbt.cli.main, "dbtRunner", ClosedGeneratorRunner)
+    assert Producer("memory://adapter-interrupt", run_id="not-interrupted").invoke(["build"]).crashed is False
+
     monkeypatch.setattr(dbt.cli.main, "dbtRunner", InterruptedRunner)
     with pytest.raises(KeyboardInterrupt) as info:
         Producer("memory://adapter-interrupt", run_id="r").invoke(["build"])
