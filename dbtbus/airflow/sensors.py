@@ -58,6 +58,11 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
     Airflow 3.3 registers outlets only from a worker's success report, so such a sensor's success is ended on
     a worker (one short worker run); its failures, skips and nodes not run still end in the triggerer and
     emit nothing.
+
+    **Success callbacks.** Airflow 3.3 runs a task's ``on_success_callback`` only on a worker: for a success
+    ended in the triggerer it sends the dag-processor a callback request, which the dag-processor drops after
+    parsing the DAG file. A sensor with an ``on_success_callback`` therefore ends its success on a worker too,
+    as one with outlets does. Failure and retry callbacks run from the triggerer's end as usual.
     """
 
     template_fields: Sequence[str] = ("bus_url", "dbtbus_run_id", "unique_id")
@@ -115,6 +120,13 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
         """True when the task has outlets: its success must end on a worker to register them."""
         return bool(getattr(self, "outlets", None))
 
+    @property
+    def ends_success_on_worker(self) -> bool:
+        """True when the task's success must end on a worker: to register its outlets, or to run its
+        ``on_success_callback`` — Airflow 3.3 runs that callback only there (a success ended in the
+        triggerer sends the dag-processor a request that it parses the DAG file for and then drops)."""
+        return self.emits_assets or bool(getattr(self, "on_success_callback", None))
+
     def _set_start_trigger_args(self) -> None:
         if self.start_from_trigger:
             self.start_trigger_args = StartTriggerArgs(
@@ -158,7 +170,7 @@ class DbtNodeSensor(BaseSensorOperator):  # type: ignore[misc,unused-ignore]
             "not_run": self.not_run,
             "retry_check": self.rerun_on_retry,
             "run_dag_id": self.run_dag_id,
-            "end_on_worker": self.emits_assets,
+            "end_on_worker": self.ends_success_on_worker,
             "push_result": bool(getattr(self, "do_xcom_push", True)),
         }
 

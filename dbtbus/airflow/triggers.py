@@ -8,8 +8,9 @@ ever runs the sensor:
 ``OutcomeKind``             Airflow state            how
 ==========================  =======================  ==================================================
 ``SUCCESS``                 success                  ``TaskSuccessEvent``, the node's result as XCom;
-                                                     with ``end_on_worker`` (a task with outlets): back
-                                                     to a worker, whose success registers the outlets
+                                                     with ``end_on_worker`` (a task with outlets or an
+                                                     ``on_success_callback``): back to a worker, whose
+                                                     success registers the outlets and runs the callback
 ``FAILED``                  failed / up_for_retry    ``TaskFailedEvent`` (retries, callbacks as usual)
 ``UPSTREAM_FAILED``         failed / up_for_retry    ``TaskFailedEvent``; the log names the root cause
 ``NOT_RUN``                 skipped (``not_run=``    ``TaskSkippedEvent`` when dbt succeeded; else
@@ -95,7 +96,8 @@ class DbtNodeTrigger(BaseTrigger):  # type: ignore[misc,unused-ignore]
     with the same run id.
     ``retry_check=True`` lets a retried task instance re-run its node (see the module docstring).
     ``end_on_worker=True`` ends a success on a worker instead of in the triggerer: Airflow 3.3 registers a
-    task's outlets (asset events) only when a worker reports its success (see :mod:`dbtbus.airflow._assets`).
+    task's outlets (asset events) only when a worker reports its success (see :mod:`dbtbus.airflow._assets`),
+    and runs its ``on_success_callback`` only there.
     ``push_result=False`` ends a success with no ``return_value`` XCom (the sensor's ``do_xcom_push``): the
     triggerer then writes no XCom row per task.
     """

@@ -62,6 +62,33 @@ async def test_a_sensor_without_xcom_push_ends_its_success_with_no_xcom() -> Non
 
 
 @pytest.mark.anyio
+async def test_a_sensor_with_a_success_callback_ends_its_success_on_a_worker() -> None:
+    """Airflow 3.3 runs on_success_callback only on a worker (the dag-processor drops the request a success ended
+    in the triggerer sends): such a sensor's success resumes on a worker; its failures still end in the
+    triggerer, where failure callbacks run as usual."""
+    from dbtbus.airflow import DbtNodeSensor
+
+    url = f"memory://trig-{uuid.uuid4().hex}"
+    notified = DbtNodeSensor(task_id="notified", unique_id="model.p.a", bus_url=url, on_success_callback=print)
+    on_failure = DbtNodeSensor(task_id="on_failure", unique_id="model.p.b", bus_url=url, on_failure_callback=print)
+    assert notified.start_trigger_args.trigger_kwargs["end_on_worker"] is True
+    assert "end_on_worker" not in on_failure.start_trigger_args.trigger_kwargs
+    async with dbtbus.connect(url) as bus:
+        await bus.publish([started("r"), NodeResult(run_id="r", unique_id="model.p.a", status=NodeStatus.SUCCESS),
+                           NodeResult(run_id="r", unique_id="model.p.b", status=NodeStatus.ERROR, message="boom")])
+        await bus.renew_lease("r", "t", 30)
+
+        async def event_of(sensor: DbtNodeSensor) -> Any:
+            return await first_event(rebuild(DbtNodeTrigger(**{**sensor.start_trigger_args.trigger_kwargs,
+                                                               "run_id": "r"})))
+
+        success = await event_of(notified)
+        failure = await event_of(on_failure)
+    assert type(success).__name__ == "TriggerEvent" and success.payload["status"] == "outcome"
+    assert isinstance(failure, TaskFailedEvent)
+
+
+@pytest.mark.anyio
 async def test_upstream_failure_fails_the_task_and_logs_the_root_cause(capfd: pytest.CaptureFixture[str]) -> None:
     url = f"memory://trig-{uuid.uuid4().hex}"
     async with dbtbus.connect(url) as bus:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import PythonOperator
@@ -96,15 +97,32 @@ with DAG(ASSET_CONSUMER, schedule=[dbt_node_asset(MANIFEST, ASSET_MODEL, ARGS)],
          is_paused_upon_creation=False, tags=["dbtbus-live"]):
     EmptyOperator(task_id="consume")
 
-# What Airflow itself does with a task's outlets when the triggerer ends the task (TaskSuccessEvent) and when a
-# worker does: Airflow's own sensor and trigger, no dbtbus code. The test reads the asset events of each.
+
+# A task's on_success_callback leaves a file named after it here, in a folder per DAG run.
+SUCCESS_CALLBACKS = PROJECT / "success-callbacks"
+
+
+def note_success(context: dict[str, Any]) -> None:
+    ti = context["ti"]
+    folder = SUCCESS_CALLBACKS / str(context["run_id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{ti.dag_id}.{ti.task_id}").touch()
+
+
+# What Airflow itself does with a task's outlets and its on_success_callback when the triggerer ends the task
+# (TaskSuccessEvent) and when a worker does: Airflow's own sensor and trigger, no dbtbus code. The test reads
+# the asset events and the callbacks' files of each.
 PROBE_TRIGGERER = Asset("x-dbtbus-probe://ended-by-the-triggerer")
 PROBE_WORKER = Asset("x-dbtbus-probe://ended-on-a-worker")
 with DAG("live_asset_probe", schedule=None, catchup=False, tags=["dbtbus-live"]):
     for _task_id, _end_from_trigger, _asset in (("ended_by_the_triggerer", True, PROBE_TRIGGERER),
                                                  ("ended_on_a_worker", False, PROBE_WORKER)):
         DateTimeSensorAsync(task_id=_task_id, target_time="2000-01-01T00:00:00+00:00", start_from_trigger=True,
-                            end_from_trigger=_end_from_trigger, outlets=[_asset])
+                            end_from_trigger=_end_from_trigger, outlets=[_asset], on_success_callback=note_success)
+
+# Every node task has an on_success_callback: dbtbus ends each success on a worker, where Airflow runs it.
+success_callback = _dag("live_success_callback", REDIS_URL, producer=NO_RETRY,
+                        sensor={**NO_RETRY, "on_success_callback": note_success})
 
 # What dbtbus is measured against on each deployment: the same build in ONE task, no per-model tasks.
 def _bare_build(args: list[str]) -> None:

@@ -320,10 +320,13 @@ def _asset_events(af: Deployment, run_id: str) -> dict[tuple[str, str], list[dic
     return out
 
 
-def test_a_task_ended_by_the_triggerer_registers_no_asset_event(airflow: Deployment) -> None:
-    """Airflow 3.3's own DateTimeSensorAsync and trigger, both started in the triggerer with an outlet: the one
-    the trigger ends (TaskSuccessEvent) succeeds without an asset event; the one resumed on a worker emits one.
-    Why dbtbus ends a success with outlets on a worker (dbtbus/airflow/_assets.py)."""
+def test_a_task_ended_by_the_triggerer_registers_no_asset_event_and_runs_no_success_callback(
+    airflow: Deployment, live_project: Path
+) -> None:
+    """Airflow 3.3's own DateTimeSensorAsync and trigger, both started in the triggerer with an outlet and an
+    on_success_callback: the one the trigger ends (TaskSuccessEvent) succeeds without an asset event and its
+    callback never runs — the dag-processor takes the request and drops it; the one resumed on a worker emits
+    one and runs its callback. Why dbtbus ends such a success on a worker (dbtbus/airflow/sensors.py)."""
     run_id = new_run_id("probe")
     airflow.trigger("live_asset_probe", run_id)
     assert airflow.wait_run("live_asset_probe", run_id, timeout=120) == "success"
@@ -333,6 +336,41 @@ def test_a_task_ended_by_the_triggerer_registers_no_asset_event(airflow: Deploym
     events = _asset_events(airflow, run_id)
     assert ("live_asset_probe", "ended_by_the_triggerer") not in events, events
     assert len(events[("live_asset_probe", "ended_on_a_worker")]) == 1, events
+    dropped = _dropped_success_callback(airflow, run_id, "ended_by_the_triggerer", timeout=90)
+    assert _successes_noted(live_project, run_id) == ["live_asset_probe.ended_on_a_worker"], dropped
+
+
+def _successes_noted(project: Path, run_id: str) -> list[str]:
+    """The tasks of DAG run ``run_id`` whose on_success_callback ran (live_dags.note_success)."""
+    folder = project / "success-callbacks" / run_id
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _dropped_success_callback(af: Deployment, run_id: str, task_id: str, timeout: float) -> str:
+    """Wait for the dag-processor's log line saying it dropped the success callback request of ``task_id`` in
+    DAG run ``run_id`` (the request was taken and handled: the callback will not run later); return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        af.check_alive()
+        for path in sorted((af.home / "logs" / "dag_processor").rglob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if "not a failure callback" in line and run_id in line and task_id in line:
+                    return line
+        time.sleep(0.5)
+    raise AssertionError(f"the dag-processor never handled the success callback request of {task_id} in "
+                         f"{run_id} within {timeout:.0f} s\n{af.tails()}")
+
+
+def test_node_tasks_with_a_success_callback_run_it(airflow: Deployment, live_project: Path,
+                                                   tmp_path: Path) -> None:
+    """sensor_kwargs on_success_callback: every node task's success ends on a worker, where Airflow runs it."""
+    run = start(airflow, "live_success_callback", "one_dag", {"gate": str(gate_file(tmp_path))})
+    assert run.wait() == "success"
+    nodes = run.nodes()
+    assert len(nodes) == 14 and {t.state for t in nodes.values()} == {"success"}, nodes
+    assert [k for k in nodes if not run.ran_on_a_worker(k)] == []
+    noted = _successes_noted(live_project, run.run_id)
+    assert noted == sorted(f"{run.dag_id}.{task.task_id}" for task in nodes.values()), noted
 
 
 def _consumer_start(af: Deployment, run_id: str, timeout: float) -> float:
