@@ -422,33 +422,30 @@ def test_an_interrupt_an_adapter_turned_into_its_own_error_still_ends_as_crashed
 
     interrupt = KeyboardInterrupt()
 
-    class InterruptedRunner:
-        def __init__(self, callbacks: Sequence[Any]) -> None:
-            pass
+    def runner_failing_while_handling(handled: BaseException, error: Exception) -> type:
+        """A dbtRunner whose invoke returns ``error``, raised while ``handled`` was being handled."""
 
-        def invoke(self, args: Sequence[str]) -> SimpleNamespace:
-            try:
-                raise interrupt
-            except KeyboardInterrupt:
+        class Runner:
+            def __init__(self, callbacks: Sequence[Any]) -> None:
+                pass
+
+            def invoke(self, args: Sequence[str]) -> SimpleNamespace:
                 try:
-                    raise ConnectionError("Connection Error: Connection already closed!")
-                except ConnectionError as adapter_error:
-                    return SimpleNamespace(success=False, exception=adapter_error, result=None)
+                    raise handled
+                except BaseException:
+                    try:
+                        raise error
+                    except Exception as returned:
+                        return SimpleNamespace(success=False, exception=returned, result=None)
 
-    class ClosedGeneratorRunner(InterruptedRunner):
-        def invoke(self, args: Sequence[str]) -> SimpleNamespace:
-            try:
-                raise GeneratorExit
-            except GeneratorExit:
-                try:
-                    raise ValueError("an error while a generator closed")
-                except ValueError as error:
-                    return SimpleNamespace(success=False, exception=error, result=None)
+        return Runner
 
-    monkeypatch.setattr(dbt.cli.main, "dbtRunner", ClosedGeneratorRunner)
+    closed_generator = runner_failing_while_handling(GeneratorExit(), ValueError("an error while a generator closed"))
+    monkeypatch.setattr(dbt.cli.main, "dbtRunner", closed_generator)
     assert Producer("memory://adapter-interrupt", run_id="not-interrupted").invoke(["build"]).crashed is False
 
-    monkeypatch.setattr(dbt.cli.main, "dbtRunner", InterruptedRunner)
+    adapter_error = ConnectionError("Connection Error: Connection already closed!")
+    monkeypatch.setattr(dbt.cli.main, "dbtRunner", runner_failing_while_handling(interrupt, adapter_error))
     with pytest.raises(KeyboardInterrupt) as info:
         Producer("memory://adapter-interrupt", run_id="r").invoke(["build"])
     assert info.value is interrupt
