@@ -80,7 +80,9 @@ def render_dbt_task_group(
 
     Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise (or, when the producer
     is given no ``retries`` either, as the DAG's ``default_args`` say): a sensor that failed in the producer's
-    attempt N waits on its retry for attempt N+1.
+    attempt N waits on its retry for attempt N+1. A sensor given an ``on_success_callback`` (by
+    ``sensor_kwargs`` or the DAG's ``default_args``) ends its success with one short worker run, the only place
+    Airflow 3.3 runs that callback; failure and retry callbacks cost nothing extra.
 
     With ``bus_url="xcom://"`` the group also gets a ``dbtbus_carrier`` task upstream of the producer whose
     task instance carries the run's XComs (Airflow clears a task's XComs when it starts a new try, so the
