@@ -159,6 +159,19 @@ def test_sensors_keep_the_dags_default_retries_when_the_producer_names_none(shop
     assert dag.get_task("dbt.dbt_producer").retries == 3
 
 
+@pytest.mark.parametrize("layout", ["one_dag", "split"])
+def test_a_success_callback_in_the_dags_default_args_ends_each_success_on_a_worker(layout: str) -> None:
+    """default_args reach every node task (node DAGs inherit them): each must end its success where Airflow
+    runs on_success_callback, a worker; the producer is a worker task anyway."""
+    with DAG(f"render_callback_{layout}", schedule=None, default_args={"on_success_callback": print}) as dag:
+        render_dbt_task_group(_wide_manifest(5), "redis://h:1/0", ["build"], layout=layout,  # type: ignore[arg-type]
+                              max_tasks_per_dag=3)
+    sensors = [t for d in [dag, *registered_node_dags(dag.dag_id).values()] for t in d.tasks
+               if isinstance(t, DbtNodeSensor)]
+    assert len(sensors) == 6
+    assert all(t.start_trigger_args.trigger_kwargs["end_on_worker"] is True for t in sensors)
+
+
 def _wide_manifest(models: int, folders: int = 1) -> dict[str, object]:
     """A seed and ``models`` models in ``folders`` folders, each model reading the seed and its predecessor."""
     nodes: dict[str, object] = {"seed.p.s": {"unique_id": "seed.p.s", "resource_type": "seed", "name": "s",
