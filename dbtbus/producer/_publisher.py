@@ -565,13 +565,9 @@ class Publisher:
                 held = await bus.renew_lease(self.run_id, self.holder, ttl)
                 if held is False:
                     self._claim_vanished()
-                    await bus.acquire_lease(
-                        self.run_id, self.holder, ttl, self.normaliser.attempt, expire_after=self._abandoned_expiry()
-                    )
+                    await self._claim(bus, ttl)
             else:  # the first renewal claims the run's attempt: a second producer of it fails fast
-                await bus.acquire_lease(
-                    self.run_id, self.holder, ttl, self.normaliser.attempt, expire_after=self._abandoned_expiry()
-                )
+                await self._claim(bus, ttl)
                 self._claimed = True
         except Exception as exc:
             self._failed(exc, "renewing the lease")
@@ -579,6 +575,12 @@ class Publisher:
         self._lease_doubtful = False
         await self._expire_if_abandoned(bus)
         return True
+
+    async def _claim(self, bus: Bus, ttl: float) -> None:
+        """Claim the run's attempt, the claim expiring as this process's appends would make the run expire."""
+        await bus.acquire_lease(
+            self.run_id, self.holder, ttl, self.normaliser.attempt, expire_after=self._abandoned_expiry()
+        )
 
     def _claim_vanished(self) -> None:
         """The run's claim is gone: the backend lost the run's keys, and with them records published."""
