@@ -506,9 +506,9 @@ async def test_a_run_with_a_retention_expires_whenever_its_producer_dies(
     small_project: Any, anyio_backend: str
 ) -> None:
     """Each backend call is a moment the producer may be killed at (SIGKILL, OOM): at every one, a run that
-    holds records or a claim already has its expiry. Before, an append (and, before any append, the claim) kept
-    the run for ever and the expiry came in the next call: a producer killed in between left a run that never
-    expired."""
+    holds records or a claim already has its expiry. Before, an append kept the run for ever and the expiry came
+    in the next call: a producer killed in between left a run that never expired. (On memory the claim shares
+    the run's expiry; Redis's claim key, which it did not, is checked in tests/backends/test_redis.py.)"""
     from dbtbus.backends.mock import MockBackend, MockCall
 
     run = "dies-anywhere"
