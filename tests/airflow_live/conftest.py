@@ -83,8 +83,8 @@ def live_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def scale_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated SCALE_MODELS-model project with the same gated model."""
-    return _gated_project(tmp_path_factory.mktemp("scale-project").resolve(), SCALE_MODELS, slow=False)
+    """A generated SCALE_MODELS-model project with the same gated model and slow Python model."""
+    return _gated_project(tmp_path_factory.mktemp("scale-project").resolve(), SCALE_MODELS, slow=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
