@@ -4,6 +4,9 @@
 ``FloorTrigger`` that waits for a shared moment — a file the benchmark writes — and then ends its task from the
 triggerer with ``TaskSuccessEvent`` or ``TaskFailedEvent``, as dbtbus's trigger does once dbt decides a node.
 Whatever the deployment spends between that moment and the tasks' ends is Airflow's floor for ending tasks.
+A task given ``after`` (a fraction) ends that fraction of a spread past the moment instead, the spread being
+the moment file's second number (``bench/airflow_floor_build.py``: the tasks end across a dbt build, as
+dbtbus's do as dbt decides their nodes).
 Imported by the dag-processor (the DAG file), the scheduler and the triggerer: it must stay light.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -29,6 +33,7 @@ class _Moment:
     def __init__(self, path: str) -> None:
         self.path = path
         self.seen = asyncio.Event()
+        self.at = self.spread = 0.0
         self.waiting = 0
         self.task = asyncio.get_running_loop().create_task(self._poll())
 
@@ -44,6 +49,9 @@ class _Moment:
                 with open(f"{self.path}.waiting", "w", encoding="ascii") as fh:  # noqa: ASYNC230
                     fh.write(str(written))
             await asyncio.sleep(0.05)
+        with open(self.path, encoding="ascii") as fh:  # noqa: ASYNC230 - "EPOCH" or "EPOCH SPREAD"
+            at, _, spread = fh.read().partition(" ")
+        self.at, self.spread = float(at), float(spread or 0)
         self.seen.set()
         while os.path.exists(self.path):  # noqa: ASYNC110, ASYNC240 - the file is the signal, no Event to wait on
             await asyncio.sleep(0.5)
@@ -55,12 +63,12 @@ _MOMENTS: dict[str, _Moment] = {}
 
 
 class FloorTrigger(BaseTrigger):
-    def __init__(self, path: str, outcome: str) -> None:
+    def __init__(self, path: str, outcome: str, after: float = 0.0) -> None:
         super().__init__()
-        self.path, self.outcome = path, outcome
+        self.path, self.outcome, self.after = path, outcome, after
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return CLASSPATH, {"path": self.path, "outcome": self.outcome}
+        return CLASSPATH, {"path": self.path, "outcome": self.outcome, "after": self.after}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         moment = _MOMENTS.get(self.path)
@@ -68,22 +76,24 @@ class FloorTrigger(BaseTrigger):
             moment = _MOMENTS[self.path] = _Moment(self.path)
         moment.waiting += 1
         await moment.seen.wait()
+        if self.after:
+            await asyncio.sleep(max(0.0, moment.at + self.after * moment.spread - time.time()))
         yield TaskFailedEvent() if self.outcome == "failed" else TaskSuccessEvent()
 
 
 class FloorOperator(BaseOperator):
     """Starts in the triggerer and ends there; ``execute`` only runs if Airflow ever sends it to a worker."""
 
-    def __init__(self, *, moment_path: str, outcome: str, **kwargs: Any) -> None:
+    def __init__(self, *, moment_path: str, outcome: str, after: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.moment_path, self.outcome = moment_path, outcome
+        self.moment_path, self.outcome, self.after = moment_path, outcome, after
         self.start_from_trigger = True
         self.start_trigger_args = StartTriggerArgs(
-            trigger_cls=CLASSPATH, trigger_kwargs={"path": moment_path, "outcome": outcome},
+            trigger_cls=CLASSPATH, trigger_kwargs={"path": moment_path, "outcome": outcome, "after": after},
             next_method="execute_complete", next_kwargs=None, timeout=timedelta(minutes=30))
 
     def execute(self, context: Any) -> None:
-        self.defer(trigger=FloorTrigger(self.moment_path, self.outcome), method_name="execute_complete")
+        self.defer(trigger=FloorTrigger(self.moment_path, self.outcome, self.after), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: Any = None) -> None:
         if self.outcome == "failed":

@@ -703,6 +703,7 @@ BLOCKS: dict[str, tuple[str | None, Callable[..., list[str]]]] = {
     "airflow_soak_runs": ("airflow_soak", _section_of("airflow_live", "render_soak_runs")),
     "airflow_floor": ("airflow_floor", _section_of("airflow_floor", "render")),
     "airflow_floor_compare": ("airflow_floor", _section_of("airflow_floor", "render_compare")),
+    "airflow_floor_build": ("airflow_floor_build", _section_of("airflow_floor_build", "render")),
 }
 
 

@@ -59,7 +59,7 @@ def test_the_text_outside_the_blocks_states_no_figure() -> None:
 
 @pytest.mark.parametrize("module", ["render.py", "goals.py", "report.py", "redis_backend.py", "airflow_dag.py",
                                     "airflow_footprint.py", "airflow_live.py", "airflow_assets.py",
-                                    "airflow_floor.py"])
+                                    "airflow_floor.py", "airflow_floor_build.py"])
 def test_the_renderers_type_no_figure(module: str) -> None:
     """Figures reach the page from the results; a renderer's own strings only label them (goals are constants
     of bench/goals.py, formatted in)."""

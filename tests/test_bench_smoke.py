@@ -30,7 +30,7 @@ def test_benchmarks_register_themselves() -> None:
     registry = discover()
     assert set(registry) == {"footprint", "callback_cost", "wakeup", "throughput", "redis_append", "scale", "report",
                              "end_to_end", "airflow_dag", "airflow_footprint", "airflow_live", "airflow_layouts",
-                             "airflow_soak", "airflow_assets", "airflow_floor"}
+                             "airflow_soak", "airflow_assets", "airflow_floor", "airflow_floor_build"}
     assert {b.interpreter for b in registry.values()} == {"dbtbus", "airflow"}
     assert all(b.doc for b in registry.values())
     orders = [b.order for b in registry.values()]
