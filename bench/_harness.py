@@ -176,6 +176,29 @@ def write_result(results_dir: Path, result: Result) -> Path:
     return path
 
 
+def script_main(name: str, parser: Any, run: Callable[[Any, Callable[[Measured], None]], Measured]) -> None:
+    """A benchmark script's ``main``: its arguments (``--results-dir``, ``--write``) parsed, ``run(args,
+    checkpoint)`` measured, the result written (at every checkpoint too, so a run cut short keeps what it
+    finished) and, with ``--write``, the page's blocks regenerated."""
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C: a deployment's processes and database are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    args = parser.parse_args()
+    date, started = now(), time.perf_counter()
+
+    def save(measured: Measured) -> None:
+        result = wrap(name, Options(results_dir=args.results_dir), measured, date=date,
+                      duration_s=time.perf_counter() - started)
+        print(write_result(args.results_dir, result), flush=True)
+
+    save(run(args, save))
+    if args.write:
+        from bench.render import render_file
+
+        render_file(args.results_dir, args.write)
+
+
 def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
     """Every result file of ``results_dir`` that fits the schema, by benchmark name (the others are reported)."""
     out: dict[str, dict[str, Any]] = {}

@@ -48,7 +48,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -61,7 +60,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import RESULTS_DIR, Measured, Options, benchmark, log, now, stat, wrap, write_result
+from bench._harness import RESULTS_DIR, Measured, Options, benchmark, log, script_main, stat
 from bench.airflow_live import _cpu_seconds, _PeakSampler, _triggerer_rss
 from tests.airflow_live._deployment import TERMINAL, Deployment
 
@@ -674,24 +673,7 @@ def render_compare(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    # SIGTERM unwinds like Ctrl-C: the deployment's processes and database are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    args = _parser().parse_args()
-    date, started = now(), time.perf_counter()
-
-    def save(measured: Measured) -> None:
-        result = wrap("airflow_floor", Options(results_dir=args.results_dir), measured, date=date,
-                      duration_s=time.perf_counter() - started)
-        print(write_result(args.results_dir, result), flush=True)
-
-    measured = _run(args, save)
-    result = wrap("airflow_floor", Options(results_dir=args.results_dir), measured, date=date,
-                  duration_s=time.perf_counter() - started)
-    print(write_result(args.results_dir, result))
-    if args.write:
-        from bench.render import render_file
-
-        render_file(args.results_dir, args.write)
+    script_main("airflow_floor", _parser(), _run)
 
 
 if __name__ == "__main__":

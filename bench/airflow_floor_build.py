@@ -32,19 +32,19 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, now, stat, wrap, write_result
+from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, script_main, stat
 from bench.airflow_floor import DAG_FILE as TASKS_FILE
 from bench.airflow_floor import TRIGGER_SHAPE, _dag_id, _dag_ids, _pct, _wait, _wait_waiting
 from bench.airflow_live import DAG_FILE as BUILD_FILE
@@ -145,7 +145,7 @@ def dbtbus(af: Deployment, models: int, failing: dict[str, Any], redis_url: str,
             "load_average": out["load_average"]}
 
 
-def _run(args: argparse.Namespace) -> Measured:
+def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None = None) -> Measured:
     from dbtbus.testing.redis_server import RedisServer
 
     work = Path(tempfile.mkdtemp(prefix="af-floor-build-")).resolve()
@@ -190,6 +190,8 @@ def _run(args: argparse.Namespace) -> Measured:
                     print(json.dumps(result), flush=True)
                     runs.append(result)
             sizes.append({"models": models, "runs": runs})
+            if checkpoint is not None:  # a run cut short keeps the sizes it finished
+                checkpoint(_summarise(args, sizes, notes))
     shutil.rmtree(work, ignore_errors=True)
     return _summarise(args, sizes, notes)
 
@@ -315,18 +317,7 @@ def render(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    # SIGTERM unwinds like Ctrl-C: the deployment's processes and database are stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    args = _parser().parse_args()
-    date, started = now(), time.perf_counter()
-    measured = _run(args)
-    result = wrap(NAME, Options(results_dir=args.results_dir), measured, date=date,
-                  duration_s=time.perf_counter() - started)
-    print(write_result(args.results_dir, result))
-    if args.write:
-        from bench.render import render_file
-
-        render_file(args.results_dir, args.write)
+    script_main(NAME, _parser(), _run)
 
 
 if __name__ == "__main__":
