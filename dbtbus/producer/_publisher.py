@@ -466,12 +466,17 @@ class Publisher:
         self.published += len(batch)
         self._sequence += len(batch)
         self._failures = 0
-        if not bus.backend.expiring_appends:
-            await self._expire_if_abandoned(bus)
+        await self._expire_after_append(bus)
         return True
 
     def _lease_ttl(self) -> float:
         return 1.5 * lease_period(self.heartbeat_interval)
+
+    async def _expire_after_append(self, bus: Bus) -> None:
+        """An append without an expiry keeps the run for ever: a backend that takes none with the append
+        (no expiring appends) is given it right after."""
+        if not bus.backend.expiring_appends:
+            await self._expire_if_abandoned(bus)
 
     def _abandoned_expiry(self) -> float | None:
         """When the run's keys go if this process dies now (``None``: no retention, they are kept)."""
@@ -652,11 +657,14 @@ class Publisher:
                 run_id=self.run_id, running=len(n.running), done=len(n.statuses), peak_rss=peak, attempt=n.attempt
             )
             try:
-                await bus.publish(beat, holder=self._fence)
+                # With the expiry its records' appends carry: an append without one keeps the run for ever, and
+                # a producer killed after a beat would leave the run's keys behind for good.
+                await bus.publish(beat, holder=self._fence, expire_after=self._abandoned_expiry())
             except Exception as exc:
                 self._failed(exc, "publishing a heartbeat")
             else:
                 self.published += 1
+                await self._expire_after_append(bus)
 
     async def _close(self, bus: Bus) -> None:
         self._drain()

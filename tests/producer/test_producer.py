@@ -17,7 +17,7 @@ import dbtbus
 from dbtbus import NodeFailed, NodeNotRun, UpstreamFailed
 from dbtbus.backends.base import Append
 from dbtbus.backends.memory import MemoryBackend, drop_store, get_store
-from dbtbus.events import Heartbeat, NodeResult, NodeStarted, NodeStatus, RunFinished, RunStarted
+from dbtbus.events import Heartbeat, NodeResult, NodeStarted, NodeStatus, RunFinished, RunStarted, decode
 from dbtbus.producer import Producer, ProducerResult
 from dbtbus.producer._callback import make_callback
 from dbtbus.producer._normalise import NOT_RUN_MESSAGE
@@ -523,8 +523,14 @@ async def test_a_run_with_a_retention_expires_whenever_its_producer_dies(
 
     backend = MockBackend(hook=check)
     async with dbtbus.connect(backend) as bus:
-        result = await Producer(bus, run_id=run, retention=3600).ainvoke(["build", *small_project.dbt_args()])
+        # Heartbeats every 50 ms: the build publishes some, and a beat is an append like any other (a beat
+        # without the expiry kept the run for ever until the next record: a SIGKILL in between left it).
+        result = await Producer(bus, run_id=run, retention=3600, heartbeat_interval=0.05).ainvoke(
+            ["build", *small_project.dbt_args()]
+        )
     assert not result.crashed and result.published > 10
     assert backend.calls["append"] > 1
+    beats = [e for e in backend.store.read_now(run, 0, 10_000) if isinstance(decode(e.data), Heartbeat)]
+    assert beats, "no heartbeat was published: the test checks nothing about them"
     assert kept_for_ever == [], kept_for_ever
     assert backend.store.expires_in(run) == pytest.approx(3600, abs=60)
