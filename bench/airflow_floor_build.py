@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,15 @@ def _bare_dag(models: int) -> str:
     return f"bench_bare_{models}"
 
 
-def _run_ends(af: Deployment, dag_ids: list[str], run_id: str, timeout: float) -> list[float]:
-    """Every run's end once all have ended (a run that never ends is a timeout: the floor does not hang)."""
+def _run_times(af: Deployment, dag_ids: list[str], run_id: str, timeout: float) -> list[tuple[float | None, float]]:
+    """Every run's (start, end), in ``dag_ids``' order, once all have ended (a run that never ends is a timeout:
+    the floor does not hang)."""
     deadline = time.monotonic() + timeout
     while True:
         af.check_alive()
         times = [af.dag_run_times(d, run_id) for d in dag_ids]
         if all(end is not None for _, end in times):
-            return [end for _, end in times if end is not None]
+            return [(start, end) for start, end in times if end is not None]
         if time.monotonic() > deadline:
             raise TimeoutError(f"the runs {run_id} have not all ended in {timeout:.0f} s")
         time.sleep(0.25)
@@ -83,9 +85,8 @@ def bare(af: Deployment, models: int, timeout: float) -> dict[str, Any]:
     run_id = f"bare-{uuid.uuid4().hex[:8]}"
     cpu0 = _cpu_seconds(af)
     af.trigger(_bare_dag(models), run_id)
-    (end,) = _run_ends(af, [_bare_dag(models)], run_id, timeout)
+    ((start, end),) = _run_times(af, [_bare_dag(models)], run_id, timeout)
     cpu1 = _cpu_seconds(af)
-    start, _ = af.dag_run_times(_bare_dag(models), run_id)
     return {"variant": "bare", "models": models, "run_id": run_id, "wall": end - (start or end),
             "state": af.dag_run_state(_bare_dag(models), run_id),
             "cpu": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0},
@@ -113,22 +114,19 @@ def floor(af: Deployment, models: int, per_dag: int, moment: Path, spread: float
     moment.write_text(f"{at!r} {spread!r}")
     af.trigger(_bare_dag(models), run_id)
     rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout + spread, "every task terminal")
-    ends = _run_ends(af, [*dag_ids, _bare_dag(models)], run_id, timeout + spread)
+    *_, (build_start, build_end) = times = _run_times(af, [*dag_ids, _bare_dag(models)], run_id, timeout + spread)
     cpu1 = _cpu_seconds(af)
     moment.unlink(missing_ok=True)
     time.sleep(1.0)  # the trigger's poller forgets a moment once its file is gone (it looks every half second)
-    build_start, build_end = af.dag_run_times(_bare_dag(models), run_id)
     # A task's end lag: its end − the moment it was due (its share of the spread past the moment).
     due = {f"m{i:04d}": at + (i + 1) / models * spread for i in range(models)}
     task_ends = dict(af.query("select task_id, extract(epoch from end_date) from task_instance "
                               "where dag_id = any(%s) and run_id = %s", dag_ids, run_id))
     lags = [float(end) - due[str(task)] for task, end in task_ends.items() if end is not None and str(task) in due]
-    states: dict[str, int] = {}
-    for s, _ in rows:
-        states[str(s)] = states.get(str(s), 0) + 1
+    states = dict(Counter(str(s) for s, _ in rows))
     return {"variant": "floor", "models": models, "run_id": run_id, "dags": len(dag_ids), "spread": spread,
-            "wall": max(ends) - began, "to_waiting_s": at - began,
-            "build_wall": (build_end or at) - (build_start or at), "states": states,
+            "wall": max(end for _, end in times) - began, "to_waiting_s": at - began,
+            "build_wall": build_end - (build_start or at), "states": states,
             "build_state": af.dag_run_state(_bare_dag(models), run_id),
             "lag_p50_s": statistics.median(lags), "lag_p95_s": _pct(lags, 0.95), "lag_max_s": max(lags),
             "cpu": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0},
@@ -196,6 +194,12 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
     return _summarise(args, sizes, notes)
 
 
+def _cpu_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each Airflow component's CPU seconds over ``runs``, as statistics."""
+    components = ("triggerer", "scheduler", "dag-processor", "api-server")
+    return {c: stat(r["cpu"].get(c, 0.0) for r in runs) for c in components}
+
+
 def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: list[str]) -> Measured:
     figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag}
     for size in sizes:
@@ -214,10 +218,8 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: lis
                 "to_waiting_s": stat(r["to_waiting_s"] for r in floors),
                 "lag_p95_s": stat(r["lag_p95_s"] for r in floors),
                 "green": all(r["build_state"] == "success" and set(r["states"]) == {"success"} for r in floors),
-                "cpu": {c: stat(r["cpu"].get(c, 0.0) for r in floors)
-                        for c in ("triggerer", "scheduler", "dag-processor", "api-server")},
-                "bare_cpu": {c: stat(r["cpu"].get(c, 0.0) for r in ok["bare"])
-                             for c in ("triggerer", "scheduler", "dag-processor", "api-server")},
+                "cpu": _cpu_stats(floors),
+                "bare_cpu": _cpu_stats(ok["bare"]),
                 # The scheduler's tree holds the LocalExecutor's task processes, dbt's build among them: what
                 # the floor run spent in all over the median bare run is Airflow's work for the tasks.
                 "cpu_over_bare": stat(sum(r["cpu"].values()) - bare_cpu for r in floors),
@@ -226,8 +228,7 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: lis
             mine = ok["dbtbus"]
             row["dbtbus"] = {"ratio": stat(r["wall"] / bare_wall for r in mine),
                              "green": all(r["state"] == "success" for r in mine),
-                             "cpu": {c: stat(r["cpu"].get(c, 0.0) for r in mine)
-                                     for c in ("triggerer", "scheduler", "dag-processor", "api-server")},
+                             "cpu": _cpu_stats(mine),
                              "cpu_over_bare": stat(sum(r["cpu"].values()) - bare_cpu for r in mine)}
         figures["sizes"].append(row)
     from importlib.metadata import version
@@ -247,7 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, nargs="+", default=[500, 1000])
     parser.add_argument("--repeat", type=int, nargs="+", default=[2],
-                        help="rounds per size, in the order of --models (the last one repeats); bare then floor")
+                        help="rounds per size, in the order of --models (the last one repeats); every variant "
+                             "once per round")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="bare is what the others are divided by: keep it")
     parser.add_argument("--per-dag", type=int, default=50, help="tasks per DAG (dbtbus's node DAGs)")
