@@ -500,7 +500,8 @@ class Publisher:
     async def _publish_one_by_one(self, bus: Bus, batch: list[Encoded], what: str, refusal: Exception) -> bool:
         """The backend refused ``batch`` as too large (its limit is below ``max_record_size``): publish the
         records one at a time and count (and log) the ones it refuses. The ending's unit loses its
-        atomicity on this path only."""
+        atomicity on this path only. Each append is followed by the run's expiry where the backend takes none
+        with it, as :meth:`_publish`'s is."""
         for offset, item in enumerate(batch):
             if len(batch) > 1:
                 try:
@@ -513,6 +514,7 @@ class Publisher:
                     refusal = exc
                 else:
                     self.published += 1
+                    await self._expire_after_append(bus)
                     continue
             self.oversized += 1
             logger.error("dbtbus: the backend refused a %s record of run %r as too large: %s",

@@ -534,3 +534,47 @@ async def test_a_run_with_a_retention_expires_whenever_its_producer_dies(
     assert beats, "no heartbeat was published: the test checks nothing about them"
     assert kept_for_ever == [], kept_for_ever
     assert backend.store.expires_in(run) == pytest.approx(3600, abs=60)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_records_published_one_by_one_keep_the_runs_expiry_on_a_backend_without_expiring_appends(
+    small_project: Any, anyio_backend: str
+) -> None:
+    """A backend that refuses a batch as too large gets its records one at a time. On a backend whose appends
+    keep the run for ever (no expiring appends), each of them is followed by the run's expiry, as any append
+    is: before, that path set none, and a producer killed before its next lease renewal left the run for good."""
+    import dataclasses
+
+    from dbtbus import RecordTooLarge
+    from dbtbus.backends.mock import MockBackend, MockCall
+
+    run = "one-by-one"
+    kept_for_ever: list[str] = []
+    refused: list[int] = []
+
+    class WithoutExpiringAppends(MockBackend):
+        expiring_appends = False
+
+        async def append(self, run_id: str, items: Sequence[Append]) -> list[str]:
+            # Such a backend takes no expiry with an append: the run is kept until expire_run.
+            return await super().append(run_id, [dataclasses.replace(item, expire_after=None) for item in items])
+
+    def refuse_batches(call: MockCall) -> None:
+        store = backend.store
+        if call.method != "expire_run" and store.read_now(run, 0, 1) and store.expires_in(run) is None:
+            kept_for_ever.append(f"{call.method} #{call.number}")
+        if call.method == "append" and len(call.args[0]) > 1:
+            refused.append(len(call.args[0]))
+            raise RecordTooLarge("this backend takes one record at a time")
+
+    backend = WithoutExpiringAppends(hook=refuse_batches)
+    async with dbtbus.connect(backend) as bus:
+        # Records linger 0.2 s before a batch goes: batches of several, which the backend refuses.
+        result = await Producer(bus, run_id=run, retention=3600, batch_linger=0.2).ainvoke(
+            ["build", *small_project.dbt_args()]
+        )
+    assert not result.crashed and result.published > 10 and result.oversized == 0
+    assert refused, "no batch of several records was refused: the one-by-one path was not taken"
+    assert kept_for_ever == [], kept_for_ever
+    assert backend.store.expires_in(run) == pytest.approx(3600, abs=60)
