@@ -49,7 +49,7 @@ from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, 
 from bench.airflow_floor import DAG_FILE as TASKS_FILE
 from bench.airflow_floor import TRIGGER_SHAPE, _dag_id, _dag_ids, _pct, _wait, _wait_waiting
 from bench.airflow_live import DAG_FILE as BUILD_FILE
-from bench.airflow_live import _cpu_seconds, _med, _prepare
+from bench.airflow_live import _cpu_seconds, _med, _PeakSampler, _prepare, _rss_rise, _triggerer_rss
 from bench.airflow_live import one as airflow_live_run
 from tests.airflow_live._deployment import TERMINAL, Deployment
 
@@ -105,16 +105,19 @@ def floor(af: Deployment, models: int, per_dag: int, moment: Path, spread: float
         af.wait_for_dag(dag_id)
         af._http("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     cpu0 = _cpu_seconds(af)
+    rss0 = _triggerer_rss(af)
     began = time.time()
-    for dag_id in dag_ids:
-        af._http("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
-    _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
-    _wait_waiting(af, moment, models, timeout)
-    at = time.time()
-    moment.write_text(f"{at!r} {spread!r}")
-    af.trigger(_bare_dag(models), run_id)
-    rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout + spread, "every task terminal")
-    *_, (build_start, build_end) = times = _run_times(af, [*dag_ids, _bare_dag(models)], run_id, timeout + spread)
+    with _PeakSampler(af) as peak:
+        for dag_id in dag_ids:
+            af._http("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+        _wait(af, dag_ids, run_id, models, {"deferred"}, timeout, "every task deferred")
+        _wait_waiting(af, moment, models, timeout)
+        at = time.time()
+        moment.write_text(f"{at!r} {spread!r}")
+        af.trigger(_bare_dag(models), run_id)
+        rows = _wait(af, dag_ids, run_id, models, set(TERMINAL), timeout + spread, "every task terminal")
+        *_, (build_start, build_end) = times = _run_times(af, [*dag_ids, _bare_dag(models)], run_id,
+                                                          timeout + spread)
     cpu1 = _cpu_seconds(af)
     moment.unlink(missing_ok=True)
     time.sleep(1.0)  # the trigger's poller forgets a moment once its file is gone (it looks every half second)
@@ -130,6 +133,9 @@ def floor(af: Deployment, models: int, per_dag: int, moment: Path, spread: float
             "build_state": af.dag_run_state(_bare_dag(models), run_id),
             "lag_p50_s": statistics.median(lags), "lag_p95_s": _pct(lags, 0.95), "lag_max_s": max(lags),
             "cpu": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0},
+            # airflow_live's shape: the triggerer's RSS before the run, each of its processes' peak rise in it.
+            "triggerer_rss_before": sum(rss0.values()),
+            "triggerer_rss_rise": {str(pid): peak.peak[pid] - rss0.get(pid, 0) for pid in peak.peak},
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
@@ -140,7 +146,17 @@ def dbtbus(af: Deployment, models: int, failing: dict[str, Any], redis_url: str,
         raise TimeoutError(f"the dbtbus run {out['run_id']} did not end in {timeout:.0f} s")
     return {"variant": "dbtbus", "models": models, "run_id": out["run_id"], "wall": out["dag_wall"],
             "state": out["state"], "cpu": out["cpu"], "outcome_lag": out.get("outcome_lag"),
+            "triggerer_rss_before": out.get("triggerer_rss_before"),
+            "triggerer_rss_rise": out.get("triggerer_rss_rise"),
             "load_average": out["load_average"]}
+
+
+def _fresh_triggerer(af: Deployment) -> None:
+    """A new triggerer, as a service manager restarts one, settled before the run: the run's peak RSS rise is
+    then a first run's (what a deployment's triggerer pays the first time it meets a DAG of this size)."""
+    af.restart_process("triggerer")
+    af.wait_triggerers(1)
+    time.sleep(5)  # its trigger runner started and idle
 
 
 def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None = None) -> Measured:
@@ -173,6 +189,8 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
             for round_ in range(args.repeat[min(index, len(args.repeat) - 1)]):
                 for variant in args.variants:
                     log(f"floor-build: {models} models, {variant}, round {round_}")
+                    if args.fresh_triggerer and variant != "bare":
+                        _fresh_triggerer(af)
                     try:
                         if variant == "bare":
                             result = bare(af, models, args.timeout)
@@ -200,8 +218,17 @@ def _cpu_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {c: stat(r["cpu"].get(c, 0.0) for r in runs) for c in components}
 
 
+def _rss_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The triggerer's RSS before ``runs`` and its peak rise in them (MB), where they were measured."""
+    measured = [r for r in runs if r.get("triggerer_rss_rise") is not None]
+    if not measured:
+        return {}
+    return {"triggerer_rss_before_mb": stat(r["triggerer_rss_before"] / 2**20 for r in measured),
+            "triggerer_rss_rise_mb": stat(_rss_rise(r) for r in measured)}
+
+
 def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: list[str]) -> Measured:
-    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag}
+    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer}
     for size in sizes:
         ok = {v: [r for r in size["runs"] if r["variant"] == v and "timed_out" not in r] for v in VARIANTS}
         bare_wall = _med([r["wall"] for r in ok["bare"]])
@@ -223,13 +250,15 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: lis
                 # The scheduler's tree holds the LocalExecutor's task processes, dbt's build among them: what
                 # the floor run spent in all over the median bare run is Airflow's work for the tasks.
                 "cpu_over_bare": stat(sum(r["cpu"].values()) - bare_cpu for r in floors),
+                **_rss_stats(floors),
             })
         if ok["dbtbus"] and bare_wall:
             mine = ok["dbtbus"]
             row["dbtbus"] = {"ratio": stat(r["wall"] / bare_wall for r in mine),
                              "green": all(r["state"] == "success" for r in mine),
                              "cpu": _cpu_stats(mine),
-                             "cpu_over_bare": stat(sum(r["cpu"].values()) - bare_cpu for r in mine)}
+                             "cpu_over_bare": stat(sum(r["cpu"].values()) - bare_cpu for r in mine),
+                             **_rss_stats(mine)}
         figures["sizes"].append(row)
     from importlib.metadata import version
 
@@ -240,7 +269,7 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: lis
                 labels={k: r.get(k) for k in ("to_waiting_s", "build_wall", "lag_p95_s", "timed_out")})
             for size in sizes for r in size["runs"]]
     return Measured(params={"models": list(args.models), "variants": list(args.variants), "repeat": args.repeat,
-                            "per_dag": args.per_dag,
+                            "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer,
                             "timeout_s": args.timeout}, figures=figures, runs=runs, notes=notes)
 
 
@@ -254,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="bare is what the others are divided by: keep it")
     parser.add_argument("--per-dag", type=int, default=50, help="tasks per DAG (dbtbus's node DAGs)")
     parser.add_argument("--timeout", type=float, default=600, help="per phase of a run: past it, timed out")
+    parser.add_argument("--fresh-triggerer", action="store_true",
+                        help="restart the triggerer before each floor and dbtbus run: each run's triggerer RSS rise "
+                             "is then a first run's")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--write", type=Path, help="regenerate this page's blocks from the results (bench/render.py)")
     return parser
@@ -279,6 +311,13 @@ def _sec(value: dict[str, Any] | None) -> str:
     return "–" if not value or not value.get("n") else f"{value['median']:.1f} s"
 
 
+def _memory(figures: dict[str, Any]) -> str:
+    before, rise = figures.get("triggerer_rss_before_mb"), figures.get("triggerer_rss_rise_mb")
+    if before is None or rise is None:
+        return "–"
+    return f"{before['median']:.0f} MB / {rise['median']:.0f} MB ({rise['min']:.0f}–{rise['max']:.0f})"
+
+
 def render(data: dict[str, Any]) -> str:
     """The section of docs/benchmarks.md (and quoted by docs/airflow.md), from the result alone."""
     m = data["machine"]
@@ -292,10 +331,14 @@ def render(data: dict[str, Any]) -> str:
         "same project. DAG wall: from the start of the first run to the end of the last, the floor's from the "
         "trigger of its tasks' runs. Ratios against the median bare wall of the size: median (min–max); CPU: "
         "medians per run, every Airflow component's tree (the scheduler's holds the task processes, dbt's build "
-        "among them), over the median bare run's.", "",
+        "among them), over the median bare run's. Triggerer: its RSS before the run and its processes' peak rise "
+        "in it, medians"
+        + (" — a new triggerer was started before each floor and dbtbus run, so each rise is a first run's."
+           if data.get("fresh_triggerer") else "; the triggerer lives through every run of the invocation."), "",
         "| models | rounds | bare task | run | DAG wall ÷ bare | CPU over the bare run's | of it: dag-processor "
-        "/ triggerer | floor: trigger → all waiting / its build's run ÷ bare / task end after its due moment, p95 |",
-        "|---|---|---|---|---|---|---|---|",
+        "/ triggerer | triggerer: RSS before / peak rise | floor: trigger → all waiting / its build's run ÷ bare / "
+        "task end after its due moment, p95 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in data["sizes"]:
         head = f"| {row['models']} | {row['rounds']} | {_sec(row['bare_wall'])}"
@@ -304,15 +347,16 @@ def render(data: dict[str, Any]) -> str:
             lines.append(
                 f"{head} | floor, no dbtbus | **{_x(row['ratio'])}**{'' if row['green'] else ' (not all green)'} "
                 f"| {_sec(row['cpu_over_bare'])} | {_sec(cpu['dag-processor'])} / {_sec(cpu['triggerer'])} "
+                f"| {_memory(row)} "
                 f"| {_sec(row['to_waiting_s'])} / {_x(row['build_ratio'])} / {_sec(row['lag_p95_s'])} |")
         if "dbtbus" in row:
             d = row["dbtbus"]
             lines.append(
                 f"{head} | dbtbus, Redis | **{_x(d['ratio'])}**{'' if d['green'] else ' (not all green)'} "
                 f"| {_sec(d['cpu_over_bare'])} | {_sec(d['cpu']['dag-processor'])} / {_sec(d['cpu']['triggerer'])} "
-                "| – |")
+                f"| {_memory(d)} | – |")
         if "ratio" not in row and "dbtbus" not in row:
-            lines.append(f"{head} | no run ended | | | | |")
+            lines.append(f"{head} | no run ended | | | | | |")
     if data["notes"]:
         lines += ["", *[f"- {note}" for note in data["notes"]]]
     return "\n".join(lines) + "\n"
