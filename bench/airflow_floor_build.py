@@ -218,13 +218,22 @@ def _cpu_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {c: stat(r["cpu"].get(c, 0.0) for r in runs) for c in components}
 
 
+def _rise_by_process(run: dict[str, Any]) -> tuple[float, float]:
+    """A run's triggerer peak RSS rise (MB) in its supervisor — the process Airflow started, first in the
+    tree — and in the rest of its tree (the trigger runner and the log server)."""
+    rises = [max(0, v) / 2**20 for v in (run.get("triggerer_rss_rise") or {}).values()]
+    return (rises[0], sum(rises[1:])) if rises else (0.0, 0.0)
+
+
 def _rss_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The triggerer's RSS before ``runs`` and its peak rise in them (MB), where they were measured."""
     measured = [r for r in runs if r.get("triggerer_rss_rise") is not None]
     if not measured:
         return {}
     return {"triggerer_rss_before_mb": stat(r["triggerer_rss_before"] / 2**20 for r in measured),
-            "triggerer_rss_rise_mb": stat(_rss_rise(r) for r in measured)}
+            "triggerer_rss_rise_mb": stat(_rss_rise(r) for r in measured),
+            "supervisor_rss_rise_mb": stat(_rise_by_process(r)[0] for r in measured),
+            "runner_rss_rise_mb": stat(_rise_by_process(r)[1] for r in measured)}
 
 
 def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: list[str]) -> Measured:
@@ -266,7 +275,8 @@ def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: lis
     figures["host"] = f"{os.cpu_count()} cores (shared)"
     runs = [Run(variant=f"{r['variant']}@{r['models']}", round=r["round"], wall_s=r.get("wall"),
                 cpu_s=sum(r.get("cpu", {}).values()) or None, peak_rss_bytes=None,
-                labels={k: r.get(k) for k in ("to_waiting_s", "build_wall", "lag_p95_s", "timed_out")})
+                labels={k: r.get(k) for k in ("to_waiting_s", "build_wall", "lag_p95_s", "timed_out",
+                                              "triggerer_rss_before", "triggerer_rss_rise")})
             for size in sizes for r in size["runs"]]
     return Measured(params={"models": list(args.models), "variants": list(args.variants), "repeat": args.repeat,
                             "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer,
@@ -315,7 +325,11 @@ def _memory(figures: dict[str, Any]) -> str:
     before, rise = figures.get("triggerer_rss_before_mb"), figures.get("triggerer_rss_rise_mb")
     if before is None or rise is None:
         return "–"
-    return f"{before['median']:.0f} MB / {rise['median']:.0f} MB ({rise['min']:.0f}–{rise['max']:.0f})"
+    text = f"{before['median']:.0f} MB / {rise['median']:.0f} MB ({rise['min']:.0f}–{rise['max']:.0f})"
+    supervisor, runner = figures.get("supervisor_rss_rise_mb"), figures.get("runner_rss_rise_mb")
+    if supervisor is not None and runner is not None:
+        text += f": supervisor {supervisor['median']:.0f} MB, trigger runner {runner['median']:.0f} MB"
+    return text
 
 
 def render(data: dict[str, Any]) -> str:
