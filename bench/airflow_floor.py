@@ -61,7 +61,7 @@ if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._harness import RESULTS_DIR, Measured, Options, benchmark, log, script_main, stat
-from bench.airflow_live import _cpu_seconds, _PeakSampler, _triggerer_rss
+from bench.airflow_live import _cpu_seconds, _PeakSampler
 from tests.airflow_live._deployment import TERMINAL, Deployment
 
 BIN = Path(sys.executable).parent
@@ -259,7 +259,6 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float,
         af.wait_for_dag(dag_id)
         af._http("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     cpu0 = _cpu_seconds(af)
-    rss0 = _triggerer_rss(af)
     log_at = _log_size(af)
     out: dict[str, Any] = {"variant": variant, "models": models, "run_id": run_id, "dags": len(dag_ids)}
     with _PeakSampler(af) as peak:
@@ -323,8 +322,8 @@ def one(af: Deployment, variant: str, models: int, moment: Path, timeout: float,
         "lag_p50_s": statistics.median(lags), "lag_p95_s": _pct(lags, 0.95), "lag_max_s": max(lags),
         "cpu_run": {k: round(cpu2[k] - cpu0[k], 3) for k in cpu2 if k in cpu0},
         "cpu_end": {k: round(cpu2[k] - cpu1[k], 3) for k in cpu2 if k in cpu1},
-        "triggerer_rss_before": sum(rss0.values()),
-        "triggerer_rss_rise": sum(max(0, peak.peak[pid] - rss0.get(pid, 0)) for pid in peak.peak),
+        "triggerer_rss_before": sum(peak.before.values()),
+        "triggerer_rss_rise": sum(max(0, rise) for rise in peak.rises().values()),
     })
     out.update(_triggerer_log(af, log_at))
     out["triggerer_ms_per_task_run"] = 1000 * out["cpu_run"].get("triggerer", 0) / models

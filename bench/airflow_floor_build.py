@@ -49,7 +49,7 @@ from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, 
 from bench.airflow_floor import DAG_FILE as TASKS_FILE
 from bench.airflow_floor import TRIGGER_SHAPE, _dag_id, _dag_ids, _pct, _wait, _wait_waiting
 from bench.airflow_live import DAG_FILE as BUILD_FILE
-from bench.airflow_live import _cpu_seconds, _med, _PeakSampler, _prepare, _rss_rise, _triggerer_rss
+from bench.airflow_live import _cpu_seconds, _med, _PeakSampler, _prepare, _rss_rise
 from bench.airflow_live import one as airflow_live_run
 from tests.airflow_live._deployment import TERMINAL, Deployment
 
@@ -105,7 +105,6 @@ def floor(af: Deployment, models: int, per_dag: int, moment: Path, spread: float
         af.wait_for_dag(dag_id)
         af._http("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     cpu0 = _cpu_seconds(af)
-    rss0 = _triggerer_rss(af)
     began = time.time()
     with _PeakSampler(af) as peak:
         for dag_id in dag_ids:
@@ -134,8 +133,8 @@ def floor(af: Deployment, models: int, per_dag: int, moment: Path, spread: float
             "lag_p50_s": statistics.median(lags), "lag_p95_s": _pct(lags, 0.95), "lag_max_s": max(lags),
             "cpu": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0},
             # airflow_live's shape: the triggerer's RSS before the run, each of its processes' peak rise in it.
-            "triggerer_rss_before": sum(rss0.values()),
-            "triggerer_rss_rise": {str(pid): peak.peak[pid] - rss0.get(pid, 0) for pid in peak.peak},
+            "triggerer_rss_before": sum(peak.before.values()),
+            "triggerer_rss_rise": peak.rises(),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 

@@ -185,10 +185,12 @@ def _triggerer_rss(af: Deployment) -> dict[int, int]:
 
 
 class _PeakSampler:
-    """The highest RSS of each triggerer process, sampled every ``interval`` seconds while in the block."""
+    """The highest RSS of each triggerer process, sampled every ``interval`` seconds while in the block, and
+    each one's RSS as the block began (``before``)."""
 
     def __init__(self, af: Deployment, interval: float = 0.25) -> None:
         self.af, self.interval = af, interval
+        self.before: dict[int, int] = {}
         self.peak: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -199,8 +201,13 @@ class _PeakSampler:
                 self.peak[pid] = max(self.peak.get(pid, 0), rss)
 
     def __enter__(self) -> _PeakSampler:
+        self.before = _triggerer_rss(self.af)
         self._thread.start()
         return self
+
+    def rises(self) -> dict[str, int]:
+        """Each process's peak RSS over its RSS as the block began (bytes), by pid."""
+        return {str(pid): peak - self.before.get(pid, 0) for pid, peak in self.peak.items()}
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -295,7 +302,6 @@ def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redi
     dag_id = f"{VARIANTS[variant]}_{models}"
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     cpu_before = _cpu_seconds(af)
-    rss_before = _triggerer_rss(af)
     with _PeakSampler(af) as peak:
         af.trigger(dag_id, run_id)
         state, hung = _wait_all(af, dag_id, run_id, time.monotonic() + hang_after)
@@ -326,8 +332,8 @@ def one(af: Deployment, variant: str, models: int, failing: dict[str, Any], redi
     out.update({"state": state, "node_dags": len(_node_dags(af, dag_id)), "node_tasks": len(nodes),
                 "node_worker_runs": sum(1 for t in nodes.values() if t.queued),
                 "cpu": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after if k in cpu_before},
-                "triggerer_rss_before": sum(rss_before.values()),
-                "triggerer_rss_rise": {str(pid): peak.peak[pid] - rss_before.get(pid, 0) for pid in peak.peak},
+                "triggerer_rss_before": sum(peak.before.values()),
+                "triggerer_rss_rise": peak.rises(),
                 "triggerer_rss_after": sum(_triggerer_rss(af).values())})
     if start is not None and None not in ends:
         out["dag_wall"] = max(e for e in ends if e is not None) - start
