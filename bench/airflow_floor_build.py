@@ -145,6 +145,7 @@ def dbtbus(af: Deployment, models: int, failing: dict[str, Any], redis_url: str,
         raise TimeoutError(f"the dbtbus run {out['run_id']} did not end in {timeout:.0f} s")
     return {"variant": "dbtbus", "models": models, "run_id": out["run_id"], "wall": out["dag_wall"],
             "state": out["state"], "cpu": out["cpu"], "outcome_lag": out.get("outcome_lag"),
+            "node_dags": out.get("node_dags"),
             "triggerer_rss_before": out.get("triggerer_rss_before"),
             "triggerer_rss_rise": out.get("triggerer_rss_rise"),
             "load_average": out["load_average"]}
@@ -168,7 +169,7 @@ def _run(args: argparse.Namespace, checkpoint: Callable[[Measured], None] | None
     notes: list[str] = []
     prepared = {models: _prepare(work, models) for models in args.models}
     with RedisServer() as redis, Deployment(home, BIN, {
-        "DBTBUS_BENCH_REDIS": redis.url,
+        "DBTBUS_BENCH_REDIS": redis.url, "DBTBUS_BENCH_PER_DAG": str(args.per_dag),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                     os.environ.get("PYTHONPATH")]))}) as af:
         for models, (project, _, failing_path) in prepared.items():
@@ -290,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
                              "once per round")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                         help="bare is what the others are divided by: keep it")
-    parser.add_argument("--per-dag", type=int, default=50, help="tasks per DAG (dbtbus's node DAGs)")
+    parser.add_argument("--per-dag", type=int, default=50,
+                        help="tasks per DAG: the floor's, and dbtbus's max_tasks_per_dag")
     parser.add_argument("--timeout", type=float, default=600, help="per phase of a run: past it, timed out")
     parser.add_argument("--fresh-triggerer", action="store_true",
                         help="restart the triggerer before each floor and dbtbus run: each run's triggerer RSS rise "
@@ -340,12 +342,12 @@ def render(data: dict[str, Any]) -> str:
         f"{m['date']}), alternating within each round: the bare build in one Airflow task alone; the floor, no "
         f"dbtbus — the same build started once N trivial `start_from_trigger` tasks (DAGs of at most "
         f"{data['per_dag']}, one run id) all wait in the triggerer, which then ends them one by one across the "
-        "build's length (task i at (i+1)/N of the round's bare wall); dbtbus on Redis in its default layout on the "
-        "same project. DAG wall: from the start of the first run to the end of the last, the floor's from the "
-        "trigger of its tasks' runs. Ratios against the median bare wall of the size: median (min–max); CPU: "
-        "medians per run, every Airflow component's tree (the scheduler's holds the task processes, dbt's build "
-        "among them), over the median bare run's. Triggerer: its RSS before the run and its processes' peak rise "
-        "in it, medians"
+        "build's length (task i at (i+1)/N of the round's bare wall); dbtbus on Redis in its default layout, "
+        f"node DAGs of at most {data['per_dag']} tasks (`max_tasks_per_dag`), on the same project. DAG wall: "
+        "from the start of the first run to the end of the last, the floor's from the trigger of its tasks' runs. "
+        "Ratios against the median bare wall of the size: median (min–max); CPU: medians per run, every Airflow "
+        "component's tree (the scheduler's holds the task processes, dbt's build among them), over the median bare "
+        "run's. Triggerer: its RSS before the run and its processes' peak rise in it, medians"
         + (" — a new triggerer was started before each floor and dbtbus run, so each rise is a first run's."
            if data.get("fresh_triggerer") else "; the triggerer lives through every run of the invocation."), "",
         "| models | rounds | bare task | run | DAG wall ÷ bare | CPU over the bare run's | of it: dag-processor "

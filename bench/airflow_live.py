@@ -98,9 +98,12 @@ if WHICH in ("redis", "xcom", "redis_failing", "redis_one_dag", "redis_split", "
     project = FAILING if WHICH == "redis_failing" else PROJECT
     layout = {{"redis_one_dag": "one_dag", "redis_split": "split"}}.get(WHICH, "auto")
     args = ["build", "--project-dir", str(project), "--profiles-dir", str(project)]
+    # a benchmark of node DAGs' size sets it for the whole deployment; unset, the default's
+    per_dag = os.environ.get("DBTBUS_BENCH_PER_DAG")
+    sizing = {{"max_tasks_per_dag": int(per_dag)}} if per_dag else {{}}
     with DAG(f"bench_dbtbus_{{WHICH}}_{models}", schedule=None, catchup=False) as dag:
         render_dbt_task_group(project / "manifest.render.json", url, args, group_id="dbt", layout=layout,
-                              sensor_kwargs={{"timeout": 1800}}, emit_assets=WHICH == "redis_assets")
+                              sensor_kwargs={{"timeout": 1800}}, emit_assets=WHICH == "redis_assets", **sizing)
 
 if WHICH == "cosmos":
     from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig
