@@ -76,7 +76,8 @@ def render_dbt_task_group(
     group keeps one :class:`DbtNodeDagSensor` per node DAG that ends when that DAG's nodes are decided: ``group >>
     downstream`` waits for every node, as with one DAG. ``layout`` forces one way (``"one_dag"``, ``"split"``). Node
     DAGs inherit this DAG's ``default_args``, ``tags`` (plus ``dbtbus``), ``max_active_runs`` and ``dagrun_timeout``,
-    and are created unpaused.
+    and are created unpaused. A smaller ``max_tasks_per_dag`` trades the dag-processor's CPU for the triggerer's
+    memory (each trigger's workload carries its whole DAG): docs/airflow.md ("The size of node DAGs") has both.
 
     Sensors retry as often as the producer does unless ``sensor_kwargs`` says otherwise (or, when the producer
     is given no ``retries`` either, as the DAG's ``default_args`` say): a sensor that failed in the producer's
