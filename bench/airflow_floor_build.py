@@ -45,7 +45,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, script_main, stat
+from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, script_main, stat, versions
 from bench.airflow_floor import DAG_FILE as TASKS_FILE
 from bench.airflow_floor import TRIGGER_SHAPE, _dag_id, _dag_ids, _pct, _wait, _wait_waiting
 from bench.airflow_live import DAG_FILE as BUILD_FILE
@@ -237,7 +237,8 @@ def _rss_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: list[str]) -> Measured:
-    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer}
+    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer,
+                               "bytecode": versions()["dbtbus_bytecode"]}
     for size in sizes:
         ok = {v: [r for r in size["runs"] if r["variant"] == v and "timed_out" not in r] for v in VARIANTS}
         bare_wall = _med([r["wall"] for r in ok["bare"]])
@@ -348,6 +349,8 @@ def render(data: dict[str, Any]) -> str:
         "Ratios against the median bare wall of the size: median (min–max); CPU: medians per run, every Airflow "
         "component's tree (the scheduler's holds the task processes, dbt's build among them), over the median bare "
         "run's. Triggerer: its RSS before the run and its processes' peak rise in it, medians"
+        + (f"; dbtbus's bytecode {data['bytecode']} (an installed copy's is compiled at install)"
+           if data.get("bytecode") else "; dbtbus compiled from source by every process that imported it")
         + (" — a new triggerer was started before each floor and dbtbus run, so each rise is a first run's."
            if data.get("fresh_triggerer") else "; the triggerer lives through every run of the invocation."), "",
         "| models | rounds | bare task | run | DAG wall ÷ bare | CPU over the bare run's | of it: dag-processor "
