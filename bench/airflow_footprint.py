@@ -16,6 +16,14 @@ the memory they hold once they all wait, divided by 1,000: Python's allocations 
 interpreter, the whole process's RSS in another with tracemalloc off (its trace per live block is not the
 sensors' memory), alternated. On ``memory://`` and on a throw-away Redis.
 
+**Per node task, against Airflow's floor.** What Airflow itself does with each node task, beside the floor
+benchmark's trivial ``start_from_trigger`` task (``bench/_floor_trigger.py``), in DAGs of 50 tasks (the
+default ``max_tasks_per_dag``): building it when the dag-processor parses the DAG file (dbtbus: the whole
+render of a 200-model manifest, per node task), serializing its DAG, the bytes it adds to the serialized DAG,
+and deserializing that DAG — which Airflow 3.3's triggerer does for every trigger it starts, once in its
+supervisor and once in its runner, so a task's bytes and fields are paid once per task of its DAG. Medians
+of alternated repeats in one interpreter.
+
 Needs Airflow (run it with the airflow nox session's interpreter)::
 
     .nox/airflow/bin/python -m bench.airflow_footprint [--quick] [--write docs/airflow.md]
@@ -288,6 +296,83 @@ print(json.dumps(asyncio.run(waiting_memory(URL, run, graph, start_all, traced=M
 '''
 
 
+PER_TASK_PROBE = r'''
+# What Airflow does per node task, beside the floor's trivial start_from_trigger task: build, serialize,
+# bytes, deserialize (as the triggerer does per trigger, for the trigger's whole DAG). DAGs of 50 tasks.
+import gc, json, statistics, sys, tempfile, time
+from pathlib import Path
+from airflow.sdk import DAG
+from airflow.sdk.definitions._internal.contextmanager import DagContext
+from airflow.serialization.serialized_objects import DagSerialization
+from bench._floor_trigger import FloorOperator
+from bench.airflow_footprint import synthetic_manifest
+from dbtbus.airflow import render_dbt_task_group
+REPEATS, MODELS, PER_DAG = int(sys.argv[1]), 200, 50
+manifest = Path(tempfile.mkdtemp()) / "manifest.json"
+manifest.write_text(json.dumps(synthetic_manifest(MODELS)))
+
+def floor():
+    dags = []
+    for k in range(MODELS // PER_DAG):
+        with DAG(f"floor_{k}", schedule=None) as dag:
+            for i in range(PER_DAG):
+                FloorOperator(task_id=f"m{i:04d}", moment_path="/tmp/moment", outcome="success", after=i / MODELS)
+        dags.append(dag)
+    return dags
+
+def dbtbus():
+    # As the dag-processor imports a DAG file: every DAG made in a `with` is registered with the module.
+    DagContext.current_autoregister_module_name = __name__
+    try:
+        with DAG("bench", schedule=None):
+            render_dbt_task_group(manifest, "redis://127.0.0.1:6379/0", ["build"], group_id="dbt",
+                                  max_tasks_per_dag=PER_DAG)
+    finally:
+        DagContext.current_autoregister_module_name = None
+        made = [dag for dag, _ in DagContext.autoregistered_dags]
+        DagContext.autoregistered_dags.clear()
+    # the node DAGs of models (the seeds' DAG is small), as the triggerer meets them
+    return [d for d in made if d.dag_id.startswith("bench.dbt.models")]
+
+samples = {"floor": [], "dbtbus": []}
+for _ in range(REPEATS):
+    for name, build in (("floor", floor), ("dbtbus", dbtbus)):
+        gc.collect()
+        t0 = time.process_time()
+        dags = build()
+        built = time.process_time() - t0
+        tasks = sum(len(d.tasks) for d in dags)
+        t0 = time.process_time()
+        data = [DagSerialization.to_dict(d) for d in dags]
+        serialized = time.process_time() - t0
+        blobs = [json.dumps(d) for d in data]
+        t0 = time.process_time()
+        for blob in blobs:
+            DagSerialization.from_dict(json.loads(blob))
+        deserialized = time.process_time() - t0
+        samples[name].append({"tasks": tasks, "dags": len(dags), "build_us": built / tasks * 1e6,
+                              "serialize_us": serialized / tasks * 1e6, "deserialize_us": deserialized / tasks * 1e6,
+                              "bytes": sum(len(b) for b in blobs) / tasks})
+        del dags, data, blobs
+out = {}
+for name, runs in samples.items():
+    out[name] = {"tasks": runs[0]["tasks"], "dags": runs[0]["dags"],
+                 **{k: [r[k] for r in runs] for k in ("build_us", "serialize_us", "deserialize_us", "bytes")}}
+print(json.dumps(out))
+'''
+
+
+def per_task_cost(repeats: int) -> dict[str, Any]:
+    """Airflow's work per node task (dbtbus) and per trivial ``start_from_trigger`` task (the floor's), in a fresh
+    interpreter: CPU µs to build, serialize and deserialize, and serialized bytes, per task of a DAG of 50."""
+    proc = subprocess.run([sys.executable, "-c", PER_TASK_PROBE, str(repeats)], capture_output=True, text=True,
+                          check=True, timeout=600, cwd=ROOT)  # fmt: skip
+    raw = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {name: {"tasks": r["tasks"], "dags": r["dags"],
+                   **{k: stat(r[k]) for k in ("build_us", "serialize_us", "deserialize_us", "bytes")}}
+            for name, r in raw.items()}
+
+
 def triggerer_memory(url: str, sensors: int, repeats: int, *, started: str | None = None) -> dict[str, Any]:
     """``started=None``: dbtbus's triggers alone; ``"release"`` / ``"keep"``: started as Airflow's triggerer
     starts a start_from_trigger task, with the DAG copy let go after rendering (today) or kept (before)."""
@@ -324,6 +409,8 @@ def run(opts: Options) -> Measured:
                 what = "plain Airflow tasks for" if plain else "a DAG file that renders"
                 log(f"airflow_footprint: parsing {what} {models} models ({repeats}x)")
                 parse.append(parse_cost(models, repeats, Path(tmp), plain=plain))
+        log(f"airflow_footprint: Airflow's work per node task against the floor's trivial task ({repeats * 2}x)")
+        per_task = per_task_cost(repeats * 2)
     triggers = [triggerer_memory("memory://footprint", 1000, max(1, repeats - 2))]
     if find_redis_server() is not None:
         with RedisServer() as server:
@@ -331,7 +418,7 @@ def run(opts: Options) -> Measured:
             # The DAG's size matters there: 200 models, each sensor holding what Airflow built for it.
             for started in ("release", "keep"):
                 triggers.append(triggerer_memory(server.url, 200, max(1, repeats - 3), started=started))
-    return Measured(params={"repeats": repeats}, figures={"parse": parse, "triggers": triggers})
+    return Measured(params={"repeats": repeats}, figures={"parse": parse, "triggers": triggers, "per_task": per_task})
 
 
 def _kb(value: float) -> str:
@@ -378,7 +465,31 @@ def render(data: dict[str, Any]) -> str:
     worst = max(max(t["traced_per_sensor"]["median"], t["rss_per_sensor"]["median"]) for t in own)
     lines += ["", f"Goal: ≤ {GOAL_SENSOR_BYTES / 1024:g} KB per waiting sensor, traced and RSS, for dbtbus's "
               f"triggers alone — {'met' if worst <= GOAL_SENSOR_BYTES else 'missed'}."]
+    if data.get("per_task"):
+        lines += ["", *per_task_lines(data["per_task"])]
     return "\n".join(lines)
+
+
+def per_task_lines(per_task: dict[str, Any]) -> list[str]:
+    """Airflow's work per node task beside the floor's trivial task (medians, CPU)."""
+    floor, mine = per_task["floor"], per_task["dbtbus"]
+
+    def ratio(key: str) -> str:
+        return f"{mine[key]['median'] / floor[key]['median']:.1f}×"
+
+    lines = [
+        "| Airflow's work per task, DAGs of 50 | build (dag-processor parse) | serialize | serialized bytes "
+        "| deserialize (triggerer, per task of the DAG, per trigger started) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, what in (("floor", "floor: trivial `start_from_trigger` task"), ("dbtbus", "dbtbus node task")):
+        r = per_task[name]
+        lines.append(f"| {what} ({r['tasks']} tasks) | {r['build_us']['median']:.0f} µs "
+                     f"| {r['serialize_us']['median']:.0f} µs | {r['bytes']['median']:.0f} B "
+                     f"| {r['deserialize_us']['median']:.0f} µs |")
+    lines.append(f"| dbtbus ÷ floor | {ratio('build_us')} | {ratio('serialize_us')} | {ratio('bytes')} "
+                 f"| {ratio('deserialize_us')} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
