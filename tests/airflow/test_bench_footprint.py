@@ -24,7 +24,7 @@ def per_task() -> dict:
 def test_both_sides_measure_the_same_number_of_tasks_in_dags_of_50(per_task: dict) -> None:
     for side in ("floor", "dbtbus"):
         assert per_task[side]["tasks"] == 200 and per_task[side]["dags"] == 4, side
-        for key in ("build_us", "serialize_us", "deserialize_us", "bytes"):
+        for key in ("build_us", "serialize_us", "deserialize_us", "deserialize_cached_us", "bytes"):
             assert per_task[side][key]["median"] > 0, (side, key)
 
 
@@ -40,3 +40,4 @@ def test_the_page_block_names_both_and_their_ratio(per_task: dict) -> None:
 
     text = "\n".join(per_task_lines(per_task))
     assert "floor: trivial" in text and "dbtbus node task" in text and "dbtbus ÷ floor" in text
+
