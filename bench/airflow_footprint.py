@@ -257,9 +257,12 @@ if not RELEASE:
 manifest = Path(tempfile.mkdtemp()) / "manifest.json"
 manifest.write_text(json.dumps(synthetic_manifest(N)))
 with DAG("bench", schedule=None) as dag:
-    render_dbt_task_group(manifest, URL, ["build"], group_id="dbt", sensor_kwargs={"timeout": 3600})
+    # every sensor in this one DAG, whatever its size (layout="auto" would split 200 models into node DAGs)
+    render_dbt_task_group(manifest, URL, ["build"], group_id="dbt", sensor_kwargs={"timeout": 3600},
+                          layout="one_dag")
 dag_data = DagSerialization.to_dict(dag)
 sensors = [t for t in dag.tasks if t.task_type == "DbtNodeSensor"]
+assert sensors, "no DbtNodeSensor in the rendered DAG"
 now = datetime.now(timezone.utc)
 dag_run = dict(dag_id="bench", run_id="manual__1", logical_date=None, data_interval_start=None,
                data_interval_end=None, run_after=now, start_date=now, end_date=None, run_type="manual",
