@@ -351,8 +351,9 @@ def render(data: dict[str, Any]) -> str:
         "run's. Triggerer: its RSS before the run and its processes' peak rise in it, medians"
         + (" — a new triggerer was started before each floor and dbtbus run, so each rise is a first run's."
            if data.get("fresh_triggerer") else "; the triggerer lives through every run of the invocation.")
-        + (f" dbtbus's bytecode: {data['bytecode']}, as an installed copy's is at install."
-           if data.get("bytecode") else " dbtbus was compiled from source by every process that imported it."), "",
+        + (" dbtbus's bytecode was compiled before the run, as an installed copy's is at install."
+           if data.get("bytecode") == "compiled before the run"
+           else " dbtbus was compiled from source by every process that imported it."), "",
         "| models | rounds | bare task | run | DAG wall ÷ bare | CPU over the bare run's | of it: dag-processor "
         "/ triggerer | triggerer: RSS before / peak rise | floor: trigger → all waiting / its build's run ÷ bare / "
         "task end after its due moment, p95 |",
