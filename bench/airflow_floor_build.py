@@ -45,7 +45,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/<script>.py``
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, script_main, stat, versions
+from bench._harness import RESULTS_DIR, Measured, Options, Run, benchmark, log, script_main, stat
 from bench.airflow_floor import DAG_FILE as TASKS_FILE
 from bench.airflow_floor import TRIGGER_SHAPE, _dag_id, _dag_ids, _pct, _wait, _wait_waiting
 from bench.airflow_live import DAG_FILE as BUILD_FILE
@@ -237,8 +237,7 @@ def _rss_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _summarise(args: argparse.Namespace, sizes: list[dict[str, Any]], notes: list[str]) -> Measured:
-    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer,
-                               "bytecode": versions()["dbtbus_bytecode"]}
+    figures: dict[str, Any] = {"sizes": [], "per_dag": args.per_dag, "fresh_triggerer": args.fresh_triggerer}
     for size in sizes:
         ok = {v: [r for r in size["runs"] if r["variant"] == v and "timed_out" not in r] for v in VARIANTS}
         bare_wall = _med([r["wall"] for r in ok["bare"]])
@@ -352,7 +351,7 @@ def render(data: dict[str, Any]) -> str:
         + (" — a new triggerer was started before each floor and dbtbus run, so each rise is a first run's."
            if data.get("fresh_triggerer") else "; the triggerer lives through every run of the invocation.")
         + (" dbtbus's bytecode was compiled before the run, as an installed copy's is at install."
-           if data.get("bytecode") == "compiled before the run"
+           if m.get("dbtbus_bytecode") == "compiled before the run"
            else " dbtbus was compiled from source by every process that imported it."), "",
         "| models | rounds | bare task | run | DAG wall ÷ bare | CPU over the bare run's | of it: dag-processor "
         "/ triggerer | triggerer: RSS before / peak rise | floor: trigger → all waiting / its build's run ÷ bare / "

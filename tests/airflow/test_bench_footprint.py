@@ -46,7 +46,6 @@ def test_the_page_block_names_both_and_their_ratio(per_task: dict) -> None:
     assert "floor: trivial" in text and "dbtbus node task" in text and "dbtbus ÷ floor" in text
 
 
-
 def test_started_sensors_are_every_sensor_of_one_dag_past_the_split_threshold(redis_url: str) -> None:
     # 120 models: render_dbt_task_group's default layout would put them in node DAGs; the probe measures the
     # copy of one whole DAG per trigger, so it renders them in one.
