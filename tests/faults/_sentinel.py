@@ -17,6 +17,15 @@ from dbtbus.testing.redis_server import LOOPBACK, RedisServer, RedisServerError,
 SERVICE = "dbtbus-master"
 
 
+def _tail(log: Path | None, lines: int = 15) -> str:
+    if log is None:
+        return ""
+    try:
+        return f"; the end of {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 class SentinelProcess:
     """One ``redis-server --sentinel`` watching ``SERVICE`` on ``master_port``."""
 
@@ -79,7 +88,9 @@ class SentinelDeployment:
         master_dir, replica_dir = directory / "master", directory / "replica"
         master_dir.mkdir(parents=True)
         replica_dir.mkdir(parents=True)
-        self.master = RedisServer(directory=master_dir)
+        # Without a delay the master starts the replica's full sync at once instead of waiting 5 s (Redis's
+        # default) for more replicas to share one diskless transfer.
+        self.master = RedisServer(directory=master_dir, extra_args=["--repl-diskless-sync-delay", "0"])
         self.replica = RedisServer(directory=replica_dir, extra_args=["--replicaof", LOOPBACK, str(self.master.port)])
         self.servers = [self.master, self.replica]
         self.sentinels = [
@@ -96,7 +107,14 @@ class SentinelDeployment:
         try:
             self.master.start()
             self.replica.start()
-            self._wait(lambda: "master_link_status:up" in self.replica.cli("info", "replication"), "the replica's sync")
+            # A busy machine can slow the first sync well past a second; the deadline is generous and a
+            # timeout says what the replica logged.
+            self._wait(
+                lambda: "master_link_status:up" in self.replica.cli("info", "replication", check=False),
+                "the replica's sync",
+                timeout=90,
+                log=self.replica.log_file,
+            )
             for sentinel in self.sentinels:
                 sentinel.start()
             # Each sentinel must know the replica (from the master's INFO) and the two other sentinels (from
@@ -107,6 +125,8 @@ class SentinelDeployment:
                     for s in self.sentinels
                 ),
                 "the sentinels' discovery of the replica and of each other",
+                timeout=90,
+                log=self.sentinels[0].directory / "sentinel.log",
             )
         except BaseException:
             self.close()
@@ -130,12 +150,12 @@ class SentinelDeployment:
         self._wait(lambda: "role:slave" in server.cli("info", "replication"), f"port {server.port} demoted", timeout)
 
     @staticmethod
-    def _wait(ready: object, what: str, timeout: float = 30) -> None:
+    def _wait(ready: object, what: str, timeout: float = 30, log: Path | None = None) -> None:
         assert callable(ready)
         deadline = time.monotonic() + timeout
         while not ready():
             if time.monotonic() > deadline:
-                raise RedisServerError(f"timed out waiting for {what}")
+                raise RedisServerError(f"timed out after {timeout:g} s waiting for {what}{_tail(log)}")
             time.sleep(0.05)
 
     def close(self) -> None:
