@@ -37,6 +37,7 @@ __all__ = [
     "TLSFiles",
     "find_redis_server",
     "free_port",
+    "log_tail",
     "make_tls_files",
     "redis_url_from_env",
 ]
@@ -68,6 +69,14 @@ def _find_redis_cli(server: str) -> str:
     if found is None:
         raise RedisServerError("redis-cli not found (needed for cluster setup)")
     return found
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = 10) -> str:
+    """The last ``lines`` lines of a server's log file, for an error message ("" when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def free_port(*, with_bus: bool = False) -> int:
@@ -243,10 +252,8 @@ class RedisServer:
             time.sleep(0.02)
 
     def _log_tail(self) -> str:
-        try:
-            return "\n" + "\n".join(self.log_file.read_text(errors="replace").splitlines()[-10:])
-        except OSError:
-            return ""
+        tail = log_tail(self.log_file)
+        return "\n" + tail if tail else ""
 
     def ping(self) -> bool:
         """True once the server answers a command (an auth error counts; still loading data does not)."""

@@ -12,18 +12,16 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from dbtbus.testing.redis_server import LOOPBACK, RedisServer, RedisServerError, find_redis_server, free_port
+from dbtbus.testing.redis_server import (
+    LOOPBACK,
+    RedisServer,
+    RedisServerError,
+    find_redis_server,
+    free_port,
+    log_tail,
+)
 
 SERVICE = "dbtbus-master"
-
-
-def _tail(log: Path | None, lines: int = 15) -> str:
-    if log is None:
-        return ""
-    try:
-        return f"; the end of {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 class SentinelProcess:
@@ -155,7 +153,9 @@ class SentinelDeployment:
         deadline = time.monotonic() + timeout
         while not ready():
             if time.monotonic() > deadline:
-                raise RedisServerError(f"timed out after {timeout:g} s waiting for {what}{_tail(log)}")
+                tail = log_tail(log, 15) if log is not None else ""
+                raise RedisServerError(f"timed out after {timeout:g} s waiting for {what}"
+                                       + (f"; the end of {log}:\n{tail}" if tail else ""))
             time.sleep(0.05)
 
     def close(self) -> None:
